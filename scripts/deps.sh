@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages twinlane needs to build, test and benchmark, and only those
+# that are missing. Safe to run again; runs `apt-get update` once before the first install.
+set -euo pipefail
+
+PKGS=(cmake make gcc pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
+      libcmocka-dev python3 python3-pytest)
+[ "${1:-}" = "--bench" ] && PKGS+=(valgrind)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

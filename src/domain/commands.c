@@ -1,0 +1,256 @@
+/*
+ * commands.c: decoding and validating command bodies into tl_cmd.
+ *
+ * Every field is checked and every failure is reported (not just the first), so a client gets
+ * the whole list of what to fix in one 400.
+ */
+#include "domain/domain.h"
+
+#include "util/tl_common.h"
+#include "util/tl_money.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *const CMD_NAMES[TL_CMD__COUNT] = {
+    [TL_CMD_CREATE_PRODUCT] = "create_product", [TL_CMD_RESTOCK] = "restock",
+    [TL_CMD_PLACE_ORDER] = "place_order",       [TL_CMD_CONFIRM_PAYMENT] = "confirm_payment",
+    [TL_CMD_SHIP] = "ship",                     [TL_CMD_CANCEL] = "cancel",
+};
+
+const char *tl_cmd_name(tl_cmd_kind kind) {
+  return (unsigned)kind < TL_CMD__COUNT ? CMD_NAMES[kind] : "unknown";
+}
+
+bool tl_cmd_is_order(tl_cmd_kind kind) {
+  return kind == TL_CMD_PLACE_ORDER || kind == TL_CMD_CONFIRM_PAYMENT || kind == TL_CMD_SHIP ||
+         kind == TL_CMD_CANCEL;
+}
+
+void tl_cmd_clear(tl_cmd *c) {
+  json_decref(c->shipping);
+  c->shipping = NULL;
+}
+
+/* Length of a UTF-8 string in code points; -1 if it is not valid UTF-8 (jansson already
+ * guarantees validity for decoded strings, so this only counts). */
+static long utf8_len(const char *s) {
+  long n = 0;
+  for (; *s; s++)
+    if (((unsigned char)*s & 0xC0) != 0x80) n++;
+  return n;
+}
+
+/* Has a control character (below 0x20 or DEL)? */
+static bool has_control(const char *s) {
+  for (; *s; s++)
+    if ((unsigned char)*s < 0x20 || *s == 0x7f) return true;
+  return false;
+}
+
+/* Validates a required (or optional) string member and copies it to out. Returns true if ok. */
+static bool get_string(const json_t *obj, const char *key, const char *field, bool required,
+                       long min_len, long max_len, char *out, size_t out_len, tl_problem *p) {
+  const json_t *v = json_object_get(obj, key);
+  char msg[96];
+  if (!v || json_is_null(v)) {
+    if (!required) {
+      if (out_len) out[0] = '\0';
+      return true;
+    }
+    tl_problem_field(p, field, "is required");
+    return false;
+  }
+  if (!json_is_string(v)) {
+    tl_problem_field(p, field, "must be a string");
+    return false;
+  }
+  const char *s = json_string_value(v);
+  long n = utf8_len(s);
+  if (n < min_len || n > max_len || strlen(s) >= out_len) {
+    snprintf(msg, sizeof msg, "must be %ld to %ld characters", min_len, max_len);
+    tl_problem_field(p, field, msg);
+    return false;
+  }
+  if (has_control(s)) {
+    tl_problem_field(p, field, "must not contain control characters");
+    return false;
+  }
+  memcpy(out, s, strlen(s) + 1);
+  return true;
+}
+
+/* Validates an integer member in [min, max]. */
+static bool get_int(const json_t *obj, const char *key, const char *field, int64_t min,
+                    int64_t max, int64_t *out, tl_problem *p) {
+  const json_t *v = json_object_get(obj, key);
+  char msg[96];
+  if (!v || json_is_null(v)) {
+    tl_problem_field(p, field, "is required");
+    return false;
+  }
+  if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+    snprintf(msg, sizeof msg, "must be an integer from %lld to %lld", (long long)min,
+             (long long)max);
+    tl_problem_field(p, field, msg);
+    return false;
+  }
+  *out = json_integer_value(v);
+  return true;
+}
+
+/* Validates a positive money amount. */
+static bool get_price(const json_t *obj, const char *key, const char *field, int64_t *out,
+                      tl_problem *p) {
+  const json_t *v = json_object_get(obj, key);
+  if (!v || json_is_null(v)) {
+    tl_problem_field(p, field, "is required");
+    return false;
+  }
+  int64_t minor;
+  if (tl_money_from_json(v, &minor) != TL_OK) {
+    tl_problem_field(p, field,
+                     "must be a number with at most two decimals, at most 10000000000.00");
+    return false;
+  }
+  if (minor <= 0) {
+    tl_problem_field(p, field, "must be greater than 0");
+    return false;
+  }
+  *out = minor;
+  return true;
+}
+
+static bool get_currency(const json_t *obj, char out[4], tl_problem *p) {
+  const json_t *v = json_object_get(obj, "currency");
+  if (!v || json_is_null(v)) {
+    memcpy(out, "USD", 4);
+    return true;
+  }
+  if (!json_is_string(v) || !tl_currency_valid(json_string_value(v))) {
+    tl_problem_field(p, "currency", "must be an ISO 4217 code of three upper-case letters");
+    return false;
+  }
+  memcpy(out, json_string_value(v), 4);
+  return true;
+}
+
+static void decode_create_product(const json_t *b, tl_cmd *c, tl_problem *p) {
+  const json_t *id = json_object_get(b, "productId");
+  if (!id || !json_is_string(id) || !tl_product_id_valid(json_string_value(id)))
+    tl_problem_field(p, "productId", "must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -");
+  else
+    memcpy(c->id, json_string_value(id), strlen(json_string_value(id)) + 1);
+  get_string(b, "name", "name", true, 1, 200, c->name, sizeof c->name, p);
+  get_string(b, "category", "category", true, 1, 100, c->category, sizeof c->category, p);
+  get_price(b, "price", "price", &c->price_minor, p);
+  get_currency(b, c->currency, p);
+  get_int(b, "stock", "stock", 0, 1000000000, &c->quantity, p);
+}
+
+static void decode_address(const json_t *b, tl_cmd *c, tl_problem *p) {
+  const json_t *a = json_object_get(b, "shippingAddress");
+  if (!a || !json_is_object(a)) {
+    tl_problem_field(p, "shippingAddress", a ? "must be an object" : "is required");
+    return;
+  }
+  static const struct {
+    const char *key, *field;
+    long min, max;
+  } F[] = {{"street", "shippingAddress.street", 1, 200},
+           {"city", "shippingAddress.city", 1, 200},
+           {"country", "shippingAddress.country", 2, 56},
+           {"postalCode", "shippingAddress.postalCode", 1, 20}};
+  char buf[1024];
+  bool ok = true;
+  for (size_t i = 0; i < TL_ARRAY_LEN(F); i++)
+    ok &= get_string(a, F[i].key, F[i].field, true, F[i].min, F[i].max, buf, sizeof buf, p);
+  if (!ok) return;
+  /* Keep exactly the four known members: unknown ones are ignored, not stored. */
+  c->shipping = json_pack("{s:O, s:O, s:O, s:O}", "street", json_object_get(a, "street"), "city",
+                          json_object_get(a, "city"), "country", json_object_get(a, "country"),
+                          "postalCode", json_object_get(a, "postalCode"));
+  if (!c->shipping) tl_problem_field(p, "shippingAddress", "could not be stored");
+}
+
+static void decode_place_order(const json_t *b, tl_cmd *c, tl_problem *p) {
+  const json_t *cid = json_object_get(b, "customerId");
+  if (!cid || !json_is_string(cid) || !tl_uuid_valid(json_string_value(cid)))
+    tl_problem_field(p, "customerId", "must be a UUID");
+  else
+    memcpy(c->customer_id, json_string_value(cid), TL_UUID_LEN + 1);
+  get_currency(b, c->currency, p);
+  decode_address(b, c, p);
+
+  const json_t *items = json_object_get(b, "items");
+  if (!items || !json_is_array(items)) {
+    tl_problem_field(p, "items", items ? "must be an array" : "is required");
+    return;
+  }
+  size_t n = json_array_size(items);
+  if (n < 1 || n > TL_ORDER_MAX_ITEMS) {
+    tl_problem_field(p, "items", "must hold 1 to 100 items");
+    return;
+  }
+  char field[48];
+  for (size_t i = 0; i < n; i++) {
+    const json_t *it = json_array_get(items, i);
+    tl_order_line *l = &c->items[i];
+    if (!json_is_object(it)) {
+      snprintf(field, sizeof field, "items[%zu]", i);
+      tl_problem_field(p, field, "must be an object");
+      continue;
+    }
+    const json_t *pid = json_object_get(it, "productId");
+    snprintf(field, sizeof field, "items[%zu].productId", i);
+    if (!pid || !json_is_string(pid) || !tl_product_id_valid(json_string_value(pid)))
+      tl_problem_field(p, field, "must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -");
+    else
+      memcpy(l->product_id, json_string_value(pid), strlen(json_string_value(pid)) + 1);
+    snprintf(field, sizeof field, "items[%zu].quantity", i);
+    get_int(it, "quantity", field, 1, TL_ORDER_MAX_QTY, &l->quantity, p);
+    snprintf(field, sizeof field, "items[%zu].price", i);
+    get_price(it, "price", field, &l->price_minor, p);
+  }
+  c->n_items = (int)n;
+}
+
+int tl_cmd_decode(tl_cmd_kind kind, const char *path_id, const json_t *body, tl_cmd *out,
+                  tl_problem *p) {
+  memset(out, 0, sizeof *out);
+  out->kind = kind;
+  if (path_id) {
+    size_t n = strlen(path_id);
+    if (n >= sizeof out->id) n = sizeof out->id - 1;
+    memcpy(out->id, path_id, n);
+    out->id[n] = '\0';
+  }
+  if (!json_is_object(body)) {
+    tl_problem_set(p, 400, "MALFORMED_JSON", "The body must be a JSON object.");
+    return TL_E_INVALID;
+  }
+  switch (kind) {
+  case TL_CMD_CREATE_PRODUCT: decode_create_product(body, out, p); break;
+  case TL_CMD_RESTOCK: get_int(body, "quantity", "quantity", 1, 1000000000, &out->quantity, p); break;
+  case TL_CMD_PLACE_ORDER: decode_place_order(body, out, p); break;
+  case TL_CMD_CONFIRM_PAYMENT:
+    get_string(body, "paymentId", "paymentId", true, 1, 128, out->text, sizeof out->text, p);
+    break;
+  case TL_CMD_SHIP:
+    get_string(body, "trackingNumber", "trackingNumber", true, 1, 128, out->text,
+               sizeof out->text, p);
+    break;
+  case TL_CMD_CANCEL:
+    get_string(body, "reason", "reason", false, 0, 500, out->text, sizeof out->text, p);
+    break;
+  default:
+    tl_problem_set(p, 400, "VALIDATION_FAILED", "Unknown command.");
+    return TL_E_INVALID;
+  }
+  if (p->errors && json_array_size(p->errors) > 0) {
+    tl_problem_set(p, 400, "VALIDATION_FAILED", "The command has %zu invalid field(s).",
+                   json_array_size(p->errors));
+    return TL_E_INVALID;
+  }
+  return TL_OK;
+}

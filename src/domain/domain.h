@@ -1,0 +1,169 @@
+/*
+ * domain.h: the order service's write model as pure functions.
+ *
+ * Commands arrive decoded and validated (tl_cmd_decode), are decided against the aggregate's
+ * current state (order_decide / product_decide: state + command -> events or a refusal), and
+ * events are folded into state (order_evolve / product_evolve: state + event -> state).
+ * Nothing here does I/O, takes a lock or reads a clock: every input is a parameter, so the
+ * module is tested without a server and the same fold serves the writer, temporal queries and
+ * (later) snapshots.
+ *
+ * Event types and their data (money as JSON numbers with two decimals):
+ *   ProductCreated   {productId, name, category, price, currency, stock}
+ *   ProductRestocked {productId, quantity}
+ *   OrderPlaced      {orderId, customerId, items: [{productId, quantity, price}],
+ *                     shippingAddress: {street, city, country, postalCode}, currency, total}
+ *   PaymentConfirmed {orderId, paymentId}
+ *   OrderShipped     {orderId, trackingNumber}
+ *   OrderCancelled   {orderId, reason}
+ * Every type is at schema version 1.
+ */
+#ifndef TL_DOMAIN_H
+#define TL_DOMAIN_H
+
+#include "util/tl_id.h"
+#include "util/tl_problem.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define TL_ORDER_MAX_ITEMS 100
+#define TL_ORDER_MAX_QTY 10000
+
+typedef enum {
+  TL_CMD_CREATE_PRODUCT,
+  TL_CMD_RESTOCK,
+  TL_CMD_PLACE_ORDER,
+  TL_CMD_CONFIRM_PAYMENT,
+  TL_CMD_SHIP,
+  TL_CMD_CANCEL,
+  TL_CMD__COUNT
+} tl_cmd_kind;
+
+/* Static name of a command kind ("place_order"), for metrics and logs. */
+const char *tl_cmd_name(tl_cmd_kind kind);
+
+/* True for commands that act on an order stream (as opposed to a product stream). */
+bool tl_cmd_is_order(tl_cmd_kind kind);
+
+typedef struct tl_order_line {
+  char product_id[TL_PRODUCT_ID_MAX + 1];
+  int64_t quantity;
+  int64_t price_minor;
+} tl_order_line;
+
+/* A decoded, validated command. Strings are copies; body is a reference the command owns
+ * (released by tl_cmd_clear). */
+typedef struct tl_cmd {
+  tl_cmd_kind kind;
+  /* Target aggregate id: productId, or orderId (empty for place_order until the writer assigns
+   * one). */
+  char id[TL_PRODUCT_ID_MAX + 1];
+  char name[201];
+  char category[101];
+  char currency[4];
+  char customer_id[TL_UUID_LEN + 1];
+  char text[501];  /* paymentId, trackingNumber or reason */
+  int64_t price_minor;
+  int64_t quantity; /* stock for create_product, quantity for restock */
+  int n_items;
+  tl_order_line items[TL_ORDER_MAX_ITEMS];
+  json_t *shipping; /* owned reference: the validated shippingAddress object */
+} tl_cmd;
+
+/* Decodes and validates body (a JSON object) for a command of kind on the aggregate named by
+ * path_id (NULL for creations). Returns 0 with *out filled, or TL_E_INVALID with *p holding a
+ * 400 VALIDATION_FAILED problem listing every field error. *out must be released with
+ * tl_cmd_clear in both cases. */
+int tl_cmd_decode(tl_cmd_kind kind, const char *path_id, const json_t *body, tl_cmd *out,
+                  tl_problem *p);
+void tl_cmd_clear(tl_cmd *c);
+
+typedef enum {
+  TL_ORDER_NONE = 0, /* no such order (version 0) */
+  TL_ORDER_PENDING,
+  TL_ORDER_PAID,
+  TL_ORDER_SHIPPED,
+  TL_ORDER_CANCELLED,
+} tl_order_status;
+
+const char *tl_order_status_name(tl_order_status s);
+
+typedef struct tl_order_state {
+  int64_t version; /* stream version: number of events folded */
+  tl_order_status status;
+  char order_id[TL_ULID_LEN + 1];
+  char customer_id[TL_UUID_LEN + 1];
+  char currency[4];
+  int64_t total_minor;
+  int n_items;
+  tl_order_line *items; /* owned array of n_items (malloc), NULL when empty */
+  json_t *shipping;     /* owned reference or NULL */
+  int64_t created_ms, updated_ms;
+} tl_order_state;
+
+typedef struct tl_product_state {
+  int64_t version; /* 0: the product does not exist */
+  char product_id[TL_PRODUCT_ID_MAX + 1];
+  char name[201];
+  char category[101];
+  char currency[4];
+  int64_t price_minor;
+  int64_t stock;
+  int64_t created_ms, updated_ms;
+} tl_product_state;
+
+/* An event produced by a decision, not yet in the log. data is owned. */
+typedef struct tl_new_event {
+  const char *type; /* static string */
+  json_t *data;
+} tl_new_event;
+
+#define TL_DECISION_MAX_EVENTS 2
+
+typedef struct tl_decision {
+  int n_events;
+  tl_new_event events[TL_DECISION_MAX_EVENTS];
+  tl_problem problem; /* filled on refusal */
+} tl_decision;
+
+void tl_decision_clear(tl_decision *d);
+
+/* Looks up a product of the catalog for order placement; returns NULL if it does not exist.
+ * The pointer stays valid for the duration of the decide call. */
+typedef const tl_product_state *(*tl_product_lookup)(void *ctx, const char *product_id);
+
+/* Decides an order command against state s (version 0 = no such order). For place_order,
+ * c->id must already hold the new order id and lookup resolves the catalog.
+ * Returns 0 with d->events filled, or a negative code with d->problem set:
+ *   TL_E_NOTFOUND (404 ORDER_NOT_FOUND), TL_E_CONFLICT (409 with the rule's code),
+ *   TL_E_INVALID (400: an unknown product, as a field error). */
+int tl_order_decide(const tl_order_state *s, const tl_cmd *c, tl_product_lookup lookup,
+                    void *lookup_ctx, tl_decision *d);
+
+/* Decides a product command against state s (version 0 = no such product). Returns 0, or
+ * TL_E_CONFLICT (409 PRODUCT_EXISTS), TL_E_NOTFOUND (404 PRODUCT_NOT_FOUND). */
+int tl_product_decide(const tl_product_state *s, const tl_cmd *c, tl_decision *d);
+
+/* Folds one event (type, data, recorded time) into s and increments s->version. Unknown types
+ * only bump the version. Returns 0, or TL_E_INVALID if data lacks a field the type needs
+ * (the state is then unchanged apart from the version). */
+int tl_order_evolve(tl_order_state *s, const char *type, const json_t *data, int64_t recorded_ms);
+int tl_product_evolve(tl_product_state *s, const char *type, const json_t *data,
+                      int64_t recorded_ms);
+
+/* Initialise / release states. tl_order_state_copy makes dst an independent copy. */
+void tl_order_state_init(tl_order_state *s);
+void tl_order_state_clear(tl_order_state *s);
+void tl_order_state_copy(tl_order_state *dst, const tl_order_state *src);
+void tl_product_state_init(tl_product_state *s);
+
+/* The order as JSON (orderId, customerId, status, items [{productId, quantity, price}], total,
+ * currency, shippingAddress, createdAt, updatedAt, version). New reference. */
+json_t *tl_order_state_json(const tl_order_state *s);
+
+/* Stream names: "order-<id>", "product-<id>". out must hold at least 80 bytes. */
+void tl_stream_name(char *out, size_t len, bool is_order, const char *id);
+
+#endif

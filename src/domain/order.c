@@ -1,0 +1,205 @@
+/*
+ * order.c: the order aggregate: lifecycle rules (decide) and the fold of its events (evolve).
+ *
+ *   PENDING --confirm-payment--> PAID --ship--> SHIPPED
+ *   PENDING / PAID --cancel--> CANCELLED
+ */
+#include "domain/domain.h"
+
+#include "util/tl_common.h"
+#include "util/tl_money.h"
+#include "util/tl_time.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *tl_order_status_name(tl_order_status s) {
+  switch (s) {
+  case TL_ORDER_PENDING: return "PENDING";
+  case TL_ORDER_PAID: return "PAID";
+  case TL_ORDER_SHIPPED: return "SHIPPED";
+  case TL_ORDER_CANCELLED: return "CANCELLED";
+  default: return "NONE";
+  }
+}
+
+void tl_stream_name(char *out, size_t len, bool is_order, const char *id) {
+  snprintf(out, len, "%s-%s", is_order ? "order" : "product", id);
+}
+
+void tl_decision_clear(tl_decision *d) {
+  for (int i = 0; i < d->n_events; i++) json_decref(d->events[i].data);
+  tl_problem_clear(&d->problem);
+  memset(d, 0, sizeof *d);
+}
+
+void tl_order_state_init(tl_order_state *s) {
+  memset(s, 0, sizeof *s);
+}
+
+void tl_order_state_clear(tl_order_state *s) {
+  free(s->items);
+  json_decref(s->shipping);
+  memset(s, 0, sizeof *s);
+}
+
+void tl_order_state_copy(tl_order_state *dst, const tl_order_state *src) {
+  *dst = *src;
+  dst->items = NULL;
+  if (src->n_items > 0) {
+    dst->items = malloc(sizeof *dst->items * (size_t)src->n_items);
+    if (!dst->items) abort(); /* out of memory while copying state: no sane way on */
+    memcpy(dst->items, src->items, sizeof *dst->items * (size_t)src->n_items);
+  }
+  if (dst->shipping) json_incref(dst->shipping);
+}
+
+static int add_event(tl_decision *d, const char *type, json_t *data) {
+  if (!data) {
+    tl_problem_set(&d->problem, 500, "INTERNAL", "Out of memory building an event.");
+    return TL_E_NOMEM;
+  }
+  d->events[d->n_events].type = type;
+  d->events[d->n_events].data = data;
+  d->n_events++;
+  return TL_OK;
+}
+
+static int refuse(tl_decision *d, int rc, int status, const char *code, const char *detail) {
+  tl_problem_set(&d->problem, status, code, "%s", detail);
+  return rc;
+}
+
+static int decide_place(const tl_cmd *c, tl_product_lookup lookup, void *ctx, tl_decision *d) {
+  char field[48];
+  int64_t total = 0;
+  for (int i = 0; i < c->n_items; i++) {
+    const tl_order_line *l = &c->items[i];
+    const tl_product_state *ps = lookup ? lookup(ctx, l->product_id) : NULL;
+    if (!ps || ps->version == 0) {
+      snprintf(field, sizeof field, "items[%d].productId", i);
+      tl_problem_field(&d->problem, field, "is not a product of the catalog");
+    }
+    total += l->quantity * l->price_minor; /* bounded: 100 x 10^4 x 10^12 < 2^63 */
+  }
+  if (d->problem.errors)
+    return refuse(d, TL_E_INVALID, 400, "VALIDATION_FAILED",
+                  "The order names products that cannot be sold in it.");
+  json_t *items = json_array();
+  if (!items) return TL_E_NOMEM;
+  for (int i = 0; i < c->n_items; i++) {
+    const tl_order_line *l = &c->items[i];
+    json_array_append_new(items, json_pack("{s:s, s:I, s:o}", "productId", l->product_id,
+                                           "quantity", (json_int_t)l->quantity, "price",
+                                           tl_money_to_json(l->price_minor)));
+  }
+  json_t *data = json_pack("{s:s, s:s, s:o, s:O, s:s, s:o}", "orderId", c->id, "customerId",
+                           c->customer_id, "items", items, "shippingAddress", c->shipping,
+                           "currency", c->currency, "total", tl_money_to_json(total));
+  return add_event(d, "OrderPlaced", data);
+}
+
+int tl_order_decide(const tl_order_state *s, const tl_cmd *c, tl_product_lookup lookup,
+                    void *lookup_ctx, tl_decision *d) {
+  if (c->kind == TL_CMD_PLACE_ORDER) {
+    if (s->version != 0)
+      return refuse(d, TL_E_CONFLICT, 409, "ORDER_EXISTS", "The order already exists.");
+    return decide_place(c, lookup, lookup_ctx, d);
+  }
+  if (s->version == 0)
+    return refuse(d, TL_E_NOTFOUND, 404, "ORDER_NOT_FOUND", "No order has this id.");
+  switch (c->kind) {
+  case TL_CMD_CONFIRM_PAYMENT:
+    if (s->status == TL_ORDER_CANCELLED)
+      return refuse(d, TL_E_CONFLICT, 409, "ORDER_CLOSED", "The order is cancelled.");
+    if (s->status != TL_ORDER_PENDING)
+      return refuse(d, TL_E_CONFLICT, 409, "ALREADY_PAID", "The order is already paid.");
+    return add_event(d, "PaymentConfirmed",
+                     json_pack("{s:s, s:s}", "orderId", s->order_id, "paymentId", c->text));
+  case TL_CMD_SHIP:
+    if (s->status == TL_ORDER_CANCELLED)
+      return refuse(d, TL_E_CONFLICT, 409, "ORDER_CLOSED", "The order is cancelled.");
+    if (s->status == TL_ORDER_SHIPPED)
+      return refuse(d, TL_E_CONFLICT, 409, "ALREADY_SHIPPED", "The order is already shipped.");
+    if (s->status != TL_ORDER_PAID)
+      return refuse(d, TL_E_CONFLICT, 409, "NOT_PAID", "The order is not paid yet.");
+    return add_event(d, "OrderShipped", json_pack("{s:s, s:s}", "orderId", s->order_id,
+                                                  "trackingNumber", c->text));
+  case TL_CMD_CANCEL:
+    if (s->status == TL_ORDER_CANCELLED)
+      return refuse(d, TL_E_CONFLICT, 409, "ORDER_CLOSED", "The order is already cancelled.");
+    if (s->status == TL_ORDER_SHIPPED)
+      return refuse(d, TL_E_CONFLICT, 409, "ALREADY_SHIPPED",
+                    "A shipped order cannot be cancelled.");
+    return add_event(d, "OrderCancelled",
+                     json_pack("{s:s, s:s}", "orderId", s->order_id, "reason", c->text));
+  default:
+    return refuse(d, TL_E_INVALID, 400, "VALIDATION_FAILED", "Not an order command.");
+  }
+}
+
+static int evolve_placed(tl_order_state *s, const json_t *data, int64_t ms) {
+  const char *oid = json_string_value(json_object_get(data, "orderId"));
+  const char *cid = json_string_value(json_object_get(data, "customerId"));
+  const char *cur = json_string_value(json_object_get(data, "currency"));
+  const json_t *items = json_object_get(data, "items");
+  if (!oid || !cid || !json_is_array(items)) return TL_E_INVALID;
+  size_t n = json_array_size(items);
+  if (n > TL_ORDER_MAX_ITEMS) return TL_E_INVALID;
+  tl_order_line *lines = n ? calloc(n, sizeof *lines) : NULL;
+  if (n && !lines) return TL_E_NOMEM;
+  int64_t total = 0;
+  for (size_t i = 0; i < n; i++) {
+    const json_t *it = json_array_get(items, i);
+    const char *pid = json_string_value(json_object_get(it, "productId"));
+    if (!pid || strlen(pid) > TL_PRODUCT_ID_MAX ||
+        tl_money_from_json(json_object_get(it, "price"), &lines[i].price_minor) != TL_OK) {
+      free(lines);
+      return TL_E_INVALID;
+    }
+    memcpy(lines[i].product_id, pid, strlen(pid) + 1);
+    lines[i].quantity = json_integer_value(json_object_get(it, "quantity"));
+    total += lines[i].quantity * lines[i].price_minor;
+  }
+  free(s->items);
+  s->items = lines;
+  s->n_items = (int)n;
+  snprintf(s->order_id, sizeof s->order_id, "%s", oid);
+  snprintf(s->customer_id, sizeof s->customer_id, "%s", cid);
+  snprintf(s->currency, sizeof s->currency, "%s", cur ? cur : "USD");
+  s->total_minor = total;
+  json_decref(s->shipping);
+  s->shipping = json_incref(json_object_get(data, "shippingAddress"));
+  s->status = TL_ORDER_PENDING;
+  s->created_ms = ms;
+  return TL_OK;
+}
+
+int tl_order_evolve(tl_order_state *s, const char *type, const json_t *data, int64_t recorded_ms) {
+  int rc = TL_OK;
+  s->version++;
+  if (strcmp(type, "OrderPlaced") == 0) rc = evolve_placed(s, data, recorded_ms);
+  else if (strcmp(type, "PaymentConfirmed") == 0) s->status = TL_ORDER_PAID;
+  else if (strcmp(type, "OrderShipped") == 0) s->status = TL_ORDER_SHIPPED;
+  else if (strcmp(type, "OrderCancelled") == 0) s->status = TL_ORDER_CANCELLED;
+  s->updated_ms = recorded_ms;
+  return rc;
+}
+
+json_t *tl_order_state_json(const tl_order_state *s) {
+  char created[TL_ISO_LEN], updated[TL_ISO_LEN];
+  tl_time_format(s->created_ms, created);
+  tl_time_format(s->updated_ms, updated);
+  json_t *items = json_array();
+  for (int i = 0; i < s->n_items; i++)
+    json_array_append_new(items, json_pack("{s:s, s:I, s:o}", "productId", s->items[i].product_id,
+                                           "quantity", (json_int_t)s->items[i].quantity, "price",
+                                           tl_money_to_json(s->items[i].price_minor)));
+  return json_pack("{s:s, s:s, s:s, s:o, s:o, s:s, s:O, s:s, s:s, s:I}", "orderId", s->order_id,
+                   "customerId", s->customer_id, "status", tl_order_status_name(s->status),
+                   "items", items, "total", tl_money_to_json(s->total_minor), "currency",
+                   s->currency, "shippingAddress", s->shipping ? s->shipping : json_null(),
+                   "createdAt", created, "updatedAt", updated, "version",
+                   (json_int_t)s->version);
+}

@@ -1,0 +1,55 @@
+/*
+ * http_int.h: what the HTTP plumbing (tl_http.c) and the route handlers (routes.c) share.
+ */
+#ifndef TL_HTTP_INT_H
+#define TL_HTTP_INT_H
+
+#include "http/tl_http.h"
+#include "util/tl_problem.h"
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#define TL_HTTP_MAX_BODY (1024 * 1024)
+
+typedef struct tl_req {
+  struct MHD_Connection *conn;
+  tl_app *app;
+  const char *method;
+  const char *path;
+  const char *params[2]; /* path segments captured by {} in the route, NUL-terminated copies */
+  const char *body;      /* NUL-terminated; body_len bytes */
+  size_t body_len;
+  char correlation_id[129];
+} tl_req;
+
+typedef struct tl_resp {
+  int status;
+  char *body; /* malloc'd, owned; NULL for an empty body */
+  const char *content_type;
+  char etag[32];
+  char position[24];
+  char allow[64];
+  int retry_after; /* seconds, 0: none */
+  int replayed;    /* Idempotent-Replayed: true */
+} tl_resp;
+
+/* Fills resp with a JSON body (reference stolen) and status. */
+void tl_resp_json(tl_resp *resp, int status, json_t *body);
+/* Fills resp with the problem's body (problem+json) and clears the problem. */
+void tl_resp_problem(tl_resp *resp, tl_problem *p);
+/* Shorthand for a problem without field errors. */
+void tl_resp_error(tl_resp *resp, int status, const char *code, const char *detail);
+
+/* The value of a query-string argument, or NULL. */
+const char *tl_req_arg(const tl_req *req, const char *name);
+/* The value of a request header, or NULL. */
+const char *tl_req_header(const tl_req *req, const char *name);
+
+/* Dispatches req to its route; always fills resp. */
+void tl_route(tl_req *req, tl_resp *resp);
+
+/* Renders the Prometheus text of /metrics. */
+char *tl_metrics_text(tl_app *app);
+
+#endif

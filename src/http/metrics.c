@@ -1,0 +1,85 @@
+/* metrics.c: the Prometheus text of GET /metrics. */
+#include "http/http_int.h"
+
+#include "domain/domain.h"
+#include "util/tl_stats.h"
+
+#include <stdlib.h>
+
+char *tl_metrics_text(tl_app *app) {
+  tl_buf b = {0};
+  char labels[128];
+
+  tl_buf_printf(&b, "# HELP tl_commands_total Commands handled, by command and outcome.\n"
+                    "# TYPE tl_commands_total counter\n");
+  for (int k = 0; k < TL_CMD__COUNT; k++)
+    for (int o = 0; o < TL_OUTCOME__COUNT; o++)
+      tl_buf_printf(&b, "tl_commands_total{command=\"%s\",outcome=\"%s\"} %llu\n",
+                    tl_cmd_name((tl_cmd_kind)k), tl_outcome_name((tl_outcome)o),
+                    (unsigned long long)atomic_load(&tl_g_stats.commands[k][o]));
+  tl_buf_printf(&b, "# HELP tl_command_duration_seconds Command latency, parse to answer.\n"
+                    "# TYPE tl_command_duration_seconds histogram\n");
+  for (int k = 0; k < TL_CMD__COUNT; k++) {
+    snprintf(labels, sizeof labels, "command=\"%s\"", tl_cmd_name((tl_cmd_kind)k));
+    tl_hist_render(&b, "tl_command_duration_seconds", labels, &tl_g_stats.command_seconds[k]);
+  }
+
+  tl_buf_printf(&b, "# HELP tl_queries_total Queries handled, by query and outcome.\n"
+                    "# TYPE tl_queries_total counter\n");
+  for (int q = 0; q < TL_Q__COUNT; q++)
+    for (int o = 0; o < TL_OUTCOME__COUNT; o++)
+      tl_buf_printf(&b, "tl_queries_total{query=\"%s\",outcome=\"%s\"} %llu\n",
+                    tl_query_name((tl_query_kind)q), tl_outcome_name((tl_outcome)o),
+                    (unsigned long long)atomic_load(&tl_g_stats.queries[q][o]));
+  tl_buf_printf(&b, "# HELP tl_query_duration_seconds Query latency, parse to answer.\n"
+                    "# TYPE tl_query_duration_seconds histogram\n");
+  for (int q = 0; q < TL_Q__COUNT; q++) {
+    snprintf(labels, sizeof labels, "query=\"%s\"", tl_query_name((tl_query_kind)q));
+    tl_hist_render(&b, "tl_query_duration_seconds", labels, &tl_g_stats.query_seconds[q]);
+  }
+
+  int64_t head = tl_log_head(app->log);
+  tl_buf_printf(&b,
+                "# HELP tl_log_position Position of the last durable event.\n"
+                "# TYPE tl_log_position gauge\ntl_log_position %lld\n"
+                "# HELP tl_events_appended_total Events appended since start.\n"
+                "# TYPE tl_events_appended_total counter\ntl_events_appended_total %llu\n"
+                "# HELP tl_fsyncs_total Durable commits (one fsync each) since start.\n"
+                "# TYPE tl_fsyncs_total counter\ntl_fsyncs_total %llu\n"
+                "# HELP tl_group_commit_batch_size Commands made durable per commit.\n"
+                "# TYPE tl_group_commit_batch_size histogram\n",
+                (long long)head, (unsigned long long)atomic_load(&tl_g_stats.events_appended),
+                (unsigned long long)atomic_load(&tl_g_stats.fsyncs));
+  tl_hist_render(&b, "tl_group_commit_batch_size", "", &tl_g_stats.batch_size);
+
+  tl_proj_status st[16];
+  int n = tl_read_status(app->read, st, 16);
+  static const char *const HEADS[] = {
+      "# HELP tl_projection_position Log position applied by the projection.\n"
+      "# TYPE tl_projection_position gauge\n",
+      "# HELP tl_projection_lag_events Events the projection has not applied yet.\n"
+      "# TYPE tl_projection_lag_events gauge\n",
+      "# HELP tl_projection_lag_seconds Age of the oldest event the projection has not applied.\n"
+      "# TYPE tl_projection_lag_seconds gauge\n",
+      "# HELP tl_projection_dlq_depth Events parked in the projection's dead-letter queue.\n"
+      "# TYPE tl_projection_dlq_depth gauge\n"};
+  for (int m = 0; m < 4; m++) {
+    tl_buf_printf(&b, "%s", HEADS[m]);
+    for (int i = 0; i < n && i < 16; i++) {
+      switch (m) {
+      case 0: tl_buf_printf(&b, "tl_projection_position{projection=\"%s\"} %lld\n", st[i].name, (long long)st[i].position); break;
+      case 1: tl_buf_printf(&b, "tl_projection_lag_events{projection=\"%s\"} %lld\n", st[i].name, (long long)st[i].lag_events); break;
+      case 2: tl_buf_printf(&b, "tl_projection_lag_seconds{projection=\"%s\"} %.3f\n", st[i].name, (double)st[i].lag_ms / 1000.0); break;
+      default: tl_buf_printf(&b, "tl_projection_dlq_depth{projection=\"%s\"} %lld\n", st[i].name, (long long)st[i].dlq_depth); break;
+      }
+    }
+  }
+  tl_buf_printf(&b, "# HELP tl_projection_visible_lag_seconds Event recorded to committed in "
+                    "the read models.\n# TYPE tl_projection_visible_lag_seconds histogram\n");
+  tl_hist_render(&b, "tl_projection_visible_lag_seconds", "", &tl_g_stats.visible_lag);
+  if (b.oom) {
+    tl_buf_free(&b);
+    return NULL;
+  }
+  return b.data;
+}

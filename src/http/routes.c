@@ -1,0 +1,618 @@
+/*
+ * routes.c: the API contract's routes (../shared/API.md, docs/api-notes.md) and their handlers.
+ *
+ * Routes are data: a method, a path pattern whose "{}" segments are captured, and a handler.
+ * A path that matches a pattern under another method is a 405 with Allow; no match is a 404.
+ */
+#include "http/http_int.h"
+
+#include "util/tl_money.h"
+#include "util/tl_slog.h"
+#include "util/tl_stats.h"
+#include "util/tl_time.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define DEFAULT_WAIT_MS 2000
+#define MAX_WAIT_MS 10000
+
+/* ---- small parsers ----------------------------------------------------------------------- */
+
+/* Parses a non-negative decimal integer (no sign, no spaces) up to max. */
+static int parse_uint(const char *s, int64_t max, int64_t *out) {
+  if (!s || !*s) return TL_E_INVALID;
+  int64_t v = 0;
+  for (const char *p = s; *p; p++) {
+    if (*p < '0' || *p > '9') return TL_E_INVALID;
+    if (v > (max - (*p - '0')) / 10) return TL_E_INVALID;
+    v = v * 10 + (*p - '0');
+  }
+  *out = v;
+  return TL_OK;
+}
+
+/* An optional integer query argument in [min, max] with a default; adds a field error. */
+static int int_arg(const tl_req *req, const char *name, int64_t min, int64_t max, int64_t def,
+                   int64_t *out, tl_problem *p) {
+  const char *s = tl_req_arg(req, name);
+  if (!s) {
+    *out = def;
+    return TL_OK;
+  }
+  int64_t v;
+  if (parse_uint(s, INT64_MAX, &v) != TL_OK || v < min || v > max) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "must be an integer from %lld to %lld", (long long)min,
+             (long long)max);
+    tl_problem_field(p, name, msg);
+    return TL_E_INVALID;
+  }
+  *out = v;
+  return TL_OK;
+}
+
+static void validation_failed(tl_resp *resp, tl_problem *p) {
+  tl_problem_set(p, 400, "VALIDATION_FAILED", "The request has invalid parameters.");
+  tl_resp_problem(resp, p);
+}
+
+static void set_position_headers(tl_resp *resp, int64_t version, int64_t position) {
+  snprintf(resp->etag, sizeof resp->etag, "\"%lld\"", (long long)version);
+  snprintf(resp->position, sizeof resp->position, "%lld", (long long)position);
+}
+
+/* ---- commands ---------------------------------------------------------------------------- */
+
+static int is_json_content_type(const char *ct) {
+  if (!ct) return 0;
+  while (*ct == ' ') ct++;
+  size_t n = strlen("application/json");
+  return strncasecmp(ct, "application/json", n) == 0 && (ct[n] == '\0' || ct[n] == ';' ||
+                                                          ct[n] == ' ');
+}
+
+static int valid_idem_key(const char *k) {
+  size_t n = 0;
+  for (; k[n]; n++)
+    if ((unsigned char)k[n] < 0x20 || (unsigned char)k[n] > 0x7e || n >= 128) return 0;
+  return n > 0;
+}
+
+/* Parses If-Match: "<version>" (quotes optional, W/ refused). */
+static int parse_if_match(const char *s, int64_t *out) {
+  char buf[32];
+  size_t n = strlen(s);
+  if (n >= 2 && s[0] == '"' && s[n - 1] == '"') {
+    if (n - 2 >= sizeof buf) return TL_E_INVALID;
+    memcpy(buf, s + 1, n - 2);
+    buf[n - 2] = '\0';
+  } else {
+    if (n >= sizeof buf) return TL_E_INVALID;
+    memcpy(buf, s, n + 1);
+  }
+  return parse_uint(buf, INT64_MAX, out);
+}
+
+static void run_command(tl_req *req, tl_resp *resp, tl_cmd_kind kind, const char *path_id) {
+  int64_t t0 = tl_mono_ns();
+  tl_problem p = {0};
+  if (!is_json_content_type(tl_req_header(req, "Content-Type"))) {
+    tl_resp_error(resp, 415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json.");
+    goto done;
+  }
+  json_error_t jerr;
+  json_t *body = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+  if (!body) {
+    tl_problem_set(&p, 400, "MALFORMED_JSON", "The body is not valid JSON: %s (line %d).",
+                   jerr.text, jerr.line);
+    tl_resp_problem(resp, &p);
+    goto done;
+  }
+  tl_cmd_request cr;
+  tl_cmd_request_init(&cr);
+  cr.correlation_id = req->correlation_id;
+  int rc = tl_cmd_decode(kind, path_id, body, &cr.cmd, &p);
+  json_decref(body);
+  const char *im = tl_req_header(req, "If-Match");
+  const char *key = tl_req_header(req, "Idempotency-Key");
+  if (rc == TL_OK && im && parse_if_match(im, &cr.if_match) != TL_OK) {
+    tl_problem_field(&p, "If-Match", "must be a quoted version number, e.g. \"3\"");
+    tl_problem_set(&p, 400, "VALIDATION_FAILED", "The If-Match header is malformed.");
+    rc = TL_E_INVALID;
+  }
+  if (rc == TL_OK && key && !valid_idem_key(key)) {
+    tl_problem_field(&p, "Idempotency-Key", "must be 1 to 128 printable ASCII characters");
+    tl_problem_set(&p, 400, "VALIDATION_FAILED", "The Idempotency-Key header is malformed.");
+    rc = TL_E_INVALID;
+  }
+  if (rc != TL_OK) {
+    tl_resp_problem(resp, &p);
+    tl_cmd_request_clear(&cr);
+    goto done;
+  }
+  if (key) {
+    cr.idem_key = key;
+    tl_request_fingerprint(req->method, req->path, req->body, req->body_len, cr.fingerprint);
+  }
+
+  tl_writer_submit(req->app->writer, &cr);
+
+  if (cr.status >= 400) {
+    tl_resp_problem(resp, &cr.problem);
+    if (cr.status == 503) resp->retry_after = 1;
+  } else {
+    resp->status = cr.status;
+    resp->content_type = "application/json";
+    resp->body = cr.body;
+    cr.body = NULL;
+    resp->replayed = cr.replayed;
+    set_position_headers(resp, cr.version, cr.position);
+  }
+  if (tl_slog_enabled(TL_SLOG_INFO)) {
+    char status[8], pos[24];
+    snprintf(status, sizeof status, "%d", cr.status);
+    snprintf(pos, sizeof pos, "%lld", (long long)cr.position);
+    tl_slog(cr.status >= 500 ? TL_SLOG_ERROR : TL_SLOG_INFO, req->correlation_id, "command",
+            "command", tl_cmd_name(kind), "id", cr.cmd.id, "status", status, "position", pos,
+            NULL);
+  }
+  tl_cmd_request_clear(&cr);
+done:
+  atomic_fetch_add_explicit(&tl_g_stats.commands[kind][tl_outcome_of_status(resp->status)], 1,
+                            memory_order_relaxed);
+  tl_hist_observe(&tl_g_stats.command_seconds[kind], (double)(tl_mono_ns() - t0) / 1e9);
+}
+
+static void h_create_product(tl_req *req, tl_resp *resp) {
+  run_command(req, resp, TL_CMD_CREATE_PRODUCT, NULL);
+}
+static void h_restock(tl_req *req, tl_resp *resp) {
+  run_command(req, resp, TL_CMD_RESTOCK, req->params[0]);
+}
+static void h_place_order(tl_req *req, tl_resp *resp) {
+  run_command(req, resp, TL_CMD_PLACE_ORDER, NULL);
+}
+static void h_confirm_payment(tl_req *req, tl_resp *resp) {
+  run_command(req, resp, TL_CMD_CONFIRM_PAYMENT, req->params[0]);
+}
+static void h_ship(tl_req *req, tl_resp *resp) {
+  run_command(req, resp, TL_CMD_SHIP, req->params[0]);
+}
+static void h_cancel(tl_req *req, tl_resp *resp) {
+  run_command(req, resp, TL_CMD_CANCEL, req->params[0]);
+}
+
+/* ---- queries of the read lane ------------------------------------------------------------ */
+
+/* Parsed arguments of one query. */
+typedef struct qargs {
+  int64_t limit;
+  const char *cursor;
+  const char *text;
+  int64_t from_day, to_day;
+} qargs;
+
+typedef json_t *(*query_fn)(tl_db *db, const tl_req *req, const qargs *a, tl_problem *p);
+
+/* Runs a read-lane query: minPosition / waitMs, a query connection, meta, metrics. */
+static void run_query(tl_req *req, tl_resp *resp, tl_query_kind kind, query_fn fn,
+                      const qargs *a) {
+  int64_t t0 = tl_mono_ns();
+  tl_problem p = {0};
+  int64_t min_pos = 0, wait_ms = DEFAULT_WAIT_MS;
+  const char *mp = tl_req_arg(req, "minPosition");
+  if (!mp) mp = tl_req_header(req, "X-Min-Position");
+  if (mp && parse_uint(mp, INT64_MAX, &min_pos) != TL_OK)
+    tl_problem_field(&p, "minPosition", "must be a non-negative integer");
+  int_arg(req, "waitMs", 0, MAX_WAIT_MS, DEFAULT_WAIT_MS, &wait_ms, &p);
+  if (p.errors) {
+    validation_failed(resp, &p);
+    goto done;
+  }
+  tl_read *rd = req->app->read;
+  if (min_pos > 0 && tl_read_wait(rd, min_pos, (int)wait_ms) != TL_OK) {
+    tl_problem_set(&p, 503, "STALE_READ_MODEL",
+                   "The read model has not reached position %lld within %lld ms.",
+                   (long long)min_pos, (long long)wait_ms);
+    tl_problem_extra(&p, "position", json_integer(tl_read_position(rd)));
+    tl_problem_extra(&p, "minPosition", json_integer(min_pos));
+    tl_resp_problem(resp, &p);
+    resp->retry_after = 1;
+    goto done;
+  }
+  /* Meta first: the answer reflects at least this position (the snapshot the query reads is
+   * taken after it). */
+  json_t *meta = tl_read_meta(rd);
+  tl_db *db = NULL;
+  tl_err err = {0};
+  if (tl_read_conn_acquire(rd, &db, &err) != TL_OK) {
+    json_decref(meta);
+    tl_resp_error(resp, 503, "READ_MODEL_UNAVAILABLE", err.msg);
+    goto done;
+  }
+  json_t *out = fn(db, req, a, &p);
+  tl_read_conn_release(rd, db);
+  if (!out) {
+    json_decref(meta);
+    tl_resp_problem(resp, &p);
+    goto done;
+  }
+  json_object_set_new(out, "meta", meta);
+  tl_resp_json(resp, 200, out);
+done:
+  atomic_fetch_add_explicit(&tl_g_stats.queries[kind][tl_outcome_of_status(resp->status)], 1,
+                            memory_order_relaxed);
+  tl_hist_observe(&tl_g_stats.query_seconds[kind], (double)(tl_mono_ns() - t0) / 1e9);
+}
+
+static json_t *q_order(tl_db *db, const tl_req *req, const qargs *a, tl_problem *p) {
+  (void)a;
+  return tl_query_order(db, req->params[0], p);
+}
+
+static void h_get_order(tl_req *req, tl_resp *resp) {
+  run_query(req, resp, TL_Q_ORDER, q_order, NULL);
+}
+
+static json_t *q_customer(tl_db *db, const tl_req *req, const qargs *a, tl_problem *p) {
+  return tl_query_customer_orders(db, req->params[0], (int)a->limit, a->cursor, p);
+}
+
+static void h_customer_orders(tl_req *req, tl_resp *resp) {
+  tl_problem p = {0};
+  qargs a = {0};
+  if (!tl_uuid_valid(req->params[0])) tl_problem_field(&p, "customerId", "must be a UUID");
+  int_arg(req, "limit", 1, 100, 20, &a.limit, &p);
+  a.cursor = tl_req_arg(req, "cursor");
+  if (a.cursor && !tl_ulid_valid(a.cursor)) tl_problem_field(&p, "cursor", "is invalid");
+  if (p.errors) return validation_failed(resp, &p);
+  run_query(req, resp, TL_Q_CUSTOMER_ORDERS, q_customer, &a);
+}
+
+static json_t *q_search(tl_db *db, const tl_req *req, const qargs *a, tl_problem *p) {
+  (void)req;
+  return tl_query_search(db, a->text, (int)a->limit, p);
+}
+
+static void h_search(tl_req *req, tl_resp *resp) {
+  tl_problem p = {0};
+  qargs a = {0};
+  a.text = tl_req_arg(req, "q");
+  if (!a.text || !*a.text) tl_problem_field(&p, "q", "is required");
+  else if (strlen(a.text) > 500) tl_problem_field(&p, "q", "must be at most 500 characters");
+  int_arg(req, "limit", 1, 100, 20, &a.limit, &p);
+  if (p.errors) return validation_failed(resp, &p);
+  run_query(req, resp, TL_Q_SEARCH, q_search, &a);
+}
+
+static json_t *q_sales(tl_db *db, const tl_req *req, const qargs *a, tl_problem *p) {
+  (void)req;
+  return tl_query_sales_daily(db, a->from_day, a->to_day, p);
+}
+
+static void h_sales_daily(tl_req *req, tl_resp *resp) {
+  tl_problem p = {0};
+  qargs a = {0};
+  int64_t today = tl_now_ms() / 86400000;
+  const char *from = tl_req_arg(req, "from"), *to = tl_req_arg(req, "to");
+  a.from_day = a.to_day = today;
+  if (from && tl_date_parse(from, &a.from_day) != TL_OK)
+    tl_problem_field(&p, "from", "must be a date YYYY-MM-DD");
+  if (to && tl_date_parse(to, &a.to_day) != TL_OK)
+    tl_problem_field(&p, "to", "must be a date YYYY-MM-DD");
+  if (!p.errors && a.from_day > a.to_day) tl_problem_field(&p, "from", "must not be after to");
+  if (!p.errors && a.to_day - a.from_day >= 366)
+    tl_problem_field(&p, "to", "the range must be at most 366 days");
+  if (p.errors) return validation_failed(resp, &p);
+  run_query(req, resp, TL_Q_SALES_DAILY, q_sales, &a);
+}
+
+static json_t *q_products(tl_db *db, const tl_req *req, const qargs *a, tl_problem *p) {
+  return tl_query_products(db, tl_req_arg(req, "category"), (int)a->limit, a->cursor, p);
+}
+
+static void h_products(tl_req *req, tl_resp *resp) {
+  tl_problem p = {0};
+  qargs a = {0};
+  int_arg(req, "limit", 1, 100, 20, &a.limit, &p);
+  a.cursor = tl_req_arg(req, "cursor");
+  if (p.errors) return validation_failed(resp, &p);
+  run_query(req, resp, TL_Q_PRODUCTS, q_products, &a);
+}
+
+static json_t *q_product(tl_db *db, const tl_req *req, const qargs *a, tl_problem *p) {
+  (void)a;
+  return tl_query_product(db, req->params[0], p);
+}
+
+static void h_product(tl_req *req, tl_resp *resp) {
+  run_query(req, resp, TL_Q_PRODUCT, q_product, NULL);
+}
+
+/* ---- strongly consistent reads of the log ------------------------------------------------ */
+
+static json_t *event_json(const tl_event *ev) {
+  char iso[TL_ISO_LEN];
+  tl_time_format(ev->recorded_ms, iso);
+  json_t *data = json_loads(ev->data, JSON_DECODE_ANY, NULL);
+  json_t *meta = json_loads(ev->metadata, JSON_DECODE_ANY, NULL);
+  if (meta) json_object_set_new(meta, "recordedAt", json_string(iso));
+  return json_pack("{s:I, s:s, s:I, s:s, s:i, s:o, s:o, s:s}", "position",
+                   (json_int_t)ev->position, "stream", ev->stream, "version",
+                   (json_int_t)ev->version, "type", ev->type, "schemaVersion", ev->schema_version,
+                   "data", data ? data : json_null(), "metadata", meta ? meta : json_null(),
+                   "recordedAt", iso);
+}
+
+static int collect_event(void *arg, const tl_event *ev) {
+  json_array_append_new(arg, event_json(ev));
+  return 0;
+}
+
+/* Reads events (stream != NULL: that stream from version `from`; else the log from position
+ * `from`) into a JSON array answer. */
+static void answer_events(tl_req *req, tl_resp *resp, tl_query_kind kind, const char *stream,
+                          int64_t from, int64_t limit, int not_found_if_empty) {
+  int64_t t0 = tl_mono_ns();
+  tl_log_reader *r = NULL;
+  tl_err err = {0};
+  json_t *arr = json_array();
+  int rc = tl_log_reader_acquire(req->app->log, &r, &err);
+  if (rc == TL_OK) {
+    rc = stream ? tl_log_read_stream(r, stream, from, (int)limit, collect_event, arr, &err)
+                : tl_log_read_all(r, from, (int)limit, collect_event, arr, &err);
+    tl_log_reader_release(req->app->log, r);
+  }
+  if (rc != TL_OK) {
+    json_decref(arr);
+    tl_resp_error(resp, 503, "STORAGE_UNAVAILABLE", err.msg);
+  } else if (not_found_if_empty && json_array_size(arr) == 0) {
+    json_decref(arr);
+    tl_resp_error(resp, 404, "ORDER_NOT_FOUND", "No order has this id.");
+  } else {
+    tl_resp_json(resp, 200, arr);
+    snprintf(resp->position, sizeof resp->position, "%lld",
+             (long long)tl_log_head(req->app->log));
+  }
+  atomic_fetch_add_explicit(&tl_g_stats.queries[kind][tl_outcome_of_status(resp->status)], 1,
+                            memory_order_relaxed);
+  tl_hist_observe(&tl_g_stats.query_seconds[kind], (double)(tl_mono_ns() - t0) / 1e9);
+}
+
+static void h_history(tl_req *req, tl_resp *resp) {
+  char stream[96];
+  tl_stream_name(stream, sizeof stream, true, req->params[0]);
+  answer_events(req, resp, TL_Q_HISTORY, stream, 1, 0, 1);
+}
+
+static void h_stream(tl_req *req, tl_resp *resp) {
+  tl_problem p = {0};
+  int64_t from, limit;
+  if (strlen(req->params[0]) > 80) tl_problem_field(&p, "stream", "must be at most 80 characters");
+  int_arg(req, "fromVersion", 1, INT64_MAX, 1, &from, &p);
+  int_arg(req, "limit", 1, 1000, 100, &limit, &p);
+  if (p.errors) return validation_failed(resp, &p);
+  answer_events(req, resp, TL_Q_STREAM, req->params[0], from, limit, 0);
+}
+
+static void h_log(tl_req *req, tl_resp *resp) {
+  tl_problem p = {0};
+  int64_t from, limit;
+  int_arg(req, "fromPosition", 1, INT64_MAX, 1, &from, &p);
+  int_arg(req, "limit", 1, 1000, 100, &limit, &p);
+  if (p.errors) return validation_failed(resp, &p);
+  answer_events(req, resp, TL_Q_LOG, NULL, from, limit, 0);
+}
+
+typedef struct fold_state {
+  tl_order_state s;
+  int64_t as_of_version; /* -1: none */
+  int64_t as_of_ms;      /* -1: none */
+} fold_state;
+
+static int fold_order(void *arg, const tl_event *ev) {
+  fold_state *f = arg;
+  if (f->as_of_version >= 0 && ev->version > f->as_of_version) return 1;
+  if (f->as_of_ms >= 0 && ev->recorded_ms > f->as_of_ms) return 1;
+  json_t *data = json_loads(ev->data, 0, NULL);
+  if (data) tl_order_evolve(&f->s, ev->type, data, ev->recorded_ms);
+  json_decref(data);
+  return 0;
+}
+
+static void h_state(tl_req *req, tl_resp *resp) {
+  int64_t t0 = tl_mono_ns();
+  tl_problem p = {0};
+  fold_state f;
+  tl_order_state_init(&f.s);
+  f.as_of_version = -1;
+  f.as_of_ms = -1;
+  const char *v = tl_req_arg(req, "asOfVersion"), *t = tl_req_arg(req, "asOf");
+  if (v && (parse_uint(v, INT64_MAX, &f.as_of_version) != TL_OK || f.as_of_version < 1))
+    tl_problem_field(&p, "asOfVersion", "must be an integer >= 1");
+  if (t && tl_time_parse(t, &f.as_of_ms) != TL_OK)
+    tl_problem_field(&p, "asOf", "must be an ISO 8601 UTC time, e.g. 2026-11-22T10:30:00.123Z");
+  if (p.errors) {
+    validation_failed(resp, &p);
+    goto done;
+  }
+  char stream[96];
+  tl_stream_name(stream, sizeof stream, true, req->params[0]);
+  tl_log_reader *r = NULL;
+  tl_err err = {0};
+  int rc = tl_log_reader_acquire(req->app->log, &r, &err);
+  if (rc == TL_OK) {
+    rc = tl_log_read_stream(r, stream, 1, 0, fold_order, &f, &err);
+    if (rc == 1) rc = TL_OK; /* stopped at the requested point */
+    tl_log_reader_release(req->app->log, r);
+  }
+  if (rc != TL_OK) tl_resp_error(resp, 503, "STORAGE_UNAVAILABLE", err.msg);
+  else if (f.s.version == 0)
+    tl_resp_error(resp, 404, "ORDER_NOT_FOUND", "The order did not exist at that point.");
+  else {
+    set_position_headers(resp, f.s.version, tl_log_head(req->app->log));
+    tl_resp_json(resp, 200, tl_order_state_json(&f.s));
+  }
+  tl_order_state_clear(&f.s);
+done:
+  atomic_fetch_add_explicit(&tl_g_stats.queries[TL_Q_STATE][tl_outcome_of_status(resp->status)],
+                            1, memory_order_relaxed);
+  tl_hist_observe(&tl_g_stats.query_seconds[TL_Q_STATE], (double)(tl_mono_ns() - t0) / 1e9);
+}
+
+/* ---- operations -------------------------------------------------------------------------- */
+
+static void h_health(tl_req *req, tl_resp *resp) {
+  (void)req;
+  tl_resp_json(resp, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static json_t *projection_json(const tl_proj_status *s) {
+  return json_pack("{s:s, s:i, s:I, s:I, s:I, s:s, s:I}", "name", s->name, "version", s->version,
+                   "position", (json_int_t)s->position, "lagEvents", (json_int_t)s->lag_events,
+                   "lagMs", (json_int_t)s->lag_ms, "status", s->status, "dlqDepth",
+                   (json_int_t)s->dlq_depth);
+}
+
+static void h_ready(tl_req *req, tl_resp *resp) {
+  tl_proj_status st[16];
+  int n = tl_read_status(req->app->read, st, 16);
+  json_t *laggards = json_array();
+  for (int i = 0; i < n && i < 16; i++)
+    if (st[i].lag_ms > req->app->ready_lag_ms)
+      json_array_append_new(laggards, json_pack("{s:s, s:I, s:I}", "name", st[i].name,
+                                                "lagEvents", (json_int_t)st[i].lag_events,
+                                                "lagMs", (json_int_t)st[i].lag_ms));
+  if (json_array_size(laggards) > 0) {
+    tl_resp_json(resp, 503, json_pack("{s:s, s:o}", "status", "not-ready", "laggards", laggards));
+    resp->retry_after = 1;
+  } else {
+    json_decref(laggards);
+    tl_resp_json(resp, 200, json_pack("{s:s, s:I}", "status", "ready", "position",
+                                      (json_int_t)tl_log_head(req->app->log)));
+  }
+}
+
+static void h_projections(tl_req *req, tl_resp *resp) {
+  tl_proj_status st[16];
+  int n = tl_read_status(req->app->read, st, 16);
+  json_t *arr = json_array();
+  for (int i = 0; i < n && i < 16; i++) json_array_append_new(arr, projection_json(&st[i]));
+  tl_resp_json(resp, 200, arr);
+}
+
+static void h_metrics(tl_req *req, tl_resp *resp) {
+  resp->status = 200;
+  resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+  resp->body = tl_metrics_text(req->app);
+  if (!resp->body) tl_resp_error(resp, 500, "INTERNAL", "Out of memory.");
+}
+
+/* ---- the route table --------------------------------------------------------------------- */
+
+typedef void (*handler_fn)(tl_req *req, tl_resp *resp);
+
+typedef struct route {
+  const char *method;
+  const char *pattern; /* segments separated by '/', "{}" captures one segment */
+  handler_fn handler;
+} route;
+
+/* Literal segments are listed before captures at the same depth (/orders/search before
+ * /orders/{}), and matching takes the first route that fits. */
+static const route ROUTES[] = {
+    {"GET", "/health", h_health},
+    {"GET", "/ready", h_ready},
+    {"GET", "/metrics", h_metrics},
+    {"GET", "/admin/projections", h_projections},
+    {"POST", "/products", h_create_product},
+    {"GET", "/products", h_products},
+    {"GET", "/products/{}", h_product},
+    {"POST", "/products/{}/restock", h_restock},
+    {"POST", "/orders", h_place_order},
+    {"GET", "/orders/search", h_search},
+    {"GET", "/orders/{}", h_get_order},
+    {"GET", "/orders/{}/history", h_history},
+    {"GET", "/orders/{}/state", h_state},
+    {"POST", "/orders/{}/confirm-payment", h_confirm_payment},
+    {"POST", "/orders/{}/ship", h_ship},
+    {"POST", "/orders/{}/cancel", h_cancel},
+    {"GET", "/customers/{}/orders", h_customer_orders},
+    {"GET", "/sales/daily", h_sales_daily},
+    {"GET", "/streams/{}", h_stream},
+    {"GET", "/log", h_log},
+};
+
+#define MAX_SEGMENTS 8
+#define MAX_SEGMENT_LEN 256
+
+/* Splits path into segments (ignoring a trailing '/'). Returns the count, or -1 if the path has
+ * too many or too long segments or an empty one. */
+static int split_path(const char *path, char seg[MAX_SEGMENTS][MAX_SEGMENT_LEN]) {
+  if (path[0] != '/') return -1;
+  int n = 0;
+  const char *p = path + 1;
+  if (*p == '\0') return 0;
+  for (;;) {
+    const char *e = strchr(p, '/');
+    size_t len = e ? (size_t)(e - p) : strlen(p);
+    if (len == 0) return (e == NULL || e[1] == '\0') && n > 0 ? n : -1;
+    if (n == MAX_SEGMENTS || len >= MAX_SEGMENT_LEN) return -1;
+    memcpy(seg[n], p, len);
+    seg[n][len] = '\0';
+    n++;
+    if (!e) return n;
+    p = e + 1;
+    if (*p == '\0') return n;
+  }
+}
+
+/* Does pattern match the segments? Captures go to caps. */
+static int match(const char *pattern, char seg[MAX_SEGMENTS][MAX_SEGMENT_LEN], int n,
+                 const char *caps[2]) {
+  char pseg[MAX_SEGMENTS][MAX_SEGMENT_LEN];
+  int pn = split_path(pattern, pseg);
+  if (pn != n) return 0;
+  int nc = 0;
+  for (int i = 0; i < n; i++) {
+    if (strcmp(pseg[i], "{}") == 0) {
+      if (nc < 2) caps[nc++] = seg[i];
+    } else if (strcmp(pseg[i], seg[i]) != 0) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+void tl_route(tl_req *req, tl_resp *resp) {
+  char seg[MAX_SEGMENTS][MAX_SEGMENT_LEN];
+  int n = split_path(req->path, seg);
+  if (n < 0) return tl_resp_error(resp, 404, "NOT_FOUND", "No such resource.");
+  char allow[64] = "";
+  for (size_t i = 0; i < TL_ARRAY_LEN(ROUTES); i++) {
+    const char *caps[2] = {NULL, NULL};
+    if (!match(ROUTES[i].pattern, seg, n, caps)) continue;
+    if (strcmp(ROUTES[i].method, req->method) == 0 ||
+        (strcmp(req->method, "HEAD") == 0 && strcmp(ROUTES[i].method, "GET") == 0)) {
+      req->params[0] = caps[0];
+      req->params[1] = caps[1];
+      ROUTES[i].handler(req, resp);
+      return;
+    }
+    if (!strstr(allow, ROUTES[i].method)) {
+      size_t l = strlen(allow);
+      snprintf(allow + l, sizeof allow - l, "%s%s", l ? ", " : "", ROUTES[i].method);
+    }
+  }
+  if (allow[0]) {
+    tl_resp_error(resp, 405, "METHOD_NOT_ALLOWED", "This resource does not accept that method.");
+    snprintf(resp->allow, sizeof resp->allow, "%s", allow);
+    return;
+  }
+  tl_resp_error(resp, 404, "NOT_FOUND", "No such resource.");
+}

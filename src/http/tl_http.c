@@ -1,0 +1,228 @@
+/*
+ * tl_http.c: libmicrohttpd plumbing: one thread per connection (handlers may block on the
+ * group commit or on a read-your-writes wait without holding up other connections), body
+ * accumulation with the 1 MiB limit, correlation ids, and turning a tl_resp into a response.
+ */
+#include "http/http_int.h"
+
+#include "util/tl_id.h"
+#include "util/tl_slog.h"
+
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+struct tl_http {
+  struct MHD_Daemon *daemon;
+  tl_app *app;
+  uint16_t port;
+};
+
+typedef struct conn_state {
+  char *body;
+  size_t len, cap;
+  int too_large;
+} conn_state;
+
+void tl_resp_json(tl_resp *resp, int status, json_t *body) {
+  resp->status = status;
+  resp->content_type = "application/json";
+  free(resp->body);
+  resp->body = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+  json_decref(body);
+  if (body && !resp->body) {
+    resp->status = 500;
+    resp->content_type = "application/problem+json";
+  }
+}
+
+void tl_resp_problem(tl_resp *resp, tl_problem *p) {
+  json_t *b = tl_problem_body(p);
+  tl_resp_json(resp, p->status, b);
+  resp->content_type = "application/problem+json";
+  tl_problem_clear(p);
+}
+
+void tl_resp_error(tl_resp *resp, int status, const char *code, const char *detail) {
+  tl_problem p = {0};
+  tl_problem_set(&p, status, code, "%s", detail);
+  tl_resp_problem(resp, &p);
+}
+
+const char *tl_req_arg(const tl_req *req, const char *name) {
+  return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *tl_req_header(const tl_req *req, const char *name) {
+  return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+static int valid_correlation_id(const char *s) {
+  size_t n = 0;
+  for (; s[n]; n++)
+    if ((unsigned char)s[n] < 0x21 || (unsigned char)s[n] > 0x7e || n >= 128) return 0;
+  return n > 0;
+}
+
+static enum MHD_Result send_resp(struct MHD_Connection *conn, const tl_req *req, tl_resp *resp) {
+  size_t len = resp->body ? strlen(resp->body) : 0;
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(len, resp->body, MHD_RESPMEM_MUST_FREE);
+  if (!r) {
+    free(resp->body);
+    resp->body = NULL;
+    return MHD_NO;
+  }
+  resp->body = NULL; /* owned by the response now */
+  if (len) MHD_add_response_header(r, "Content-Type", resp->content_type);
+  MHD_add_response_header(r, "X-Correlation-Id", req->correlation_id);
+  if (resp->etag[0]) MHD_add_response_header(r, "ETag", resp->etag);
+  if (resp->position[0]) MHD_add_response_header(r, "X-Position", resp->position);
+  if (resp->allow[0]) MHD_add_response_header(r, "Allow", resp->allow);
+  if (resp->replayed) MHD_add_response_header(r, "Idempotent-Replayed", "true");
+  if (resp->retry_after > 0) {
+    char ra[16];
+    snprintf(ra, sizeof ra, "%d", resp->retry_after);
+    MHD_add_response_header(r, "Retry-After", ra);
+  }
+  enum MHD_Result ok = MHD_queue_response(conn, (unsigned)resp->status, r);
+  MHD_destroy_response(r);
+  return ok;
+}
+
+static void init_req(tl_req *req, struct MHD_Connection *conn, tl_app *app, const char *method,
+                     const char *url) {
+  memset(req, 0, sizeof *req);
+  req->conn = conn;
+  req->app = app;
+  req->method = method;
+  req->path = url;
+  const char *cid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Correlation-Id");
+  if (cid && valid_correlation_id(cid)) snprintf(req->correlation_id, sizeof req->correlation_id, "%s", cid);
+  else tl_uuid_v4(req->correlation_id);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls) {
+  tl_http *h = cls;
+  conn_state *cs = *con_cls;
+  if (!cs) {
+    cs = calloc(1, sizeof *cs);
+    if (!cs) return MHD_NO;
+    *con_cls = cs;
+    /* Refuse a declared oversize body before reading it. */
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    if (cl && strtoull(cl, NULL, 10) > TL_HTTP_MAX_BODY) {
+      tl_req req;
+      init_req(&req, conn, h->app, method, url);
+      tl_resp resp = {0};
+      tl_resp_error(&resp, 413, "BODY_TOO_LARGE", "The body is larger than 1 MiB.");
+      cs->too_large = 2; /* answered */
+      return send_resp(conn, &req, &resp);
+    }
+    return MHD_YES;
+  }
+  if (*upload_data_size > 0) {
+    size_t n = *upload_data_size;
+    *upload_data_size = 0;
+    if (cs->too_large) return MHD_YES;
+    if (cs->len + n > TL_HTTP_MAX_BODY) {
+      cs->too_large = 1;
+      free(cs->body);
+      cs->body = NULL;
+      cs->len = cs->cap = 0;
+      return MHD_YES;
+    }
+    if (cs->len + n + 1 > cs->cap) {
+      size_t cap = cs->cap ? cs->cap : 1024;
+      while (cap < cs->len + n + 1) cap *= 2;
+      char *b = realloc(cs->body, cap);
+      if (!b) return MHD_NO;
+      cs->body = b;
+      cs->cap = cap;
+    }
+    memcpy(cs->body + cs->len, upload_data, n);
+    cs->len += n;
+    cs->body[cs->len] = '\0';
+    return MHD_YES;
+  }
+  if (cs->too_large == 2) return MHD_YES; /* the 413 is queued already */
+
+  tl_req req;
+  init_req(&req, conn, h->app, method, url);
+  req.body = cs->body ? cs->body : "";
+  req.body_len = cs->len;
+  tl_resp resp = {0};
+  if (cs->too_large) tl_resp_error(&resp, 413, "BODY_TOO_LARGE", "The body is larger than 1 MiB.");
+  else tl_route(&req, &resp);
+  if (resp.status >= 500)
+    tl_slog(TL_SLOG_ERROR, req.correlation_id, "request failed", "method", method, "path", url,
+            "detail", resp.body ? resp.body : "", NULL);
+  (void)version;
+  return send_resp(conn, &req, &resp);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+  (void)cls;
+  (void)conn;
+  (void)toe;
+  conn_state *cs = *con_cls;
+  if (!cs) return;
+  free(cs->body);
+  free(cs);
+  *con_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+  (void)cls;
+  char msg[512];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  size_t n = strlen(msg);
+  while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+  tl_slog(TL_SLOG_WARN, NULL, "http", "detail", msg, NULL);
+}
+
+int tl_http_start(tl_http **out, tl_app *app, const char *host, uint16_t port, tl_err *err) {
+  *out = NULL;
+  struct sockaddr_in addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  if (inet_pton(AF_INET, host, &addr.sin_addr) != 1)
+    return tl_err_set(err, TL_E_INVALID, "listen address %s is not an IPv4 address", host);
+  tl_http *h = calloc(1, sizeof *h);
+  if (!h) return tl_err_set(err, TL_E_NOMEM, "out of memory");
+  h->app = app;
+  h->daemon = MHD_start_daemon(
+      MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+      port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+      MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_CONNECTION_LIMIT, (unsigned)2048,
+      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+      (unsigned)1024, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_END);
+  if (!h->daemon) {
+    free(h);
+    return tl_err_set(err, TL_E_IO, "cannot listen on %s:%u", host, port);
+  }
+  const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
+  h->port = info ? info->port : port;
+  *out = h;
+  return TL_OK;
+}
+
+uint16_t tl_http_port(const tl_http *h) {
+  return h->port;
+}
+
+void tl_http_stop(tl_http *h) {
+  if (!h) return;
+  MHD_stop_daemon(h->daemon);
+  free(h);
+}

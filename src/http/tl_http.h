@@ -1,0 +1,32 @@
+/*
+ * tl_http.h: the HTTP front end (libmicrohttpd): routes requests of the API contract to the
+ * command lane (tl_writer), the query lane (tl_read) and the log, and renders answers and
+ * problem+json errors.
+ */
+#ifndef TL_HTTP_H
+#define TL_HTTP_H
+
+#include "log/tl_log.h"
+#include "read/tl_read.h"
+#include "write/tl_writer.h"
+
+#include <stdint.h>
+
+/* The components a server serves; all borrowed, they outlive the HTTP server. */
+typedef struct tl_app {
+  tl_log *log;
+  tl_writer *writer;
+  tl_read *read;
+  int ready_lag_ms; /* /ready fails when a projection is further behind than this */
+} tl_app;
+
+typedef struct tl_http tl_http;
+
+/* Starts serving on host:port (port 0: any free port; see tl_http_port). */
+int tl_http_start(tl_http **out, tl_app *app, const char *host, uint16_t port, tl_err *err);
+/* The port actually bound. */
+uint16_t tl_http_port(const tl_http *h);
+/* Stops accepting, waits for in-flight requests, frees. NULL is a no-op. */
+void tl_http_stop(tl_http *h);
+
+#endif

@@ -1,0 +1,250 @@
+/*
+ * log_sqlite.c: the embedded event-log backend: one SQLite database <dir>/events.db in WAL mode
+ * with synchronous=FULL, so a COMMIT returns only after the WAL is fsynced.
+ *
+ * Schema: events(position INTEGER PRIMARY KEY, stream, version, type, schema_version, data,
+ * metadata, recorded_at) with UNIQUE(stream, version); idempotency(key PRIMARY KEY, fingerprint,
+ * status, body, position, created_at). A batch is one BEGIN IMMEDIATE ... COMMIT.
+ */
+#include "log/tl_log_int.h"
+#include "util/tl_db.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef struct sqlite_log {
+  tl_db *w; /* the writer's connection */
+  char path[PATH_MAX];
+} sqlite_log;
+
+static const char SCHEMA[] =
+    "CREATE TABLE IF NOT EXISTS events("
+    " position INTEGER PRIMARY KEY, stream TEXT NOT NULL, version INTEGER NOT NULL,"
+    " type TEXT NOT NULL, schema_version INTEGER NOT NULL, data TEXT NOT NULL,"
+    " metadata TEXT NOT NULL, recorded_at INTEGER NOT NULL);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_stream ON events(stream, version);"
+    "CREATE TABLE IF NOT EXISTS idempotency("
+    " key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, status INTEGER NOT NULL,"
+    " body TEXT NOT NULL, position INTEGER NOT NULL, created_at INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency(created_at);";
+
+static const char SQL_INSERT_EVENT[] =
+    "INSERT INTO events(position, stream, version, type, schema_version, data, metadata,"
+    " recorded_at) VALUES(?,?,?,?,?,?,?,?)";
+static const char SQL_INSERT_IDEM[] =
+    "INSERT INTO idempotency(key, fingerprint, status, body, position, created_at)"
+    " VALUES(?,?,?,?,?,?)";
+static const char SQL_READ_STREAM[] =
+    "SELECT position, stream, version, type, schema_version, data, metadata, recorded_at"
+    " FROM events WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?";
+static const char SQL_READ_ALL[] =
+    "SELECT position, stream, version, type, schema_version, data, metadata, recorded_at"
+    " FROM events WHERE position >= ? ORDER BY position LIMIT ?";
+static const char SQL_IDEM_GET[] =
+    "SELECT fingerprint, status, body, position FROM idempotency WHERE key = ?";
+static const char SQL_IDEM_EXPIRE[] = "DELETE FROM idempotency WHERE created_at < ?";
+
+static int sq_open(void **impl, const tl_log_opts *opts, int64_t *head, tl_err *err) {
+  *impl = NULL;
+  sqlite_log *l = calloc(1, sizeof *l);
+  if (!l) return tl_err_set(err, TL_E_NOMEM, "out of memory");
+  if (mkdir(opts->dir, 0755) != 0 && errno != EEXIST) {
+    free(l);
+    return tl_err_set(err, TL_E_IO, "cannot create %s: %s", opts->dir, strerror(errno));
+  }
+  int n = snprintf(l->path, sizeof l->path, "%s/events.db", opts->dir);
+  if (n < 0 || (size_t)n >= sizeof l->path) {
+    free(l);
+    return tl_err_set(err, TL_E_INVALID, "data directory path too long");
+  }
+  int rc = tl_db_open(&l->w, l->path, 0, opts->fsync_full ? "FULL" : "NORMAL", err);
+  if (rc == TL_OK) rc = tl_db_exec(l->w, SCHEMA, err);
+  sqlite3_stmt *st = NULL;
+  if (rc == TL_OK) {
+    st = tl_db_stmt(l->w, "SELECT COALESCE(MAX(position), 0) FROM events", err);
+    if (!st) rc = TL_E_IO;
+  }
+  if (rc == TL_OK) {
+    if (sqlite3_step(st) == SQLITE_ROW) *head = sqlite3_column_int64(st, 0);
+    else rc = tl_db_fail(l->w, sqlite3_errcode(l->w->db), "read head", err);
+    sqlite3_reset(st);
+  }
+  if (rc != TL_OK) {
+    tl_db_close(l->w);
+    free(l);
+    return rc;
+  }
+  *impl = l;
+  return TL_OK;
+}
+
+static void sq_close(void *impl) {
+  sqlite_log *l = impl;
+  if (!l) return;
+  tl_db_close(l->w);
+  free(l);
+}
+
+static int step_done(tl_db *d, sqlite3_stmt *st, const char *what, tl_err *err) {
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE) return tl_db_fail(d, rc, what, err);
+  return TL_OK;
+}
+
+static int sq_append(void *impl, const tl_log_batch *b, tl_err *err) {
+  sqlite_log *l = impl;
+  tl_db *d = l->w;
+  int rc = tl_db_exec(d, "BEGIN IMMEDIATE", err);
+  if (rc != TL_OK) return rc;
+  for (size_t i = 0; i < b->n_events && rc == TL_OK; i++) {
+    const tl_log_event_in *e = &b->events[i];
+    sqlite3_stmt *st = tl_db_stmt(d, SQL_INSERT_EVENT, err);
+    if (!st) {
+      rc = TL_E_IO;
+      break;
+    }
+    sqlite3_bind_int64(st, 1, e->position);
+    sqlite3_bind_text(st, 2, e->stream, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, e->version);
+    sqlite3_bind_text(st, 4, e->type, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 5, e->schema_version);
+    sqlite3_bind_text(st, 6, e->data, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, e->metadata, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 8, b->recorded_ms);
+    rc = step_done(d, st, "append event", err);
+  }
+  for (size_t i = 0; i < b->n_idem && rc == TL_OK; i++) {
+    const tl_log_idem_in *k = &b->idem[i];
+    sqlite3_stmt *st = tl_db_stmt(d, SQL_INSERT_IDEM, err);
+    if (!st) {
+      rc = TL_E_IO;
+      break;
+    }
+    sqlite3_bind_text(st, 1, k->key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, k->fingerprint, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, k->status);
+    sqlite3_bind_text(st, 4, k->body, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, k->position);
+    sqlite3_bind_int64(st, 6, b->recorded_ms);
+    rc = step_done(d, st, "store idempotency key", err);
+  }
+  if (rc == TL_OK) rc = tl_db_exec(d, "COMMIT", err);
+  if (rc != TL_OK) {
+    /* Roll back whatever part was written; a failed COMMIT may already have rolled back. */
+    if (!sqlite3_get_autocommit(d->db)) sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+  }
+  return rc;
+}
+
+static int sq_idem_expire(void *impl, int64_t before_ms, tl_err *err) {
+  sqlite_log *l = impl;
+  sqlite3_stmt *st = tl_db_stmt(l->w, SQL_IDEM_EXPIRE, err);
+  if (!st) return TL_E_IO;
+  sqlite3_bind_int64(st, 1, before_ms);
+  return step_done(l->w, st, "expire idempotency keys", err);
+}
+
+static int sq_reader_open(void *impl, void **rimpl, tl_err *err) {
+  sqlite_log *l = impl;
+  tl_db *d = NULL;
+  int rc = tl_db_open(&d, l->path, 1, "NORMAL", err);
+  *rimpl = d;
+  return rc;
+}
+
+static void sq_reader_close(void *rimpl) {
+  tl_db_close(rimpl);
+}
+
+static void *sq_writer_reader(void *impl) {
+  return ((sqlite_log *)impl)->w;
+}
+
+/* Steps a prepared event query, calling fn for each row. */
+static int emit_rows(tl_db *d, sqlite3_stmt *st, tl_event_fn fn, void *arg, tl_err *err) {
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    tl_event ev = {
+        .position = sqlite3_column_int64(st, 0),
+        .stream = (char *)sqlite3_column_text(st, 1),
+        .version = sqlite3_column_int64(st, 2),
+        .type = (char *)sqlite3_column_text(st, 3),
+        .schema_version = sqlite3_column_int(st, 4),
+        .data = (char *)sqlite3_column_text(st, 5),
+        .metadata = (char *)sqlite3_column_text(st, 6),
+        .recorded_ms = sqlite3_column_int64(st, 7),
+    };
+    int stop = fn(arg, &ev);
+    if (stop) {
+      sqlite3_reset(st);
+      return stop;
+    }
+  }
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE) return tl_db_fail(d, rc, "read events", err);
+  return TL_OK;
+}
+
+static int sq_read_stream(void *rimpl, const char *stream, int64_t from_version, int limit,
+                          tl_event_fn fn, void *arg, tl_err *err) {
+  tl_db *d = rimpl;
+  sqlite3_stmt *st = tl_db_stmt(d, SQL_READ_STREAM, err);
+  if (!st) return TL_E_IO;
+  sqlite3_bind_text(st, 1, stream, -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(st, 2, from_version);
+  sqlite3_bind_int64(st, 3, limit > 0 ? limit : -1);
+  return emit_rows(d, st, fn, arg, err);
+}
+
+static int sq_read_all(void *rimpl, int64_t from_position, int limit, tl_event_fn fn, void *arg,
+                       tl_err *err) {
+  tl_db *d = rimpl;
+  sqlite3_stmt *st = tl_db_stmt(d, SQL_READ_ALL, err);
+  if (!st) return TL_E_IO;
+  sqlite3_bind_int64(st, 1, from_position);
+  sqlite3_bind_int64(st, 2, limit > 0 ? limit : -1);
+  return emit_rows(d, st, fn, arg, err);
+}
+
+static int sq_idem_get(void *rimpl, const char *key, tl_idem_record *rec, tl_err *err) {
+  tl_db *d = rimpl;
+  sqlite3_stmt *st = tl_db_stmt(d, SQL_IDEM_GET, err);
+  if (!st) return TL_E_IO;
+  sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_DONE) {
+    sqlite3_reset(st);
+    return TL_E_NOTFOUND;
+  }
+  if (rc != SQLITE_ROW) {
+    sqlite3_reset(st);
+    return tl_db_fail(d, rc, "read idempotency key", err);
+  }
+  snprintf(rec->fingerprint, sizeof rec->fingerprint, "%s",
+           (const char *)sqlite3_column_text(st, 0));
+  rec->status = sqlite3_column_int(st, 1);
+  rec->body = tl_db_column_strdup(st, 2);
+  rec->position = sqlite3_column_int64(st, 3);
+  sqlite3_reset(st);
+  if (!rec->body) return tl_err_set(err, TL_E_NOMEM, "out of memory");
+  return TL_OK;
+}
+
+const tl_log_backend tl_log_sqlite_backend = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .append = sq_append,
+    .idem_expire = sq_idem_expire,
+    .reader_open = sq_reader_open,
+    .reader_close = sq_reader_close,
+    .writer_reader = sq_writer_reader,
+    .read_stream = sq_read_stream,
+    .read_all = sq_read_all,
+    .idem_get = sq_idem_get,
+};

@@ -1,0 +1,185 @@
+/*
+ * tl_log.c: the backend-independent half of the event log: head position, waiting for new
+ * events, a window of recent recording times (for lag figures) and a pool of readers.
+ */
+#include "log/tl_log.h"
+
+#include "log/tl_log_int.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define RECENT_WINDOW 65536 /* positions whose recording time is kept in memory */
+
+struct tl_log_reader {
+  const tl_log_backend *be;
+  void *impl;
+  tl_log_reader *next; /* pool link */
+};
+
+struct tl_log {
+  const tl_log_backend *be;
+  void *impl;
+  _Atomic int64_t head;
+  _Atomic int64_t recent_ms[RECENT_WINDOW]; /* recorded time of position p at p % WINDOW */
+  pthread_mutex_t lock; /* guards waiting (with cond) and the reader pool */
+  pthread_cond_t cond;
+  int shutdown;
+  tl_log_reader *pool;
+  tl_log_reader writer_reader;
+};
+
+void tl_log_event_clear(tl_event *ev) {
+  free(ev->stream);
+  free(ev->type);
+  free(ev->data);
+  free(ev->metadata);
+  memset(ev, 0, sizeof *ev);
+}
+
+int tl_log_open(tl_log **out, const tl_log_opts *opts, tl_err *err) {
+  *out = NULL;
+  tl_log *log = calloc(1, sizeof *log);
+  if (!log) return tl_err_set(err, TL_E_NOMEM, "out of memory");
+  log->be = &tl_log_sqlite_backend;
+  pthread_mutex_init(&log->lock, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&log->cond, &ca);
+  pthread_condattr_destroy(&ca);
+  for (size_t i = 0; i < RECENT_WINDOW; i++) atomic_init(&log->recent_ms[i], -1);
+  int64_t head = 0;
+  int rc = log->be->open(&log->impl, opts, &head, err);
+  if (rc != TL_OK) {
+    pthread_cond_destroy(&log->cond);
+    pthread_mutex_destroy(&log->lock);
+    free(log);
+    return rc;
+  }
+  atomic_store(&log->head, head);
+  log->writer_reader.be = log->be;
+  log->writer_reader.impl = log->be->writer_reader(log->impl);
+  *out = log;
+  return TL_OK;
+}
+
+void tl_log_close(tl_log *log) {
+  if (!log) return;
+  tl_log_reader *r = log->pool;
+  while (r) {
+    tl_log_reader *next = r->next;
+    log->be->reader_close(r->impl);
+    free(r);
+    r = next;
+  }
+  log->be->close(log->impl);
+  pthread_cond_destroy(&log->cond);
+  pthread_mutex_destroy(&log->lock);
+  free(log);
+}
+
+int tl_log_append(tl_log *log, const tl_log_batch *batch, tl_err *err) {
+  int64_t head = atomic_load(&log->head);
+  for (size_t i = 0; i < batch->n_events; i++)
+    assert(batch->events[i].position == head + 1 + (int64_t)i); /* positions have no gaps */
+  int rc = log->be->append(log->impl, batch, err);
+  if (rc != TL_OK || batch->n_events == 0) return rc;
+  for (size_t i = 0; i < batch->n_events; i++)
+    atomic_store(&log->recent_ms[batch->events[i].position % RECENT_WINDOW], batch->recorded_ms);
+  pthread_mutex_lock(&log->lock);
+  atomic_store(&log->head, head + (int64_t)batch->n_events);
+  pthread_cond_broadcast(&log->cond);
+  pthread_mutex_unlock(&log->lock);
+  return TL_OK;
+}
+
+int64_t tl_log_head(const tl_log *log) {
+  return atomic_load(&((tl_log *)log)->head);
+}
+
+int64_t tl_log_recorded_at(const tl_log *log, int64_t position) {
+  int64_t head = tl_log_head(log);
+  if (position < 1 || position > head || head - position >= RECENT_WINDOW) return -1;
+  return atomic_load(&((tl_log *)log)->recent_ms[position % RECENT_WINDOW]);
+}
+
+int64_t tl_log_wait(tl_log *log, int64_t after, int timeout_ms) {
+  struct timespec deadline;
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  deadline.tv_sec += timeout_ms / 1000;
+  deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (deadline.tv_nsec >= 1000000000L) {
+    deadline.tv_sec++;
+    deadline.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&log->lock);
+  while (atomic_load(&log->head) <= after && !log->shutdown) {
+    if (pthread_cond_timedwait(&log->cond, &log->lock, &deadline) == ETIMEDOUT) break;
+  }
+  int64_t head = atomic_load(&log->head);
+  pthread_mutex_unlock(&log->lock);
+  return head;
+}
+
+void tl_log_shutdown(tl_log *log) {
+  pthread_mutex_lock(&log->lock);
+  log->shutdown = 1;
+  pthread_cond_broadcast(&log->cond);
+  pthread_mutex_unlock(&log->lock);
+}
+
+int tl_log_reader_acquire(tl_log *log, tl_log_reader **out, tl_err *err) {
+  pthread_mutex_lock(&log->lock);
+  tl_log_reader *r = log->pool;
+  if (r) log->pool = r->next;
+  pthread_mutex_unlock(&log->lock);
+  if (!r) {
+    r = calloc(1, sizeof *r);
+    if (!r) return tl_err_set(err, TL_E_NOMEM, "out of memory");
+    r->be = log->be;
+    int rc = log->be->reader_open(log->impl, &r->impl, err);
+    if (rc != TL_OK) {
+      free(r);
+      return rc;
+    }
+  }
+  r->next = NULL;
+  *out = r;
+  return TL_OK;
+}
+
+void tl_log_reader_release(tl_log *log, tl_log_reader *r) {
+  if (!r) return;
+  pthread_mutex_lock(&log->lock);
+  r->next = log->pool;
+  log->pool = r;
+  pthread_mutex_unlock(&log->lock);
+}
+
+tl_log_reader *tl_log_writer_reader(tl_log *log) {
+  return &log->writer_reader;
+}
+
+int tl_log_read_stream(tl_log_reader *r, const char *stream, int64_t from_version, int limit,
+                       tl_event_fn fn, void *arg, tl_err *err) {
+  return r->be->read_stream(r->impl, stream, from_version, limit, fn, arg, err);
+}
+
+int tl_log_read_all(tl_log_reader *r, int64_t from_position, int limit, tl_event_fn fn, void *arg,
+                    tl_err *err) {
+  return r->be->read_all(r->impl, from_position, limit, fn, arg, err);
+}
+
+int tl_log_idem_get(tl_log_reader *r, const char *key, tl_idem_record *rec, tl_err *err) {
+  return r->be->idem_get(r->impl, key, rec, err);
+}
+
+int tl_log_idem_expire(tl_log *log, int64_t before_ms, tl_err *err) {
+  return log->be->idem_expire(log->impl, before_ms, err);
+}

@@ -1,0 +1,133 @@
+/*
+ * tl_log.h: the event log, the source of truth.
+ *
+ * An append-only sequence of events, each with a global position (1, 2, 3 ... with no gaps), a
+ * stream and a per-stream version (1, 2, 3 ... with no gaps), a type, a schema version, JSON
+ * data and JSON metadata, and the time it was recorded. Idempotency records (key -> stored
+ * response) are written in the same transaction as the events they answer for.
+ *
+ * One writer appends (tl_log_append is called by one thread at a time); any number of readers
+ * read through their own tl_log_reader handles. The storage sits behind a backend vtable
+ * (tl_log_backend): SQLite now, NATS JetStream later.
+ *
+ * Durability: tl_log_append returns 0 only once the batch is durable (SQLite: WAL with
+ * synchronous=FULL, so the commit is fsynced). A failed append leaves nothing visible.
+ */
+#ifndef TL_LOG_H
+#define TL_LOG_H
+
+#include "util/tl_common.h"
+
+#include <stdint.h>
+
+typedef struct tl_log tl_log;
+typedef struct tl_log_reader tl_log_reader;
+
+/* An event to append. Strings are borrowed for the duration of the call. */
+typedef struct tl_log_event_in {
+  int64_t position; /* must be exactly head + 1, + 2, ... in batch order */
+  const char *stream;
+  int64_t version;  /* the stream's new version; (stream, version) is unique */
+  const char *type;
+  int schema_version;
+  const char *data;     /* JSON text */
+  const char *metadata; /* JSON text */
+} tl_log_event_in;
+
+/* An idempotency record to store with the batch. Strings borrowed. */
+typedef struct tl_log_idem_in {
+  const char *key;
+  const char *fingerprint; /* identifies the request (method, path, body) */
+  int status;              /* HTTP status of the stored answer */
+  const char *body;        /* the stored answer's body */
+  int64_t position;
+} tl_log_idem_in;
+
+typedef struct tl_log_batch {
+  const tl_log_event_in *events;
+  size_t n_events;
+  const tl_log_idem_in *idem;
+  size_t n_idem;
+  int64_t recorded_ms; /* one recording time for the whole batch */
+} tl_log_batch;
+
+/* An event read back. All strings are owned by the event; free with tl_log_event_clear. */
+typedef struct tl_event {
+  int64_t position;
+  char *stream;
+  int64_t version;
+  char *type;
+  int schema_version;
+  char *data;
+  char *metadata;
+  int64_t recorded_ms;
+} tl_event;
+
+void tl_log_event_clear(tl_event *ev);
+
+/* Called for each event read; return 0 to go on, non-zero to stop (that value is returned by
+ * the read call). The event is valid only during the call. */
+typedef int (*tl_event_fn)(void *arg, const tl_event *ev);
+
+typedef struct tl_idem_record {
+  char fingerprint[65];
+  int status;
+  char *body; /* owned: free() */
+  int64_t position;
+} tl_idem_record;
+
+typedef struct tl_log_opts {
+  const char *dir;   /* data directory; the log lives in <dir>/events.db */
+  int fsync_full;    /* 1 (default behaviour): synchronous=FULL */
+} tl_log_opts;
+
+/* Opens (creating if needed) the log. On error *out is NULL and err says why. */
+int tl_log_open(tl_log **out, const tl_log_opts *opts, tl_err *err);
+/* Closes the log; readers must be released first. NULL is a no-op. */
+void tl_log_close(tl_log *log);
+
+/* Appends a batch atomically and durably (see the file comment). On success publishes the new
+ * head and wakes tl_log_wait callers. Returns 0, TL_E_CONFLICT (a (stream, version) or
+ * position already exists: nothing written), or TL_E_IO. Single caller at a time. */
+int tl_log_append(tl_log *log, const tl_log_batch *batch, tl_err *err);
+
+/* The position of the last durable event (0 for an empty log). Thread-safe, lock-free. */
+int64_t tl_log_head(const tl_log *log);
+
+/* Recording time of the event at position, if still in the in-memory window of recent events;
+ * else -1. Thread-safe. */
+int64_t tl_log_recorded_at(const tl_log *log, int64_t position);
+
+/* Waits until head > after or timeout_ms elapse or tl_log_shutdown is called. Returns the head
+ * at wake-up. */
+int64_t tl_log_wait(tl_log *log, int64_t after, int timeout_ms);
+
+/* Wakes every waiter for good (shutdown). */
+void tl_log_shutdown(tl_log *log);
+
+/* Readers: each has its own connection and prepared statements. A reader is used by one
+ * thread at a time. acquire takes one from a pool (creating it if needed); release returns it. */
+int tl_log_reader_acquire(tl_log *log, tl_log_reader **out, tl_err *err);
+void tl_log_reader_release(tl_log *log, tl_log_reader *r);
+
+/* Reads a stream's events with version >= from_version, oldest first, at most limit (<= 0:
+ * all). Returns 0 (or the callback's non-zero value) or TL_E_IO. */
+int tl_log_read_stream(tl_log_reader *r, const char *stream, int64_t from_version, int limit,
+                       tl_event_fn fn, void *arg, tl_err *err);
+
+/* Reads the global log from position from_position (inclusive), at most limit events. */
+int tl_log_read_all(tl_log_reader *r, int64_t from_position, int limit, tl_event_fn fn, void *arg,
+                    tl_err *err);
+
+/* Looks up an idempotency key. Returns 0 with *rec filled (caller frees rec->body),
+ * TL_E_NOTFOUND, or TL_E_IO. */
+int tl_log_idem_get(tl_log_reader *r, const char *key, tl_idem_record *rec, tl_err *err);
+
+/* Deletes idempotency records created before before_ms. Writer thread only. */
+int tl_log_idem_expire(tl_log *log, int64_t before_ms, tl_err *err);
+
+/* The writer's own reader (same connection as appends: sees its own writes). Writer thread
+ * only. */
+tl_log_reader *tl_log_writer_reader(tl_log *log);
+
+#endif

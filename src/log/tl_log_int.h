@@ -1,0 +1,34 @@
+/*
+ * tl_log_int.h: the storage backend interface behind tl_log (like SQLite's VFS).
+ *
+ * The generic layer (tl_log.c) owns the head position, waiting, the window of recent recording
+ * times and the reader pool; a backend only stores and reads. Backends: log_sqlite.c.
+ */
+#ifndef TL_LOG_INT_H
+#define TL_LOG_INT_H
+
+#include "log/tl_log.h"
+
+typedef struct tl_log_backend {
+  const char *name;
+  /* Opens storage; sets *impl and the current head position. */
+  int (*open)(void **impl, const tl_log_opts *opts, int64_t *head, tl_err *err);
+  void (*close)(void *impl);
+  /* Durable atomic append; TL_E_CONFLICT or TL_E_IO leave nothing written. */
+  int (*append)(void *impl, const tl_log_batch *batch, tl_err *err);
+  int (*idem_expire)(void *impl, int64_t before_ms, tl_err *err);
+  /* Readers: an independent read handle. */
+  int (*reader_open)(void *impl, void **rimpl, tl_err *err);
+  void (*reader_close)(void *rimpl);
+  /* The read handle that shares the writer's connection. */
+  void *(*writer_reader)(void *impl);
+  int (*read_stream)(void *rimpl, const char *stream, int64_t from_version, int limit,
+                     tl_event_fn fn, void *arg, tl_err *err);
+  int (*read_all)(void *rimpl, int64_t from_position, int limit, tl_event_fn fn, void *arg,
+                  tl_err *err);
+  int (*idem_get)(void *rimpl, const char *key, tl_idem_record *rec, tl_err *err);
+} tl_log_backend;
+
+extern const tl_log_backend tl_log_sqlite_backend;
+
+#endif

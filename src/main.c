@@ -1,0 +1,21 @@
+/* main.c: twinlane's command-line dispatcher. */
+#include "cli/tl_cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int main(int argc, char **argv) {
+  if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+      strcmp(argv[1], "help") == 0) {
+    tl_cli_usage(argc < 2);
+    return argc < 2 ? 2 : 0;
+  }
+  if (strcmp(argv[1], "serve") == 0) return tl_cli_serve(argc - 1, argv + 1);
+  if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+    printf("twinlane %s\n", TL_VERSION);
+    return 0;
+  }
+  fprintf(stderr, "twinlane: unknown command '%s'\n\n", argv[1]);
+  tl_cli_usage(1);
+  return 2;
+}

@@ -1,0 +1,364 @@
+/*
+ * projections.c: the read models and how each event changes them.
+ *
+ *   orders        rm_orders (+ rm_orders_fts, rm_order_product_names): order view, customer
+ *                 history, full-text search by product name.
+ *   products      rm_products (+ rm_product_lines): product view and popularity.
+ *   daily_sales   rm_daily_sales (+ rm_sales_orders): orders and revenue per UTC day.
+ *
+ * Counting rule: an order counts in sales while it is live (not cancelled). Each projection
+ * keeps the per-order facts it needs to undo an order's contribution, so projections stay
+ * independent of one another (each can be rebuilt alone). Row updates carry a last_position
+ * guard so an event can never overwrite newer state.
+ */
+#include "read/tl_read.h"
+
+#include "util/tl_money.h"
+#include "util/tl_time.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int step(tl_db *db, sqlite3_stmt *st, tl_err *err) {
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) return tl_db_fail(db, rc, "projection", err);
+  return TL_OK;
+}
+
+#define STMT(var, sql)                                                                          \
+  sqlite3_stmt *var = tl_db_stmt(db, sql, err);                                                 \
+  if (!var) return TL_E_IO
+
+static const char *jstr(const json_t *o, const char *k) {
+  const char *s = json_string_value(json_object_get(o, k));
+  return s ? s : "";
+}
+
+/* ---- orders ------------------------------------------------------------------------------ */
+
+static const char ORDERS_SCHEMA[] =
+    "CREATE TABLE IF NOT EXISTS rm_orders("
+    " seq INTEGER PRIMARY KEY, order_id TEXT NOT NULL UNIQUE, customer_id TEXT NOT NULL,"
+    " status TEXT NOT NULL, total_minor INTEGER NOT NULL, currency TEXT NOT NULL,"
+    " item_count INTEGER NOT NULL, items TEXT NOT NULL, shipping TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, version INTEGER NOT NULL,"
+    " last_position INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS rm_orders_customer ON rm_orders(customer_id, order_id);"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS rm_orders_fts USING fts5(names, tokenize='unicode61');"
+    "CREATE TABLE IF NOT EXISTS rm_order_product_names("
+    " product_id TEXT PRIMARY KEY, name TEXT NOT NULL) WITHOUT ROWID;";
+static const char ORDERS_RESET[] =
+    "DELETE FROM rm_orders; DELETE FROM rm_orders_fts; DELETE FROM rm_order_product_names;";
+
+static const char SQL_ORD_NAME_PUT[] =
+    "INSERT OR REPLACE INTO rm_order_product_names(product_id, name) VALUES(?, ?)";
+static const char SQL_ORD_NAME_GET[] =
+    "SELECT name FROM rm_order_product_names WHERE product_id = ?";
+static const char SQL_ORD_INSERT[] =
+    "INSERT OR IGNORE INTO rm_orders(seq, order_id, customer_id, status, total_minor, currency,"
+    " item_count, items, shipping, created_at, updated_at, version, last_position)"
+    " VALUES(?,?,?,'PENDING',?,?,?,?,?,?,?,?,?)";
+static const char SQL_ORD_FTS[] = "INSERT INTO rm_orders_fts(rowid, names) VALUES(?, ?)";
+static const char SQL_ORD_STATUS[] =
+    "UPDATE rm_orders SET status = ?, updated_at = ?, version = ?, last_position = ?"
+    " WHERE order_id = ? AND last_position < ?";
+
+static int orders_placed(tl_db *db, const tl_event *ev, const json_t *d, tl_err *err) {
+  STMT(get_name, SQL_ORD_NAME_GET);
+  const json_t *items = json_object_get(d, "items");
+  json_t *view_items = json_array();
+  if (!view_items) return tl_err_set(err, TL_E_NOMEM, "out of memory");
+  char names[8192];
+  size_t nl = 0;
+  names[0] = '\0';
+  int64_t total = 0;
+  for (size_t i = 0; i < json_array_size(items); i++) {
+    const json_t *it = json_array_get(items, i);
+    const char *pid = jstr(it, "productId");
+    int64_t price = 0, qty = json_integer_value(json_object_get(it, "quantity"));
+    tl_money_from_json(json_object_get(it, "price"), &price);
+    total += price * qty;
+    sqlite3_bind_text(get_name, 1, pid, -1, SQLITE_STATIC);
+    const char *name = "";
+    char name_buf[256] = "";
+    if (sqlite3_step(get_name) == SQLITE_ROW) {
+      snprintf(name_buf, sizeof name_buf, "%s", (const char *)sqlite3_column_text(get_name, 0));
+      name = name_buf;
+    }
+    sqlite3_reset(get_name);
+    json_array_append_new(view_items,
+                          json_pack("{s:s, s:s, s:I, s:o}", "productId", pid, "name", name,
+                                    "quantity", (json_int_t)qty, "price", tl_money_to_json(price)));
+    int w = snprintf(names + nl, sizeof names - nl, "%s%s", nl ? " " : "", name);
+    if (w > 0 && (size_t)w < sizeof names - nl) nl += (size_t)w;
+  }
+  char *items_text = json_dumps(view_items, JSON_COMPACT | JSON_REAL_PRECISION(15));
+  char *ship_text = json_dumps(json_object_get(d, "shippingAddress"), JSON_COMPACT);
+  json_decref(view_items);
+  int rc = TL_OK;
+  if (!items_text || !ship_text) rc = tl_err_set(err, TL_E_NOMEM, "out of memory");
+  sqlite3_stmt *ins = rc == TL_OK ? tl_db_stmt(db, SQL_ORD_INSERT, err) : NULL;
+  if (rc == TL_OK && !ins) rc = TL_E_IO;
+  if (rc == TL_OK) {
+    sqlite3_bind_int64(ins, 1, ev->position);
+    sqlite3_bind_text(ins, 2, jstr(d, "orderId"), -1, SQLITE_STATIC);
+    sqlite3_bind_text(ins, 3, jstr(d, "customerId"), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(ins, 4, total);
+    sqlite3_bind_text(ins, 5, json_object_get(d, "currency") ? jstr(d, "currency") : "USD", -1,
+                      SQLITE_STATIC);
+    sqlite3_bind_int64(ins, 6, (sqlite3_int64)json_array_size(items));
+    sqlite3_bind_text(ins, 7, items_text, -1, SQLITE_STATIC);
+    sqlite3_bind_text(ins, 8, ship_text, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(ins, 9, ev->recorded_ms);
+    sqlite3_bind_int64(ins, 10, ev->recorded_ms);
+    sqlite3_bind_int64(ins, 11, ev->version);
+    sqlite3_bind_int64(ins, 12, ev->position);
+    rc = step(db, ins, err);
+  }
+  if (rc == TL_OK && sqlite3_changes(db->db) == 1) {
+    sqlite3_stmt *fts = tl_db_stmt(db, SQL_ORD_FTS, err);
+    if (!fts) rc = TL_E_IO;
+    else {
+      sqlite3_bind_int64(fts, 1, ev->position);
+      sqlite3_bind_text(fts, 2, names, -1, SQLITE_STATIC);
+      rc = step(db, fts, err);
+    }
+  }
+  free(items_text);
+  free(ship_text);
+  return rc;
+}
+
+static int orders_apply(tl_db *db, const tl_event *ev, const json_t *d, tl_err *err) {
+  const char *status = NULL;
+  if (strcmp(ev->type, "OrderPlaced") == 0) return orders_placed(db, ev, d, err);
+  if (strcmp(ev->type, "ProductCreated") == 0) {
+    STMT(st, SQL_ORD_NAME_PUT);
+    sqlite3_bind_text(st, 1, jstr(d, "productId"), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, jstr(d, "name"), -1, SQLITE_STATIC);
+    return step(db, st, err);
+  }
+  if (strcmp(ev->type, "PaymentConfirmed") == 0) status = "PAID";
+  else if (strcmp(ev->type, "OrderShipped") == 0) status = "SHIPPED";
+  else if (strcmp(ev->type, "OrderCancelled") == 0) status = "CANCELLED";
+  if (!status) return TL_OK;
+  STMT(st, SQL_ORD_STATUS);
+  sqlite3_bind_text(st, 1, status, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, ev->recorded_ms);
+  sqlite3_bind_int64(st, 3, ev->version);
+  sqlite3_bind_int64(st, 4, ev->position);
+  sqlite3_bind_text(st, 5, jstr(d, "orderId"), -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 6, ev->position);
+  return step(db, st, err);
+}
+
+static const tl_projection_def ORDERS = {"orders", 1, ORDERS_SCHEMA, ORDERS_RESET, orders_apply};
+
+/* ---- products ---------------------------------------------------------------------------- */
+
+static const char PRODUCTS_SCHEMA[] =
+    "CREATE TABLE IF NOT EXISTS rm_products("
+    " product_id TEXT PRIMARY KEY, name TEXT NOT NULL, category TEXT NOT NULL,"
+    " price_minor INTEGER NOT NULL, currency TEXT NOT NULL, stock INTEGER NOT NULL,"
+    " reserved INTEGER NOT NULL DEFAULT 0, sales_count INTEGER NOT NULL DEFAULT 0,"
+    " revenue_minor INTEGER NOT NULL DEFAULT 0, last_sold_at INTEGER,"
+    " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, version INTEGER NOT NULL,"
+    " last_position INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS rm_products_popular ON rm_products(sales_count DESC, product_id);"
+    "CREATE INDEX IF NOT EXISTS rm_products_cat_popular"
+    " ON rm_products(category, sales_count DESC, product_id);"
+    "CREATE TABLE IF NOT EXISTS rm_product_lines("
+    " order_id TEXT NOT NULL, product_id TEXT NOT NULL, quantity INTEGER NOT NULL,"
+    " amount_minor INTEGER NOT NULL, placed_at INTEGER NOT NULL, live INTEGER NOT NULL,"
+    " PRIMARY KEY(order_id, product_id)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS rm_product_lines_live"
+    " ON rm_product_lines(product_id, live, placed_at);";
+static const char PRODUCTS_RESET[] = "DELETE FROM rm_products; DELETE FROM rm_product_lines;";
+
+static const char SQL_PROD_INSERT[] =
+    "INSERT OR IGNORE INTO rm_products(product_id, name, category, price_minor, currency, stock,"
+    " created_at, updated_at, version, last_position) VALUES(?,?,?,?,?,?,?,?,?,?)";
+static const char SQL_PROD_RESTOCK[] =
+    "UPDATE rm_products SET stock = stock + ?, updated_at = ?, version = ?, last_position = ?"
+    " WHERE product_id = ? AND last_position < ?";
+static const char SQL_PROD_LINE[] =
+    "INSERT INTO rm_product_lines(order_id, product_id, quantity, amount_minor, placed_at, live)"
+    " VALUES(?,?,?,?,?,1) ON CONFLICT(order_id, product_id) DO UPDATE SET"
+    " quantity = quantity + excluded.quantity, amount_minor = amount_minor + excluded.amount_minor";
+static const char SQL_PROD_SOLD[] =
+    "UPDATE rm_products SET sales_count = sales_count + ?, revenue_minor = revenue_minor + ?,"
+    " last_sold_at = MAX(COALESCE(last_sold_at, 0), ?) WHERE product_id = ?";
+static const char SQL_PROD_LINES_OF[] =
+    "SELECT product_id, quantity, amount_minor FROM rm_product_lines"
+    " WHERE order_id = ? AND live = 1";
+static const char SQL_PROD_LINES_KILL[] =
+    "UPDATE rm_product_lines SET live = 0 WHERE order_id = ?";
+static const char SQL_PROD_UNSOLD[] =
+    "UPDATE rm_products SET sales_count = sales_count - ?1, revenue_minor = revenue_minor - ?2,"
+    " last_sold_at = (SELECT MAX(placed_at) FROM rm_product_lines"
+    "   WHERE product_id = ?3 AND live = 1)"
+    " WHERE product_id = ?3";
+
+static int products_placed(tl_db *db, const tl_event *ev, const json_t *d, tl_err *err) {
+  const json_t *items = json_object_get(d, "items");
+  for (size_t i = 0; i < json_array_size(items); i++) {
+    const json_t *it = json_array_get(items, i);
+    int64_t price = 0, qty = json_integer_value(json_object_get(it, "quantity"));
+    tl_money_from_json(json_object_get(it, "price"), &price);
+    STMT(line, SQL_PROD_LINE);
+    sqlite3_bind_text(line, 1, jstr(d, "orderId"), -1, SQLITE_STATIC);
+    sqlite3_bind_text(line, 2, jstr(it, "productId"), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(line, 3, qty);
+    sqlite3_bind_int64(line, 4, qty * price);
+    sqlite3_bind_int64(line, 5, ev->recorded_ms);
+    int rc = step(db, line, err);
+    if (rc != TL_OK) return rc;
+    STMT(sold, SQL_PROD_SOLD);
+    sqlite3_bind_int64(sold, 1, qty);
+    sqlite3_bind_int64(sold, 2, qty * price);
+    sqlite3_bind_int64(sold, 3, ev->recorded_ms);
+    sqlite3_bind_text(sold, 4, jstr(it, "productId"), -1, SQLITE_STATIC);
+    if ((rc = step(db, sold, err)) != TL_OK) return rc;
+  }
+  return TL_OK;
+}
+
+static int products_cancelled(tl_db *db, const json_t *d, tl_err *err) {
+  /* Collect the live lines first: the statements below change the rows being read. */
+  struct {
+    char product_id[65];
+    int64_t qty, amount;
+  } lines[100];
+  int n = 0;
+  STMT(of, SQL_PROD_LINES_OF);
+  sqlite3_bind_text(of, 1, jstr(d, "orderId"), -1, SQLITE_STATIC);
+  int rc;
+  while ((rc = sqlite3_step(of)) == SQLITE_ROW && n < 100) {
+    snprintf(lines[n].product_id, sizeof lines[n].product_id, "%s",
+             (const char *)sqlite3_column_text(of, 0));
+    lines[n].qty = sqlite3_column_int64(of, 1);
+    lines[n].amount = sqlite3_column_int64(of, 2);
+    n++;
+  }
+  sqlite3_reset(of);
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) return tl_db_fail(db, rc, "read order lines", err);
+  STMT(kill, SQL_PROD_LINES_KILL);
+  sqlite3_bind_text(kill, 1, jstr(d, "orderId"), -1, SQLITE_STATIC);
+  if ((rc = step(db, kill, err)) != TL_OK) return rc;
+  for (int i = 0; i < n; i++) {
+    STMT(un, SQL_PROD_UNSOLD);
+    sqlite3_bind_int64(un, 1, lines[i].qty);
+    sqlite3_bind_int64(un, 2, lines[i].amount);
+    sqlite3_bind_text(un, 3, lines[i].product_id, -1, SQLITE_STATIC);
+    if ((rc = step(db, un, err)) != TL_OK) return rc;
+  }
+  return TL_OK;
+}
+
+static int products_apply(tl_db *db, const tl_event *ev, const json_t *d, tl_err *err) {
+  if (strcmp(ev->type, "ProductCreated") == 0) {
+    int64_t price = 0;
+    tl_money_from_json(json_object_get(d, "price"), &price);
+    STMT(st, SQL_PROD_INSERT);
+    sqlite3_bind_text(st, 1, jstr(d, "productId"), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, jstr(d, "name"), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, jstr(d, "category"), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, price);
+    sqlite3_bind_text(st, 5, json_object_get(d, "currency") ? jstr(d, "currency") : "USD", -1,
+                      SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, json_integer_value(json_object_get(d, "stock")));
+    sqlite3_bind_int64(st, 7, ev->recorded_ms);
+    sqlite3_bind_int64(st, 8, ev->recorded_ms);
+    sqlite3_bind_int64(st, 9, ev->version);
+    sqlite3_bind_int64(st, 10, ev->position);
+    return step(db, st, err);
+  }
+  if (strcmp(ev->type, "ProductRestocked") == 0) {
+    STMT(st, SQL_PROD_RESTOCK);
+    sqlite3_bind_int64(st, 1, json_integer_value(json_object_get(d, "quantity")));
+    sqlite3_bind_int64(st, 2, ev->recorded_ms);
+    sqlite3_bind_int64(st, 3, ev->version);
+    sqlite3_bind_int64(st, 4, ev->position);
+    sqlite3_bind_text(st, 5, jstr(d, "productId"), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, ev->position);
+    return step(db, st, err);
+  }
+  if (strcmp(ev->type, "OrderPlaced") == 0) return products_placed(db, ev, d, err);
+  if (strcmp(ev->type, "OrderCancelled") == 0) return products_cancelled(db, d, err);
+  return TL_OK;
+}
+
+static const tl_projection_def PRODUCTS = {"products", 1, PRODUCTS_SCHEMA, PRODUCTS_RESET,
+                                           products_apply};
+
+/* ---- daily sales ------------------------------------------------------------------------- */
+
+static const char SALES_SCHEMA[] =
+    "CREATE TABLE IF NOT EXISTS rm_daily_sales("
+    " day INTEGER PRIMARY KEY, order_count INTEGER NOT NULL, revenue_minor INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS rm_sales_orders("
+    " order_id TEXT PRIMARY KEY, day INTEGER NOT NULL, total_minor INTEGER NOT NULL,"
+    " live INTEGER NOT NULL) WITHOUT ROWID;";
+static const char SALES_RESET[] = "DELETE FROM rm_daily_sales; DELETE FROM rm_sales_orders;";
+
+static const char SQL_SALES_ORDER[] =
+    "INSERT OR IGNORE INTO rm_sales_orders(order_id, day, total_minor, live) VALUES(?,?,?,1)";
+static const char SQL_SALES_ADD[] =
+    "INSERT INTO rm_daily_sales(day, order_count, revenue_minor) VALUES(?1, ?2, ?3)"
+    " ON CONFLICT(day) DO UPDATE SET order_count = order_count + ?2,"
+    " revenue_minor = revenue_minor + ?3";
+static const char SQL_SALES_KILL[] =
+    "UPDATE rm_sales_orders SET live = 0 WHERE order_id = ? AND live = 1"
+    " RETURNING day, total_minor";
+
+static int sales_add(tl_db *db, int64_t day, int64_t count, int64_t amount, tl_err *err) {
+  STMT(st, SQL_SALES_ADD);
+  sqlite3_bind_int64(st, 1, day);
+  sqlite3_bind_int64(st, 2, count);
+  sqlite3_bind_int64(st, 3, amount);
+  return step(db, st, err);
+}
+
+static int sales_apply(tl_db *db, const tl_event *ev, const json_t *d, tl_err *err) {
+  if (strcmp(ev->type, "OrderPlaced") == 0) {
+    int64_t total = 0;
+    const json_t *items = json_object_get(d, "items");
+    for (size_t i = 0; i < json_array_size(items); i++) {
+      int64_t price = 0;
+      const json_t *it = json_array_get(items, i);
+      tl_money_from_json(json_object_get(it, "price"), &price);
+      total += price * json_integer_value(json_object_get(it, "quantity"));
+    }
+    int64_t day = ev->recorded_ms / 86400000;
+    STMT(st, SQL_SALES_ORDER);
+    sqlite3_bind_text(st, 1, jstr(d, "orderId"), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, day);
+    sqlite3_bind_int64(st, 3, total);
+    int rc = step(db, st, err);
+    if (rc != TL_OK || sqlite3_changes(db->db) != 1) return rc;
+    return sales_add(db, day, 1, total, err);
+  }
+  if (strcmp(ev->type, "OrderCancelled") == 0) {
+    STMT(st, SQL_SALES_KILL);
+    sqlite3_bind_text(st, 1, jstr(d, "orderId"), -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      int64_t day = sqlite3_column_int64(st, 0), total = sqlite3_column_int64(st, 1);
+      while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      }
+      sqlite3_reset(st);
+      if (rc != SQLITE_DONE) return tl_db_fail(db, rc, "cancel sale", err);
+      return sales_add(db, day, -1, -total, err);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) return tl_db_fail(db, rc, "cancel sale", err);
+  }
+  return TL_OK;
+}
+
+static const tl_projection_def DAILY_SALES = {"daily_sales", 1, SALES_SCHEMA, SALES_RESET,
+                                              sales_apply};
+
+const tl_projection_def *const tl_projections[] = {&ORDERS, &PRODUCTS, &DAILY_SALES};
+const int tl_projections_count = (int)(sizeof tl_projections / sizeof tl_projections[0]);

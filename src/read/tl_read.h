@@ -1,0 +1,96 @@
+/*
+ * tl_read.h: the query lane: read models in <dir>/read.db, the projector that keeps them in
+ * step with the log, and the connections queries run on.
+ *
+ * The projector thread consumes the log in position order, in batches of up to 512 events.
+ * Each batch is one read.db transaction that applies every event to every projection whose
+ * checkpoint is below it and moves those checkpoints in the same transaction, so a crash or a
+ * replay never applies an event twice and never skips one. Read models are derived data: they
+ * use synchronous=NORMAL (a crash may lose the last batches, never consistency; they are
+ * re-applied from the log at start).
+ *
+ * Queries see a committed snapshot; tl_read_wait lets a query wait (woken by the projector,
+ * not by polling) until the read models reflect a given log position.
+ */
+#ifndef TL_READ_H
+#define TL_READ_H
+
+#include "log/tl_log.h"
+#include "util/tl_db.h"
+#include "util/tl_problem.h"
+
+#include <jansson.h>
+
+typedef struct tl_read tl_read;
+
+/* A projection: its name, its version (bumped when its tables or logic change; a stored
+ * checkpoint of another version makes the projection start again from position 0), the SQL
+ * that creates its tables, the SQL that empties them, and how it applies one event. */
+typedef struct tl_projection_def {
+  const char *name;
+  int version;
+  const char *schema_sql;
+  const char *reset_sql;
+  /* Applies ev (data already parsed) inside the projector's open transaction. Must be
+   * deterministic and touch only this projection's tables. Returns 0 or a TL_E code. */
+  int (*apply)(tl_db *db, const tl_event *ev, const json_t *data, tl_err *err);
+} tl_projection_def;
+
+extern const tl_projection_def *const tl_projections[];
+extern const int tl_projections_count;
+
+typedef struct tl_proj_status {
+  const char *name;
+  int version;
+  int64_t position;
+  int64_t lag_events;
+  int64_t lag_ms;
+  int64_t dlq_depth;
+  const char *status; /* "running" or "failed" */
+} tl_proj_status;
+
+/* Opens read.db under dir, creates or resets projections as their versions require, and starts
+ * the projector over log (borrowed; must outlive the store). */
+int tl_read_open(tl_read **out, tl_log *log, const char *dir, tl_err *err);
+/* Stops the projector and wakes every waiter; closes the store. NULL is a no-op. */
+void tl_read_close(tl_read *r);
+
+/* The log position every read model has applied. */
+int64_t tl_read_position(tl_read *r);
+
+/* Waits until tl_read_position(r) >= min_position, at most timeout_ms. Returns 0 or
+ * TL_E_TIMEOUT (also when the store is closing). */
+int tl_read_wait(tl_read *r, int64_t min_position, int timeout_ms);
+
+/* The "meta" object of a query answer: {position, dataAsOf, lagMs}. New reference. */
+json_t *tl_read_meta(tl_read *r);
+
+/* Fills up to max statuses; returns how many projections there are. */
+int tl_read_status(tl_read *r, tl_proj_status *out, int max);
+
+/* A query connection (read-only, its own statement cache). One thread at a time. */
+int tl_read_conn_acquire(tl_read *r, tl_db **out, tl_err *err);
+void tl_read_conn_release(tl_read *r, tl_db *db);
+
+/* Applies one event to one projection and moves its checkpoint, inside the caller's
+ * transaction, unless the checkpoint is already at or past the event (then nothing changes).
+ * Returns 0 or a TL_E code. Exposed for unit tests of projections. */
+int tl_projection_apply_one(tl_db *db, const tl_projection_def *def, const tl_event *ev,
+                            const json_t *data, tl_err *err);
+/* Creates a projection's tables and checkpoint row (version checked) on db. */
+int tl_projection_setup(tl_db *db, const tl_projection_def *def, tl_err *err);
+/* A projection's stored checkpoint, or -1 on error. */
+int64_t tl_projection_checkpoint(tl_db *db, const char *name);
+
+/* ---- queries (queries.c): each answers a new JSON object or sets *p and returns NULL ------ */
+
+json_t *tl_query_order(tl_db *db, const char *order_id, tl_problem *p);
+json_t *tl_query_customer_orders(tl_db *db, const char *customer_id, int limit,
+                                 const char *cursor, tl_problem *p);
+json_t *tl_query_search(tl_db *db, const char *q, int limit, tl_problem *p);
+json_t *tl_query_sales_daily(tl_db *db, int64_t from_day, int64_t to_day, tl_problem *p);
+json_t *tl_query_products(tl_db *db, const char *category, int limit, const char *cursor,
+                          tl_problem *p);
+json_t *tl_query_product(tl_db *db, const char *product_id, tl_problem *p);
+
+#endif

@@ -1,0 +1,18 @@
+/* tl_buf.h: a growable byte buffer for building text (metrics, log lines). */
+#ifndef TL_BUF_H
+#define TL_BUF_H
+
+#include <stddef.h>
+
+typedef struct tl_buf {
+  char *data; /* owned, always NUL-terminated when len > 0 or after any append */
+  size_t len, cap;
+  int oom;    /* set once an allocation failed; later appends are dropped */
+} tl_buf;
+
+void tl_buf_printf(tl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tl_buf_append(tl_buf *b, const char *s, size_t n);
+/* Releases the data; the buffer can be reused. */
+void tl_buf_free(tl_buf *b);
+
+#endif

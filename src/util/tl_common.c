@@ -1,0 +1,30 @@
+/* tl_common.c: error recording shared by all modules. */
+#include "util/tl_common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+int tl_err_set(tl_err *err, int code, const char *fmt, ...) {
+  if (err) {
+    va_list ap;
+    va_start(ap, fmt);
+    err->code = code;
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+  }
+  return code;
+}
+
+const char *tl_strerror(int code) {
+  switch (code) {
+  case TL_OK: return "TL_OK";
+  case TL_E_NOMEM: return "TL_E_NOMEM";
+  case TL_E_IO: return "TL_E_IO";
+  case TL_E_INVALID: return "TL_E_INVALID";
+  case TL_E_CONFLICT: return "TL_E_CONFLICT";
+  case TL_E_NOTFOUND: return "TL_E_NOTFOUND";
+  case TL_E_CLOSED: return "TL_E_CLOSED";
+  case TL_E_TIMEOUT: return "TL_E_TIMEOUT";
+  default: return "TL_E_UNKNOWN";
+  }
+}

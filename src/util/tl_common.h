@@ -1,0 +1,37 @@
+/*
+ * tl_common.h: the status convention and error struct shared by every twinlane module.
+ *
+ * Functions return 0 (TL_OK) on success and a negative TL_E* code otherwise; when they take a
+ * tl_err *, they also leave a human-readable message there. A NULL tl_err * is allowed.
+ */
+#ifndef TL_COMMON_H
+#define TL_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+  TL_OK = 0,
+  TL_E_NOMEM = -1,    /* allocation failed */
+  TL_E_IO = -2,       /* storage or OS failure */
+  TL_E_INVALID = -3,  /* bad input from a caller */
+  TL_E_CONFLICT = -4, /* expected version or uniqueness violated */
+  TL_E_NOTFOUND = -5, /* no such thing */
+  TL_E_CLOSED = -6,   /* the component is shutting down */
+  TL_E_TIMEOUT = -7,  /* a bounded wait expired */
+};
+
+typedef struct tl_err {
+  int code;
+  char msg[256];
+} tl_err;
+
+/* Records code and a printf-style message in *err (if err is not NULL); returns code. */
+int tl_err_set(tl_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Static name of a status code ("TL_E_IO"), for logs. */
+const char *tl_strerror(int code);
+
+#define TL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif

@@ -1,0 +1,95 @@
+/* tl_db.c: SQLite connection and statement-cache helpers. */
+#include "util/tl_db.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int tl_db_fail(tl_db *d, int sqlite_rc, const char *what, tl_err *err) {
+  int code = (sqlite_rc & 0xff) == SQLITE_CONSTRAINT ? TL_E_CONFLICT : TL_E_IO;
+  return tl_err_set(err, code, "%s: %s (%d)", what, d && d->db ? sqlite3_errmsg(d->db) : "?",
+                    sqlite_rc);
+}
+
+int tl_db_open(tl_db **out, const char *path, int readonly, const char *synchronous, tl_err *err) {
+  *out = NULL;
+  tl_db *d = calloc(1, sizeof *d);
+  if (!d) return tl_err_set(err, TL_E_NOMEM, "out of memory");
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (readonly ? 0 : SQLITE_OPEN_CREATE);
+  int rc = sqlite3_open_v2(path, &d->db, flags, NULL);
+  if (rc != SQLITE_OK) {
+    tl_db_fail(d, rc, path, err);
+    tl_db_close(d);
+    return TL_E_IO;
+  }
+  sqlite3_extended_result_codes(d->db, 1);
+  sqlite3_busy_timeout(d->db, 10000);
+  char sql[256];
+  snprintf(sql, sizeof sql,
+           "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=OFF;"
+           "PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY;%s",
+           synchronous ? synchronous : "FULL", readonly ? " PRAGMA query_only=1;" : "");
+  rc = tl_db_exec(d, sql, err);
+  if (rc != TL_OK) {
+    tl_db_close(d);
+    return rc;
+  }
+  *out = d;
+  return TL_OK;
+}
+
+void tl_db_close(tl_db *d) {
+  if (!d) return;
+  for (int i = 0; i < d->n_cache; i++) sqlite3_finalize(d->cache[i].stmt);
+  if (d->db) sqlite3_close_v2(d->db);
+  free(d);
+}
+
+int tl_db_exec(tl_db *d, const char *sql, tl_err *err) {
+  char *msg = NULL;
+  int rc = sqlite3_exec(d->db, sql, NULL, NULL, &msg);
+  if (rc != SQLITE_OK) {
+    int code = (rc & 0xff) == SQLITE_CONSTRAINT ? TL_E_CONFLICT : TL_E_IO;
+    tl_err_set(err, code, "%s (%d)", msg ? msg : sqlite3_errstr(rc), rc);
+    sqlite3_free(msg);
+    return code;
+  }
+  return TL_OK;
+}
+
+sqlite3_stmt *tl_db_stmt(tl_db *d, const char *sql, tl_err *err) {
+  for (int i = 0; i < d->n_cache; i++) {
+    if (d->cache[i].sql == sql) {
+      sqlite3_stmt *st = d->cache[i].stmt;
+      sqlite3_reset(st);
+      sqlite3_clear_bindings(st);
+      return st;
+    }
+  }
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v3(d->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+  if (rc != SQLITE_OK) {
+    tl_db_fail(d, rc, "prepare", err);
+    return NULL;
+  }
+  if (d->n_cache < TL_DB_STMT_CACHE) {
+    d->cache[d->n_cache].sql = sql;
+    d->cache[d->n_cache].stmt = st;
+    d->n_cache++;
+    return st;
+  }
+  /* The cache is sized for every statement twinlane has; running out is a bug. */
+  sqlite3_finalize(st);
+  tl_err_set(err, TL_E_NOMEM, "statement cache full");
+  return NULL;
+}
+
+char *tl_db_column_strdup(sqlite3_stmt *st, int col) {
+  const unsigned char *t = sqlite3_column_text(st, col);
+  int n = sqlite3_column_bytes(st, col);
+  char *s = malloc((size_t)n + 1);
+  if (!s) return NULL;
+  if (n) memcpy(s, t, (size_t)n);
+  s[n] = '\0';
+  return s;
+}

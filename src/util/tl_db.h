@@ -1,0 +1,44 @@
+/*
+ * tl_db.h: small helpers over SQLite shared by the log backend and the read store: opening a
+ * connection with twinlane's settings, running SQL scripts, and a per-connection cache of
+ * prepared statements keyed by their (static) SQL text.
+ */
+#ifndef TL_DB_H
+#define TL_DB_H
+
+#include "util/tl_common.h"
+
+#include <sqlite3.h>
+
+#define TL_DB_STMT_CACHE 48
+
+typedef struct tl_db {
+  sqlite3 *db;
+  struct {
+    const char *sql; /* static string: compared by pointer */
+    sqlite3_stmt *stmt;
+  } cache[TL_DB_STMT_CACHE];
+  int n_cache;
+} tl_db;
+
+/* Opens path (creating it unless readonly) in WAL mode with the given synchronous level
+ * ("FULL", "NORMAL") and a busy timeout; readonly connections set query_only. On failure
+ * *out is NULL. Free with tl_db_close. */
+int tl_db_open(tl_db **out, const char *path, int readonly, const char *synchronous, tl_err *err);
+void tl_db_close(tl_db *d);
+
+/* Runs one or more statements without results. */
+int tl_db_exec(tl_db *d, const char *sql, tl_err *err);
+
+/* The cached prepared statement for sql (a string literal or other static string), reset and
+ * with bindings cleared. NULL on a prepare error (err set). Not to be finalized by callers. */
+sqlite3_stmt *tl_db_stmt(tl_db *d, const char *sql, tl_err *err);
+
+/* Records sqlite3_errmsg into err with code TL_E_IO (or TL_E_CONFLICT for a constraint
+ * violation); returns that code. */
+int tl_db_fail(tl_db *d, int sqlite_rc, const char *what, tl_err *err);
+
+/* sqlite3_column_text copied into a new malloc'd string ("" for NULL); NULL if out of memory. */
+char *tl_db_column_strdup(sqlite3_stmt *st, int col);
+
+#endif

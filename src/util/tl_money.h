@@ -1,0 +1,32 @@
+/*
+ * tl_money.h: exact money. Amounts live as int64 minor units (cents) everywhere inside
+ * twinlane; JSON numbers with at most two decimals are the wire form.
+ */
+#ifndef TL_MONEY_H
+#define TL_MONEY_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+/* Largest amount accepted on the wire: 10,000,000,000.00 in minor units. Sums of up to
+ * 100 items x 10,000 units of such amounts still fit in int64 without overflow. */
+#define TL_MONEY_MAX_MINOR 1000000000000LL
+
+/* Converts a JSON number with at most two decimals to minor units. Returns 0, or TL_E_INVALID
+ * for a non-number, more than two decimals, NaN/inf or a magnitude over TL_MONEY_MAX_MINOR.
+ * Integers are taken exactly; a real is accepted only when v * 100 is within rounding error
+ * (a few ulps) of a whole number of cents, so any third decimal is refused across the whole
+ * accepted range. */
+int tl_money_from_json(const json_t *j, int64_t *minor);
+
+/* A new JSON number for minor units (a real with two decimals when it has cents, else an
+ * integer-valued real). Caller owns the reference. */
+json_t *tl_money_to_json(int64_t minor);
+
+/* Writes "123.45" / "-0.05" into buf (at least 32 bytes). */
+void tl_money_format(int64_t minor, char *buf, size_t len);
+
+/* True if s is a currency code of ISO 4217 shape: three upper-case ASCII letters. */
+int tl_currency_valid(const char *s);
+
+#endif

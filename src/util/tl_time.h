@@ -1,0 +1,28 @@
+/*
+ * tl_time.h: wall-clock and monotonic time, and the ISO 8601 UTC text form used on the wire
+ * ("2026-11-22T10:30:00.123Z", always milliseconds).
+ */
+#ifndef TL_TIME_H
+#define TL_TIME_H
+
+#include <stdint.h>
+
+#define TL_ISO_LEN 25 /* "YYYY-MM-DDTHH:MM:SS.mmmZ" plus NUL */
+
+int64_t tl_now_ms(void);   /* milliseconds since the Unix epoch (CLOCK_REALTIME) */
+int64_t tl_mono_ns(void);  /* monotonic nanoseconds, for durations */
+
+/* Formats ms since the epoch into out (TL_ISO_LEN bytes). */
+void tl_time_format(int64_t ms, char out[TL_ISO_LEN]);
+
+/* Parses an ISO 8601 UTC time: "YYYY-MM-DDTHH:MM:SS[.fff]Z" (also "+00:00"). Returns 0 and sets
+ * *ms, or TL_E_INVALID. */
+int tl_time_parse(const char *s, int64_t *ms);
+
+/* Parses "YYYY-MM-DD" into days since the epoch; TL_E_INVALID on a bad or impossible date. */
+int tl_date_parse(const char *s, int64_t *days);
+
+/* Formats days since the epoch as "YYYY-MM-DD" (11 bytes with NUL). */
+void tl_date_format(int64_t days, char out[11]);
+
+#endif

@@ -1,0 +1,603 @@
+/*
+ * tl_writer.c: the single writer (see tl_writer.h for the contract).
+ *
+ * Invariants, checked with assert:
+ *   - w->next_position == tl_log_head(log) + 1 between batches;
+ *   - a cached aggregate's version equals the number of its events in the log, except for
+ *     aggregates touched by the batch in flight (dropped from the cache if the batch fails).
+ */
+#include "write/tl_writer.h"
+
+#include "util/tl_map.h"
+#include "util/tl_slog.h"
+#include "util/tl_stats.h"
+#include "util/tl_time.h"
+
+#include <assert.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define IDEM_TTL_MS (24LL * 3600 * 1000)
+#define IDEM_EXPIRE_EVERY_MS (10LL * 60 * 1000)
+
+struct tl_writer {
+  tl_log *log;
+  pthread_t thread;
+  pthread_mutex_t lock; /* guards the queue and stopping */
+  pthread_cond_t cond;
+  tl_cmd_request *q_head, *q_tail;
+  int stopping;
+  int max_batch;
+  tl_map *orders;   /* order id -> tl_order_state*, LRU-bounded */
+  tl_map *products; /* product id -> tl_product_state*, the whole catalog seen so far */
+  int64_t next_position;
+  int64_t last_expire_ms;
+};
+
+/* What one batch is about to append. Strings in events/idem are owned by `owned`. */
+typedef struct batch {
+  tl_log_event_in *events;
+  size_t n_events, cap_events;
+  tl_log_idem_in *idem;
+  tl_cmd_request **idem_req; /* the request each idem record answers */
+  size_t n_idem, cap_idem, cap_idem_req;
+  char **owned;
+  size_t n_owned, cap_owned;
+  char (*touched)[96]; /* streams whose cached state changed */
+  size_t n_touched, cap_touched;
+  int64_t now_ms;
+  int poisoned; /* a request was half-staged (out of memory): the whole batch must fail */
+} batch;
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap) return 0;
+  size_t c = *cap ? *cap * 2 : 64;
+  while (c < need) c *= 2;
+  void *n = realloc(*p, c * elem);
+  if (!n) return -1;
+  *p = n;
+  *cap = c;
+  return 0;
+}
+
+static char *keep(batch *b, char *s) {
+  if (!s) return NULL;
+  if (grow((void **)&b->owned, &b->cap_owned, b->n_owned + 1, sizeof *b->owned)) {
+    free(s);
+    return NULL;
+  }
+  b->owned[b->n_owned++] = s;
+  return s;
+}
+
+static void batch_reset(batch *b) {
+  for (size_t i = 0; i < b->n_owned; i++) free(b->owned[i]);
+  b->n_owned = b->n_events = b->n_idem = b->n_touched = 0;
+  b->poisoned = 0;
+}
+
+static void batch_free(batch *b) {
+  batch_reset(b);
+  free(b->events);
+  free(b->idem);
+  free(b->idem_req);
+  free(b->owned);
+  free(b->touched);
+}
+
+void tl_cmd_request_init(tl_cmd_request *req) {
+  memset(req, 0, sizeof *req);
+  req->if_match = -1;
+  sem_init(&req->done, 0, 0);
+}
+
+void tl_cmd_request_clear(tl_cmd_request *req) {
+  tl_cmd_clear(&req->cmd);
+  free(req->body);
+  req->body = NULL;
+  tl_problem_clear(&req->problem);
+  sem_destroy(&req->done);
+}
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+  const unsigned char *p = data;
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
+  return h;
+}
+
+void tl_request_fingerprint(const char *method, const char *path, const char *body,
+                            size_t body_len, char out[33]) {
+  uint64_t h1 = 1469598103934665603ULL, h2 = 0x9e3779b97f4a7c15ULL;
+  const char sep = '\n';
+  h1 = fnv1a(fnv1a(fnv1a(fnv1a(h1, method, strlen(method)), &sep, 1), path, strlen(path)), &sep, 1);
+  h2 = fnv1a(fnv1a(fnv1a(fnv1a(h2, path, strlen(path)), &sep, 1), method, strlen(method)), &sep, 1);
+  if (body_len) {
+    h1 = fnv1a(h1, body, body_len);
+    h2 = fnv1a(h2, body, body_len);
+  }
+  snprintf(out, 33, "%016llx%016llx", (unsigned long long)h1, (unsigned long long)h2);
+}
+
+/* ---- loading aggregates ------------------------------------------------------------------ */
+
+typedef struct fold_ctx {
+  int is_order;
+  void *state;
+  int rc;
+} fold_ctx;
+
+static int fold_event(void *arg, const tl_event *ev) {
+  fold_ctx *f = arg;
+  json_t *data = json_loads(ev->data, 0, NULL);
+  if (!data) {
+    f->rc = TL_E_IO;
+    return 1;
+  }
+  if (f->is_order) tl_order_evolve(f->state, ev->type, data, ev->recorded_ms);
+  else tl_product_evolve(f->state, ev->type, data, ev->recorded_ms);
+  json_decref(data);
+  return 0;
+}
+
+static void free_order(void *p) {
+  if (!p) return;
+  tl_order_state_clear(p);
+  free(p);
+}
+
+/* The cached order state, loading it from the log on a miss. NULL: no such order (or an I/O
+ * error, logged). The pointer is valid until the next cache insertion. */
+static tl_order_state *load_order(tl_writer *w, const char *id, int *io_error) {
+  tl_order_state *s = tl_map_get(w->orders, id);
+  if (s) return s;
+  s = malloc(sizeof *s);
+  if (!s) {
+    *io_error = 1;
+    return NULL;
+  }
+  tl_order_state_init(s);
+  char stream[96];
+  tl_stream_name(stream, sizeof stream, true, id);
+  fold_ctx f = {1, s, TL_OK};
+  tl_err err = {0};
+  int rc = tl_log_read_stream(tl_log_writer_reader(w->log), stream, 1, 0, fold_event, &f, &err);
+  if (rc != TL_OK || f.rc != TL_OK) {
+    tl_slog(TL_SLOG_ERROR, NULL, "loading an order failed", "stream", stream, "error", err.msg,
+            NULL);
+    free_order(s);
+    *io_error = 1;
+    return NULL;
+  }
+  if (s->version == 0) {
+    free_order(s);
+    return NULL;
+  }
+  if (tl_map_put(w->orders, id, s) != 0) {
+    free_order(s);
+    *io_error = 1;
+    return NULL;
+  }
+  return s;
+}
+
+static tl_product_state *load_product(tl_writer *w, const char *id, int *io_error) {
+  tl_product_state *s = tl_map_get(w->products, id);
+  if (s) return s;
+  s = malloc(sizeof *s);
+  if (!s) {
+    *io_error = 1;
+    return NULL;
+  }
+  tl_product_state_init(s);
+  char stream[96];
+  tl_stream_name(stream, sizeof stream, false, id);
+  fold_ctx f = {0, s, TL_OK};
+  tl_err err = {0};
+  int rc = tl_log_read_stream(tl_log_writer_reader(w->log), stream, 1, 0, fold_event, &f, &err);
+  if (rc != TL_OK || f.rc != TL_OK) {
+    tl_slog(TL_SLOG_ERROR, NULL, "loading a product failed", "stream", stream, "error", err.msg,
+            NULL);
+    free(s);
+    *io_error = 1;
+    return NULL;
+  }
+  if (s->version == 0 || tl_map_put(w->products, id, s) != 0) {
+    if (s->version != 0) *io_error = 1;
+    free(s);
+    return NULL;
+  }
+  return s;
+}
+
+typedef struct lookup_ctx {
+  tl_writer *w;
+  int io_error;
+} lookup_ctx;
+
+static const tl_product_state *lookup_product(void *arg, const char *id) {
+  lookup_ctx *lc = arg;
+  return load_product(lc->w, id, &lc->io_error);
+}
+
+/* ---- deciding one request ---------------------------------------------------------------- */
+
+static void fail(tl_cmd_request *req, int status, const char *code, const char *detail) {
+  req->status = status;
+  tl_problem_set(&req->problem, status, code, "%s", detail);
+}
+
+static int touch(batch *b, const char *stream) {
+  for (size_t i = 0; i < b->n_touched; i++)
+    if (strcmp(b->touched[i], stream) == 0) return 0;
+  if (grow((void **)&b->touched, &b->cap_touched, b->n_touched + 1, sizeof *b->touched)) return -1;
+  snprintf(b->touched[b->n_touched++], sizeof b->touched[0], "%s", stream);
+  return 0;
+}
+
+/* Appends the decision's events to the batch, folding each into state. */
+static int stage_events(tl_writer *w, batch *b, tl_cmd_request *req, const char *stream,
+                        tl_decision *d, int is_order, void *state) {
+  if (grow((void **)&b->events, &b->cap_events, b->n_events + (size_t)d->n_events,
+           sizeof *b->events) ||
+      touch(b, stream))
+    return TL_E_NOMEM;
+  char *stream_copy = keep(b, strdup(stream));
+  if (!stream_copy) return TL_E_NOMEM;
+  for (int i = 0; i < d->n_events; i++) {
+    char event_id[TL_UUID_LEN + 1];
+    tl_uuid_v4(event_id);
+    char *data = keep(b, json_dumps(d->events[i].data, JSON_COMPACT | JSON_REAL_PRECISION(15)));
+    json_t *meta_j = json_pack("{s:s, s:s, s:n}", "eventId", event_id, "correlationId",
+                               req->correlation_id ? req->correlation_id : "", "causationId");
+    char *meta = keep(b, meta_j ? json_dumps(meta_j, JSON_COMPACT) : NULL);
+    json_decref(meta_j);
+    if (!data || !meta) return TL_E_NOMEM;
+    int64_t *version = is_order ? &((tl_order_state *)state)->version
+                                : &((tl_product_state *)state)->version;
+    tl_log_event_in *e = &b->events[b->n_events++];
+    e->position = w->next_position++;
+    e->stream = stream_copy;
+    e->type = d->events[i].type;
+    e->schema_version = 1;
+    e->data = data;
+    e->metadata = meta;
+    if (is_order) tl_order_evolve(state, e->type, d->events[i].data, b->now_ms);
+    else tl_product_evolve(state, e->type, d->events[i].data, b->now_ms);
+    e->version = *version;
+    req->position = e->position;
+    req->version = *version;
+  }
+  req->n_events = d->n_events;
+  return TL_OK;
+}
+
+/* The order view of the API (items carry product names). New reference. */
+static json_t *order_view(tl_writer *w, const tl_order_state *s) {
+  json_t *v = tl_order_state_json(s);
+  json_t *items = json_object_get(v, "items");
+  for (size_t i = 0; i < json_array_size(items); i++) {
+    json_t *it = json_array_get(items, i);
+    int ioe = 0;
+    const tl_product_state *p = load_product(w, s->items[i].product_id, &ioe);
+    json_object_set_new(it, "name", json_string(p ? p->name : ""));
+  }
+  return v;
+}
+
+static char *success_body(tl_writer *w, const tl_cmd_request *req, const void *state) {
+  json_t *b = NULL;
+  const tl_cmd *c = &req->cmd;
+  if (c->kind == TL_CMD_CREATE_PRODUCT) {
+    b = json_pack("{s:s, s:I, s:I}", "productId", c->id, "version", (json_int_t)req->version,
+                  "position", (json_int_t)req->position);
+  } else if (c->kind == TL_CMD_RESTOCK) {
+    const tl_product_state *p = state;
+    b = json_pack("{s:s, s:I, s:I, s:I}", "productId", c->id, "stock", (json_int_t)p->stock,
+                  "version", (json_int_t)req->version, "position", (json_int_t)req->position);
+  } else {
+    const tl_order_state *o = state;
+    b = json_pack("{s:s, s:s, s:I, s:I}", "orderId", o->order_id, "status",
+                  tl_order_status_name(o->status), "version", (json_int_t)req->version,
+                  "position", (json_int_t)req->position);
+    if (b && c->kind == TL_CMD_PLACE_ORDER) json_object_set_new(b, "order", order_view(w, o));
+  }
+  char *text = b ? json_dumps(b, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+  json_decref(b);
+  return text;
+}
+
+/* Answers req from a stored idempotency record. */
+static void replay(tl_cmd_request *req, int status, const char *body, int64_t position) {
+  req->status = status;
+  req->body = strdup(body);
+  req->position = position;
+  req->replayed = 1;
+  json_t *j = json_loads(body, 0, NULL);
+  req->version = j ? json_integer_value(json_object_get(j, "version")) : 0;
+  json_decref(j);
+  if (!req->body) fail(req, 500, "INTERNAL", "Out of memory.");
+}
+
+static void decide_one(tl_writer *w, batch *b, tl_cmd_request *req) {
+  /* 1. Idempotency: a key seen in this batch or stored in the log. */
+  if (req->idem_key) {
+    for (size_t i = 0; i < b->n_idem; i++) {
+      if (strcmp(b->idem[i].key, req->idem_key) == 0) {
+        if (strcmp(b->idem[i].fingerprint, req->fingerprint) != 0)
+          return fail(req, 422, "IDEMPOTENCY_KEY_REUSED",
+                      "This Idempotency-Key was used with another request.");
+        req->replay_of = b->idem_req[i]; /* answered from that request after the commit */
+        return;
+      }
+    }
+    tl_idem_record rec = {0};
+    tl_err err = {0};
+    int rc = tl_log_idem_get(tl_log_writer_reader(w->log), req->idem_key, &rec, &err);
+    if (rc == TL_OK) {
+      if (strcmp(rec.fingerprint, req->fingerprint) != 0)
+        fail(req, 422, "IDEMPOTENCY_KEY_REUSED",
+             "This Idempotency-Key was used with another request.");
+      else
+        replay(req, rec.status, rec.body, rec.position);
+      free(rec.body);
+      return;
+    }
+    if (rc != TL_E_NOTFOUND) return fail(req, 503, "STORAGE_UNAVAILABLE", "The log is unavailable.");
+  }
+
+  /* 2. The aggregate. */
+  tl_cmd *c = &req->cmd;
+  int is_order = tl_cmd_is_order(c->kind);
+  int io_error = 0;
+  void *state = NULL;
+  tl_order_state fresh_order;
+  tl_product_state fresh_product;
+  tl_order_state_init(&fresh_order);
+  tl_product_state_init(&fresh_product);
+  if (c->kind == TL_CMD_PLACE_ORDER) {
+    tl_ulid_new(b->now_ms, c->id);
+    state = &fresh_order;
+  } else if (is_order) {
+    state = tl_ulid_valid(c->id) ? load_order(w, c->id, &io_error) : NULL;
+    if (!state) state = &fresh_order;
+  } else {
+    state = load_product(w, c->id, &io_error);
+    if (!state) state = &fresh_product;
+  }
+  if (io_error) return fail(req, 503, "STORAGE_UNAVAILABLE", "The log is unavailable.");
+  int64_t version = is_order ? ((tl_order_state *)state)->version
+                             : ((tl_product_state *)state)->version;
+
+  /* 3. Optimistic concurrency requested by the client. */
+  if (req->if_match >= 0 && version > 0 && version != req->if_match) {
+    fail(req, 412, "VERSION_MISMATCH", "The aggregate is at another version than If-Match.");
+    tl_problem_extra(&req->problem, "currentVersion", json_integer(version));
+    return;
+  }
+
+  /* 4. The business rules. */
+  tl_decision d;
+  memset(&d, 0, sizeof d);
+  lookup_ctx lc = {w, 0};
+  int rc = is_order ? tl_order_decide(state, c, lookup_product, &lc, &d)
+                    : tl_product_decide(state, c, &d);
+  if (lc.io_error) {
+    tl_decision_clear(&d);
+    return fail(req, 503, "STORAGE_UNAVAILABLE", "The log is unavailable.");
+  }
+  if (rc != TL_OK) {
+    req->status = d.problem.status;
+    req->problem = d.problem;
+    memset(&d.problem, 0, sizeof d.problem);
+    tl_decision_clear(&d);
+    return;
+  }
+
+  /* 5. Accepted: the new aggregate goes into the cache, events into the batch. */
+  char stream[96];
+  tl_stream_name(stream, sizeof stream, is_order, c->id);
+  if (state == &fresh_order || state == &fresh_product) {
+    void *heap = malloc(is_order ? sizeof fresh_order : sizeof fresh_product);
+    if (!heap || tl_map_put(is_order ? w->orders : w->products, c->id, heap) != 0) {
+      free(heap);
+      tl_decision_clear(&d);
+      return fail(req, 500, "INTERNAL", "Out of memory.");
+    }
+    memcpy(heap, state, is_order ? sizeof fresh_order : sizeof fresh_product);
+    state = heap;
+  }
+  rc = stage_events(w, b, req, stream, &d, is_order, state);
+  tl_decision_clear(&d);
+  if (rc == TL_OK) {
+    req->status = (c->kind == TL_CMD_PLACE_ORDER || c->kind == TL_CMD_CREATE_PRODUCT) ? 201 : 200;
+    req->body = success_body(w, req, state);
+    if (!req->body) rc = TL_E_NOMEM;
+  }
+  if (rc == TL_OK && req->idem_key) {
+    if (grow((void **)&b->idem, &b->cap_idem, b->n_idem + 1, sizeof *b->idem) ||
+        grow((void **)&b->idem_req, &b->cap_idem_req, b->n_idem + 1, sizeof *b->idem_req)) {
+      rc = TL_E_NOMEM;
+    } else {
+      b->idem[b->n_idem] = (tl_log_idem_in){req->idem_key, req->fingerprint, req->status,
+                                            req->body, req->position};
+      b->idem_req[b->n_idem] = req;
+      b->n_idem++;
+    }
+  }
+  if (rc != TL_OK) {
+    /* The batch may already hold part of this request: fail the whole batch (rare: OOM). */
+    free(req->body);
+    req->body = NULL;
+    b->poisoned = 1;
+    fail(req, 500, "INTERNAL", "Out of memory while staging events.");
+  }
+}
+
+/* ---- the batch: commit, answer, recover -------------------------------------------------- */
+
+/* Drops the cached state of every aggregate the failed batch touched: the log is the truth and
+ * they are reloaded from it on next use. */
+static void forget_touched(tl_writer *w, batch *b) {
+  for (size_t i = 0; i < b->n_touched; i++) {
+    const char *s = b->touched[i];
+    if (strncmp(s, "order-", 6) == 0) tl_map_remove(w->orders, s + 6);
+    else if (strncmp(s, "product-", 8) == 0) tl_map_remove(w->products, s + 8);
+  }
+}
+
+static void process_batch(tl_writer *w, tl_cmd_request *list, batch *b) {
+  batch_reset(b);
+  b->now_ms = tl_now_ms();
+  int n_requests = 0, n_writing = 0;
+  for (tl_cmd_request *r = list; r; r = r->next) {
+    decide_one(w, b, r);
+    n_requests++;
+    if (r->n_events > 0) n_writing++;
+  }
+
+  int failed = b->poisoned;
+  if (!failed && (b->n_events > 0 || b->n_idem > 0)) {
+    tl_log_batch lb = {b->events, b->n_events, b->idem, b->n_idem, b->now_ms};
+    tl_err err = {0};
+    int rc = tl_log_append(w->log, &lb, &err);
+    if (rc != TL_OK) {
+      failed = 1;
+      tl_slog(TL_SLOG_ERROR, NULL, "group commit failed; batch not acknowledged", "error",
+              err.msg, NULL);
+    } else {
+      atomic_fetch_add(&tl_g_stats.fsyncs, 1);
+      atomic_fetch_add(&tl_g_stats.events_appended, b->n_events);
+      tl_hist_observe(&tl_g_stats.batch_size, (double)n_writing);
+    }
+  }
+  if (failed) {
+    forget_touched(w, b);
+    w->next_position = tl_log_head(w->log) + 1;
+    /* Every answer of the batch may depend on state the failed commit would have made (a
+     * refusal such as ALREADY_PAID included), so only stored replays keep theirs. */
+    for (tl_cmd_request *r = list; r; r = r->next) {
+      if (!r->replayed) {
+        free(r->body);
+        r->body = NULL;
+        tl_problem_clear(&r->problem);
+        fail(r, 503, "STORAGE_UNAVAILABLE",
+             "The command could not be made durable; nothing was recorded. Retry.");
+      }
+    }
+  }
+  assert(w->next_position == tl_log_head(w->log) + 1);
+
+  /* Requests that repeated a key of this batch take the first one's answer. */
+  for (tl_cmd_request *r = list; r; r = r->next) {
+    if (!r->replay_of) continue;
+    const tl_cmd_request *o = r->replay_of;
+    if (o->status >= 200 && o->status < 300 && o->body) {
+      replay(r, o->status, o->body, o->position);
+    } else {
+      fail(r, 503, "STORAGE_UNAVAILABLE", "The command could not be made durable. Retry.");
+    }
+  }
+  /* Answer everyone; after sem_post a request may be freed by its owner. */
+  tl_cmd_request *r = list;
+  while (r) {
+    tl_cmd_request *next = r->next;
+    sem_post(&r->done);
+    r = next;
+  }
+  (void)n_requests;
+}
+
+static void *writer_main(void *arg) {
+  tl_writer *w = arg;
+  batch b;
+  memset(&b, 0, sizeof b);
+  for (;;) {
+    pthread_mutex_lock(&w->lock);
+    while (!w->q_head && !w->stopping) pthread_cond_wait(&w->cond, &w->lock);
+    if (!w->q_head && w->stopping) {
+      pthread_mutex_unlock(&w->lock);
+      break;
+    }
+    /* Take up to max_batch queued commands: everything that arrived while the last fsync ran. */
+    tl_cmd_request *list = w->q_head, *last = list;
+    for (int n = 1; n < w->max_batch && last->next; n++) last = last->next;
+    w->q_head = last->next;
+    if (!w->q_head) w->q_tail = NULL;
+    last->next = NULL;
+    pthread_mutex_unlock(&w->lock);
+
+    process_batch(w, list, &b);
+
+    int64_t now = tl_now_ms();
+    if (now - w->last_expire_ms > IDEM_EXPIRE_EVERY_MS) {
+      tl_err err = {0};
+      if (tl_log_idem_expire(w->log, now - IDEM_TTL_MS, &err) != TL_OK)
+        tl_slog(TL_SLOG_WARN, NULL, "expiring idempotency keys failed", "error", err.msg, NULL);
+      w->last_expire_ms = now;
+    }
+  }
+  batch_free(&b);
+  return NULL;
+}
+
+int tl_writer_start(tl_writer **out, tl_log *log, const tl_writer_opts *opts, tl_err *err) {
+  *out = NULL;
+  tl_writer *w = calloc(1, sizeof *w);
+  if (!w) return tl_err_set(err, TL_E_NOMEM, "out of memory");
+  w->log = log;
+  w->max_batch = opts && opts->max_batch > 0 ? opts->max_batch : 1024;
+  size_t cap = opts && opts->order_cache_capacity ? opts->order_cache_capacity : 100000;
+  w->orders = tl_map_new(cap, free_order);
+  w->products = tl_map_new(0, free);
+  w->next_position = tl_log_head(log) + 1;
+  pthread_mutex_init(&w->lock, NULL);
+  pthread_cond_init(&w->cond, NULL);
+  if (!w->orders || !w->products) {
+    tl_map_free(w->orders);
+    tl_map_free(w->products);
+    free(w);
+    return tl_err_set(err, TL_E_NOMEM, "out of memory");
+  }
+  if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+    tl_map_free(w->orders);
+    tl_map_free(w->products);
+    free(w);
+    return tl_err_set(err, TL_E_IO, "cannot start the writer thread");
+  }
+  *out = w;
+  return TL_OK;
+}
+
+void tl_writer_stop(tl_writer *w) {
+  if (!w) return;
+  pthread_mutex_lock(&w->lock);
+  w->stopping = 1;
+  pthread_cond_signal(&w->cond);
+  pthread_mutex_unlock(&w->lock);
+  pthread_join(w->thread, NULL);
+  tl_map_free(w->orders);
+  tl_map_free(w->products);
+  pthread_cond_destroy(&w->cond);
+  pthread_mutex_destroy(&w->lock);
+  free(w);
+}
+
+void tl_writer_submit(tl_writer *w, tl_cmd_request *req) {
+  req->next = NULL;
+  pthread_mutex_lock(&w->lock);
+  if (w->stopping) {
+    pthread_mutex_unlock(&w->lock);
+    fail(req, 503, "SHUTTING_DOWN", "The server is shutting down.");
+    return;
+  }
+  if (w->q_tail) w->q_tail->next = req;
+  else w->q_head = req;
+  w->q_tail = req;
+  pthread_cond_signal(&w->cond);
+  pthread_mutex_unlock(&w->lock);
+  while (sem_wait(&req->done) != 0) {
+    /* EINTR: wait again */
+  }
+}

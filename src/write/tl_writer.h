@@ -1,0 +1,71 @@
+/*
+ * tl_writer.h: the command lane's single writer.
+ *
+ * One thread owns the write model (the aggregate cache) and the log's append side, in the
+ * spirit of the LMAX business-logic processor. HTTP threads decode and validate commands in
+ * parallel, then hand them to tl_writer_submit, which blocks until the command is decided and,
+ * if accepted, durable. The writer drains every queued command into one batch: each is checked
+ * against its idempotency key, its If-Match version and the business rules in order (later
+ * commands see the state left by earlier ones in the same batch), and all accepted events and
+ * idempotency records go to the log in one transaction with one fsync (group commit). Nobody is
+ * answered before that fsync; if it fails, every command in the batch fails with 503, nothing
+ * is acknowledged, and the cached state of the aggregates it touched is dropped.
+ */
+#ifndef TL_WRITER_H
+#define TL_WRITER_H
+
+#include "domain/domain.h"
+#include "log/tl_log.h"
+
+#include <semaphore.h>
+
+typedef struct tl_writer tl_writer;
+
+typedef struct tl_cmd_request {
+  /* Input, owned by the submitter. */
+  tl_cmd cmd;
+  const char *correlation_id;
+  int64_t if_match;       /* expected aggregate version, or -1 for none */
+  const char *idem_key;   /* NULL for none */
+  char fingerprint[33];   /* hash of method, path and body (with idem_key) */
+
+  /* Output, valid after tl_writer_submit returns. */
+  int status;      /* HTTP status */
+  char *body;      /* success: response body JSON text (malloc; submitter frees), else NULL */
+  int64_t position, version;
+  int replayed;    /* answered from a stored idempotency record */
+  tl_problem problem; /* status >= 400: the error (submitter clears) */
+
+  /* Private to the writer. */
+  sem_t done;
+  struct tl_cmd_request *next;
+  int n_events;
+  struct tl_cmd_request *replay_of; /* an earlier request of the batch with the same key */
+} tl_cmd_request;
+
+typedef struct tl_writer_opts {
+  size_t order_cache_capacity; /* aggregates kept in memory (LRU); 0: default 100000 */
+  int max_batch;               /* commands per group commit; 0: default 1024 */
+} tl_writer_opts;
+
+/* Starts the writer thread over log (borrowed; must outlive the writer). Loads every product
+ * into the catalog cache. */
+int tl_writer_start(tl_writer **out, tl_log *log, const tl_writer_opts *opts, tl_err *err);
+
+/* Refuses new commands, finishes the queued ones, stops the thread and frees the writer.
+ * NULL is a no-op. */
+void tl_writer_stop(tl_writer *w);
+
+/* Submits req and blocks until it is answered (see the file comment). Always fills req's output
+ * fields; never fails otherwise. */
+void tl_writer_submit(tl_writer *w, tl_cmd_request *req);
+
+/* Initialises / releases a request's private and output parts. */
+void tl_cmd_request_init(tl_cmd_request *req);
+void tl_cmd_request_clear(tl_cmd_request *req);
+
+/* Fingerprint of a request for idempotency: 32 hex chars over method, path and body. */
+void tl_request_fingerprint(const char *method, const char *path, const char *body,
+                            size_t body_len, char out[33]);
+
+#endif

@@ -1,0 +1,120 @@
+"""Concurrent commands: one winner per conflicting command, distinct positions for the rest."""
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from conftest import ADDRESS, uid
+
+
+def test_concurrent_payments_have_exactly_one_winner(server):
+    p = server.create_product(uid("prod"), price=3)
+    oid = server.place_order([(p["productId"], 1, 3)])["orderId"]
+    n = 30
+    barrier = threading.Barrier(n, timeout=20)
+
+    def pay(i):
+        barrier.wait()
+        st, _, b = server.command(oid, "confirm-payment", {"paymentId": "pay-%d" % i})
+        return st, b
+
+    with ThreadPoolExecutor(n) as ex:
+        results = list(ex.map(pay, range(n), timeout=60))
+    statuses = sorted(st for st, _ in results)
+    assert statuses.count(200) == 1, results
+    assert statuses.count(409) == n - 1, results
+    assert all(b["code"] == "ALREADY_PAID" for st, b in results if st == 409), results
+    hist = server.get("/orders/%s/history" % oid)[2]
+    assert [e["version"] for e in hist] == [1, 2]
+    winner = next(b for st, b in results if st == 200)
+    assert winner["position"] == hist[1]["position"] and winner["version"] == 2
+
+
+def test_concurrent_pay_and_cancel_are_serialised(server):
+    p = server.create_product(uid("prod"), price=3)
+    for _ in range(5):
+        oid = server.place_order([(p["productId"], 1, 3)])["orderId"]
+        barrier = threading.Barrier(2, timeout=20)
+
+        def run(action):
+            barrier.wait()
+            return server.command(oid, action)
+
+        with ThreadPoolExecutor(2) as ex:
+            pay, cancel = ex.map(run, ["confirm-payment", "cancel"], timeout=60)
+        hist = server.get("/orders/%s/history" % oid)[2]
+        assert [e["version"] for e in hist] == [1, 2, 3][:len(hist)]
+        # Either order is legal (PENDING->PAID->CANCELLED or PENDING->CANCELLED, pay refused).
+        if pay[0] == 200:
+            assert cancel[0] == 200 and len(hist) == 3, (pay, cancel)
+            assert cancel[2]["version"] in (2, 3)
+        else:
+            assert pay[0] == 409 and pay[2]["code"] == "ORDER_CLOSED", pay
+            assert cancel[0] == 200 and cancel[2]["version"] == 2 and len(hist) == 2, (cancel, hist)
+
+
+def test_concurrent_placements_all_succeed_with_distinct_positions(server):
+    p = server.create_product(uid("prod"), price=1.25)
+    threads, per_thread = 8, 15
+
+    def worker(t):
+        out = []
+        for i in range(per_thread):
+            out.append(server.place_order([(p["productId"], 1 + i % 3, 1.25)]))
+        return out
+
+    with ThreadPoolExecutor(threads) as ex:
+        orders = [o for chunk in ex.map(worker, range(threads), timeout=120) for o in chunk]
+    assert len(orders) == threads * per_thread
+    positions = [o["position"] for o in orders]
+    assert len(set(positions)) == len(positions)
+    assert len({o["orderId"] for o in orders}) == len(orders)
+    events = server.log_events()
+    assert [e["position"] for e in events] == list(range(1, len(events) + 1))
+    by_pos = {e["position"]: e for e in events}
+    for o in orders:
+        e = by_pos[o["position"]]
+        assert e["stream"] == "order-" + o["orderId"] and e["type"] == "OrderPlaced", e
+    head = events[-1]["position"]
+    st, _, v = server.query("/products/" + p["productId"], head)
+    assert st == 200
+    assert v["salesCount"] == sum(1 + i % 3 for i in range(per_thread)) * threads
+
+
+def test_concurrent_duplicate_product_creation_has_one_winner(server):
+    pid = uid("prod")
+    n = 12
+    barrier = threading.Barrier(n, timeout=20)
+
+    def create(i):
+        barrier.wait()
+        return server.post("/products", {"productId": pid, "name": "N%d" % i, "category": "c",
+                                         "price": 1, "stock": i})
+
+    with ThreadPoolExecutor(n) as ex:
+        results = list(ex.map(create, range(n), timeout=60))
+    statuses = [st for st, _, _ in results]
+    assert statuses.count(201) == 1, statuses
+    assert statuses.count(409) == n - 1, statuses
+    evs = server.get("/streams/product-" + pid)[2]
+    assert len(evs) == 1
+
+
+def test_concurrent_requests_with_one_idempotency_key_append_once(server):
+    p = server.create_product(uid("prod"), price=1)
+    body = {"customerId": str(uuid.uuid4()), "items": [{"productId": p["productId"], "quantity": 1, "price": 1}],
+            "shippingAddress": dict(ADDRESS)}
+    key = uuid.uuid4().hex
+    n = 10
+    barrier = threading.Barrier(n, timeout=20)
+
+    def place(_):
+        barrier.wait()
+        return server.post("/orders", body, headers={"Idempotency-Key": key})
+
+    with ThreadPoolExecutor(n) as ex:
+        results = list(ex.map(place, range(n), timeout=60))
+    placed = [e for e in server.log_events() if e["type"] == "OrderPlaced"]
+    assert len(placed) == 1, placed
+    assert all(st == 201 for st, _, _ in results), [(st, b) for st, _, b in results]
+    assert len({b["orderId"] for _, _, b in results}) == 1

@@ -1,0 +1,338 @@
+"""Read lane: order view, customer history, search, daily sales, product ranking, consistency."""
+
+import datetime as dt
+import time
+import uuid
+
+import pytest
+
+from conftest import D, assert_meta, assert_problem, parse_time, uid, word
+
+SUMMARY_KEYS = {"orderId", "customerId", "status", "total", "currency", "itemCount", "createdAt",
+                "updatedAt", "version"}
+
+
+# ---------------------------------------------------------------- customer history
+def test_customer_orders_paginate_newest_first(shared):
+    p = shared.create_product(uid("prod"), price=2.5)
+    cust = str(uuid.uuid4())
+    other = shared.place_order([(p["productId"], 1, 2.5)])  # another customer's order
+    placed = []
+    for i in range(5):
+        placed.append(shared.place_order([(p["productId"], i + 1, 2.5)], customer_id=cust))
+    head = max(o["position"] for o in placed)
+    pages, cursor = [], None
+    for _ in range(10):
+        params = {"limit": 2}
+        if cursor is not None:
+            params["cursor"] = cursor
+        st, _, b = shared.query("/customers/%s/orders" % cust, head, params)
+        assert st == 200, b
+        assert_meta(b)
+        pages.append(b["items"])
+        cursor = b["nextCursor"]
+        if cursor is None:
+            break
+        assert isinstance(cursor, str) and cursor
+    assert [len(pg) for pg in pages] == [2, 2, 1]
+    ids = [s["orderId"] for pg in pages for s in pg]
+    assert ids == sorted((o["orderId"] for o in placed), reverse=True)
+    assert other["orderId"] not in ids
+    by_id = {o["orderId"]: o for o in placed}
+    for s in (s for pg in pages for s in pg):
+        assert SUMMARY_KEYS <= set(s), s
+        o = by_id[s["orderId"]]
+        assert s["customerId"] == cust
+        assert s["status"] == "PENDING"
+        assert s["total"] == o["order"]["total"]
+        assert s["itemCount"] >= 1
+        assert s["version"] == 1
+        parse_time(s["createdAt"])
+
+
+def test_customer_orders_reflect_status_changes(shared):
+    p = shared.create_product(uid("prod"), price=1)
+    cust = str(uuid.uuid4())
+    o = shared.place_order([(p["productId"], 1, 1)], customer_id=cust)
+    st, _, b = shared.command(o["orderId"], "confirm-payment")
+    st, _, page = shared.query("/customers/%s/orders" % cust, b["position"])
+    assert st == 200 and [(s["orderId"], s["status"], s["version"]) for s in page["items"]] == [
+        (o["orderId"], "PAID", 2)], page
+
+
+def test_unknown_customer_has_no_orders(shared):
+    st, _, b = shared.get("/customers/%s/orders" % uuid.uuid4())
+    assert st == 200, b
+    assert b["items"] == [] and b["nextCursor"] is None
+    assert_meta(b)
+
+
+@pytest.mark.parametrize("path", ["/customers/not-a-uuid/orders",
+                                  "/customers/%s/orders?limit=0" % uuid.UUID(int=1),
+                                  "/customers/%s/orders?limit=101" % uuid.UUID(int=1),
+                                  "/customers/%s/orders?limit=x" % uuid.UUID(int=1)])
+def test_customer_orders_bad_requests_are_400(shared, path):
+    st, h, b = shared.get(path)
+    assert_problem(st, h, b, 400)
+
+
+# ---------------------------------------------------------------- search
+def test_search_by_name_prefix(shared):
+    w1, w2 = word("srch"), word("kind")
+    p = shared.create_product(uid("prod"), name="%s %s Grinder" % (w1.capitalize(), w2), price=30)
+    q = shared.create_product(uid("prod"), name="Unrelated %s" % word("thing"), price=1)
+    o1 = shared.place_order([(p["productId"], 1, 30)])
+    o2 = shared.place_order([(q["productId"], 1, 1), (p["productId"], 2, 30)])
+    o3 = shared.place_order([(q["productId"], 1, 1)])
+    head = o3["position"]
+
+    def search(text, **extra):
+        params = {"q": text}
+        params.update(extra)
+        st, _, b = shared.query("/orders/search", head, params)
+        assert st == 200, b
+        assert_meta(b)
+        return b
+
+    expected = sorted([o1["orderId"], o2["orderId"]], reverse=True)
+    for text in (w1, w1[:6], w1[:6].upper(), "%s %s" % (w1[:7], w2[:5])):
+        b = search(text)
+        assert [s["orderId"] for s in b["items"]] == expected, (text, b)
+        for s in b["items"]:
+            assert SUMMARY_KEYS <= set(s), s
+    assert search(word("nomatch"))["items"] == []
+    assert search("%s %s" % (w1, word("nomatch")))["items"] == []  # every word must match
+    assert len(search(w1, limit=1)["items"]) == 1
+
+
+@pytest.mark.parametrize("query", ["", "?q=", "?q=%20%20", "?q=abc&limit=0", "?q=abc&limit=101"])
+def test_search_bad_requests_are_400(shared, query):
+    st, h, b = shared.get("/orders/search" + query)
+    assert_problem(st, h, b, 400)
+
+
+# ---------------------------------------------------------------- daily sales
+def _today_of(order):
+    return parse_time(order["order"]["createdAt"]).date()
+
+
+def test_daily_sales_follow_the_counting_rule(server):
+    p = server.create_product(uid("prod"), price=19.99)
+    orders = [server.place_order([(p["productId"], 1, 19.99)]) for _ in range(30)]
+    today = _today_of(orders[-1])
+    assert _today_of(orders[0]) == today, "test ran across midnight UTC"
+    pos = orders[-1]["position"]
+    st, _, b = server.query("/sales/daily", pos, {"from": today.isoformat(), "to": today.isoformat()})
+    assert st == 200, b
+    assert_meta(b)
+    assert b["days"] == [{"date": today.isoformat(), "orderCount": 30, "revenue": D("599.70")}], b
+    assert str(b["days"][0]["revenue"]) in ("599.7", "599.70"), b
+
+    # Paying and shipping do not change the count; cancelling removes the order.
+    server.command(orders[0]["orderId"], "confirm-payment")
+    server.command(orders[0]["orderId"], "ship")
+    server.command(orders[1]["orderId"], "confirm-payment")
+    pos = server.command(orders[1]["orderId"], "cancel")[2]["position"]
+    pos = server.command(orders[2]["orderId"], "cancel")[2]["position"]
+    st, _, b = server.query("/sales/daily", pos, {"from": today.isoformat(), "to": today.isoformat()})
+    assert b["days"] == [{"date": today.isoformat(), "orderCount": 28, "revenue": D("559.72")}], b
+
+    st, _, b = server.query("/sales/daily", pos)  # from/to default to today
+    assert st == 200 and [d["date"] for d in b["days"]] == [today.isoformat()], b
+    assert b["days"][0]["orderCount"] == 28
+
+
+def test_daily_sales_range_is_zero_filled(server):
+    p = server.create_product(uid("prod"), price=0.1)
+    o = server.place_order([(p["productId"], 3, 0.1), (p["productId"], 1, 0.2)])
+    today = _today_of(o)
+    frm = today - dt.timedelta(days=3)
+    st, _, b = server.query("/sales/daily", o["position"], {"from": frm.isoformat(), "to": today.isoformat()})
+    assert st == 200, b
+    assert [d["date"] for d in b["days"]] == [(frm + dt.timedelta(days=i)).isoformat() for i in range(4)]
+    for d in b["days"][:3]:
+        assert d["orderCount"] == 0 and d["revenue"] == 0, d
+    assert b["days"][3]["orderCount"] == 1 and b["days"][3]["revenue"] == D("0.5"), b
+
+
+def test_daily_sales_range_limits(shared):
+    today = dt.datetime.now(dt.timezone.utc).date()
+    frm = today - dt.timedelta(days=365)  # 366 days, inclusive
+    st, _, b = shared.get("/sales/daily", {"from": frm.isoformat(), "to": today.isoformat()})
+    assert st == 200 and len(b["days"]) == 366, (st, b if st != 200 else len(b["days"]))
+    for bad in ({"from": (frm - dt.timedelta(days=1)).isoformat(), "to": today.isoformat()},
+                {"from": today.isoformat(), "to": (today - dt.timedelta(days=1)).isoformat()},
+                {"from": "2026-02-30", "to": today.isoformat()},
+                {"from": "yesterday"}):
+        st, h, b = shared.get("/sales/daily", bad)
+        assert_problem(st, h, b, 400)
+
+
+# ---------------------------------------------------------------- products ranking and counters
+def test_products_by_category_ranked_and_paginated(shared):
+    cat = word("cat")
+    ids = {k: "%s-%s" % (k, uuid.uuid4().hex[:6]) for k in "abcde"}
+    for k in "abcde":
+        shared.create_product(ids[k], name="Item " + k, category=cat, price=1)
+    shared.create_product(uid("prod"), category=word("othercat"), price=1)
+    oc = shared.place_order([(ids["c"], 5, 1)])
+    shared.place_order([(ids["b"], 2, 1)])
+    oa = shared.place_order([(ids["a"], 1, 1), (ids["a"], 1, 1)])
+    head = oa["position"]
+
+    def listing(pos):
+        pages, cursor = [], None
+        for _ in range(10):
+            params = {"category": cat, "limit": 2}
+            if cursor:
+                params["cursor"] = cursor
+            st, _, b = shared.query("/products", pos, params)
+            assert st == 200, b
+            assert_meta(b)
+            pages.append(b["items"])
+            cursor = b["nextCursor"]
+            if cursor is None:
+                break
+        return pages
+
+    pages = listing(head)
+    assert [len(p) for p in pages] == [2, 2, 1]
+    flat = [v for p in pages for v in p]
+    assert [v["productId"] for v in flat] == [ids["c"], ids["a"], ids["b"], ids["d"], ids["e"]]
+    assert [v["salesCount"] for v in flat] == [5, 2, 2, 0, 0]
+    for v in flat:
+        assert v["category"] == cat
+        assert "meta" not in v
+        assert {"productId", "name", "category", "price", "currency", "stock", "available", "inStock",
+                "salesCount", "revenue", "lastSoldAt"} <= set(v), v
+
+    # Cancelling the order for c drops it to the bottom of the sold ones.
+    c_order = oc["orderId"]
+    pos = shared.command(c_order, "cancel")[2]["position"]
+    flat = [v for p in listing(pos) for v in p]
+    assert [v["productId"] for v in flat] == [ids["a"], ids["b"], ids["c"], ids["d"], ids["e"]]
+    assert [v["salesCount"] for v in flat] == [2, 2, 0, 0, 0]
+
+
+def test_product_counters_follow_the_counting_rule(shared):
+    pid = uid("prod")
+    shared.create_product(pid, price=19.99, stock=50)
+    o1 = shared.place_order([(pid, 2, 19.99)])
+    time.sleep(0.01)
+    o2 = shared.place_order([(pid, 3, 19.99)])
+    st, _, v = shared.query("/products/" + pid, o2["position"])
+    assert st == 200, v
+    assert v["salesCount"] == 5 and v["revenue"] == D("99.95"), v
+    assert parse_time(v["lastSoldAt"]) == parse_time(o2["order"]["createdAt"])
+    assert v["stock"] == 50 and v["available"] == 50
+
+    pos = shared.command(o2["orderId"], "cancel")[2]["position"]
+    st, _, v = shared.query("/products/" + pid, pos)
+    assert v["salesCount"] == 2 and v["revenue"] == D("39.98"), v
+    assert parse_time(v["lastSoldAt"]) == parse_time(o1["order"]["createdAt"])
+
+    shared.command(o1["orderId"], "confirm-payment")
+    pos = shared.command(o1["orderId"], "ship")[2]["position"]
+    st, _, v = shared.query("/products/" + pid, pos)
+    assert v["salesCount"] == 2 and v["revenue"] == D("39.98"), v  # paid/shipped orders still count
+
+    many = [shared.place_order([(pid, 1, 19.99)]) for _ in range(10)]
+    st, _, v = shared.query("/products/" + pid, many[-1]["position"])
+    assert v["salesCount"] == 12 and v["revenue"] == D("239.88"), v
+
+
+def test_bad_category_listing_parameters_are_400(shared):
+    for q in ("limit=0", "limit=101", "limit=abc"):
+        st, h, b = shared.get("/products?" + q)
+        assert_problem(st, h, b, 400)
+
+
+# ---------------------------------------------------------------- consistency parameters
+def _all_queries(shared):
+    p = shared.create_product(uid("prod"), name="Meta Probe %s" % word("m"), price=1)
+    cust = str(uuid.uuid4())
+    o = shared.place_order([(p["productId"], 1, 1)], customer_id=cust)
+    name_word = p["_request"]["name"].split()[-1]
+    return o["position"], [
+        "/orders/" + o["orderId"],
+        "/customers/%s/orders" % cust,
+        "/orders/search?q=" + name_word,
+        "/sales/daily",
+        "/products?category=general",
+        "/products/" + p["productId"],
+    ]
+
+
+def test_every_query_has_meta_and_honours_min_position(shared):
+    pos, paths = _all_queries(shared)
+    for path in paths:
+        sep = "&" if "?" in path else "?"
+        st, h, b = shared.get("%s%sminPosition=%d&waitMs=5000" % (path, sep, pos))
+        assert st == 200, (path, b)
+        meta = assert_meta(b)
+        assert meta["position"] >= pos, (path, meta)
+        st, h, b = shared.get(path, headers={"X-Min-Position": str(pos)})
+        assert st == 200, (path, b)
+        assert assert_meta(b)["position"] >= pos, path
+
+
+def test_caught_up_meta_matches_the_log(server):
+    p = server.create_product(uid("prod"), price=1)
+    o = server.place_order([(p["productId"], 1, 1)])
+    st, _, b = server.query("/products/" + p["productId"], o["position"])
+    assert st == 200
+    meta = b["meta"]
+    assert meta["position"] == o["position"] == server.log_head()
+    last = server.log_events(o["position"])[0]
+    assert meta["dataAsOf"] == last["recordedAt"]
+    assert meta["lagMs"] == 0
+
+
+def test_empty_read_model_meta(server):
+    st, _, b = server.get("/customers/%s/orders" % uuid.uuid4())
+    assert st == 200
+    assert b["meta"]["position"] == 0 and b["meta"]["dataAsOf"] is None and b["meta"]["lagMs"] == 0
+
+
+@pytest.mark.parametrize("via_header", [False, True])
+def test_wait_for_future_position_times_out_with_503(shared, via_header):
+    head = shared.log_head()
+    future = head + 1000000
+    t0 = time.monotonic()
+    if via_header:
+        st, h, b = shared.get("/sales/daily?waitMs=200", headers={"X-Min-Position": str(future)})
+    else:
+        st, h, b = shared.get("/products?minPosition=%d&waitMs=200" % future)
+    elapsed = time.monotonic() - t0
+    assert_problem(st, h, b, 503, "STALE_READ_MODEL")
+    assert h.get("retry-after") == "1", h
+    assert b["minPosition"] == future
+    assert isinstance(b["position"], int) and head <= b["position"] < future
+    assert 0.15 <= elapsed < 3.0, elapsed
+
+
+def test_wait_ms_zero_answers_at_once(shared):
+    head = shared.log_head()
+    t0 = time.monotonic()
+    st, h, b = shared.get("/products?minPosition=%d&waitMs=0" % (head + 1000000))
+    assert_problem(st, h, b, 503, "STALE_READ_MODEL")
+    assert time.monotonic() - t0 < 1.0
+
+
+@pytest.mark.parametrize("query", ["minPosition=-1", "minPosition=abc", "minPosition=1.5", "waitMs=10001",
+                                   "waitMs=-1", "waitMs=soon"])
+def test_bad_consistency_parameters_are_400(shared, query):
+    st, h, b = shared.get("/products?" + query)
+    assert_problem(st, h, b, 400)
+    st, h, b = shared.get("/customers/%s/orders?%s" % (uuid.uuid4(), query))
+    assert_problem(st, h, b, 400)
+
+
+def test_bad_min_position_header_is_400(shared):
+    st, h, b = shared.get("/sales/daily", headers={"X-Min-Position": "later"})
+    assert_problem(st, h, b, 400)
+
+
+def test_wait_ms_10000_is_accepted(shared):
+    st, _, b = shared.get("/sales/daily?minPosition=0&waitMs=10000")
+    assert st == 200 and assert_meta(b)

@@ -1,0 +1,135 @@
+/* test_util.c: money, ids and time parsing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "util/tl_common.h"
+#include "util/tl_id.h"
+#include "util/tl_money.h"
+#include "util/tl_time.h"
+
+#include <string.h>
+
+static int64_t money(const char *text, int *rc) {
+  json_error_t e;
+  json_t *j = json_loads(text, JSON_DECODE_ANY, &e);
+  assert_non_null(j);
+  int64_t v = -1;
+  *rc = tl_money_from_json(j, &v);
+  json_decref(j);
+  return v;
+}
+
+static void test_money_two_decimals_exact(void **s) {
+  (void)s;
+  int rc;
+  assert_int_equal(money("99.99", &rc), 9999);
+  assert_int_equal(rc, TL_OK);
+  assert_int_equal(money("0.1", &rc), 10);
+  assert_int_equal(money("19.99", &rc), 1999);
+  assert_int_equal(money("5", &rc), 500);
+  assert_int_equal(money("0.29", &rc), 29);
+  assert_int_equal(money("1.15", &rc), 115);
+  assert_int_equal(money("10000000000.00", &rc), 1000000000000LL);
+  assert_int_equal(rc, TL_OK);
+  assert_int_equal(money("9999999999.99", &rc), 999999999999LL);
+  assert_int_equal(rc, TL_OK);
+}
+
+static void test_money_refuses_precision_and_junk(void **s) {
+  (void)s;
+  int rc;
+  const char *bad[] = {"0.001", "1.005", "99.999", "1.0000001", "\"9.99\"", "null", "true",
+                       "10000000000.01", "1e300", "[1]"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    money(bad[i], &rc);
+    assert_int_equal(rc, TL_E_INVALID);
+  }
+}
+
+static void test_money_format(void **s) {
+  (void)s;
+  char buf[32];
+  tl_money_format(9999, buf, sizeof buf);
+  assert_string_equal(buf, "99.99");
+  tl_money_format(-5, buf, sizeof buf);
+  assert_string_equal(buf, "-0.05");
+  json_t *j = tl_money_to_json(1999);
+  char *t = json_dumps(j, JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
+  assert_string_equal(t, "19.99");
+  free(t);
+  json_decref(j);
+}
+
+static void test_ulid(void **s) {
+  (void)s;
+  char a[27], b[27];
+  tl_ulid_new(1700000000000LL, a);
+  tl_ulid_new(1700000000000LL, b);
+  assert_int_equal(strlen(a), 26);
+  assert_true(tl_ulid_valid(a));
+  assert_true(strcmp(a, b) < 0); /* strictly increasing within one millisecond */
+  tl_ulid_new(1700000000001LL, b);
+  assert_true(strcmp(a, b) < 0);
+  assert_false(tl_ulid_valid("01ARZ3NDEKTSV4RRFFQ69G5FAU")); /* U is not Crockford */
+  assert_false(tl_ulid_valid("81ARZ3NDEKTSV4RRFFQ69G5FAV")); /* overflows 128 bits */
+  assert_false(tl_ulid_valid("01ARZ3NDEK"));
+  assert_true(tl_ulid_valid("01ARZ3NDEKTSV4RRFFQ69G5FAV"));
+}
+
+static void test_uuid_and_product_id(void **s) {
+  (void)s;
+  char u[37];
+  tl_uuid_v4(u);
+  assert_true(tl_uuid_valid(u));
+  assert_int_equal(u[14], '4');
+  assert_true(tl_uuid_valid("123E4567-e89b-12d3-a456-426614174000"));
+  assert_false(tl_uuid_valid("123e4567e89b12d3a456426614174000"));
+  assert_false(tl_uuid_valid("123e4567-e89b-12d3-a456-42661417400g"));
+  assert_true(tl_product_id_valid("sku_1-A"));
+  assert_false(tl_product_id_valid(""));
+  assert_false(tl_product_id_valid("a b"));
+  assert_false(tl_product_id_valid("a/b"));
+  char long_id[66];
+  memset(long_id, 'x', 65);
+  long_id[65] = '\0';
+  assert_false(tl_product_id_valid(long_id));
+  long_id[64] = '\0';
+  assert_true(tl_product_id_valid(long_id));
+}
+
+static void test_time_roundtrip(void **s) {
+  (void)s;
+  char iso[TL_ISO_LEN];
+  tl_time_format(0, iso);
+  assert_string_equal(iso, "1970-01-01T00:00:00.000Z");
+  int64_t ms;
+  assert_int_equal(tl_time_parse("2026-11-22T10:30:00.123Z", &ms), TL_OK);
+  tl_time_format(ms, iso);
+  assert_string_equal(iso, "2026-11-22T10:30:00.123Z");
+  assert_int_equal(tl_time_parse("2024-02-29T23:59:59Z", &ms), TL_OK);
+  assert_int_equal(tl_time_parse("2023-02-29T00:00:00Z", &ms), TL_E_INVALID);
+  assert_int_equal(tl_time_parse("2026-11-22T10:30:00", &ms), TL_E_INVALID);
+  assert_int_equal(tl_time_parse("2026-11-22T24:00:00Z", &ms), TL_E_INVALID);
+  int64_t d;
+  assert_int_equal(tl_date_parse("2026-11-22", &d), TL_OK);
+  char date[11];
+  tl_date_format(d, date);
+  assert_string_equal(date, "2026-11-22");
+  assert_int_equal(tl_date_parse("2026-13-01", &d), TL_E_INVALID);
+  assert_int_equal(tl_date_parse("2026-11-22x", &d), TL_E_INVALID);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_money_two_decimals_exact),
+      cmocka_unit_test(test_money_refuses_precision_and_junk),
+      cmocka_unit_test(test_money_format),
+      cmocka_unit_test(test_ulid),
+      cmocka_unit_test(test_uuid_and_product_id),
+      cmocka_unit_test(test_time_roundtrip),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
