@@ -125,6 +125,7 @@ out:
   /* Order: stop taking requests, then wake waiters and stop the projector, then drain the
    * writer (in-flight commands were answered by tl_http_stop already), then the log. */
   if (log) tl_log_shutdown(log);
+  tl_read_shutdown(read);
   tl_http_stop(http);
   tl_read_close(read);
   tl_writer_stop(writer);

@@ -108,7 +108,7 @@ static bool get_price(const json_t *obj, const char *key, const char *field, int
     return false;
   }
   int64_t minor;
-  if (tl_money_from_json(v, &minor) != TL_OK) {
+  if (!json_is_number(v) || tl_money_from_json(v, &minor) != TL_OK) {
     tl_problem_field(p, field,
                      "must be a number with at most two decimals, at most 10000000000.00");
     return false;

@@ -60,11 +60,12 @@ typedef struct tl_cmd {
   /* Target aggregate id: productId, or orderId (empty for place_order until the writer assigns
    * one). */
   char id[TL_PRODUCT_ID_MAX + 1];
-  char name[201];
-  char category[101];
+  /* Limits are in characters; buffers hold 4 bytes of UTF-8 per character. */
+  char name[801];
+  char category[401];
   char currency[4];
   char customer_id[TL_UUID_LEN + 1];
-  char text[501];  /* paymentId, trackingNumber or reason */
+  char text[2001]; /* paymentId, trackingNumber or reason */
   int64_t price_minor;
   int64_t quantity; /* stock for create_product, quantity for restock */
   int n_items;
@@ -106,8 +107,8 @@ typedef struct tl_order_state {
 typedef struct tl_product_state {
   int64_t version; /* 0: the product does not exist */
   char product_id[TL_PRODUCT_ID_MAX + 1];
-  char name[201];
-  char category[101];
+  char name[801];
+  char category[401];
   char currency[4];
   int64_t price_minor;
   int64_t stock;

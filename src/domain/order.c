@@ -83,9 +83,10 @@ static int decide_place(const tl_cmd *c, tl_product_lookup lookup, void *ctx, tl
     }
     total += l->quantity * l->price_minor; /* bounded: 100 x 10^4 x 10^12 < 2^63 */
   }
+  if (total > TL_MONEY_MAX_MINOR)
+    tl_problem_field(&d->problem, "items", "the order total must be at most 10000000000.00");
   if (d->problem.errors)
-    return refuse(d, TL_E_INVALID, 400, "VALIDATION_FAILED",
-                  "The order names products that cannot be sold in it.");
+    return refuse(d, TL_E_INVALID, 400, "VALIDATION_FAILED", "The order cannot be placed.");
   json_t *items = json_array();
   if (!items) return TL_E_NOMEM;
   for (int i = 0; i < c->n_items; i++) {

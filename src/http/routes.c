@@ -6,6 +6,7 @@
  */
 #include "http/http_int.h"
 
+#include "util/tl_buf.h"
 #include "util/tl_money.h"
 #include "util/tl_slog.h"
 #include "util/tl_stats.h"
@@ -336,21 +337,19 @@ static void h_product(tl_req *req, tl_resp *resp) {
 
 /* ---- strongly consistent reads of the log ------------------------------------------------ */
 
-static json_t *event_json(const tl_event *ev) {
+/* Appends one event of the log as JSON. data and metadata are copied as stored (compact JSON
+ * written by tl_json_dumps), so amounts come out exactly as they were recorded. */
+static int append_event(void *arg, const tl_event *ev) {
+  tl_buf *b = arg;
   char iso[TL_ISO_LEN];
   tl_time_format(ev->recorded_ms, iso);
-  json_t *data = json_loads(ev->data, JSON_DECODE_ANY, NULL);
-  json_t *meta = json_loads(ev->metadata, JSON_DECODE_ANY, NULL);
-  if (meta) json_object_set_new(meta, "recordedAt", json_string(iso));
-  return json_pack("{s:I, s:s, s:I, s:s, s:i, s:o, s:o, s:s}", "position",
-                   (json_int_t)ev->position, "stream", ev->stream, "version",
-                   (json_int_t)ev->version, "type", ev->type, "schemaVersion", ev->schema_version,
-                   "data", data ? data : json_null(), "metadata", meta ? meta : json_null(),
-                   "recordedAt", iso);
-}
-
-static int collect_event(void *arg, const tl_event *ev) {
-  json_array_append_new(arg, event_json(ev));
+  tl_buf_printf(b, "%s{\"position\":%lld,\"stream\":", b->len > 1 ? "," : "",
+                (long long)ev->position);
+  tl_buf_json_string(b, ev->stream);
+  tl_buf_printf(b, ",\"version\":%lld,\"type\":", (long long)ev->version);
+  tl_buf_json_string(b, ev->type);
+  tl_buf_printf(b, ",\"schemaVersion\":%d,\"data\":%s,\"metadata\":%s,\"recordedAt\":\"%s\"}",
+                ev->schema_version, ev->data, ev->metadata, iso);
   return 0;
 }
 
@@ -361,21 +360,26 @@ static void answer_events(tl_req *req, tl_resp *resp, tl_query_kind kind, const 
   int64_t t0 = tl_mono_ns();
   tl_log_reader *r = NULL;
   tl_err err = {0};
-  json_t *arr = json_array();
+  tl_buf b = {0};
+  tl_buf_append(&b, "[", 1);
   int rc = tl_log_reader_acquire(req->app->log, &r, &err);
   if (rc == TL_OK) {
-    rc = stream ? tl_log_read_stream(r, stream, from, (int)limit, collect_event, arr, &err)
-                : tl_log_read_all(r, from, (int)limit, collect_event, arr, &err);
+    rc = stream ? tl_log_read_stream(r, stream, from, (int)limit, append_event, &b, &err)
+                : tl_log_read_all(r, from, (int)limit, append_event, &b, &err);
     tl_log_reader_release(req->app->log, r);
   }
+  tl_buf_append(&b, "]", 1);
+  if (rc == TL_OK && b.oom) rc = tl_err_set(&err, TL_E_NOMEM, "out of memory");
   if (rc != TL_OK) {
-    json_decref(arr);
     tl_resp_error(resp, 503, "STORAGE_UNAVAILABLE", err.msg);
-  } else if (not_found_if_empty && json_array_size(arr) == 0) {
-    json_decref(arr);
+    tl_buf_free(&b);
+  } else if (not_found_if_empty && b.len == 2) {
     tl_resp_error(resp, 404, "ORDER_NOT_FOUND", "No order has this id.");
+    tl_buf_free(&b);
   } else {
-    tl_resp_json(resp, 200, arr);
+    resp->status = 200;
+    resp->content_type = "application/json";
+    resp->body = b.data; /* ownership moves to the response */
     snprintf(resp->position, sizeof resp->position, "%lld",
              (long long)tl_log_head(req->app->log));
   }

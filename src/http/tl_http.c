@@ -6,6 +6,7 @@
 #include "http/http_int.h"
 
 #include "util/tl_id.h"
+#include "util/tl_money.h"
 #include "util/tl_slog.h"
 
 #include <arpa/inet.h>
@@ -32,7 +33,7 @@ void tl_resp_json(tl_resp *resp, int status, json_t *body) {
   resp->status = status;
   resp->content_type = "application/json";
   free(resp->body);
-  resp->body = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+  resp->body = body ? tl_json_dumps(body) : NULL;
   json_decref(body);
   if (body && !resp->body) {
     resp->status = 500;

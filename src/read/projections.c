@@ -93,8 +93,8 @@ static int orders_placed(tl_db *db, const tl_event *ev, const json_t *d, tl_err 
     int w = snprintf(names + nl, sizeof names - nl, "%s%s", nl ? " " : "", name);
     if (w > 0 && (size_t)w < sizeof names - nl) nl += (size_t)w;
   }
-  char *items_text = json_dumps(view_items, JSON_COMPACT | JSON_REAL_PRECISION(15));
-  char *ship_text = json_dumps(json_object_get(d, "shippingAddress"), JSON_COMPACT);
+  char *items_text = tl_json_dumps(view_items);
+  char *ship_text = tl_json_dumps(json_object_get(d, "shippingAddress"));
   json_decref(view_items);
   int rc = TL_OK;
   if (!items_text || !ship_text) rc = tl_err_set(err, TL_E_NOMEM, "out of memory");

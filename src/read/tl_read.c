@@ -289,12 +289,17 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, tl_err *err) {
   return TL_OK;
 }
 
-void tl_read_close(tl_read *r) {
+void tl_read_shutdown(tl_read *r) {
   if (!r) return;
   atomic_store(&r->stopping, 1);
   pthread_mutex_lock(&r->lock);
   pthread_cond_broadcast(&r->cond);
   pthread_mutex_unlock(&r->lock);
+}
+
+void tl_read_close(tl_read *r) {
+  if (!r) return;
+  tl_read_shutdown(r);
   if (r->started) pthread_join(r->thread, NULL);
   conn_node *c = r->pool;
   while (c) {

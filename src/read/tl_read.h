@@ -52,6 +52,9 @@ typedef struct tl_proj_status {
 /* Opens read.db under dir, creates or resets projections as their versions require, and starts
  * the projector over log (borrowed; must outlive the store). */
 int tl_read_open(tl_read **out, tl_log *log, const char *dir, tl_err *err);
+/* Wakes every waiter for good (they answer TL_E_TIMEOUT) and tells the projector to stop;
+ * call before stopping the HTTP server so no request sleeps through shutdown. */
+void tl_read_shutdown(tl_read *r);
 /* Stops the projector and wakes every waiter; closes the store. NULL is a no-op. */
 void tl_read_close(tl_read *r);
 

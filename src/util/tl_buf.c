@@ -46,6 +46,21 @@ void tl_buf_printf(tl_buf *b, const char *fmt, ...) {
   b->len += (size_t)n;
 }
 
+void tl_buf_json_string(tl_buf *b, const char *s) {
+  tl_buf_append(b, "\"", 1);
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\') {
+      char e[2] = {'\\', (char)*p};
+      tl_buf_append(b, e, 2);
+    } else if (*p < 0x20) {
+      tl_buf_printf(b, "\\u%04x", *p);
+    } else {
+      tl_buf_append(b, (const char *)p, 1);
+    }
+  }
+  tl_buf_append(b, "\"", 1);
+}
+
 void tl_buf_free(tl_buf *b) {
   free(b->data);
   b->data = NULL;

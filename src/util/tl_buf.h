@@ -12,6 +12,8 @@ typedef struct tl_buf {
 
 void tl_buf_printf(tl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void tl_buf_append(tl_buf *b, const char *s, size_t n);
+/* Appends s as a JSON string literal (quotes, escapes for '"', '\\' and control characters). */
+void tl_buf_json_string(tl_buf *b, const char *s);
 /* Releases the data; the buffer can be reused. */
 void tl_buf_free(tl_buf *b);
 

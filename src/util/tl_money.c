@@ -4,10 +4,39 @@
 #include "util/tl_common.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
+#define MONEY_MARK '\x01'
+
+/* Parses the decimal text of a placeholder ("-123.45", always two decimals). */
+static int parse_mark(const char *s, int64_t *minor) {
+  int neg = *s == '-';
+  if (neg) s++;
+  uint64_t v = 0;
+  int digits = 0, decimals = -1;
+  for (; *s; s++) {
+    if (*s == '.' && decimals < 0) {
+      decimals = 0;
+      continue;
+    }
+    if (*s < '0' || *s > '9' || v > UINT64_MAX / 10) return TL_E_INVALID;
+    v = v * 10 + (uint64_t)(*s - '0');
+    digits++;
+    if (decimals >= 0) decimals++;
+  }
+  if (decimals != 2 || digits < 3 || v > (uint64_t)INT64_MAX) return TL_E_INVALID;
+  *minor = neg ? -(int64_t)v : (int64_t)v;
+  return TL_OK;
+}
+
 int tl_money_from_json(const json_t *j, int64_t *minor) {
+  if (json_is_string(j)) {
+    const char *s = json_string_value(j);
+    if (s[0] != MONEY_MARK) return TL_E_INVALID;
+    return parse_mark(s + 1, minor);
+  }
   if (json_is_integer(j)) {
     json_int_t v = json_integer_value(j);
     if (v > TL_MONEY_MAX_MINOR / 100 || v < -TL_MONEY_MAX_MINOR / 100) return TL_E_INVALID;
@@ -28,7 +57,31 @@ int tl_money_from_json(const json_t *j, int64_t *minor) {
 }
 
 json_t *tl_money_to_json(int64_t minor) {
-  return json_real((double)minor / 100.0);
+  char buf[40];
+  buf[0] = MONEY_MARK;
+  tl_money_format(minor, buf + 1, sizeof buf - 1);
+  return json_string(buf);
+}
+
+char *tl_json_dumps(const json_t *j) {
+  char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
+  if (!s) return NULL;
+  /* Rewrite in place: "\u0001123.45" -> 123.45 (the output only shrinks). */
+  static const char MARK[] = "\"\\u0001";
+  char *r = strstr(s, MARK);
+  if (!r) return s;
+  char *w = r;
+  while (*r) {
+    if (strncmp(r, MARK, sizeof MARK - 1) == 0) {
+      r += sizeof MARK - 1;
+      while (*r && *r != '"') *w++ = *r++;
+      if (*r == '"') r++;
+    } else {
+      *w++ = *r++;
+    }
+  }
+  *w = '\0';
+  return s;
 }
 
 void tl_money_format(int64_t minor, char *buf, size_t len) {

@@ -12,16 +12,22 @@
  * 100 items x 10,000 units of such amounts still fit in int64 without overflow. */
 #define TL_MONEY_MAX_MINOR 1000000000000LL
 
-/* Converts a JSON number with at most two decimals to minor units. Returns 0, or TL_E_INVALID
- * for a non-number, more than two decimals, NaN/inf or a magnitude over TL_MONEY_MAX_MINOR.
+/* Converts a JSON number with at most two decimals to minor units (or an exact money value made
+ * by tl_money_to_json). Returns 0, or TL_E_INVALID for a non-number, more than two decimals, NaN/inf or a magnitude over TL_MONEY_MAX_MINOR.
  * Integers are taken exactly; a real is accepted only when v * 100 is within rounding error
  * (a few ulps) of a whole number of cents, so any third decimal is refused across the whole
  * accepted range. */
 int tl_money_from_json(const json_t *j, int64_t *minor);
 
-/* A new JSON number for minor units (a real with two decimals when it has cents, else an
- * integer-valued real). Caller owns the reference. */
+/* A new JSON value for an exact amount. Doubles cannot carry every int64 number of cents, so
+ * the value is a placeholder (a string "\x01<decimal text>") that tl_json_dumps writes out as
+ * the JSON number 123.45, exactly, whatever its size. Caller owns the reference. Client input
+ * must be checked with json_is_number before tl_money_from_json, so a client can never send a
+ * placeholder. */
 json_t *tl_money_to_json(int64_t minor);
+
+/* json_dumps (JSON_COMPACT) that writes money placeholders as exact numbers. Caller frees. */
+char *tl_json_dumps(const json_t *j);
 
 /* Writes "123.45" / "-0.05" into buf (at least 32 bytes). */
 void tl_money_format(int64_t minor, char *buf, size_t len);

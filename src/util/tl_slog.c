@@ -29,31 +29,16 @@ int tl_slog_enabled(tl_slog_level level) {
   return level >= min_level;
 }
 
-static void put_json_string(tl_buf *b, const char *s) {
-  tl_buf_append(b, "\"", 1);
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (*p == '"' || *p == '\\') {
-      char e[2] = {'\\', (char)*p};
-      tl_buf_append(b, e, 2);
-    } else if (*p < 0x20) {
-      tl_buf_printf(b, "\\u%04x", *p);
-    } else {
-      tl_buf_append(b, (const char *)p, 1);
-    }
-  }
-  tl_buf_append(b, "\"", 1);
-}
-
 void tl_slog(tl_slog_level level, const char *correlation_id, const char *msg, ...) {
   if (level < min_level) return;
   char ts[TL_ISO_LEN];
   tl_time_format(tl_now_ms(), ts);
   tl_buf b = {0};
   tl_buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", ts, NAMES[level]);
-  put_json_string(&b, msg);
+  tl_buf_json_string(&b, msg);
   if (correlation_id) {
     tl_buf_append(&b, ",\"correlationId\":", 17);
-    put_json_string(&b, correlation_id);
+    tl_buf_json_string(&b, correlation_id);
   }
   va_list ap;
   va_start(ap, msg);
@@ -62,9 +47,9 @@ void tl_slog(tl_slog_level level, const char *correlation_id, const char *msg, .
     if (!k) break;
     const char *v = va_arg(ap, const char *);
     tl_buf_append(&b, ",", 1);
-    put_json_string(&b, k);
+    tl_buf_json_string(&b, k);
     tl_buf_append(&b, ":", 1);
-    put_json_string(&b, v ? v : "");
+    tl_buf_json_string(&b, v ? v : "");
   }
   va_end(ap);
   tl_buf_append(&b, "}\n", 2);

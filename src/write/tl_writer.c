@@ -9,6 +9,7 @@
 #include "write/tl_writer.h"
 
 #include "util/tl_map.h"
+#include "util/tl_money.h"
 #include "util/tl_slog.h"
 #include "util/tl_stats.h"
 #include "util/tl_time.h"
@@ -248,10 +249,10 @@ static int stage_events(tl_writer *w, batch *b, tl_cmd_request *req, const char 
   for (int i = 0; i < d->n_events; i++) {
     char event_id[TL_UUID_LEN + 1];
     tl_uuid_v4(event_id);
-    char *data = keep(b, json_dumps(d->events[i].data, JSON_COMPACT | JSON_REAL_PRECISION(15)));
+    char *data = keep(b, tl_json_dumps(d->events[i].data));
     json_t *meta_j = json_pack("{s:s, s:s, s:n}", "eventId", event_id, "correlationId",
                                req->correlation_id ? req->correlation_id : "", "causationId");
-    char *meta = keep(b, meta_j ? json_dumps(meta_j, JSON_COMPACT) : NULL);
+    char *meta = keep(b, meta_j ? tl_json_dumps(meta_j) : NULL);
     json_decref(meta_j);
     if (!data || !meta) return TL_E_NOMEM;
     int64_t *version = is_order ? &((tl_order_state *)state)->version
@@ -303,7 +304,7 @@ static char *success_body(tl_writer *w, const tl_cmd_request *req, const void *s
                   "position", (json_int_t)req->position);
     if (b && c->kind == TL_CMD_PLACE_ORDER) json_object_set_new(b, "order", order_view(w, o));
   }
-  char *text = b ? json_dumps(b, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+  char *text = b ? tl_json_dumps(b) : NULL;
   json_decref(b);
   return text;
 }

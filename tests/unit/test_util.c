@@ -57,9 +57,23 @@ static void test_money_format(void **s) {
   tl_money_format(-5, buf, sizeof buf);
   assert_string_equal(buf, "-0.05");
   json_t *j = tl_money_to_json(1999);
-  char *t = json_dumps(j, JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
+  char *t = tl_json_dumps(j);
   assert_string_equal(t, "19.99");
   free(t);
+  int64_t back = 0;
+  assert_int_equal(tl_money_from_json(j, &back), TL_OK);
+  assert_int_equal(back, 1999);
+  json_decref(j);
+  /* Amounts beyond double precision are written exactly, inside structures too. */
+  j = json_pack("{s:o, s:[o], s:s}", "total", tl_money_to_json(999899999999990001LL), "a",
+                tl_money_to_json(-5), "s", "x\"y");
+  t = tl_json_dumps(j);
+  assert_string_equal(t, "{\"total\":9998999999999900.01,\"a\":[-0.05],\"s\":\"x\\\"y\"}");
+  free(t);
+  json_decref(j);
+  /* A malformed placeholder (not exactly two decimals) is refused. */
+  j = json_string("\x01" "12.5");
+  assert_int_equal(tl_money_from_json(j, &back), TL_E_INVALID);
   json_decref(j);
 }
 
