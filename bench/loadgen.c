@@ -10,10 +10,14 @@
  *   probe     GET /health on a control connection until it answers 2xx (else: unreachable);
  *   seed      optional: POST /products bench-p<i> (--seed-products), and in reads mode a few
  *             hundred orders so that there is something to read; not measured;
+ *   sync      after seeding: one query with minPosition = the last setup position, so that the
+ *             load starts on a read lane that reflects the setup;
  *   load      warm-up (--warmup-s), then the measured window (--duration-s). GET /metrics is
  *             read on the control connection when the window opens;
- *   drain     no new requests; GET /metrics once more; then the report.
- * Only requests that start and finish inside the measured window are counted.
+ *   drain     no new requests; GET /metrics once more, and the answers still due are awaited
+ *             (at most DRAIN_BUDGET_MS); then the report.
+ * Only requests that start and finish inside the measured window are counted, except that a
+ * request still unanswered when the drain gives up counts as a failure wherever it started.
  *
  * Guarantees: the run is bounded in time (setup at most SETUP_BUDGET_S, the load phase at most
  * warm-up + duration + 10 s, enforced by SIGALRM as a last resort); the exit status is 0 on
@@ -58,7 +62,7 @@ enum {
 
 #define SETUP_BUDGET_S 60     /* probe + seeding, whatever the size of the catalogue */
 #define PROBE_BUDGET_MS 5000  /* how long the first GET /health may keep failing */
-#define DRAIN_BUDGET_MS 5000  /* how long the final GET /metrics may take */
+#define DRAIN_BUDGET_MS 5000  /* how long the final GET /metrics and late answers may take */
 #define HARD_STOP_GRACE_S 10  /* load phase: warm-up + duration + this, then SIGALRM */
 #define CONNECT_BACKOFF_MS 50 /* delay before reconnecting after a failed connect */
 #define MAX_CONNECTIONS 4096
@@ -205,6 +209,7 @@ typedef enum {
   REQ_METRICS,
   REQ_SEED_PRODUCT,
   REQ_SEED_ORDER,
+  REQ_SYNC,
   REQ_HEALTH,
   REQ_PLACE_ORDER,
   REQ_CONFIRM_PAYMENT,
@@ -226,6 +231,7 @@ static const struct {
     [REQ_METRICS] = {"GET /metrics", CLASS_SETUP, true},
     [REQ_SEED_PRODUCT] = {"POST /products (setup)", CLASS_SETUP, false},
     [REQ_SEED_ORDER] = {"POST /orders (setup)", CLASS_SETUP, false},
+    [REQ_SYNC] = {"GET /products?minPosition (setup)", CLASS_SETUP, true},
     [REQ_HEALTH] = {"GET /health", CLASS_HEALTH, true},
     [REQ_PLACE_ORDER] = {"POST /orders", CLASS_COMMAND, false},
     [REQ_CONFIRM_PAYMENT] = {"POST /orders/{id}/confirm-payment", CLASS_COMMAND, false},
@@ -815,7 +821,15 @@ typedef struct {
   uint64_t ryw_ack_ns;
 } bench_conn;
 
-typedef enum { PH_PROBE, PH_SEED_PRODUCTS, PH_SEED_ORDERS, PH_LOAD, PH_DRAIN, PH_DONE } phase;
+typedef enum {
+  PH_PROBE,
+  PH_SEED_PRODUCTS,
+  PH_SEED_ORDERS,
+  PH_SYNC, /* waits until the read lane reflects the setup */
+  PH_LOAD,
+  PH_DRAIN,
+  PH_DONE
+} phase;
 
 typedef struct {
   char id[ID_MAX];
@@ -844,6 +858,8 @@ typedef struct {
   int seed_next, seed_done, seed_failed; /* products or setup orders */
   int seed_target;
   char seed_first_error[400];
+  uint64_t setup_position; /* highest log position acked during the setup */
+  bool sync_ok;
 
   bool want_metrics_before, metrics_before_sent, want_metrics_after, metrics_after_done;
   int metrics_last_status; /* 0: GET /metrics never answered */
@@ -1237,6 +1253,11 @@ static void conn_kick(bench *b, bench_conn *c, uint64_t now) {
   if (c->control) {
     if (b->ph == PH_PROBE) {
       rc = set_request(b, c, REQ_PROBE, "GET", "/health", NULL, now) == 0 ? 1 : -1;
+    } else if (b->ph == PH_SYNC && !b->sync_ok) {
+      char target[128];
+      snprintf(target, sizeof target, "/products?limit=1&minPosition=%llu&waitMs=5000",
+               (unsigned long long)b->setup_position);
+      rc = set_request(b, c, REQ_SYNC, "GET", target, NULL, now) == 0 ? 1 : -1;
     } else if ((b->want_metrics_before && !b->metrics_before_sent) ||
                (b->want_metrics_after && !b->metrics_after_done)) {
       rc = set_request(b, c, REQ_METRICS, "GET", "/metrics", NULL, now) == 0 ? 1 : -1;
@@ -1275,6 +1296,18 @@ static void remember_order(bench *b, bench_conn *c, const char *order_id, uint64
   snprintf(c->unpaid[c->n_unpaid++], ID_MAX, "%s", order_id);
 }
 
+/* The log position a command answer reports: header X-Position, else the top-level "position"
+ * of the body; -1 when neither is there. */
+static int64_t answer_position(const char *body, size_t body_len, int64_t x_position) {
+  const char *v;
+  size_t vl;
+  uint64_t parsed;
+  if (x_position >= 0) return x_position;
+  if (json_top_field(body, body_len, "position", &v, &vl) && parse_u64(v, vl, &parsed))
+    return (int64_t)parsed;
+  return -1;
+}
+
 /* Handles a complete response to the busy request: accounting, workload state, phase state. */
 static void on_response(bench *b, bench_conn *c, int status, const char *body, size_t body_len,
                         int64_t x_position, uint64_t now) {
@@ -1292,6 +1325,17 @@ static void on_response(bench *b, bench_conn *c, int status, const char *body, s
     case REQ_PROBE:
       b->probe_last_status = status;
       if (ok) b->probe_ok = true;
+      break;
+    case REQ_SYNC:
+      if (ok) {
+        b->sync_ok = true;
+      } else if (status != 503) { /* 503: not there yet; the next kick asks again */
+        int bl = body_len > 300 ? 300 : (int)body_len;
+        fprintf(stderr, "twinlane-bench: setup: GET /products?minPosition=%llu answered %d %.*s\n",
+                (unsigned long long)b->setup_position, status, bl, body);
+        b->exit_code = EXIT_UNREACHABLE;
+        b->ph = PH_DONE;
+      }
       break;
     case REQ_METRICS: {
       metrics_snap *m = c->metrics_after ? &b->metrics_after : &b->metrics_before;
@@ -1312,6 +1356,10 @@ static void on_response(bench *b, bench_conn *c, int status, const char *body, s
                    body);
         }
       }
+      if (ok) {
+        int64_t pos = answer_position(body, body_len, x_position);
+        if (pos > 0 && (uint64_t)pos > b->setup_position) b->setup_position = (uint64_t)pos;
+      }
       if (kind == REQ_SEED_ORDER && ok) {
         char id[ID_MAX];
         if (json_top_id(body, body_len, "orderId", id, sizeof id))
@@ -1328,13 +1376,7 @@ static void on_response(bench *b, bench_conn *c, int status, const char *body, s
       } else {
         memcpy(id, c->order_id, ID_MAX);
       }
-      int64_t pos = x_position;
-      const char *v;
-      size_t vl;
-      uint64_t parsed;
-      if (pos < 0 && json_top_field(body, body_len, "position", &v, &vl) &&
-          parse_u64(v, vl, &parsed))
-        pos = (int64_t)parsed;
+      int64_t pos = answer_position(body, body_len, x_position);
       b->commands_acked++;
       if (b->ph == PH_LOAD && pos >= 0 && b->o.ryw_every > 0 &&
           b->commands_acked % (uint64_t)b->o.ryw_every == 0) {
@@ -1494,6 +1536,18 @@ static void enter_load(bench *b, uint64_t now) {
           mode_names[b->o.mode], b->n_conns, b->o.warmup_s, b->o.duration_s);
 }
 
+/* After seeding, the load starts only once the read lane reflects every setup write (so that
+ * the first reads do not 404 on products or orders the projections have not applied yet). */
+static void enter_sync_or_load(bench *b, uint64_t now) {
+  if (b->setup_position > 0) {
+    b->ph = PH_SYNC;
+    fprintf(stderr, "twinlane-bench: setup: waiting for the read lane to reach position %llu\n",
+            (unsigned long long)b->setup_position);
+  } else {
+    enter_load(b, now);
+  }
+}
+
 static void enter_seed_orders_or_load(bench *b, uint64_t now) {
   if (b->o.mode == MODE_READS) {
     b->ph = PH_SEED_ORDERS;
@@ -1501,7 +1555,7 @@ static void enter_seed_orders_or_load(bench *b, uint64_t now) {
     b->seed_target = READS_SEED_ORDERS;
     fprintf(stderr, "twinlane-bench: setup: placing %d orders to read\n", b->seed_target);
   } else {
-    enter_load(b, now);
+    enter_sync_or_load(b, now);
   }
 }
 
@@ -1559,11 +1613,23 @@ static void phase_tick(bench *b, uint64_t now) {
         if (b->ph == PH_SEED_PRODUCTS)
           enter_seed_orders_or_load(b, now);
         else
-          enter_load(b, now);
+          enter_sync_or_load(b, now);
         kick_all(b, now);
       } else if (now > b->t_setup_deadline) {
         fprintf(stderr, "twinlane-bench: setup: only %d of %d done in %d s\n", b->seed_done,
                 b->seed_target, SETUP_BUDGET_S);
+        b->exit_code = EXIT_UNREACHABLE;
+        b->ph = PH_DONE;
+      }
+      break;
+    case PH_SYNC:
+      if (b->sync_ok) {
+        enter_load(b, now);
+        kick_all(b, now);
+      } else if (now > b->t_setup_deadline) {
+        fprintf(stderr,
+                "twinlane-bench: setup: the read lane did not reach position %llu in %d s\n",
+                (unsigned long long)b->setup_position, SETUP_BUDGET_S);
         b->exit_code = EXIT_UNREACHABLE;
         b->ph = PH_DONE;
       }
@@ -1895,8 +1961,10 @@ static int write_json(const bench *b, const derived *d, const char *path) {
   sep = "";
   for (int s = 0; s < STATUS_SLOTS; s++) {
     if (d->by_status[s] == 0) continue;
-    fprintf(f, "%s\"%s%d\": %llu", sep, s == 0 ? "no_answer" : "", s,
-            (unsigned long long)d->by_status[s]);
+    if (s == 0)
+      fprintf(f, "%s\"no_answer\": %llu", sep, (unsigned long long)d->by_status[s]);
+    else
+      fprintf(f, "%s\"%d\": %llu", sep, s, (unsigned long long)d->by_status[s]);
     sep = ", ";
   }
   fprintf(f, "},\n  \"projection_lag_p50_ms\": ");
