@@ -14,13 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void tl_cli_usage(int to_stderr) {
   fprintf(to_stderr ? stderr : stdout,
           "twinlane %s: a CQRS + event-sourcing server\n\n"
           "usage:\n"
           "  twinlane serve [--data DIR] [--listen HOST:PORT] [--log-level LEVEL]\n"
-          "                 [--ready-lag-ms MS] [--order-cache N]\n"
+          "                 [--ready-lag-ms MS] [--order-cache N] [--http-threads N]\n"
           "  twinlane version\n"
           "  twinlane --help\n\n"
           "serve options:\n"
@@ -28,7 +29,8 @@ void tl_cli_usage(int to_stderr) {
           "  --listen HOST:PORT  IPv4 address and port (default 127.0.0.1:8080; port 0: any)\n"
           "  --log-level LEVEL   debug, info, warn or error (default info)\n"
           "  --ready-lag-ms MS   /ready fails when a projection lags more (default 5000)\n"
-          "  --order-cache N     orders kept in the writer's memory (default 100000)\n",
+          "  --order-cache N     orders kept in the writer's memory (default 100000)\n"
+          "  --http-threads N    HTTP event-loop threads (default: CPUs, at most 8)\n",
           TL_VERSION);
 }
 
@@ -50,10 +52,13 @@ int tl_cli_serve(int argc, char **argv) {
   uint16_t port = 8080;
   int ready_lag_ms = 5000;
   long order_cache = 100000;
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  int http_threads = ncpu > 0 ? (int)(ncpu < 8 ? ncpu : 8) : 2;
   static const struct option OPTS[] = {
       {"data", required_argument, NULL, 'd'},       {"listen", required_argument, NULL, 'l'},
       {"log-level", required_argument, NULL, 'v'},  {"ready-lag-ms", required_argument, NULL, 'r'},
-      {"order-cache", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
+      {"order-cache", required_argument, NULL, 'c'}, {"http-threads", required_argument, NULL, 't'},
+      {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int c;
   optind = 1;
@@ -77,12 +82,14 @@ int tl_cli_serve(int argc, char **argv) {
     }
     case 'r': ready_lag_ms = atoi(optarg); break;
     case 'c': order_cache = atol(optarg); break;
+    case 't': http_threads = atoi(optarg); break;
     case 'h': tl_cli_usage(0); return 0;
     default: tl_cli_usage(1); return 2;
     }
   }
-  if (ready_lag_ms <= 0 || order_cache <= 0) {
-    fprintf(stderr, "twinlane: --ready-lag-ms and --order-cache must be positive\n");
+  if (ready_lag_ms <= 0 || order_cache <= 0 || http_threads < 1 || http_threads > 256) {
+    fprintf(stderr, "twinlane: --ready-lag-ms, --order-cache and --http-threads (1-256) must be "
+                    "positive\n");
     return 2;
   }
 
@@ -107,7 +114,7 @@ int tl_cli_serve(int argc, char **argv) {
   if (tl_writer_start(&writer, log, &wo, &err) != TL_OK) goto out;
   if (tl_read_open(&read, log, data_dir, &err) != TL_OK) goto out;
   tl_app app = {.log = log, .writer = writer, .read = read, .ready_lag_ms = ready_lag_ms};
-  if (tl_http_start(&http, &app, host, port, &err) != TL_OK) goto out;
+  if (tl_http_start(&http, &app, host, port, http_threads, &err) != TL_OK) goto out;
 
   char listen[96], head[24];
   snprintf(listen, sizeof listen, "%s:%u", host, tl_http_port(http));

@@ -184,7 +184,7 @@ int tl_order_evolve(tl_order_state *s, const char *type, const json_t *data, int
   else if (strcmp(type, "PaymentConfirmed") == 0) s->status = TL_ORDER_PAID;
   else if (strcmp(type, "OrderShipped") == 0) s->status = TL_ORDER_SHIPPED;
   else if (strcmp(type, "OrderCancelled") == 0) s->status = TL_ORDER_CANCELLED;
-  s->updated_ms = recorded_ms;
+  if (rc == TL_OK) s->updated_ms = recorded_ms;
   return rc;
 }
 

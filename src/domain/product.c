@@ -49,7 +49,6 @@ int tl_product_decide(const tl_product_state *s, const tl_cmd *c, tl_decision *d
 int tl_product_evolve(tl_product_state *s, const char *type, const json_t *data,
                       int64_t recorded_ms) {
   s->version++;
-  s->updated_ms = recorded_ms;
   if (strcmp(type, "ProductCreated") == 0) {
     const char *id = json_string_value(json_object_get(data, "productId"));
     const char *name = json_string_value(json_object_get(data, "name"));
@@ -67,5 +66,6 @@ int tl_product_evolve(tl_product_state *s, const char *type, const json_t *data,
   } else if (strcmp(type, "ProductRestocked") == 0) {
     s->stock += json_integer_value(json_object_get(data, "quantity"));
   }
+  s->updated_ms = recorded_ms;
   return TL_OK;
 }

@@ -99,12 +99,57 @@ static int parse_if_match(const char *s, int64_t *out) {
   return parse_uint(buf, INT64_MAX, out);
 }
 
+static void count_command(tl_cmd_kind kind, const tl_req *req, const tl_resp *resp) {
+  atomic_fetch_add_explicit(&tl_g_stats.commands[kind][tl_outcome_of_status(resp->status)], 1,
+                            memory_order_relaxed);
+  tl_hist_observe(&tl_g_stats.command_seconds[kind], (double)(tl_mono_ns() - req->t0_ns) / 1e9);
+}
+
+static void free_cmd_request(void *p) {
+  tl_cmd_request_clear(p);
+  free(p);
+}
+
+/* The writer's completion callback (writer thread): wake the suspended request. */
+static void command_done(tl_cmd_request *cr, void *arg) {
+  (void)cr;
+  tl_req_resume(arg);
+}
+
+/* Second half of a command, on an HTTP thread once the writer has answered. */
+static void command_finish(tl_req *req, tl_resp *resp) {
+  tl_cmd_request *cr = req->state;
+  if (cr->status >= 400) {
+    tl_resp_problem(resp, &cr->problem);
+    if (cr->status == 503) resp->retry_after = 1;
+  } else {
+    resp->status = cr->status;
+    resp->content_type = "application/json";
+    resp->body = cr->body;
+    cr->body = NULL;
+    resp->replayed = cr->replayed;
+    set_position_headers(resp, cr->version, cr->position);
+  }
+  if (tl_slog_enabled(TL_SLOG_INFO)) {
+    char status[8], pos[24];
+    snprintf(status, sizeof status, "%d", cr->status);
+    snprintf(pos, sizeof pos, "%lld", (long long)cr->position);
+    tl_slog(cr->status >= 500 ? TL_SLOG_ERROR : TL_SLOG_INFO, req->correlation_id, "command",
+            "command", tl_cmd_name(cr->cmd.kind), "id", cr->cmd.id, "status", status,
+            "position", pos, NULL);
+  }
+  count_command(cr->cmd.kind, req, resp);
+  free_cmd_request(cr);
+  req->state = NULL;
+}
+
+/* First half of a command: everything that needs no shared state runs here, in parallel on the
+ * HTTP threads; then the request waits (suspended, holding no thread) for the writer. */
 static void run_command(tl_req *req, tl_resp *resp, tl_cmd_kind kind, const char *path_id) {
-  int64_t t0 = tl_mono_ns();
   tl_problem p = {0};
   if (!is_json_content_type(tl_req_header(req, "Content-Type"))) {
     tl_resp_error(resp, 415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json.");
-    goto done;
+    return count_command(kind, req, resp);
   }
   json_error_t jerr;
   json_t *body = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
@@ -112,16 +157,21 @@ static void run_command(tl_req *req, tl_resp *resp, tl_cmd_kind kind, const char
     tl_problem_set(&p, 400, "MALFORMED_JSON", "The body is not valid JSON: %s (line %d).",
                    jerr.text, jerr.line);
     tl_resp_problem(resp, &p);
-    goto done;
+    return count_command(kind, req, resp);
   }
-  tl_cmd_request cr;
-  tl_cmd_request_init(&cr);
-  cr.correlation_id = req->correlation_id;
-  int rc = tl_cmd_decode(kind, path_id, body, &cr.cmd, &p);
+  tl_cmd_request *cr = malloc(sizeof *cr);
+  if (!cr) {
+    json_decref(body);
+    tl_resp_error(resp, 503, "OUT_OF_MEMORY", "The server is out of memory.");
+    return count_command(kind, req, resp);
+  }
+  tl_cmd_request_init(cr);
+  cr->correlation_id = req->correlation_id;
+  int rc = tl_cmd_decode(kind, path_id, body, &cr->cmd, &p);
   json_decref(body);
   const char *im = tl_req_header(req, "If-Match");
   const char *key = tl_req_header(req, "Idempotency-Key");
-  if (rc == TL_OK && im && parse_if_match(im, &cr.if_match) != TL_OK) {
+  if (rc == TL_OK && im && parse_if_match(im, &cr->if_match) != TL_OK) {
     tl_problem_field(&p, "If-Match", "must be a quoted version number, e.g. \"3\"");
     tl_problem_set(&p, 400, "VALIDATION_FAILED", "The If-Match header is malformed.");
     rc = TL_E_INVALID;
@@ -133,40 +183,24 @@ static void run_command(tl_req *req, tl_resp *resp, tl_cmd_kind kind, const char
   }
   if (rc != TL_OK) {
     tl_resp_problem(resp, &p);
-    tl_cmd_request_clear(&cr);
-    goto done;
+    free_cmd_request(cr);
+    return count_command(kind, req, resp);
   }
   if (key) {
-    cr.idem_key = key;
-    tl_request_fingerprint(req->method, req->path, req->body, req->body_len, cr.fingerprint);
+    cr->idem_key = key;
+    tl_request_fingerprint(req->method, req->path, req->body, req->body_len, cr->fingerprint);
   }
-
-  tl_writer_submit(req->app->writer, &cr);
-
-  if (cr.status >= 400) {
-    tl_resp_problem(resp, &cr.problem);
-    if (cr.status == 503) resp->retry_after = 1;
-  } else {
-    resp->status = cr.status;
-    resp->content_type = "application/json";
-    resp->body = cr.body;
-    cr.body = NULL;
-    resp->replayed = cr.replayed;
-    set_position_headers(resp, cr.version, cr.position);
+  if (tl_req_stopping(req)) {
+    free_cmd_request(cr);
+    tl_resp_error(resp, 503, "SHUTTING_DOWN", "The server is shutting down.");
+    return count_command(kind, req, resp);
   }
-  if (tl_slog_enabled(TL_SLOG_INFO)) {
-    char status[8], pos[24];
-    snprintf(status, sizeof status, "%d", cr.status);
-    snprintf(pos, sizeof pos, "%lld", (long long)cr.position);
-    tl_slog(cr.status >= 500 ? TL_SLOG_ERROR : TL_SLOG_INFO, req->correlation_id, "command",
-            "command", tl_cmd_name(kind), "id", cr.cmd.id, "status", status, "position", pos,
-            NULL);
-  }
-  tl_cmd_request_clear(&cr);
-done:
-  atomic_fetch_add_explicit(&tl_g_stats.commands[kind][tl_outcome_of_status(resp->status)], 1,
-                            memory_order_relaxed);
-  tl_hist_observe(&tl_g_stats.command_seconds[kind], (double)(tl_mono_ns() - t0) / 1e9);
+  cr->on_done = command_done;
+  cr->on_done_arg = req;
+  req->state = cr;
+  req->free_state = free_cmd_request;
+  tl_req_suspend(req, command_finish);
+  tl_writer_submit(req->app->writer, cr);
 }
 
 static void h_create_product(tl_req *req, tl_resp *resp) {
@@ -200,32 +234,24 @@ typedef struct qargs {
 
 typedef json_t *(*query_fn)(tl_db *db, const tl_req *req, const qargs *a, tl_problem *p);
 
-/* Runs a read-lane query: minPosition / waitMs, a query connection, meta, metrics. */
-static void run_query(tl_req *req, tl_resp *resp, tl_query_kind kind, query_fn fn,
-                      const qargs *a) {
-  int64_t t0 = tl_mono_ns();
+/* A query's state across a read-your-writes wait. */
+typedef struct query_state {
+  tl_query_kind kind;
+  query_fn fn;
+  qargs args;
+  int64_t min_position, wait_ms;
+} query_state;
+
+static void count_query(tl_query_kind kind, const tl_req *req, const tl_resp *resp) {
+  atomic_fetch_add_explicit(&tl_g_stats.queries[kind][tl_outcome_of_status(resp->status)], 1,
+                            memory_order_relaxed);
+  tl_hist_observe(&tl_g_stats.query_seconds[kind], (double)(tl_mono_ns() - req->t0_ns) / 1e9);
+}
+
+/* Runs the query itself and adds meta. */
+static void query_answer(tl_req *req, tl_resp *resp, const query_state *q) {
   tl_problem p = {0};
-  int64_t min_pos = 0, wait_ms = DEFAULT_WAIT_MS;
-  const char *mp = tl_req_arg(req, "minPosition");
-  if (!mp) mp = tl_req_header(req, "X-Min-Position");
-  if (mp && parse_uint(mp, INT64_MAX, &min_pos) != TL_OK)
-    tl_problem_field(&p, "minPosition", "must be a non-negative integer");
-  int_arg(req, "waitMs", 0, MAX_WAIT_MS, DEFAULT_WAIT_MS, &wait_ms, &p);
-  if (p.errors) {
-    validation_failed(resp, &p);
-    goto done;
-  }
   tl_read *rd = req->app->read;
-  if (min_pos > 0 && tl_read_wait(rd, min_pos, (int)wait_ms) != TL_OK) {
-    tl_problem_set(&p, 503, "STALE_READ_MODEL",
-                   "The read model has not reached position %lld within %lld ms.",
-                   (long long)min_pos, (long long)wait_ms);
-    tl_problem_extra(&p, "position", json_integer(tl_read_position(rd)));
-    tl_problem_extra(&p, "minPosition", json_integer(min_pos));
-    tl_resp_problem(resp, &p);
-    resp->retry_after = 1;
-    goto done;
-  }
   /* Meta first: the answer reflects at least this position (the snapshot the query reads is
    * taken after it). */
   json_t *meta = tl_read_meta(rd);
@@ -234,21 +260,79 @@ static void run_query(tl_req *req, tl_resp *resp, tl_query_kind kind, query_fn f
   if (tl_read_conn_acquire(rd, &db, &err) != TL_OK) {
     json_decref(meta);
     tl_resp_error(resp, 503, "READ_MODEL_UNAVAILABLE", err.msg);
-    goto done;
+    return count_query(q->kind, req, resp);
   }
-  json_t *out = fn(db, req, a, &p);
+  json_t *out = q->fn(db, req, &q->args, &p);
   tl_read_conn_release(rd, db);
   if (!out) {
     json_decref(meta);
     tl_resp_problem(resp, &p);
-    goto done;
+  } else {
+    json_object_set_new(out, "meta", meta);
+    tl_resp_json(resp, 200, out);
   }
-  json_object_set_new(out, "meta", meta);
-  tl_resp_json(resp, 200, out);
-done:
-  atomic_fetch_add_explicit(&tl_g_stats.queries[kind][tl_outcome_of_status(resp->status)], 1,
-                            memory_order_relaxed);
-  tl_hist_observe(&tl_g_stats.query_seconds[kind], (double)(tl_mono_ns() - t0) / 1e9);
+  count_query(q->kind, req, resp);
+}
+
+static void stale(tl_req *req, tl_resp *resp, const query_state *q) {
+  tl_problem p = {0};
+  tl_problem_set(&p, 503, "STALE_READ_MODEL",
+                 "The read model has not reached position %lld within %lld ms.",
+                 (long long)q->min_position, (long long)q->wait_ms);
+  tl_problem_extra(&p, "position", json_integer(tl_read_position(req->app->read)));
+  tl_problem_extra(&p, "minPosition", json_integer(q->min_position));
+  tl_resp_problem(resp, &p);
+  resp->retry_after = 1;
+  count_query(q->kind, req, resp);
+}
+
+/* The projector's callback when the wait ends (projector thread). */
+static void query_wait_done(void *arg, int rc) {
+  tl_req *req = arg;
+  req->wait_rc = rc;
+  tl_req_resume(req);
+}
+
+static void query_after_wait(tl_req *req, tl_resp *resp) {
+  query_state *q = req->state;
+  if (req->wait_rc != TL_OK) stale(req, resp, q);
+  else query_answer(req, resp, q);
+  free(q);
+  req->state = NULL;
+}
+
+/* Runs a read-lane query: minPosition / waitMs (waiting suspended, woken by the projector),
+ * a query connection, meta, metrics. */
+static void run_query(tl_req *req, tl_resp *resp, tl_query_kind kind, query_fn fn,
+                      const qargs *a) {
+  tl_problem p = {0};
+  query_state q = {.kind = kind, .fn = fn, .min_position = 0, .wait_ms = DEFAULT_WAIT_MS};
+  if (a) q.args = *a;
+  const char *mp = tl_req_arg(req, "minPosition");
+  if (!mp) mp = tl_req_header(req, "X-Min-Position");
+  if (mp && parse_uint(mp, INT64_MAX, &q.min_position) != TL_OK)
+    tl_problem_field(&p, "minPosition", "must be a non-negative integer");
+  int_arg(req, "waitMs", 0, MAX_WAIT_MS, DEFAULT_WAIT_MS, &q.wait_ms, &p);
+  if (p.errors) {
+    validation_failed(resp, &p);
+    return count_query(kind, req, resp);
+  }
+  tl_read *rd = req->app->read;
+  if (q.min_position <= tl_read_position(rd)) return query_answer(req, resp, &q);
+  if (q.wait_ms == 0 || tl_req_stopping(req)) return stale(req, resp, &q);
+  query_state *heap = malloc(sizeof *heap);
+  if (!heap) {
+    tl_resp_error(resp, 503, "OUT_OF_MEMORY", "The server is out of memory.");
+    return count_query(kind, req, resp);
+  }
+  *heap = q;
+  req->state = heap;
+  req->free_state = free;
+  tl_req_suspend(req, query_after_wait);
+  if (tl_read_wait_async(rd, q.min_position, (int)q.wait_ms, query_wait_done, req) == TL_OK) {
+    req->wait_rc = TL_OK; /* reached in the meantime: the callback will not come */
+    tl_req_resume(req);
+  }
 }
 
 static json_t *q_order(tl_db *db, const tl_req *req, const qargs *a, tl_problem *p) {
@@ -603,8 +687,8 @@ void tl_route(tl_req *req, tl_resp *resp) {
     if (!match(ROUTES[i].pattern, seg, n, caps)) continue;
     if (strcmp(ROUTES[i].method, req->method) == 0 ||
         (strcmp(req->method, "HEAD") == 0 && strcmp(ROUTES[i].method, "GET") == 0)) {
-      req->params[0] = caps[0];
-      req->params[1] = caps[1];
+      for (int k = 0; k < 2; k++)
+        snprintf(req->params[k], sizeof req->params[k], "%s", caps[k] ? caps[k] : "");
       ROUTES[i].handler(req, resp);
       return;
     }

@@ -1,13 +1,16 @@
 /*
- * tl_http.c: libmicrohttpd plumbing: one thread per connection (handlers may block on the
- * group commit or on a read-your-writes wait without holding up other connections), body
- * accumulation with the 1 MiB limit, correlation ids, and turning a tl_resp into a response.
+ * tl_http.c: libmicrohttpd plumbing: a small pool of epoll threads serves every connection;
+ * a handler that has to wait (for the group commit, or for the read lane to reach a position)
+ * suspends its connection instead of blocking a thread, and is resumed by the writer or the
+ * projector. Also: body accumulation with the 1 MiB limit, correlation ids, and turning a
+ * tl_resp into a response.
  */
 #include "http/http_int.h"
 
 #include "util/tl_id.h"
 #include "util/tl_money.h"
 #include "util/tl_slog.h"
+#include "util/tl_time.h"
 
 #include <arpa/inet.h>
 #include <stdarg.h>
@@ -15,19 +18,41 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
+#include <time.h>
 
 struct tl_http {
   struct MHD_Daemon *daemon;
   tl_app *app;
   uint16_t port;
+  _Atomic int suspended; /* requests suspended and not yet continued */
+  _Atomic int stopping;
 };
 
+/* Per-request state, from the first call of the access handler to the completion callback. */
 typedef struct conn_state {
   char *body;
   size_t len, cap;
-  int too_large;
+  int too_large; /* 1: over the limit, 2: the 413 is already queued */
+  int started;   /* the route handler has run */
+  tl_req req;
 } conn_state;
+
+void tl_req_suspend(tl_req *req, tl_req_cont cont) {
+  atomic_fetch_add(&req->http->suspended, 1);
+  req->cont = cont;
+  req->suspending = 1;
+  MHD_suspend_connection(req->conn);
+}
+
+void tl_req_resume(tl_req *req) {
+  MHD_resume_connection(req->conn);
+}
+
+int tl_req_stopping(const tl_req *req) {
+  return atomic_load(&req->http->stopping);
+}
 
 void tl_resp_json(tl_resp *resp, int status, json_t *body) {
   resp->status = status;
@@ -95,13 +120,15 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, const tl_req *req,
   return ok;
 }
 
-static void init_req(tl_req *req, struct MHD_Connection *conn, tl_app *app, const char *method,
+static void init_req(tl_req *req, struct MHD_Connection *conn, tl_http *h, const char *method,
                      const char *url) {
   memset(req, 0, sizeof *req);
   req->conn = conn;
-  req->app = app;
+  req->http = h;
+  req->app = h->app;
   req->method = method;
   req->path = url;
+  req->t0_ns = tl_mono_ns();
   const char *cid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Correlation-Id");
   if (cid && valid_correlation_id(cid)) snprintf(req->correlation_id, sizeof req->correlation_id, "%s", cid);
   else tl_uuid_v4(req->correlation_id);
@@ -121,7 +148,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
     if (cl && strtoull(cl, NULL, 10) > TL_HTTP_MAX_BODY) {
       tl_req req;
-      init_req(&req, conn, h->app, method, url);
+      init_req(&req, conn, h, method, url);
       tl_resp resp = {0};
       tl_resp_error(&resp, 413, "BODY_TOO_LARGE", "The body is larger than 1 MiB.");
       cs->too_large = 2; /* answered */
@@ -155,27 +182,45 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   }
   if (cs->too_large == 2) return MHD_YES; /* the 413 is queued already */
 
-  tl_req req;
-  init_req(&req, conn, h->app, method, url);
-  req.body = cs->body ? cs->body : "";
-  req.body_len = cs->len;
+  tl_req *req = &cs->req;
   tl_resp resp = {0};
-  if (cs->too_large) tl_resp_error(&resp, 413, "BODY_TOO_LARGE", "The body is larger than 1 MiB.");
-  else tl_route(&req, &resp);
+  if (!cs->started) {
+    cs->started = 1;
+    init_req(req, conn, h, method, url);
+    req->body = cs->body ? cs->body : "";
+    req->body_len = cs->len;
+    if (cs->too_large)
+      tl_resp_error(&resp, 413, "BODY_TOO_LARGE", "The body is larger than 1 MiB.");
+    else
+      tl_route(req, &resp);
+  } else if (req->cont) {
+    tl_req_cont cont = req->cont; /* resumed after a wait */
+    req->cont = NULL;
+    atomic_fetch_sub(&h->suspended, 1);
+    cont(req, &resp);
+  } else {
+    return MHD_YES; /* spurious call while suspended; cannot happen */
+  }
+  if (req->suspending) {
+    req->suspending = 0;
+    return MHD_YES;
+  }
   if (resp.status >= 500)
-    tl_slog(TL_SLOG_ERROR, req.correlation_id, "request failed", "method", method, "path", url,
+    tl_slog(TL_SLOG_ERROR, req->correlation_id, "request failed", "method", method, "path", url,
             "detail", resp.body ? resp.body : "", NULL);
   (void)version;
-  return send_resp(conn, &req, &resp);
+  return send_resp(conn, req, &resp);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-  (void)cls;
   (void)conn;
   (void)toe;
   conn_state *cs = *con_cls;
   if (!cs) return;
+  tl_http *h = cls;
+  if (cs->req.cont) atomic_fetch_sub(&h->suspended, 1); /* resumed, then closed by the peer */
+  if (cs->req.state && cs->req.free_state) cs->req.free_state(cs->req.state);
   free(cs->body);
   free(cs);
   *con_cls = NULL;
@@ -190,8 +235,10 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
   tl_slog(TL_SLOG_WARN, NULL, "http", "detail", msg, NULL);
 }
 
-int tl_http_start(tl_http **out, tl_app *app, const char *host, uint16_t port, tl_err *err) {
+int tl_http_start(tl_http **out, tl_app *app, const char *host, uint16_t port, int threads,
+                  tl_err *err) {
   *out = NULL;
+  if (threads < 1) threads = 1;
   struct sockaddr_in addr;
   memset(&addr, 0, sizeof addr);
   addr.sin_family = AF_INET;
@@ -202,12 +249,12 @@ int tl_http_start(tl_http **out, tl_app *app, const char *host, uint16_t port, t
   if (!h) return tl_err_set(err, TL_E_NOMEM, "out of memory");
   h->app = app;
   h->daemon = MHD_start_daemon(
-      MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+      MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
       port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
       MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
       MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_CONNECTION_LIMIT, (unsigned)2048,
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-      (unsigned)1024, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_END);
+      (unsigned)1024, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads, MHD_OPTION_END);
   if (!h->daemon) {
     free(h);
     return tl_err_set(err, TL_E_IO, "cannot listen on %s:%u", host, port);
@@ -224,6 +271,17 @@ uint16_t tl_http_port(const tl_http *h) {
 
 void tl_http_stop(tl_http *h) {
   if (!h) return;
+  /* libmicrohttpd must not be stopped with suspended connections: refuse new waits, stop
+   * accepting, and give the writer and the projector (still running) time to answer the
+   * suspended ones. */
+  atomic_store(&h->stopping, 1);
+  MHD_quiesce_daemon(h->daemon);
+  for (int i = 0; i < 15000 && atomic_load(&h->suspended) > 0; i++) {
+    struct timespec ts = {0, 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  if (atomic_load(&h->suspended) > 0)
+    tl_slog(TL_SLOG_ERROR, NULL, "requests still suspended at shutdown", NULL);
   MHD_stop_daemon(h->daemon);
   free(h);
 }

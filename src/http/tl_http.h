@@ -22,8 +22,10 @@ typedef struct tl_app {
 
 typedef struct tl_http tl_http;
 
-/* Starts serving on host:port (port 0: any free port; see tl_http_port). */
-int tl_http_start(tl_http **out, tl_app *app, const char *host, uint16_t port, tl_err *err);
+/* Starts serving on host:port (port 0: any free port; see tl_http_port) with a pool of
+ * `threads` event-loop threads. */
+int tl_http_start(tl_http **out, tl_app *app, const char *host, uint16_t port, int threads,
+                  tl_err *err);
 /* The port actually bound. */
 uint16_t tl_http_port(const tl_http *h);
 /* Stops accepting, waits for in-flight requests, frees. NULL is a no-op. */

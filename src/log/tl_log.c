@@ -30,6 +30,7 @@ struct tl_log {
   pthread_mutex_t lock; /* guards waiting (with cond) and the reader pool */
   pthread_cond_t cond;
   int shutdown;
+  uint64_t wakes; /* bumped by tl_log_wake */
   tl_log_reader *pool;
   tl_log_reader writer_reader;
 };
@@ -119,12 +120,20 @@ int64_t tl_log_wait(tl_log *log, int64_t after, int timeout_ms) {
     deadline.tv_nsec -= 1000000000L;
   }
   pthread_mutex_lock(&log->lock);
-  while (atomic_load(&log->head) <= after && !log->shutdown) {
+  uint64_t wakes = log->wakes;
+  while (atomic_load(&log->head) <= after && !log->shutdown && log->wakes == wakes) {
     if (pthread_cond_timedwait(&log->cond, &log->lock, &deadline) == ETIMEDOUT) break;
   }
   int64_t head = atomic_load(&log->head);
   pthread_mutex_unlock(&log->lock);
   return head;
+}
+
+void tl_log_wake(tl_log *log) {
+  pthread_mutex_lock(&log->lock);
+  log->wakes++;
+  pthread_cond_broadcast(&log->cond);
+  pthread_mutex_unlock(&log->lock);
 }
 
 void tl_log_shutdown(tl_log *log) {

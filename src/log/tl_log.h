@@ -102,6 +102,9 @@ int64_t tl_log_recorded_at(const tl_log *log, int64_t position);
  * at wake-up. */
 int64_t tl_log_wait(tl_log *log, int64_t after, int timeout_ms);
 
+/* Wakes every current tl_log_wait caller once (they return the unchanged head). */
+void tl_log_wake(tl_log *log);
+
 /* Wakes every waiter for good (shutdown). */
 void tl_log_shutdown(tl_log *log);
 

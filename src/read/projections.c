@@ -13,6 +13,7 @@
  */
 #include "read/tl_read.h"
 
+#include "util/tl_buf.h"
 #include "util/tl_money.h"
 #include "util/tl_time.h"
 
@@ -45,11 +46,13 @@ static const char ORDERS_SCHEMA[] =
     " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, version INTEGER NOT NULL,"
     " last_position INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS rm_orders_customer ON rm_orders(customer_id, order_id);"
-    "CREATE VIRTUAL TABLE IF NOT EXISTS rm_orders_fts USING fts5(names, tokenize='unicode61');"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS rm_orders_fts"
+    " USING fts5(names, tokenize='unicode61', prefix='2 3');"
     "CREATE TABLE IF NOT EXISTS rm_order_product_names("
     " product_id TEXT PRIMARY KEY, name TEXT NOT NULL) WITHOUT ROWID;";
-static const char ORDERS_RESET[] =
-    "DELETE FROM rm_orders; DELETE FROM rm_orders_fts; DELETE FROM rm_order_product_names;";
+static const char ORDERS_RESET[] = "DROP TABLE IF EXISTS rm_orders;"
+                                   "DROP TABLE IF EXISTS rm_orders_fts;"
+                                   "DROP TABLE IF EXISTS rm_order_product_names;";
 
 static const char SQL_ORD_NAME_PUT[] =
     "INSERT OR REPLACE INTO rm_order_product_names(product_id, name) VALUES(?, ?)";
@@ -69,9 +72,8 @@ static int orders_placed(tl_db *db, const tl_event *ev, const json_t *d, tl_err 
   const json_t *items = json_object_get(d, "items");
   json_t *view_items = json_array();
   if (!view_items) return tl_err_set(err, TL_E_NOMEM, "out of memory");
-  char names[8192];
-  size_t nl = 0;
-  names[0] = '\0';
+  tl_buf names = {0}; /* every product name of the order, for full-text search */
+  tl_buf_append(&names, "", 0);
   int64_t total = 0;
   for (size_t i = 0; i < json_array_size(items); i++) {
     const json_t *it = json_array_get(items, i);
@@ -80,18 +82,27 @@ static int orders_placed(tl_db *db, const tl_event *ev, const json_t *d, tl_err 
     tl_money_from_json(json_object_get(it, "price"), &price);
     total += price * qty;
     sqlite3_bind_text(get_name, 1, pid, -1, SQLITE_STATIC);
-    const char *name = "";
-    char name_buf[256] = "";
-    if (sqlite3_step(get_name) == SQLITE_ROW) {
-      snprintf(name_buf, sizeof name_buf, "%s", (const char *)sqlite3_column_text(get_name, 0));
-      name = name_buf;
-    }
+    json_t *name = NULL;
+    int step_rc = sqlite3_step(get_name);
+    if (step_rc == SQLITE_ROW) name = json_string((const char *)sqlite3_column_text(get_name, 0));
     sqlite3_reset(get_name);
-    json_array_append_new(view_items,
-                          json_pack("{s:s, s:s, s:I, s:o}", "productId", pid, "name", name,
-                                    "quantity", (json_int_t)qty, "price", tl_money_to_json(price)));
-    int w = snprintf(names + nl, sizeof names - nl, "%s%s", nl ? " " : "", name);
-    if (w > 0 && (size_t)w < sizeof names - nl) nl += (size_t)w;
+    if (step_rc != SQLITE_ROW && step_rc != SQLITE_DONE) {
+      json_decref(view_items);
+      tl_buf_free(&names);
+      return tl_db_fail(db, step_rc, "read product name", err);
+    }
+    if (!name) name = json_string("");
+    if (name && json_string_length(name) > 0) {
+      if (names.len) tl_buf_append(&names, " ", 1);
+      tl_buf_append(&names, json_string_value(name), json_string_length(name));
+    }
+    json_t *item = json_pack("{s:s, s:o, s:I, s:o}", "productId", pid, "name", name, "quantity",
+                             (json_int_t)qty, "price", tl_money_to_json(price));
+    if (!item || json_array_append_new(view_items, item) != 0 || names.oom) {
+      json_decref(view_items);
+      tl_buf_free(&names);
+      return tl_err_set(err, TL_E_NOMEM, "out of memory building an order view");
+    }
   }
   char *items_text = tl_json_dumps(view_items);
   char *ship_text = tl_json_dumps(json_object_get(d, "shippingAddress"));
@@ -121,12 +132,13 @@ static int orders_placed(tl_db *db, const tl_event *ev, const json_t *d, tl_err 
     if (!fts) rc = TL_E_IO;
     else {
       sqlite3_bind_int64(fts, 1, ev->position);
-      sqlite3_bind_text(fts, 2, names, -1, SQLITE_STATIC);
+      sqlite3_bind_text(fts, 2, names.data, (int)names.len, SQLITE_STATIC);
       rc = step(db, fts, err);
     }
   }
   free(items_text);
   free(ship_text);
+  tl_buf_free(&names);
   return rc;
 }
 
@@ -153,7 +165,7 @@ static int orders_apply(tl_db *db, const tl_event *ev, const json_t *d, tl_err *
   return step(db, st, err);
 }
 
-static const tl_projection_def ORDERS = {"orders", 1, ORDERS_SCHEMA, ORDERS_RESET, orders_apply};
+static const tl_projection_def ORDERS = {"orders", 2, ORDERS_SCHEMA, ORDERS_RESET, orders_apply};
 
 /* ---- products ---------------------------------------------------------------------------- */
 
@@ -174,7 +186,8 @@ static const char PRODUCTS_SCHEMA[] =
     " PRIMARY KEY(order_id, product_id)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS rm_product_lines_live"
     " ON rm_product_lines(product_id, live, placed_at);";
-static const char PRODUCTS_RESET[] = "DELETE FROM rm_products; DELETE FROM rm_product_lines;";
+static const char PRODUCTS_RESET[] = "DROP TABLE IF EXISTS rm_products;"
+                                     "DROP TABLE IF EXISTS rm_product_lines;";
 
 static const char SQL_PROD_INSERT[] =
     "INSERT OR IGNORE INTO rm_products(product_id, name, category, price_minor, currency, stock,"
@@ -300,7 +313,8 @@ static const char SALES_SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS rm_sales_orders("
     " order_id TEXT PRIMARY KEY, day INTEGER NOT NULL, total_minor INTEGER NOT NULL,"
     " live INTEGER NOT NULL) WITHOUT ROWID;";
-static const char SALES_RESET[] = "DELETE FROM rm_daily_sales; DELETE FROM rm_sales_orders;";
+static const char SALES_RESET[] = "DROP TABLE IF EXISTS rm_daily_sales;"
+                                  "DROP TABLE IF EXISTS rm_sales_orders;";
 
 static const char SQL_SALES_ORDER[] =
     "INSERT OR IGNORE INTO rm_sales_orders(order_id, day, total_minor, live) VALUES(?,?,?,1)";

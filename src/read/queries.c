@@ -124,9 +124,13 @@ json_t *tl_query_customer_orders(tl_db *db, const char *customer_id, int limit,
   return summary_page(db, st, limit, p);
 }
 
+/* FTS5 walks its doclists in rowid order, so "ORDER BY rowid DESC LIMIT n" inside the index
+ * stops after n matches instead of sorting every match (rowid = seq = the position of
+ * OrderPlaced, so this is newest first). */
 static const char SQL_SEARCH[] =
-    "SELECT " SUMMARY_COLS " FROM rm_orders_fts f JOIN rm_orders o ON o.seq = f.rowid"
-    " WHERE rm_orders_fts MATCH ? ORDER BY o.seq DESC LIMIT ?";
+    "SELECT " SUMMARY_COLS " FROM rm_orders o WHERE o.seq IN ("
+    " SELECT rowid FROM rm_orders_fts WHERE rm_orders_fts MATCH ? ORDER BY rowid DESC LIMIT ?)"
+    " ORDER BY o.seq DESC";
 
 /* Builds an FTS5 query where every word of q must match as a prefix: "word1"* "word2"*.
  * Words are runs of letters and digits (and any non-ASCII byte); everything else separates

@@ -20,6 +20,14 @@
 #define BATCH_EVENTS 512
 #define MAX_PROJECTIONS 16
 
+typedef struct waiter {
+  int64_t min_position;
+  int64_t deadline_ns; /* tl_mono_ns */
+  tl_read_wait_fn fn;
+  void *arg;
+  struct waiter *next;
+} waiter;
+
 typedef struct conn_node {
   tl_db *db;
   struct conn_node *next;
@@ -39,10 +47,42 @@ struct tl_read {
   _Atomic int64_t applied;
   _Atomic int64_t applied_recorded_ms;
 
-  pthread_mutex_t lock; /* guards the waiters' condition and the connection pool */
+  pthread_mutex_t lock; /* guards the waiters (cond and list) and the connection pool */
   pthread_cond_t cond;
+  waiter *waiters;      /* asynchronous waits, unordered */
   conn_node *pool;
 };
+
+/* Calls back every asynchronous waiter whose position is reached, whose deadline passed, or
+ * every one of them when the store is stopping. Callbacks run outside the lock. Returns the
+ * earliest remaining deadline (INT64_MAX if none). */
+static int64_t fire_waiters(tl_read *r) {
+  int64_t now = tl_mono_ns(), next = INT64_MAX;
+  int stopping = atomic_load(&r->stopping);
+  int64_t applied = atomic_load(&r->applied);
+  waiter *due = NULL;
+  pthread_mutex_lock(&r->lock);
+  waiter **pp = &r->waiters;
+  while (*pp) {
+    waiter *w = *pp;
+    if (stopping || w->min_position <= applied || w->deadline_ns <= now) {
+      *pp = w->next;
+      w->next = due;
+      due = w;
+    } else {
+      if (w->deadline_ns < next) next = w->deadline_ns;
+      pp = &w->next;
+    }
+  }
+  pthread_mutex_unlock(&r->lock);
+  while (due) {
+    waiter *w = due;
+    due = w->next;
+    w->fn(w->arg, w->min_position <= applied ? TL_OK : TL_E_TIMEOUT);
+    free(w);
+  }
+  return next;
+}
 
 static const char CHECKPOINTS_SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS rm_checkpoints("
@@ -83,7 +123,6 @@ static int put_checkpoint(tl_db *db, const tl_projection_def *def, int64_t posit
 
 int tl_projection_setup(tl_db *db, const tl_projection_def *def, tl_err *err) {
   int rc = tl_db_exec(db, CHECKPOINTS_SCHEMA, err);
-  if (rc == TL_OK) rc = tl_db_exec(db, def->schema_sql, err);
   if (rc != TL_OK) return rc;
   sqlite3_stmt *st = tl_db_stmt(db, SQL_CP_GET, err);
   if (!st) return TL_E_IO;
@@ -92,13 +131,15 @@ int tl_projection_setup(tl_db *db, const tl_projection_def *def, tl_err *err) {
   int stored_version = step == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
   sqlite3_reset(st);
   if (step != SQLITE_ROW && step != SQLITE_DONE) return tl_db_fail(db, step, "read checkpoint", err);
-  if (stored_version == def->version) return TL_OK;
-  /* New projection, or its definition changed: start it again from the beginning of the log. */
+  if (stored_version == def->version) return tl_db_exec(db, def->schema_sql, err);
+  /* New projection, or its definition changed: new tables, and start again from the beginning
+   * of the log. */
   if (stored_version >= 0)
     tl_slog(TL_SLOG_WARN, NULL, "projection version changed; rebuilding from position 0",
             "projection", def->name, NULL);
   rc = tl_db_exec(db, "BEGIN", err);
   if (rc == TL_OK) rc = tl_db_exec(db, def->reset_sql, err);
+  if (rc == TL_OK) rc = tl_db_exec(db, def->schema_sql, err);
   if (rc == TL_OK) rc = put_checkpoint(db, def, 0, -1, err);
   if (rc == TL_OK) rc = tl_db_exec(db, "COMMIT", err);
   else sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
@@ -214,10 +255,17 @@ static void *projector_main(void *arg) {
     }
     int64_t applied = atomic_load(&r->applied);
     if (tl_log_head(r->log) <= applied) {
-      tl_log_wait(r->log, applied, 1000);
+      int64_t next = fire_waiters(r);
+      int64_t wait_ms = 1000;
+      if (next != INT64_MAX) {
+        int64_t until = (next - tl_mono_ns()) / 1000000 + 1;
+        if (until < wait_ms) wait_ms = until > 0 ? until : 0;
+      }
+      if (wait_ms > 0) tl_log_wait(r->log, applied, (int)wait_ms);
       continue;
     }
     int n = project_batch(r, reader);
+    fire_waiters(r);
     if (n < 0) {
       /* Storage trouble: back off (exponentially, up to 1 s) and try the same batch again. */
       struct timespec ts = {backoff_ms / 1000, (long)(backoff_ms % 1000) * 1000000L};
@@ -228,6 +276,7 @@ static void *projector_main(void *arg) {
     }
   }
   tl_log_reader_release(r->log, reader);
+  fire_waiters(r); /* stopping: everyone still waiting times out */
   return NULL;
 }
 
@@ -316,6 +365,30 @@ void tl_read_close(tl_read *r) {
 
 int64_t tl_read_position(tl_read *r) {
   return atomic_load(&r->applied);
+}
+
+int tl_read_wait_async(tl_read *r, int64_t min_position, int timeout_ms, tl_read_wait_fn fn,
+                       void *arg) {
+  if (atomic_load(&r->applied) >= min_position) return TL_OK;
+  waiter *w = malloc(sizeof *w);
+  if (!w) {
+    fn(arg, TL_E_TIMEOUT);
+    return 1;
+  }
+  w->min_position = min_position;
+  w->deadline_ns = tl_mono_ns() + (int64_t)timeout_ms * 1000000;
+  w->fn = fn;
+  w->arg = arg;
+  pthread_mutex_lock(&r->lock);
+  w->next = r->waiters;
+  r->waiters = w;
+  pthread_mutex_unlock(&r->lock);
+  /* The projector may be asleep until a later deadline, or may have applied the position
+   * between the check above and the insertion: wake it to look at the list again. When the
+   * store is stopping the projector may be gone: answer here. */
+  if (atomic_load(&r->stopping)) fire_waiters(r);
+  else tl_log_wake(r->log);
+  return 1;
 }
 
 int tl_read_wait(tl_read *r, int64_t min_position, int timeout_ms) {

@@ -25,7 +25,8 @@ typedef struct tl_read tl_read;
 
 /* A projection: its name, its version (bumped when its tables or logic change; a stored
  * checkpoint of another version makes the projection start again from position 0), the SQL
- * that creates its tables, the SQL that empties them, and how it applies one event. */
+ * that creates its tables (idempotent: IF NOT EXISTS), the SQL that drops them, and how it
+ * applies one event. */
 typedef struct tl_projection_def {
   const char *name;
   int version;
@@ -64,6 +65,16 @@ int64_t tl_read_position(tl_read *r);
 /* Waits until tl_read_position(r) >= min_position, at most timeout_ms. Returns 0 or
  * TL_E_TIMEOUT (also when the store is closing). */
 int tl_read_wait(tl_read *r, int64_t min_position, int timeout_ms);
+
+/* Called once when an asynchronous wait ends: rc 0 (reached) or TL_E_TIMEOUT (also at
+ * shutdown). Runs on the projector's thread (or the closing thread): keep it short. */
+typedef void (*tl_read_wait_fn)(void *arg, int rc);
+
+/* Asynchronous tl_read_wait: returns 0 if the position is already reached (fn is not called),
+ * else 1: fn(arg, rc) will be called exactly once, woken by the projector's commit or by the
+ * deadline (to within a few milliseconds). */
+int tl_read_wait_async(tl_read *r, int64_t min_position, int timeout_ms, tl_read_wait_fn fn,
+                       void *arg);
 
 /* The "meta" object of a query answer: {position, dataAsOf, lagMs}. New reference. */
 json_t *tl_read_meta(tl_read *r);

@@ -497,14 +497,19 @@ static void process_batch(tl_writer *w, tl_cmd_request *list, batch *b) {
     if (o->status >= 200 && o->status < 300 && o->body) {
       replay(r, o->status, o->body, o->position);
     } else {
-      fail(r, 503, "STORAGE_UNAVAILABLE", "The command could not be made durable. Retry.");
+      /* Same request, same state: the same refusal (or the same 503). */
+      r->status = o->status;
+      tl_problem_set(&r->problem, o->problem.status, o->problem.code, "%s", o->problem.detail);
+      r->problem.errors = json_deep_copy(o->problem.errors);
+      r->problem.extra = json_deep_copy(o->problem.extra);
     }
   }
-  /* Answer everyone; after sem_post a request may be freed by its owner. */
+  /* Answer everyone; once answered a request may be freed by its owner. */
   tl_cmd_request *r = list;
   while (r) {
     tl_cmd_request *next = r->next;
-    sem_post(&r->done);
+    if (r->on_done) r->on_done(r, r->on_done_arg);
+    else sem_post(&r->done);
     r = next;
   }
   (void)n_requests;
@@ -591,6 +596,7 @@ void tl_writer_submit(tl_writer *w, tl_cmd_request *req) {
   if (w->stopping) {
     pthread_mutex_unlock(&w->lock);
     fail(req, 503, "SHUTTING_DOWN", "The server is shutting down.");
+    if (req->on_done) req->on_done(req, req->on_done_arg);
     return;
   }
   if (w->q_tail) w->q_tail->next = req;
@@ -598,6 +604,7 @@ void tl_writer_submit(tl_writer *w, tl_cmd_request *req) {
   w->q_tail = req;
   pthread_cond_signal(&w->cond);
   pthread_mutex_unlock(&w->lock);
+  if (req->on_done) return;
   while (sem_wait(&req->done) != 0) {
     /* EINTR: wait again */
   }

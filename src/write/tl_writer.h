@@ -36,6 +36,11 @@ typedef struct tl_cmd_request {
   int replayed;    /* answered from a stored idempotency record */
   tl_problem problem; /* status >= 400: the error (submitter clears) */
 
+  /* Completion: when set, called once from the writer thread after the output fields are
+   * filled (the request may be freed by it); when NULL, tl_writer_submit blocks instead. */
+  void (*on_done)(struct tl_cmd_request *req, void *arg);
+  void *on_done_arg;
+
   /* Private to the writer. */
   sem_t done;
   struct tl_cmd_request *next;
@@ -56,8 +61,9 @@ int tl_writer_start(tl_writer **out, tl_log *log, const tl_writer_opts *opts, tl
  * NULL is a no-op. */
 void tl_writer_stop(tl_writer *w);
 
-/* Submits req and blocks until it is answered (see the file comment). Always fills req's output
- * fields; never fails otherwise. */
+/* Submits req (see the file comment). With req->on_done NULL, blocks until it is answered;
+ * otherwise returns at once and on_done is called exactly once, from the writer thread or (when
+ * the writer is stopping) from this call. Output fields are always filled. */
 void tl_writer_submit(tl_writer *w, tl_cmd_request *req);
 
 /* Initialises / releases a request's private and output parts. */

@@ -179,6 +179,31 @@ class Server:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def sanitizer_report(self):
+        """Lines of AddressSanitizer / UndefinedBehaviorSanitizer / LeakSanitizer reports, if any."""
+        try:
+            with open(self.stderr_path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return []
+        marks = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "WARNING: ThreadSanitizer")
+        return [ln for ln in text.splitlines() if any(m in ln for m in marks)]
+
+    def stop_and_check(self):
+        """Teardown: stop the server and fail if it had crashed, did not exit 0 on SIGTERM, or a
+        sanitizer reported something."""
+        crashed = self.proc is not None and self.proc.poll() is not None
+        was_running = self.alive()
+        code = self.stop()
+        problems = []
+        if crashed:
+            problems.append("the server died during the test (exit code %r)" % code)
+        elif was_running and code != 0:
+            problems.append("exit code %r after SIGTERM (expected 0)" % code)
+        problems += self.sanitizer_report()[:5]
+        if problems:
+            pytest.fail("twinlane: %s\nstderr tail:\n%s" % ("; ".join(problems), self.stderr_tail()))
+
     def stderr_tail(self, n=60):
         try:
             with open(self.stderr_path, "rb") as f:
@@ -363,8 +388,14 @@ def make_server(request, tmp_path):
         return srv
 
     yield make
+    failures = []
     for srv in made:
-        srv.stop()
+        try:
+            srv.stop_and_check()
+        except BaseException as e:  # keep stopping the others
+            failures.append(e)
+    if failures:
+        raise failures[0]
 
 
 @pytest.fixture
@@ -380,7 +411,7 @@ def _module_server(tmp_path_factory):
     srv = Server(str(data))
     srv.start()
     yield srv
-    srv.stop()
+    srv.stop_and_check()
 
 
 @pytest.fixture
@@ -391,4 +422,11 @@ def shared(request, _module_server):
     if not _module_server.alive():
         _module_server._reap()
         _module_server.start()
-    return _module_server
+    yield _module_server
+    if not _module_server.alive():
+        code = _module_server.proc.poll() if _module_server.proc else None
+        pytest.fail("twinlane died during this test (exit code %r); stderr tail:\n%s"
+                    % (code, _module_server.stderr_tail()))
+    report = _module_server.sanitizer_report()
+    if report:
+        pytest.fail("sanitizer report:\n%s" % "\n".join(report[:5]))

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import assert_problem, uid
+from conftest import Server, assert_problem, uid
 
 MIB = 1024 * 1024
 
@@ -187,3 +187,32 @@ def test_problem_type_title_and_detail_are_meaningful(shared):
     st, h, b = shared.post("/orders/01J00000000000000000000000/confirm-payment", {"paymentId": "p"})
     p = assert_problem(st, h, b, 404, "ORDER_NOT_FOUND")
     assert p["title"] and p["detail"] and p["type"]
+
+
+def _chunked_post(port, chunks):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        try:
+            conn.request("POST", "/products", body=iter(chunks), encode_chunked=True,
+                         headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        resp = conn.getresponse()
+        return Server._decode(resp, resp.read())
+    finally:
+        conn.close()
+
+
+def test_chunked_request_body_is_accepted(shared):
+    body = json.dumps(product_body()).encode()
+    st, _, b = _chunked_post(shared.port, [body[:7], body[7:20], body[20:]])
+    assert st == 201, b
+
+
+def test_chunked_body_over_one_mib_is_413(shared):
+    head = shared.log_head()
+    body = json.dumps(product_body()).encode()
+    chunks = [body[:-1]] + [b" " * 131072] * 9 + [b"}"]
+    st, h, b = _chunked_post(shared.port, chunks)
+    assert_problem(st, h, b, 413)
+    assert shared.log_head() == head

@@ -87,6 +87,8 @@ def test_state_as_of_time(shared, lifecycle):
 
     st, h, b = state_at(t[0] - dt.timedelta(seconds=1))
     assert_problem(st, h, b, 404, "ORDER_NOT_FOUND")
+    st, _, s = shared.get("/orders/%s/state" % oid, {"asOf": hist[0]["recordedAt"]})  # the instant itself
+    assert st == 200 and s["status"] == "PENDING" and s["version"] == 1, s
     st, _, s = state_at(t[0] + (t[1] - t[0]) / 2)
     assert st == 200 and s["status"] == "PENDING" and s["version"] == 1, s
     st, _, s = state_at(t[1] + (t[2] - t[1]) / 2)

@@ -107,6 +107,8 @@ def test_metrics_exposes_the_documented_names(server):
     assert "command=" in labels and "outcome=" in labels
     assert len({lbl for lbl, _ in samples["tl_commands_total"]}) >= 2  # at least a success and a refusal
     assert "projection=" in " ".join(lbl for lbl, _ in samples["tl_projection_position"])
+    qlabels = " ".join(lbl for lbl, _ in samples["tl_queries_total"])
+    assert "query=" in qlabels and "outcome=" in qlabels
 
 
 def test_cli_help_and_version():
@@ -120,3 +122,15 @@ def test_cli_help_and_version():
 def test_failpoints_are_404_without_the_flag(server):
     st, h, b = server.req("PUT", "/admin/failpoints/log.fsync", body={"action": "error"})
     assert st == 404, (st, b)
+
+
+def test_sigint_stops_cleanly_and_keeps_data(server):
+    import signal
+    p = server.create_product(uid("prod"))
+    server.proc.send_signal(signal.SIGINT)
+    code = server.proc.wait(timeout=10)
+    server.proc = None
+    assert code == 0, "exit code %r after SIGINT" % code
+    server.start()
+    st, _, v = server.query("/products/" + p["productId"], p["position"])
+    assert st == 200 and v["productId"] == p["productId"]

@@ -299,3 +299,25 @@ def test_large_totals_are_exact(shared):
     assert o["order"]["total"] == D("3703703.68"), o
     q = shared.place_order([(p["productId"], 7, 0.07), (p["productId"], 3, 0.03)])
     assert q["order"]["total"] == D("0.58"), q
+
+
+def test_order_total_limit(shared):
+    """An order's total is at most 10,000,000,000.00 (api-notes): above it is a 400 on `items`, at it
+    the total is written out exactly."""
+    p = shared.create_product(uid("prod"), price=9999999999.99)
+    head = shared.log_head()
+    for items in ([{"productId": p["productId"], "quantity": 9999, "price": 9999999999.99}],
+                  [{"productId": p["productId"], "quantity": 1, "price": 10000000000},
+                   {"productId": p["productId"], "quantity": 1, "price": 0.01}]):
+        st, h, b = shared.post("/orders", order_body(p["productId"], items=items))
+        assert_problem(st, h, b, 400, "VALIDATION_FAILED")
+        assert "items" in error_fields(b), b
+    assert shared.log_head() == head
+    for items, total in (([{"productId": p["productId"], "quantity": 3, "price": 3333333333.33}], "9999999999.99"),
+                         ([{"productId": p["productId"], "quantity": 1, "price": 9999999999.99},
+                           {"productId": p["productId"], "quantity": 1, "price": 0.01}], "10000000000.00")):
+        st, _, b = shared.post("/orders", order_body(p["productId"], items=items))
+        assert st == 201, b
+        assert b["order"]["total"] == D(total), b["order"]["total"]
+        st, _, v = shared.query("/orders/" + b["orderId"], b["position"])
+        assert v["total"] == D(total), v["total"]

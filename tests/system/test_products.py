@@ -208,3 +208,19 @@ def test_unknown_fields_are_ignored(shared):
     assert st == 201, b
     st, _, v = shared.query("/products/" + pid, b["position"])
     assert st == 200 and "color" not in v
+
+
+def test_unicode_names_round_trip_and_count_characters(shared):
+    pid = uid("prod")
+    name = "Café Crème ☕ Ünïcødé"
+    c = shared.create_product(pid, name=name, category="Küche")
+    st, _, v = shared.query("/products/" + pid, c["position"])
+    assert st == 200 and v["name"] == name and v["category"] == "Küche", v
+    # Lengths are in characters: 200 two-byte characters are a valid name, 201 are not.
+    st, _, b = shared.post("/products", {"productId": uid("prod"), "name": "é" * 200, "category": "c",
+                                         "price": 1, "stock": 1})
+    assert st == 201, b
+    st, h, b = shared.post("/products", {"productId": uid("prod"), "name": "é" * 201, "category": "c",
+                                         "price": 1, "stock": 1})
+    assert_problem(st, h, b, 400, "VALIDATION_FAILED")
+    assert "name" in error_fields(b)

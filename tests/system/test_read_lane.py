@@ -336,3 +336,90 @@ def test_bad_min_position_header_is_400(shared):
 def test_wait_ms_10000_is_accepted(shared):
     st, _, b = shared.get("/sales/daily?minPosition=0&waitMs=10000")
     assert st == 200 and assert_meta(b)
+
+
+def test_large_revenue_sums_are_exact(server):
+    """Sums of orders at the total limit (9,999,999,999.99 each) are written out exactly."""
+    p = server.create_product(uid("prod"), price=9999999999.99)
+    placed = [server.place_order([(p["productId"], 1, 9999999999.99)]) for _ in range(10)]
+    today = _today_of(placed[-1])
+    pos = placed[-1]["position"]
+    st, _, d = server.query("/sales/daily", pos, {"from": today.isoformat(), "to": today.isoformat()})
+    assert st == 200
+    assert d["days"][0]["orderCount"] == 10
+    assert d["days"][0]["revenue"] == D("99999999999.90"), d
+    st, _, v = server.query("/products/" + p["productId"], pos)
+    assert v["salesCount"] == 10 and v["revenue"] == D("99999999999.90"), v
+    pos = server.command(placed[0]["orderId"], "cancel")[2]["position"]
+    st, _, d = server.query("/sales/daily", pos, {"from": today.isoformat(), "to": today.isoformat()})
+    assert d["days"][0]["revenue"] == D("89999999999.91"), d
+
+
+def test_search_tolerates_query_syntax_characters(shared):
+    w = word("fts")
+    p = shared.create_product(uid("prod"), name="%s Kettle" % w.capitalize(), price=3)
+    o = shared.place_order([(p["productId"], 1, 3)])
+    for text in ('"%s' % w, "%s*" % w[:6], "%s)" % w, "(%s" % w[:5], "%s:" % w, "'%s'" % w):
+        st, _, b = shared.query("/orders/search", o["position"], {"q": text})
+        assert st == 200, (text, b)
+        assert [s["orderId"] for s in b["items"]] == [o["orderId"]], (text, b)
+    for text in ('"', "*", "AND", "NEAR(", "a OR", "^", "-", "name:x", "%s NOT" % w):
+        st, h, b = shared.get("/orders/search", {"q": text})
+        assert st in (200, 400), (text, st, b)
+        if st == 200:
+            assert isinstance(b["items"], list) and o["orderId"] not in [s["orderId"] for s in b["items"]] \
+                or text.startswith(w), (text, b)
+
+
+@pytest.mark.parametrize("path", ["/customers/%s/orders?cursor=garbage" % uuid.UUID(int=7),
+                                  "/products?cursor=garbage", "/products?cursor=%00%01"])
+def test_garbage_cursor_is_400(shared, path):
+    st, h, b = shared.get(path)
+    assert_problem(st, h, b, 400)
+
+
+def test_waiting_queries_wake_up_on_the_write(server):
+    p = server.create_product(uid("prod"), price=1)
+    target = server.log_head() + 1
+    n = 12
+
+    def wait_query(i):
+        t0 = time.monotonic()
+        st, _, b = server.get("/products/%s?minPosition=%d&waitMs=8000" % (p["productId"], target))
+        return st, b, time.monotonic() - t0
+
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(n) as ex:
+        futs = [ex.submit(wait_query, i) for i in range(n)]
+        time.sleep(0.5)
+        o = server.place_order([(p["productId"], 2, 1)])
+        assert o["position"] == target
+        results = [f.result(timeout=30) for f in futs]
+    for st, b, elapsed in results:
+        assert st == 200, b
+        assert b["meta"]["position"] >= target
+        assert b["salesCount"] == 2
+        assert elapsed < 5, elapsed
+
+
+def test_customer_pages_are_stable_when_new_orders_arrive(shared):
+    """The cursor marks a place in the list, not an offset: orders placed between two page reads
+    neither repeat nor hide the older ones."""
+    p = shared.create_product(uid("prod"), price=1)
+    cust = str(uuid.uuid4())
+    old = [shared.place_order([(p["productId"], 1, 1)], customer_id=cust) for _ in range(5)]
+    st, _, page1 = shared.query("/customers/%s/orders" % cust, old[-1]["position"], {"limit": 2})
+    assert st == 200 and len(page1["items"]) == 2 and page1["nextCursor"]
+    new = [shared.place_order([(p["productId"], 1, 1)], customer_id=cust) for _ in range(3)]
+    ids = [s["orderId"] for s in page1["items"]]
+    cursor = page1["nextCursor"]
+    for _ in range(10):
+        st, _, pg = shared.query("/customers/%s/orders" % cust, new[-1]["position"], {"limit": 2, "cursor": cursor})
+        assert st == 200, pg
+        ids += [s["orderId"] for s in pg["items"]]
+        cursor = pg["nextCursor"]
+        if cursor is None:
+            break
+    assert ids == sorted((o["orderId"] for o in old), reverse=True)
+    st, _, first = shared.query("/customers/%s/orders" % cust, new[-1]["position"], {"limit": 3})
+    assert [s["orderId"] for s in first["items"]] == sorted((o["orderId"] for o in new), reverse=True)

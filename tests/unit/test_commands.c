@@ -65,8 +65,8 @@ static const char *error_for(const tl_problem *p, const char *field) {
 }
 
 /* Asserts that decoding body (stolen) fails validation with exactly the listed fields. */
-static void expect_fields(tl_cmd_kind kind, const char *path_id, json_t *body, const char *const *fields,
-                          size_t n_fields) {
+static void expect_fields(tl_cmd_kind kind, const char *path_id, json_t *body,
+                          const char *const *fields, size_t n_fields) {
   tl_cmd c;
   tl_problem p;
   int rc = decode(kind, path_id, body, &c, &p);
@@ -265,8 +265,8 @@ static void test_create_product_name_and_category_lengths(void **s) {
 static void test_create_product_string_lengths_count_characters_not_bytes(void **s) {
   (void)s;
   tl_cmd c;
-  expect_ok(TL_CMD_CREATE_PRODUCT, NULL, product_with("name", json_string("Caf\xc3\xa9 \xe2\x98\x95")),
-            &c);
+  json_t *cafe = json_string("Caf\xc3\xa9 \xe2\x98\x95");
+  expect_ok(TL_CMD_CREATE_PRODUCT, NULL, product_with("name", cafe), &c);
   assert_string_equal(c.name, "Caf\xc3\xa9 \xe2\x98\x95");
   tl_cmd_clear(&c);
   expect_field(TL_CMD_CREATE_PRODUCT, NULL, product_with("name", str_rep("\xc3\xa9", 201)), "name");

@@ -1,0 +1,946 @@
+/* test_projections.c: the read models of read/projections.c, driven one event at a time through
+ * tl_projection_apply_one and checked through the queries of read/queries.c.
+ *
+ * Each test gets a fresh read.db in its own mkdtemp directory with every projection set up.
+ * Events are fed in position order the way the projector does it (inside a transaction), and
+ * the data JSON is the text the log stores (money as JSON numbers). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "read/tl_read.h"
+#include "util/tl_common.h"
+#include "util/tl_id.h"
+#include "util/tl_money.h"
+#include "util/tl_time.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CUST_A "123e4567-e89b-12d3-a456-426614174000"
+#define CUST_B "9b2f0c1e-4a6d-4c8b-9f1e-2d3c4b5a6978"
+#define ADDRESS                                                                                 \
+  "{\"street\":\"1 Main St\",\"city\":\"Springfield\",\"country\":\"US\",\"postalCode\":\"12345\"}"
+
+typedef struct fixture {
+  char dir[64];
+  char path[128];
+  tl_db *db;
+} fixture;
+
+/* ---- fixture ------------------------------------------------------------------------------- */
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof *f);
+  if (!f) return -1;
+  snprintf(f->dir, sizeof f->dir, "/tmp/tl-proj-XXXXXX");
+  if (!mkdtemp(f->dir)) {
+    free(f);
+    return -1;
+  }
+  snprintf(f->path, sizeof f->path, "%s/read.db", f->dir);
+  tl_err err = {0};
+  if (tl_db_open(&f->db, f->path, 0, "NORMAL", &err) != TL_OK) {
+    print_error("tl_db_open: %s\n", err.msg);
+    rmdir(f->dir);
+    free(f);
+    return -1;
+  }
+  for (int i = 0; i < tl_projections_count; i++) {
+    if (tl_projection_setup(f->db, tl_projections[i], &err) != TL_OK) {
+      print_error("setup %s: %s\n", tl_projections[i]->name, err.msg);
+      return -1;
+    }
+  }
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  tl_db_close(f->db);
+  const char *suffix[] = {"", "-wal", "-shm", "-journal"};
+  for (size_t i = 0; i < TL_ARRAY_LEN(suffix); i++) {
+    char p[160];
+    snprintf(p, sizeof p, "%s%s", f->path, suffix[i]);
+    unlink(p);
+  }
+  rmdir(f->dir);
+  free(f);
+  return 0;
+}
+
+/* ---- feeding events ------------------------------------------------------------------------ */
+
+/* Applies one event to every projection in its own transaction; the apply must succeed. */
+static void apply(tl_db *db, int64_t position, const char *stream, int64_t version,
+                  const char *type, const char *data_text, int64_t recorded_ms) {
+  json_error_t je;
+  json_t *data = json_loads(data_text, 0, &je);
+  if (!data) fail_msg("bad event data in test: %s (%s)", data_text, je.text);
+  tl_event ev = {.position = position,
+                 .stream = (char *)stream,
+                 .version = version,
+                 .type = (char *)type,
+                 .schema_version = 1,
+                 .data = (char *)data_text,
+                 .metadata = (char *)"{}",
+                 .recorded_ms = recorded_ms};
+  tl_err err = {0};
+  assert_int_equal(tl_db_exec(db, "BEGIN", &err), TL_OK);
+  for (int i = 0; i < tl_projections_count; i++) {
+    int rc = tl_projection_apply_one(db, tl_projections[i], &ev, data, &err);
+    if (rc != TL_OK) fail_msg("%s: apply %s: %s", tl_projections[i]->name, type, err.msg);
+  }
+  assert_int_equal(tl_db_exec(db, "COMMIT", &err), TL_OK);
+  json_decref(data);
+}
+
+static void product_created(tl_db *db, int64_t pos, const char *pid, const char *name,
+                            const char *category, const char *price, int stock, int64_t ms) {
+  char stream[96], data[2048];
+  snprintf(stream, sizeof stream, "product-%s", pid);
+  snprintf(data, sizeof data,
+           "{\"productId\":\"%s\",\"name\":\"%s\",\"category\":\"%s\",\"price\":%s,"
+           "\"currency\":\"USD\",\"stock\":%d}",
+           pid, name, category, price, stock);
+  apply(db, pos, stream, 1, "ProductCreated", data, ms);
+}
+
+static void product_restocked(tl_db *db, int64_t pos, const char *pid, int64_t version, int qty,
+                              int64_t ms) {
+  char stream[96], data[256];
+  snprintf(stream, sizeof stream, "product-%s", pid);
+  snprintf(data, sizeof data, "{\"productId\":\"%s\",\"quantity\":%d}", pid, qty);
+  apply(db, pos, stream, version, "ProductRestocked", data, ms);
+}
+
+/* items: the JSON array text of [{productId, quantity, price}]; total: its sum as JSON text. */
+static void order_placed(tl_db *db, int64_t pos, const char *oid, const char *cid,
+                         const char *items, const char *total, int64_t ms) {
+  char stream[96], data[4096];
+  snprintf(stream, sizeof stream, "order-%s", oid);
+  snprintf(data, sizeof data,
+           "{\"orderId\":\"%s\",\"customerId\":\"%s\",\"items\":%s,\"shippingAddress\":" ADDRESS
+           ",\"currency\":\"USD\",\"total\":%s}",
+           oid, cid, items, total);
+  apply(db, pos, stream, 1, "OrderPlaced", data, ms);
+}
+
+/* PaymentConfirmed, OrderShipped or OrderCancelled at stream version version. */
+static void order_event(tl_db *db, int64_t pos, const char *type, const char *oid,
+                        int64_t version, int64_t ms) {
+  const char *key = strcmp(type, "PaymentConfirmed") == 0 ? "paymentId"
+                    : strcmp(type, "OrderShipped") == 0   ? "trackingNumber"
+                                                          : "reason";
+  char stream[96], data[256];
+  snprintf(stream, sizeof stream, "order-%s", oid);
+  snprintf(data, sizeof data, "{\"orderId\":\"%s\",\"%s\":\"x-%lld\"}", oid, key, (long long)pos);
+  apply(db, pos, stream, version, type, data, ms);
+}
+
+/* ---- reading back -------------------------------------------------------------------------- */
+
+static int64_t ms_of(const char *iso) {
+  int64_t ms;
+  assert_int_equal(tl_time_parse(iso, &ms), TL_OK);
+  return ms;
+}
+
+static int64_t day_of(const char *date) {
+  int64_t d;
+  assert_int_equal(tl_date_parse(date, &d), TL_OK);
+  return d;
+}
+
+/* Order ids are ULIDs; ids made at later times sort later. */
+static void ulid_at(const char *iso, char out[TL_ULID_LEN + 1]) {
+  tl_ulid_new(ms_of(iso), out);
+}
+
+static int64_t money_of(const json_t *j) {
+  int64_t v = -1;
+  if (tl_money_from_json(j, &v) != TL_OK) fail_msg("not a money amount");
+  return v;
+}
+
+static const char *str_of(const json_t *obj, const char *key) {
+  const char *v = json_string_value(json_object_get(obj, key));
+  if (!v) fail_msg("member %s is not a string", key);
+  return v;
+}
+
+static json_int_t int_of(const json_t *obj, const char *key) {
+  const json_t *v = json_object_get(obj, key);
+  if (!json_is_integer(v)) fail_msg("member %s is not an integer", key);
+  return json_integer_value(v);
+}
+
+static json_t *must(json_t *answer, tl_problem *p) {
+  if (!answer) fail_msg("query failed: %d %s %s", p->status, p->code ? p->code : "", p->detail);
+  return answer;
+}
+
+static json_t *get_product(tl_db *db, const char *pid) {
+  tl_problem p = {0};
+  json_t *v = must(tl_query_product(db, pid, &p), &p);
+  tl_problem_clear(&p);
+  return v;
+}
+
+static json_t *get_order(tl_db *db, const char *oid) {
+  tl_problem p = {0};
+  json_t *v = must(tl_query_order(db, oid, &p), &p);
+  tl_problem_clear(&p);
+  return v;
+}
+
+static json_t *get_sales(tl_db *db, const char *from, const char *to) {
+  tl_problem p = {0};
+  json_t *v = must(tl_query_sales_daily(db, day_of(from), day_of(to), &p), &p);
+  tl_problem_clear(&p);
+  return v;
+}
+
+static json_t *get_search(tl_db *db, const char *q, int limit) {
+  tl_problem p = {0};
+  json_t *v = must(tl_query_search(db, q, limit, &p), &p);
+  tl_problem_clear(&p);
+  return v;
+}
+
+static json_t *get_products(tl_db *db, const char *category, int limit, const char *cursor) {
+  tl_problem p = {0};
+  json_t *v = must(tl_query_products(db, category, limit, cursor, &p), &p);
+  tl_problem_clear(&p);
+  return v;
+}
+
+static json_t *get_customer(tl_db *db, const char *cid, int limit, const char *cursor) {
+  tl_problem p = {0};
+  json_t *v = must(tl_query_customer_orders(db, cid, limit, cursor, &p), &p);
+  tl_problem_clear(&p);
+  return v;
+}
+
+/* The orderIds of answer.items, space-separated, into out. */
+static const char *ids_of(const json_t *answer, const char *key, char *out, size_t len) {
+  const json_t *items = json_object_get(answer, "items");
+  assert_true(json_is_array(items));
+  size_t o = 0;
+  out[0] = '\0';
+  for (size_t i = 0; i < json_array_size(items); i++) {
+    int w = snprintf(out + o, len - o, "%s%s", i ? " " : "", str_of(json_array_get(items, i), key));
+    assert_true(w > 0 && (size_t)w < len - o);
+    o += (size_t)w;
+  }
+  return out;
+}
+
+/* The sales row of date in a sales_daily answer. */
+static const json_t *sales_day(const json_t *answer, const char *date) {
+  const json_t *days = json_object_get(answer, "days");
+  for (size_t i = 0; i < json_array_size(days); i++)
+    if (strcmp(str_of(json_array_get(days, i), "date"), date) == 0) return json_array_get(days, i);
+  fail_msg("no sales row for %s", date);
+  return NULL;
+}
+
+static void expect_sales(const json_t *answer, const char *date, json_int_t count,
+                         int64_t revenue) {
+  const json_t *d = sales_day(answer, date);
+  assert_int_equal(int_of(d, "orderCount"), count);
+  assert_int_equal(money_of(json_object_get(d, "revenue")), revenue);
+}
+
+static void expect_checkpoints(tl_db *db, int64_t position) {
+  for (int i = 0; i < tl_projections_count; i++)
+    assert_int_equal(tl_projection_checkpoint(db, tl_projections[i]->name), position);
+}
+
+/* Every query answer over the models, as one canonical text (caller frees). */
+static char *snapshot(tl_db *db, const char *oid, const char *pid) {
+  tl_problem p = {0};
+  json_t *all = json_array();
+  json_t *answers[] = {
+      tl_query_order(db, oid, &p),
+      tl_query_customer_orders(db, CUST_A, 50, NULL, &p),
+      tl_query_search(db, "espresso tea", 50, &p),
+      tl_query_sales_daily(db, day_of("2026-11-20"), day_of("2026-11-25"), &p),
+      tl_query_products(db, NULL, 50, NULL, &p),
+      tl_query_product(db, pid, &p),
+  };
+  for (size_t i = 0; i < TL_ARRAY_LEN(answers); i++)
+    json_array_append_new(all, answers[i] ? answers[i] : json_null());
+  tl_problem_clear(&p);
+  char *text = json_dumps(all, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+  json_decref(all);
+  assert_non_null(text);
+  return text;
+}
+
+/* ---- setup and checkpoints ----------------------------------------------------------------- */
+
+static void test_setup_starts_every_projection_at_position_zero(void **state) {
+  fixture *f = *state;
+  assert_int_equal(tl_projections_count, 3);
+  const char *names[] = {"orders", "products", "daily_sales"};
+  for (int i = 0; i < tl_projections_count; i++) {
+    assert_string_equal(tl_projections[i]->name, names[i]);
+    assert_int_equal(tl_projection_checkpoint(f->db, names[i]), 0);
+  }
+  /* Setting up again (a restart) keeps the models and the checkpoints. */
+  product_created(f->db, 1, "p1", "Espresso Machine", "kitchen", "9.99", 5,
+                  ms_of("2026-11-22T10:00:00Z"));
+  tl_err err = {0};
+  for (int i = 0; i < tl_projections_count; i++)
+    assert_int_equal(tl_projection_setup(f->db, tl_projections[i], &err), TL_OK);
+  expect_checkpoints(f->db, 1);
+  json_t *v = get_product(f->db, "p1");
+  json_decref(v);
+}
+
+static void test_checkpoint_moves_to_each_event_position(void **state) {
+  fixture *f = *state;
+  int64_t t = ms_of("2026-11-22T10:00:00Z");
+  product_created(f->db, 1, "p1", "Espresso Machine", "kitchen", "9.99", 5, t);
+  expect_checkpoints(f->db, 1);
+  /* Every projection moves, also those the event type does not concern. */
+  product_restocked(f->db, 2, "p1", 2, 3, t + 1);
+  expect_checkpoints(f->db, 2);
+  char oid[27];
+  ulid_at("2026-11-22T10:00:01Z", oid);
+  order_placed(f->db, 7, oid, CUST_A, "[{\"productId\":\"p1\",\"quantity\":1,\"price\":9.99}]",
+               "9.99", t + 2);
+  expect_checkpoints(f->db, 7);
+}
+
+/* Two products, two orders of CUST_A (o1 paid, o2 cancelled) and a restock: positions 1-7. */
+static void small_history(tl_db *db, const char *o1, const char *o2, int64_t t) {
+  product_created(db, 1, "p1", "Espresso Machine", "kitchen", "9.99", 5, t);
+  product_created(db, 2, "p2", "Green Tea", "drinks", "0.20", 10, t);
+  order_placed(db, 3, o1, CUST_A,
+               "[{\"productId\":\"p1\",\"quantity\":3,\"price\":0.10},"
+               "{\"productId\":\"p2\",\"quantity\":1,\"price\":0.20}]",
+               "0.50", t + 1000);
+  order_placed(db, 4, o2, CUST_A, "[{\"productId\":\"p1\",\"quantity\":2,\"price\":9.99}]",
+               "19.98", t + 2000);
+  product_restocked(db, 5, "p1", 2, 4, t + 3000);
+  order_event(db, 6, "PaymentConfirmed", o1, 2, t + 4000);
+  order_event(db, 7, "OrderCancelled", o2, 2, t + 5000);
+}
+
+static void test_applying_the_same_events_twice_changes_nothing(void **state) {
+  fixture *f = *state;
+  int64_t t = ms_of("2026-11-22T10:00:00Z");
+  char o1[27], o2[27];
+  ulid_at("2026-11-22T10:00:01Z", o1);
+  ulid_at("2026-11-22T10:00:02Z", o2);
+  small_history(f->db, o1, o2, t);
+  char *first = snapshot(f->db, o1, "p1");
+  expect_checkpoints(f->db, 7);
+
+  /* Redelivering the whole history, twice, changes no answer and no checkpoint. */
+  small_history(f->db, o1, o2, t);
+  small_history(f->db, o1, o2, t);
+  char *again = snapshot(f->db, o1, "p1");
+  assert_string_equal(again, first);
+  expect_checkpoints(f->db, 7);
+  free(again);
+  free(first);
+
+  /* And the answers are the right ones: counted once, cancelled once. */
+  json_t *p1 = get_product(f->db, "p1");
+  assert_int_equal(int_of(p1, "stock"), 9);
+  assert_int_equal(int_of(p1, "salesCount"), 3);
+  assert_int_equal(money_of(json_object_get(p1, "revenue")), 30);
+  json_decref(p1);
+  json_t *sales = get_sales(f->db, "2026-11-22", "2026-11-22");
+  expect_sales(sales, "2026-11-22", 1, 50);
+  json_decref(sales);
+  json_t *o = get_order(f->db, o1);
+  assert_string_equal(str_of(o, "status"), "PAID");
+  assert_int_equal(int_of(o, "version"), 2);
+  json_decref(o);
+  char ids[128], want[128];
+  json_t *h = get_customer(f->db, CUST_A, 10, NULL);
+  snprintf(want, sizeof want, "%s %s", o2, o1);
+  assert_string_equal(ids_of(h, "orderId", ids, sizeof ids), want);
+  json_decref(h);
+  json_t *r = get_search(f->db, "espresso", 10);
+  assert_string_equal(ids_of(r, "orderId", ids, sizeof ids), want); /* one FTS row per order */
+  json_decref(r);
+}
+
+static void test_event_older_than_checkpoint_is_ignored(void **state) {
+  fixture *f = *state;
+  int64_t t = ms_of("2026-11-22T10:00:00Z");
+  char o1[27], o9[27];
+  ulid_at("2026-11-22T10:00:01Z", o1);
+  ulid_at("2026-11-22T10:00:09Z", o9);
+  product_created(f->db, 1, "p1", "Espresso Machine", "kitchen", "9.99", 5, t);
+  order_placed(f->db, 2, o1, CUST_A, "[{\"productId\":\"p1\",\"quantity\":1,\"price\":9.99}]",
+               "9.99", t + 1000);
+  product_restocked(f->db, 6, "p1", 2, 1, t + 2000);
+  char *before = snapshot(f->db, o1, "p1");
+
+  /* Events the checkpoint is already past, never seen before: all ignored. */
+  product_restocked(f->db, 3, "p1", 2, 1000, t + 3000);
+  order_placed(f->db, 4, o9, CUST_A, "[{\"productId\":\"p1\",\"quantity\":4,\"price\":9.99}]",
+               "39.96", t + 3000);
+  order_event(f->db, 5, "OrderCancelled", o1, 2, t + 3000);
+  order_event(f->db, 6, "PaymentConfirmed", o1, 2, t + 3000);
+
+  char *after = snapshot(f->db, o1, "p1");
+  assert_string_equal(after, before);
+  expect_checkpoints(f->db, 6);
+  free(before);
+  free(after);
+
+  tl_problem p = {0};
+  assert_null(tl_query_order(f->db, o9, &p));
+  assert_int_equal(p.status, 404);
+  tl_problem_clear(&p);
+  json_t *p1 = get_product(f->db, "p1");
+  assert_int_equal(int_of(p1, "stock"), 6);
+  assert_int_equal(int_of(p1, "salesCount"), 1);
+  json_decref(p1);
+}
+
+/* ---- products ------------------------------------------------------------------------------ */
+
+static void test_product_created_builds_product_view(void **state) {
+  fixture *f = *state;
+  product_created(f->db, 1, "p1", "Espresso Machine", "kitchen", "9.99", 5,
+                  ms_of("2026-11-22T10:00:00Z"));
+  json_t *v = get_product(f->db, "p1");
+  assert_string_equal(str_of(v, "productId"), "p1");
+  assert_string_equal(str_of(v, "name"), "Espresso Machine");
+  assert_string_equal(str_of(v, "category"), "kitchen");
+  assert_int_equal(money_of(json_object_get(v, "price")), 999);
+  assert_string_equal(str_of(v, "currency"), "USD");
+  assert_int_equal(int_of(v, "stock"), 5);
+  assert_int_equal(int_of(v, "available"), 5);
+  assert_true(json_is_true(json_object_get(v, "inStock")));
+  assert_int_equal(int_of(v, "salesCount"), 0);
+  assert_int_equal(money_of(json_object_get(v, "revenue")), 0);
+  assert_true(json_is_null(json_object_get(v, "lastSoldAt")));
+  assert_int_equal(int_of(v, "version"), 1);
+  json_decref(v);
+
+  tl_problem p = {0};
+  assert_null(tl_query_product(f->db, "p404", &p));
+  assert_int_equal(p.status, 404);
+  assert_string_equal(p.code, "PRODUCT_NOT_FOUND");
+  tl_problem_clear(&p);
+}
+
+static void test_product_without_stock_is_not_in_stock_until_restocked(void **state) {
+  fixture *f = *state;
+  int64_t t = ms_of("2026-11-22T10:00:00Z");
+  product_created(f->db, 1, "p0", "Empty Shelf", "misc", "1", 0, t);
+  json_t *v = get_product(f->db, "p0");
+  assert_int_equal(int_of(v, "stock"), 0);
+  assert_int_equal(int_of(v, "available"), 0);
+  assert_true(json_is_false(json_object_get(v, "inStock")));
+  assert_int_equal(money_of(json_object_get(v, "price")), 100);
+  json_decref(v);
+
+  product_restocked(f->db, 2, "p0", 2, 12, t + 1);
+  v = get_product(f->db, "p0");
+  assert_int_equal(int_of(v, "stock"), 12);
+  assert_int_equal(int_of(v, "available"), 12);
+  assert_true(json_is_true(json_object_get(v, "inStock")));
+  assert_int_equal(int_of(v, "version"), 2);
+  json_decref(v);
+}
+
+static void test_order_cancelled_removes_product_sales_and_recomputes_last_sold_at(void **state) {
+  fixture *f = *state;
+  int64_t t0 = ms_of("2026-11-22T09:00:00Z");
+  int64_t t1 = ms_of("2026-11-22T10:00:00.250Z");
+  int64_t t2 = ms_of("2026-11-23T11:30:00Z");
+  char o1[27], o2[27];
+  ulid_at("2026-11-22T10:00:00.250Z", o1);
+  ulid_at("2026-11-23T11:30:00Z", o2);
+  product_created(f->db, 1, "p1", "Espresso Machine", "kitchen", "1.50", 50, t0);
+  product_created(f->db, 2, "p2", "Green Tea", "drinks", "0.20", 50, t0);
+  order_placed(f->db, 3, o1, CUST_A, "[{\"productId\":\"p1\",\"quantity\":2,\"price\":1.50}]",
+               "3.00", t1);
+  order_placed(f->db, 4, o2, CUST_B,
+               "[{\"productId\":\"p1\",\"quantity\":3,\"price\":1.40},"
+               "{\"productId\":\"p2\",\"quantity\":1,\"price\":0.20}]",
+               "4.40", t2);
+
+  json_t *p1 = get_product(f->db, "p1");
+  assert_int_equal(int_of(p1, "salesCount"), 5);
+  assert_int_equal(money_of(json_object_get(p1, "revenue")), 300 + 420);
+  assert_string_equal(str_of(p1, "lastSoldAt"), "2026-11-23T11:30:00.000Z");
+  assert_int_equal(int_of(p1, "stock"), 50); /* stock is not reserved by orders (yet) */
+  json_decref(p1);
+
+  order_event(f->db, 5, "PaymentConfirmed", o2, 2, t2 + 1000);
+  order_event(f->db, 6, "OrderCancelled", o2, 3, t2 + 2000);
+  p1 = get_product(f->db, "p1");
+  assert_int_equal(int_of(p1, "salesCount"), 2);
+  assert_int_equal(money_of(json_object_get(p1, "revenue")), 300);
+  assert_string_equal(str_of(p1, "lastSoldAt"), "2026-11-22T10:00:00.250Z");
+  json_decref(p1);
+  json_t *p2 = get_product(f->db, "p2");
+  assert_int_equal(int_of(p2, "salesCount"), 0);
+  assert_int_equal(money_of(json_object_get(p2, "revenue")), 0);
+  assert_true(json_is_null(json_object_get(p2, "lastSoldAt")));
+  json_decref(p2);
+
+  order_event(f->db, 7, "OrderCancelled", o1, 2, t2 + 3000);
+  p1 = get_product(f->db, "p1");
+  assert_int_equal(int_of(p1, "salesCount"), 0);
+  assert_int_equal(money_of(json_object_get(p1, "revenue")), 0);
+  assert_true(json_is_null(json_object_get(p1, "lastSoldAt")));
+  json_decref(p1);
+}
+
+static void test_same_product_on_two_lines_counts_and_uncounts_both(void **state) {
+  fixture *f = *state;
+  int64_t t = ms_of("2026-11-22T10:00:00Z");
+  char o1[27];
+  ulid_at("2026-11-22T10:00:01Z", o1);
+  product_created(f->db, 1, "p1", "Espresso Machine", "kitchen", "1.50", 50, t);
+  order_placed(f->db, 2, o1, CUST_A,
+               "[{\"productId\":\"p1\",\"quantity\":1,\"price\":1.50},"
+               "{\"productId\":\"p1\",\"quantity\":2,\"price\":1.25}]",
+               "4.00", t + 1000);
+  json_t *p1 = get_product(f->db, "p1");
+  assert_int_equal(int_of(p1, "salesCount"), 3);
+  assert_int_equal(money_of(json_object_get(p1, "revenue")), 400);
+  json_decref(p1);
+  order_event(f->db, 3, "OrderCancelled", o1, 2, t + 2000);
+  p1 = get_product(f->db, "p1");
+  assert_int_equal(int_of(p1, "salesCount"), 0);
+  assert_int_equal(money_of(json_object_get(p1, "revenue")), 0);
+  assert_true(json_is_null(json_object_get(p1, "lastSoldAt")));
+  json_decref(p1);
+}
+
+static void test_products_rank_by_sales_count_then_id_with_category_filter(void **state) {
+  fixture *f = *state;
+  int64_t t = ms_of("2026-11-22T10:00:00Z");
+  product_created(f->db, 1, "d", "Dee", "x", "1", 1, t);
+  product_created(f->db, 2, "c", "Cee", "x", "1", 1, t);
+  product_created(f->db, 3, "b", "Bee", "y", "1", 1, t);
+  product_created(f->db, 4, "a", "Ay", "x", "1", 1, t);
+  product_created(f->db, 5, "e", "Ee", "y", "1", 1, t);
+  char o1[27], o2[27];
+  ulid_at("2026-11-22T10:00:01Z", o1);
+  ulid_at("2026-11-22T10:00:02Z", o2);
+  order_placed(f->db, 6, o1, CUST_A,
+               "[{\"productId\":\"c\",\"quantity\":5,\"price\":1},"
+               "{\"productId\":\"b\",\"quantity\":2,\"price\":1}]",
+               "7", t + 1000);
+  order_placed(f->db, 7, o2, CUST_A, "[{\"productId\":\"a\",\"quantity\":2,\"price\":1}]", "2",
+               t + 2000);
+
+  char ids[256];
+  json_t *all = get_products(f->db, NULL, 10, NULL);
+  assert_string_equal(ids_of(all, "productId", ids, sizeof ids), "c a b d e");
+  assert_true(json_is_null(json_object_get(all, "nextCursor")));
+  json_decref(all);
+
+  json_t *x = get_products(f->db, "x", 10, NULL);
+  assert_string_equal(ids_of(x, "productId", ids, sizeof ids), "c a d");
+  json_decref(x);
+  json_t *none = get_products(f->db, "z", 10, NULL);
+  assert_string_equal(ids_of(none, "productId", ids, sizeof ids), "");
+  json_decref(none);
+
+  /* Pages of two, following nextCursor. */
+  const char *want_all[] = {"c a", "b d", "e"};
+  char cursor[128] = "";
+  for (size_t i = 0; i < TL_ARRAY_LEN(want_all); i++) {
+    json_t *page = get_products(f->db, NULL, 2, i ? cursor : NULL);
+    assert_string_equal(ids_of(page, "productId", ids, sizeof ids), want_all[i]);
+    const json_t *next = json_object_get(page, "nextCursor");
+    if (i + 1 < TL_ARRAY_LEN(want_all)) {
+      assert_true(json_is_string(next));
+      snprintf(cursor, sizeof cursor, "%s", json_string_value(next));
+    } else {
+      assert_true(json_is_null(next));
+    }
+    json_decref(page);
+  }
+  const char *want_x[] = {"c a", "d"};
+  for (size_t i = 0; i < TL_ARRAY_LEN(want_x); i++) {
+    json_t *page = get_products(f->db, "x", 2, i ? cursor : NULL);
+    assert_string_equal(ids_of(page, "productId", ids, sizeof ids), want_x[i]);
+    const json_t *next = json_object_get(page, "nextCursor");
+    if (i == 0) snprintf(cursor, sizeof cursor, "%s", json_string_value(next));
+    else assert_true(json_is_null(next));
+    json_decref(page);
+  }
+
+  /* Cancelling an order drops its products in the ranking. */
+  order_event(f->db, 8, "OrderCancelled", o1, 2, t + 3000);
+  all = get_products(f->db, NULL, 10, NULL);
+  assert_string_equal(ids_of(all, "productId", ids, sizeof ids), "a b c d e");
+  json_decref(all);
+
+  tl_problem p = {0};
+  assert_null(tl_query_products(f->db, NULL, 2, "not-a-cursor", &p));
+  assert_int_equal(p.status, 400);
+  tl_problem_clear(&p);
+}
+
+/* ---- orders -------------------------------------------------------------------------------- */
+
+static void test_order_placed_builds_order_view(void **state) {
+  fixture *f = *state;
+  int64_t t = ms_of("2026-11-22T10:00:00Z");
+  char o1[27];
+  ulid_at("2026-11-22T10:00:01.500Z", o1);
+  product_created(f->db, 1, "p1", "Espresso Machine", "kitchen", "9.99", 5, t);
+  product_created(f->db, 2, "p2", "Green Tea", "drinks", "0.20", 5, t);
+  order_placed(f->db, 3, o1, CUST_A,
+               "[{\"productId\":\"p1\",\"quantity\":3,\"price\":0.10},"
+               "{\"productId\":\"p2\",\"quantity\":1,\"price\":0.20}]",
+               "0.50", ms_of("2026-11-22T10:00:01.500Z"));
+
+  json_t *o = get_order(f->db, o1);
+  assert_int_equal(json_object_size(o), 10);
+  assert_string_equal(str_of(o, "orderId"), o1);
+  assert_string_equal(str_of(o, "customerId"), CUST_A);
+  assert_string_equal(str_of(o, "status"), "PENDING");
+  assert_string_equal(str_of(o, "currency"), "USD");
+  assert_int_equal(money_of(json_object_get(o, "total")), 50);
+  assert_string_equal(str_of(o, "createdAt"), "2026-11-22T10:00:01.500Z");
+  assert_string_equal(str_of(o, "updatedAt"), "2026-11-22T10:00:01.500Z");
+  assert_int_equal(int_of(o, "version"), 1);
+  json_t *addr = json_loads(ADDRESS, 0, NULL);
+  assert_true(json_equal(json_object_get(o, "shippingAddress"), addr));
+  json_decref(addr);
+  const json_t *items = json_object_get(o, "items");
+  assert_int_equal(json_array_size(items), 2);
+  const json_t *i0 = json_array_get(items, 0), *i1 = json_array_get(items, 1);
+  assert_string_equal(str_of(i0, "productId"), "p1");
+  assert_string_equal(str_of(i0, "name"), "Espresso Machine");
+  assert_int_equal(int_of(i0, "quantity"), 3);
+  assert_int_equal(money_of(json_object_get(i0, "price")), 10); /* the order's price, not 9.99 */
+  assert_string_equal(str_of(i1, "productId"), "p2");
+  assert_string_equal(str_of(i1, "name"), "Green Tea");
+  assert_int_equal(int_of(i1, "quantity"), 1);
+  assert_int_equal(money_of(json_object_get(i1, "price")), 20);
+  json_decref(o);
+
+  tl_problem p = {0};
+  assert_null(tl_query_order(f->db, "01ARZ3NDEKTSV4RRFFQ69G5FAV", &p));
+  assert_int_equal(p.status, 404);
+  assert_string_equal(p.code, "ORDER_NOT_FOUND");
+  tl_problem_clear(&p);
+}
+
+/* Names are limited in characters (200), so a name can take up to 800 bytes of UTF-8; the order
+ * view must carry it whole. */
+static void test_order_view_keeps_long_unicode_product_names(void **state) {
+  fixture *f = *state;
+  char name[2 * 200 + 1];
+  for (int i = 0; i < 200; i++) memcpy(name + 2 * i, "\xc3\xa9", 2); /* "é" x 200 */
+  name[400] = '\0';
+  int64_t t = ms_of("2026-11-22T10:00:00Z");
+  char o1[27];
+  ulid_at("2026-11-22T10:00:01Z", o1);
+  product_created(f->db, 1, "p1", name, "kitchen", "9.99", 5, t);
+  order_placed(f->db, 2, o1, CUST_A, "[{\"productId\":\"p1\",\"quantity\":1,\"price\":9.99}]",
+               "9.99", t + 1000);
+  json_t *o = get_order(f->db, o1);
+  const json_t *items = json_object_get(o, "items");
+  size_t n_items = json_array_size(items);
+  const char *got = json_string_value(json_object_get(json_array_get(items, 0), "name"));
+  int same = got && strcmp(got, name) == 0;
+  json_decref(o);
+  assert_int_equal(n_items, 1); /* the item must not be dropped from the view */
+  assert_true(same);            /* nor its name cut short */
+}
+
+static void test_payment_and_shipping_update_status_and_version(void **state) {
+  fixture *f = *state;
+  int64_t t = ms_of("2026-11-22T10:00:00Z");
+  char o1[27];
+  ulid_at("2026-11-22T10:00:01Z", o1);
+  product_created(f->db, 1, "p1", "Espresso Machine", "kitchen", "9.99", 5, t);
+  order_placed(f->db, 2, o1, CUST_A, "[{\"productId\":\"p1\",\"quantity\":1,\"price\":9.99}]",
+               "9.99", ms_of("2026-11-22T10:00:01Z"));
+  order_event(f->db, 3, "PaymentConfirmed", o1, 2, ms_of("2026-11-22T10:05:00Z"));
+  json_t *o = get_order(f->db, o1);
+  assert_string_equal(str_of(o, "status"), "PAID");
+  assert_int_equal(int_of(o, "version"), 2);
+  assert_string_equal(str_of(o, "createdAt"), "2026-11-22T10:00:01.000Z");
+  assert_string_equal(str_of(o, "updatedAt"), "2026-11-22T10:05:00.000Z");
+  json_decref(o);
+  json_t *h = get_customer(f->db, CUST_A, 10, NULL);
+  const json_t *summary = json_array_get(json_object_get(h, "items"), 0);
+  assert_string_equal(str_of(summary, "status"), "PAID");
+  assert_int_equal(int_of(summary, "version"), 2);
+  json_decref(h);
+
+  order_event(f->db, 4, "OrderShipped", o1, 3, ms_of("2026-11-23T08:00:00Z"));
+  o = get_order(f->db, o1);
+  assert_string_equal(str_of(o, "status"), "SHIPPED");
+  assert_int_equal(int_of(o, "version"), 3);
+  assert_string_equal(str_of(o, "updatedAt"), "2026-11-23T08:00:00.000Z");
+  json_decref(o);
+  /* Paying and shipping do not change what was sold. */
+  json_t *sales = get_sales(f->db, "2026-11-22", "2026-11-23");
+  expect_sales(sales, "2026-11-22", 1, 999);
+  expect_sales(sales, "2026-11-23", 0, 0);
+  json_decref(sales);
+}
+
+static void test_customer_history_is_newest_first_with_pagination(void **state) {
+  fixture *f = *state;
+  int64_t t = ms_of("2026-11-22T10:00:00Z");
+  char o1[27], o2[27], o3[27], ob[27];
+  ulid_at("2026-11-22T10:00:01Z", o1);
+  ulid_at("2026-11-22T10:00:02Z", o2);
+  ulid_at("2026-11-22T10:00:03Z", ob);
+  ulid_at("2026-11-23T10:00:04Z", o3);
+  const char *items = "[{\"productId\":\"p1\",\"quantity\":1,\"price\":9.99}]";
+  product_created(f->db, 1, "p1", "Espresso Machine", "kitchen", "9.99", 5, t);
+  order_placed(f->db, 2, o1, CUST_A, items, "9.99", t + 1000);
+  order_placed(f->db, 3, o2, CUST_A, items, "9.99", t + 2000);
+  order_placed(f->db, 4, ob, CUST_B, items, "9.99", t + 3000);
+  order_placed(f->db, 5, o3, CUST_A, items, "9.99", t + 86400000);
+
+  char ids[256], want[256];
+  json_t *all = get_customer(f->db, CUST_A, 10, NULL);
+  snprintf(want, sizeof want, "%s %s %s", o3, o2, o1);
+  assert_string_equal(ids_of(all, "orderId", ids, sizeof ids), want);
+  assert_true(json_is_null(json_object_get(all, "nextCursor")));
+  const json_t *s0 = json_array_get(json_object_get(all, "items"), 0);
+  assert_string_equal(str_of(s0, "customerId"), CUST_A);
+  assert_int_equal(int_of(s0, "itemCount"), 1);
+  assert_int_equal(money_of(json_object_get(s0, "total")), 999);
+  json_decref(all);
+
+  const char *pages[] = {o3, o2, o1};
+  char cursor[64] = "";
+  for (size_t i = 0; i < TL_ARRAY_LEN(pages); i++) {
+    json_t *page = get_customer(f->db, CUST_A, 1, i ? cursor : NULL);
+    assert_string_equal(ids_of(page, "orderId", ids, sizeof ids), pages[i]);
+    const json_t *next = json_object_get(page, "nextCursor");
+    if (i + 1 < TL_ARRAY_LEN(pages)) {
+      assert_true(json_is_string(next));
+      assert_string_equal(json_string_value(next), pages[i]);
+      snprintf(cursor, sizeof cursor, "%s", json_string_value(next));
+    } else {
+      assert_true(json_is_null(next));
+    }
+    json_decref(page);
+  }
+
+  json_t *b = get_customer(f->db, CUST_B, 10, NULL);
+  assert_string_equal(ids_of(b, "orderId", ids, sizeof ids), ob);
+  json_decref(b);
+  json_t *nobody = get_customer(f->db, "00000000-0000-4000-8000-000000000000", 10, NULL);
+  assert_string_equal(ids_of(nobody, "orderId", ids, sizeof ids), "");
+  assert_true(json_is_null(json_object_get(nobody, "nextCursor")));
+  json_decref(nobody);
+}
+
+static void test_search_by_word_prefix_finds_the_order(void **state) {
+  fixture *f = *state;
+  int64_t t = ms_of("2026-11-22T10:00:00Z");
+  char o1[27], o2[27], o3[27];
+  ulid_at("2026-11-22T10:00:01Z", o1);
+  ulid_at("2026-11-22T10:00:02Z", o2);
+  ulid_at("2026-11-22T10:00:03Z", o3);
+  product_created(f->db, 1, "p1", "Espresso Machine", "kitchen", "9.99", 5, t);
+  product_created(f->db, 2, "p2", "Green Tea", "drinks", "0.20", 5, t);
+  order_placed(f->db, 3, o1, CUST_A, "[{\"productId\":\"p1\",\"quantity\":1,\"price\":9.99}]",
+               "9.99", t + 1000);
+  order_placed(f->db, 4, o2, CUST_B, "[{\"productId\":\"p2\",\"quantity\":1,\"price\":0.20}]",
+               "0.20", t + 2000);
+  order_placed(f->db, 5, o3, CUST_A,
+               "[{\"productId\":\"p2\",\"quantity\":1,\"price\":0.20},"
+               "{\"productId\":\"p1\",\"quantity\":1,\"price\":9.99}]",
+               "10.19", t + 3000);
+
+  char ids[256], want[256];
+  snprintf(want, sizeof want, "%s %s", o3, o1);
+  json_t *r = get_search(f->db, "espr", 10);
+  assert_string_equal(ids_of(r, "orderId", ids, sizeof ids), want);
+  json_decref(r);
+  r = get_search(f->db, "MACH", 10);
+  assert_string_equal(ids_of(r, "orderId", ids, sizeof ids), want);
+  json_decref(r);
+  snprintf(want, sizeof want, "%s %s", o3, o2);
+  r = get_search(f->db, "tea", 10);
+  assert_string_equal(ids_of(r, "orderId", ids, sizeof ids), want);
+  json_decref(r);
+  /* Every word must match. */
+  r = get_search(f->db, "espresso te", 10);
+  assert_string_equal(ids_of(r, "orderId", ids, sizeof ids), o3);
+  json_decref(r);
+  r = get_search(f->db, "coffee", 10);
+  assert_string_equal(ids_of(r, "orderId", ids, sizeof ids), "");
+  json_decref(r);
+  r = get_search(f->db, "tea", 1);
+  assert_string_equal(ids_of(r, "orderId", ids, sizeof ids), o3);
+  json_decref(r);
+  /* FTS syntax in the query is only a separator. */
+  r = get_search(f->db, "\"green\" OR (machine*", 10);
+  json_decref(r);
+
+  tl_problem p = {0};
+  assert_null(tl_query_search(f->db, " -- ", 10, &p));
+  assert_int_equal(p.status, 400);
+  tl_problem_clear(&p);
+}
+
+/* The search document of an order holds the names of all its items (up to 100 of up to 200
+ * characters each), so an item late in a large order is found like the first one. */
+static void test_search_finds_every_item_of_a_large_order(void **state) {
+  fixture *f = *state;
+  int64_t t = ms_of("2026-11-22T10:00:00Z");
+  enum { N = 60 };
+  char items[N * 64 + 16];
+  size_t o = 0;
+  o += (size_t)snprintf(items + o, sizeof items - o, "[");
+  for (int i = 0; i < N; i++) {
+    char pid[16], name[256];
+    snprintf(pid, sizeof pid, "p%02d", i);
+    /* "Item07 xxxx...x": 200 characters, one searchable word per product. */
+    int n = snprintf(name, sizeof name, "Item%02d ", i);
+    memset(name + n, 'x', (size_t)(200 - n));
+    name[200] = '\0';
+    product_created(f->db, 1 + i, pid, name, "bulk", "1", 100, t);
+    o += (size_t)snprintf(items + o, sizeof items - o,
+                          "%s{\"productId\":\"%s\",\"quantity\":1,\"price\":1}", i ? "," : "",
+                          pid);
+  }
+  snprintf(items + o, sizeof items - o, "]");
+  char o1[27];
+  ulid_at("2026-11-22T10:00:01Z", o1);
+  order_placed(f->db, N + 1, o1, CUST_A, items, "60", t + 1000);
+
+  json_t *ord = get_order(f->db, o1);
+  assert_int_equal(json_array_size(json_object_get(ord, "items")), N);
+  json_decref(ord);
+  char ids[64];
+  const char *words[] = {"item00", "item30", "item45", "item58", "item59"};
+  for (size_t i = 0; i < TL_ARRAY_LEN(words); i++) {
+    json_t *r = get_search(f->db, words[i], 10);
+    ids_of(r, "orderId", ids, sizeof ids);
+    json_decref(r);
+    if (strcmp(ids, o1) != 0) fail_msg("search for %s did not find the order", words[i]);
+  }
+}
+
+/* ---- daily sales --------------------------------------------------------------------------- */
+
+static void test_sales_daily_counts_orders_on_their_utc_date(void **state) {
+  fixture *f = *state;
+  int64_t t = ms_of("2026-11-01T00:00:00Z");
+  product_created(f->db, 1, "p1", "Espresso Machine", "kitchen", "19.99", 50, t);
+  product_created(f->db, 2, "p2", "Green Tea", "drinks", "0.10", 50, t);
+  char o1[27], o2[27], o3[27];
+  ulid_at("2026-11-21T23:59:59.999Z", o1);
+  ulid_at("2026-11-22T00:00:00Z", o2);
+  ulid_at("2026-11-22T23:59:59.999Z", o3);
+  order_placed(f->db, 3, o1, CUST_A,
+               "[{\"productId\":\"p2\",\"quantity\":3,\"price\":0.10},"
+               "{\"productId\":\"p2\",\"quantity\":1,\"price\":0.20}]",
+               "0.50", ms_of("2026-11-21T23:59:59.999Z"));
+  order_placed(f->db, 4, o2, CUST_A, "[{\"productId\":\"p2\",\"quantity\":3,\"price\":0.10}]",
+               "0.30", ms_of("2026-11-22T00:00:00Z"));
+  order_placed(f->db, 5, o3, CUST_B, "[{\"productId\":\"p1\",\"quantity\":3,\"price\":19.99}]",
+               "59.97", ms_of("2026-11-22T23:59:59.999Z"));
+
+  json_t *s = get_sales(f->db, "2026-11-20", "2026-11-23");
+  const json_t *days = json_object_get(s, "days");
+  assert_int_equal(json_array_size(days), 4); /* every date of the range, in order */
+  assert_string_equal(str_of(json_array_get(days, 0), "date"), "2026-11-20");
+  assert_string_equal(str_of(json_array_get(days, 3), "date"), "2026-11-23");
+  expect_sales(s, "2026-11-20", 0, 0);
+  expect_sales(s, "2026-11-21", 1, 50);
+  expect_sales(s, "2026-11-22", 2, 30 + 5997);
+  expect_sales(s, "2026-11-23", 0, 0);
+  json_decref(s);
+
+  /* Many small prices still add up to exact cents. */
+  char o4[27];
+  ulid_at("2026-11-22T12:00:00Z", o4);
+  order_placed(f->db, 6, o4, CUST_A, "[{\"productId\":\"p2\",\"quantity\":10000,\"price\":0.01}]",
+               "100", ms_of("2026-11-22T12:00:00Z"));
+  s = get_sales(f->db, "2026-11-22", "2026-11-22");
+  assert_int_equal(json_array_size(json_object_get(s, "days")), 1);
+  expect_sales(s, "2026-11-22", 3, 30 + 5997 + 10000);
+  json_decref(s);
+}
+
+static void test_order_cancelled_leaves_daily_sales(void **state) {
+  fixture *f = *state;
+  int64_t t = ms_of("2026-11-01T00:00:00Z");
+  product_created(f->db, 1, "p1", "Espresso Machine", "kitchen", "19.99", 50, t);
+  char o1[27], o2[27], o3[27];
+  ulid_at("2026-11-22T09:00:00Z", o1);
+  ulid_at("2026-11-22T10:00:00Z", o2);
+  ulid_at("2026-11-23T10:00:00Z", o3);
+  order_placed(f->db, 2, o1, CUST_A, "[{\"productId\":\"p1\",\"quantity\":1,\"price\":19.99}]",
+               "19.99", ms_of("2026-11-22T09:00:00Z"));
+  order_placed(f->db, 3, o2, CUST_A, "[{\"productId\":\"p1\",\"quantity\":2,\"price\":0.15}]",
+               "0.30", ms_of("2026-11-22T10:00:00Z"));
+  order_placed(f->db, 4, o3, CUST_B, "[{\"productId\":\"p1\",\"quantity\":1,\"price\":5}]", "5",
+               ms_of("2026-11-23T10:00:00Z"));
+
+  /* Cancelled the next day: the sale leaves the day it was placed on. */
+  order_event(f->db, 5, "PaymentConfirmed", o1, 2, ms_of("2026-11-22T09:30:00Z"));
+  order_event(f->db, 6, "OrderCancelled", o1, 3, ms_of("2026-11-23T12:00:00Z"));
+  json_t *s = get_sales(f->db, "2026-11-22", "2026-11-23");
+  expect_sales(s, "2026-11-22", 1, 30);
+  expect_sales(s, "2026-11-23", 1, 500);
+  json_decref(s);
+  json_t *o = get_order(f->db, o1);
+  assert_string_equal(str_of(o, "status"), "CANCELLED");
+  assert_int_equal(int_of(o, "version"), 3);
+  assert_string_equal(str_of(o, "updatedAt"), "2026-11-23T12:00:00.000Z");
+  json_decref(o);
+
+  order_event(f->db, 7, "OrderCancelled", o3, 2, ms_of("2026-11-23T13:00:00Z"));
+  s = get_sales(f->db, "2026-11-22", "2026-11-23");
+  expect_sales(s, "2026-11-22", 1, 30);
+  expect_sales(s, "2026-11-23", 0, 0);
+  json_decref(s);
+
+  /* The cancelled orders stay in the customer's history, marked. */
+  json_t *h = get_customer(f->db, CUST_A, 10, NULL);
+  assert_int_equal(json_array_size(json_object_get(h, "items")), 2);
+  json_decref(h);
+}
+
+int main(void) {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+  const struct CMUnitTest tests[] = {
+      T(test_setup_starts_every_projection_at_position_zero),
+      T(test_checkpoint_moves_to_each_event_position),
+      T(test_applying_the_same_events_twice_changes_nothing),
+      T(test_event_older_than_checkpoint_is_ignored),
+      T(test_product_created_builds_product_view),
+      T(test_product_without_stock_is_not_in_stock_until_restocked),
+      T(test_order_cancelled_removes_product_sales_and_recomputes_last_sold_at),
+      T(test_same_product_on_two_lines_counts_and_uncounts_both),
+      T(test_products_rank_by_sales_count_then_id_with_category_filter),
+      T(test_order_placed_builds_order_view),
+      T(test_order_view_keeps_long_unicode_product_names),
+      T(test_payment_and_shipping_update_status_and_version),
+      T(test_customer_history_is_newest_first_with_pagination),
+      T(test_search_by_word_prefix_finds_the_order),
+      T(test_search_finds_every_item_of_a_large_order),
+      T(test_sales_daily_counts_orders_on_their_utc_date),
+      T(test_order_cancelled_leaves_daily_sales),
+  };
+#undef T
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
