@@ -9,11 +9,15 @@
 #include "util/tl_slog.h"
 #include "util/tl_stats.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void tl_cli_usage(int to_stderr) {
@@ -32,6 +36,29 @@ void tl_cli_usage(int to_stderr) {
           "  --order-cache N     orders kept in the writer's memory (default 100000)\n"
           "  --http-threads N    HTTP event-loop threads (default: CPUs, at most 8)\n",
           TL_VERSION);
+}
+
+/* Takes an exclusive lock on DIR/LOCK (creating DIR if needed), held until the process exits:
+ * two servers on one data directory would each believe they are the single writer. Returns the
+ * lock's file descriptor, or -1 with err set. */
+static int lock_data_dir(const char *dir, tl_err *err) {
+  if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+    return tl_err_set(err, TL_E_IO, "cannot create %s: %s", dir, strerror(errno)), -1;
+  char path[4096];
+  int n = snprintf(path, sizeof path, "%s/LOCK", dir);
+  if (n < 0 || (size_t)n >= sizeof path)
+    return tl_err_set(err, TL_E_INVALID, "data directory path too long"), -1;
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return tl_err_set(err, TL_E_IO, "cannot open %s: %s", path, strerror(errno)), -1;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    close(fd);
+    if (e == EWOULDBLOCK)
+      return tl_err_set(err, TL_E_CONFLICT, "data directory %s is in use by another twinlane",
+                        dir), -1;
+    return tl_err_set(err, TL_E_IO, "cannot lock %s: %s", path, strerror(e)), -1;
+  }
+  return fd;
 }
 
 static int parse_listen(const char *s, char *host, size_t host_len, uint16_t *port) {
@@ -110,6 +137,8 @@ int tl_cli_serve(int argc, char **argv) {
   tl_log_opts lo = {.dir = data_dir, .fsync_full = 1};
   tl_writer_opts wo = {.order_cache_capacity = (size_t)order_cache};
   int exit_code = 1;
+  int lock_fd = lock_data_dir(data_dir, &err);
+  if (lock_fd < 0) goto out;
   if (tl_log_open(&log, &lo, &err) != TL_OK) goto out;
   if (tl_writer_start(&writer, log, &wo, &err) != TL_OK) goto out;
   if (tl_read_open(&read, log, data_dir, &err) != TL_OK) goto out;
@@ -137,6 +166,7 @@ out:
   tl_read_close(read);
   tl_writer_stop(writer);
   tl_log_close(log);
+  if (lock_fd >= 0) close(lock_fd);
   if (exit_code == 0) tl_slog(TL_SLOG_INFO, NULL, "stopped", NULL);
   return exit_code;
 }

@@ -134,3 +134,15 @@ def test_sigint_stops_cleanly_and_keeps_data(server):
     server.start()
     st, _, v = server.query("/products/" + p["productId"], p["position"])
     assert st == 200 and v["productId"] == p["productId"]
+
+
+def test_a_second_server_on_the_same_data_dir_refuses_to_start(server):
+    """Two processes on one data directory would each act as the single writer: the second one
+    must refuse to start, say why, and leave the first one serving."""
+    p = server.create_product(uid("prod"))
+    proc = subprocess.run([BIN, "serve", "--data", server.data_dir, "--listen", "127.0.0.1:0"],
+                          capture_output=True, text=True, timeout=20)
+    assert proc.returncode != 0
+    assert "in use by another twinlane" in proc.stderr, proc.stderr
+    st, _, v = server.get("/products/" + p["productId"], params={"minPosition": p["position"]})
+    assert st == 200 and v["productId"] == p["productId"]
