@@ -6,6 +6,7 @@
 #include "cli/tl_cli.h"
 
 #include "http/tl_http.h"
+#include "util/tl_db.h"
 #include "util/tl_slog.h"
 #include "util/tl_stats.h"
 
@@ -137,7 +138,9 @@ int tl_cli_serve(int argc, char **argv) {
   tl_log_opts lo = {.dir = data_dir, .fsync_full = 1};
   tl_writer_opts wo = {.order_cache_capacity = (size_t)order_cache};
   int exit_code = 1;
-  int lock_fd = lock_data_dir(data_dir, &err);
+  int lock_fd = -1;
+  if (tl_db_init_library(&err) != TL_OK) goto out;
+  lock_fd = lock_data_dir(data_dir, &err);
   if (lock_fd < 0) goto out;
   if (tl_log_open(&log, &lo, &err) != TL_OK) goto out;
   if (tl_writer_start(&writer, log, &wo, &err) != TL_OK) goto out;

@@ -660,21 +660,24 @@ static int split_path(const char *path, char seg[MAX_SEGMENTS][MAX_SEGMENT_LEN])
   }
 }
 
-/* Does pattern match the segments? Captures go to caps. */
+/* Does pattern match the segments? Walks the pattern in place (no copies): each '/'-separated
+ * piece must equal the segment, or be "{}" which captures it into caps. */
 static int match(const char *pattern, char seg[MAX_SEGMENTS][MAX_SEGMENT_LEN], int n,
                  const char *caps[2]) {
-  char pseg[MAX_SEGMENTS][MAX_SEGMENT_LEN];
-  int pn = split_path(pattern, pseg);
-  if (pn != n) return 0;
+  const char *p = pattern + 1;
   int nc = 0;
   for (int i = 0; i < n; i++) {
-    if (strcmp(pseg[i], "{}") == 0) {
+    if (*p == '\0') return 0; /* the path is longer */
+    const char *e = strchr(p, '/');
+    size_t len = e ? (size_t)(e - p) : strlen(p);
+    if (len == 2 && p[0] == '{' && p[1] == '}') {
       if (nc < 2) caps[nc++] = seg[i];
-    } else if (strcmp(pseg[i], seg[i]) != 0) {
+    } else if (strlen(seg[i]) != len || memcmp(p, seg[i], len) != 0) {
       return 0;
     }
+    p = e ? e + 1 : p + len;
   }
-  return 1;
+  return *p == '\0';
 }
 
 void tl_route(tl_req *req, tl_resp *resp) {

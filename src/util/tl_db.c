@@ -11,6 +11,15 @@ int tl_db_fail(tl_db *d, int sqlite_rc, const char *what, tl_err *err) {
                     sqlite_rc);
 }
 
+int tl_db_init_library(tl_err *err) {
+  int rc = sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
+  if (rc == SQLITE_OK) rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  if (rc == SQLITE_OK) rc = sqlite3_initialize();
+  if (rc != SQLITE_OK)
+    return tl_err_set(err, TL_E_IO, "cannot configure SQLite: %s", sqlite3_errstr(rc));
+  return TL_OK;
+}
+
 int tl_db_open(tl_db **out, const char *path, int readonly, const char *synchronous, tl_err *err) {
   *out = NULL;
   tl_db *d = calloc(1, sizeof *d);

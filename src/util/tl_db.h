@@ -21,6 +21,12 @@ typedef struct tl_db {
   int n_cache;
 } tl_db;
 
+/* Configures the SQLite library for twinlane before any connection exists: multi-thread mode
+ * (each connection is used by one thread at a time, so SQLite's per-connection mutexes are
+ * dead weight) and no global memory statistics (a global mutex on every allocation). Call once
+ * at start-up; returns 0 or TL_E_IO. */
+int tl_db_init_library(tl_err *err);
+
 /* Opens path (creating it unless readonly) in WAL mode with the given synchronous level
  * ("FULL", "NORMAL") and a busy timeout; readonly connections set query_only. On failure
  * *out is NULL. Free with tl_db_close. */

@@ -66,19 +66,21 @@ json_t *tl_money_to_json(int64_t minor) {
 char *tl_json_dumps(const json_t *j) {
   char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
   if (!s) return NULL;
-  /* Rewrite in place: "\u0001123.45" -> 123.45 (the output only shrinks). */
+  /* Rewrite in place: "\u0001123.45" -> 123.45 (the output only shrinks). Jumps from mark to
+   * mark with strstr, copying the text between. */
   static const char MARK[] = "\"\\u0001";
   char *r = strstr(s, MARK);
   if (!r) return s;
   char *w = r;
-  while (*r) {
-    if (strncmp(r, MARK, sizeof MARK - 1) == 0) {
-      r += sizeof MARK - 1;
-      while (*r && *r != '"') *w++ = *r++;
-      if (*r == '"') r++;
-    } else {
-      *w++ = *r++;
-    }
+  while (r) {
+    r += sizeof MARK - 1;
+    while (*r && *r != '"') *w++ = *r++;
+    if (*r == '"') r++;
+    char *next = strstr(r, MARK);
+    size_t n = next ? (size_t)(next - r) : strlen(r);
+    memmove(w, r, n);
+    w += n;
+    r = next;
   }
   *w = '\0';
   return s;
