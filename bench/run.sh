@@ -4,10 +4,11 @@
 #   bash bench/run.sh [BUILD_DIR]          (default BUILD_DIR: build)
 #
 # Starts BUILD_DIR/twinlane on a fresh data directory and a free loopback port, waits for
-# GET /health, then runs BUILD_DIR/twinlane-bench twice:
+# GET /health, then runs BUILD_DIR/twinlane-bench three times:
 #   1. --mode health: GET /health only, the HTTP ceiling of this machine and server;
 #   2. --mode mixed --seed-products: the CQRS workload (orders, payments, the five queries);
-# prints both tables and the ratio of the mixed figures to the ceiling. The server is stopped and
+#   3. --mode orders: durable POST /orders only (group commit under write pressure);
+# prints the tables and the ratio of each figure to the ceiling. The server is stopped and
 # its data removed on exit, whatever happens.
 #
 # Environment (seconds may have decimals):
@@ -185,6 +186,9 @@ run_bench "2. mixed: ${READS_PER_WRITE} reads per write, ${DURATION_S} s" "$TMP/
   --mode mixed --seed-products --products "$PRODUCTS" --reads-per-write "$READS_PER_WRITE" \
   --duration-s "$DURATION_S"
 
+run_bench "3. durable writes: POST /orders only, ${HEALTH_S} s" "$TMP/orders.json" \
+  --mode orders --products "$PRODUCTS" --duration-s "$HEALTH_S"
+
 if [[ -s $TMP/health.json && -s $TMP/mixed.json ]]; then
   CEILING=$(json_num "$TMP/health.json" health_per_s)
   ALL=$(json_num "$TMP/mixed.json" requests_per_s)
@@ -192,7 +196,8 @@ if [[ -s $TMP/health.json && -s $TMP/mixed.json ]]; then
   QRYS=$(json_num "$TMP/mixed.json" queries_per_s)
   echo
   echo "== mixed run against the ceiling (GET /health: $(rate "$CEILING") req/s) =="
-  for row in "all requests:$ALL" "commands:$CMDS" "queries:$QRYS"; do
+  ORDERS=$(json_num "$TMP/orders.json" commands_per_s)
+  for row in "all requests:$ALL" "commands:$CMDS" "queries:$QRYS" "orders only:$ORDERS"; do
     value=${row#*:}
     printf '%-14s %12s req/s  %8s of the ceiling\n' "${row%%:*}" "$(rate "$value")" \
       "$(ratio "$value" "$CEILING")"
