@@ -6,6 +6,8 @@
 
 #include "log/tl_log_int.h"
 
+#include "util/tl_time.h"
+
 #include <assert.h>
 #include <errno.h>
 #include <pthread.h>
@@ -112,13 +114,7 @@ int64_t tl_log_recorded_at(const tl_log *log, int64_t position) {
 
 int64_t tl_log_wait(tl_log *log, int64_t after, int timeout_ms) {
   struct timespec deadline;
-  clock_gettime(CLOCK_MONOTONIC, &deadline);
-  deadline.tv_sec += timeout_ms / 1000;
-  deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (deadline.tv_nsec >= 1000000000L) {
-    deadline.tv_sec++;
-    deadline.tv_nsec -= 1000000000L;
-  }
+  tl_deadline_in(&deadline, timeout_ms);
   pthread_mutex_lock(&log->lock);
   uint64_t wakes = log->wakes;
   while (atomic_load(&log->head) <= after && !log->shutdown && log->wakes == wakes) {

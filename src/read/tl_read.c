@@ -394,13 +394,7 @@ int tl_read_wait_async(tl_read *r, int64_t min_position, int timeout_ms, tl_read
 int tl_read_wait(tl_read *r, int64_t min_position, int timeout_ms) {
   if (atomic_load(&r->applied) >= min_position) return TL_OK;
   struct timespec deadline;
-  clock_gettime(CLOCK_MONOTONIC, &deadline);
-  deadline.tv_sec += timeout_ms / 1000;
-  deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (deadline.tv_nsec >= 1000000000L) {
-    deadline.tv_sec++;
-    deadline.tv_nsec -= 1000000000L;
-  }
+  tl_deadline_in(&deadline, timeout_ms);
   int rc = TL_OK;
   pthread_mutex_lock(&r->lock);
   while (atomic_load(&r->applied) < min_position) {

@@ -19,6 +19,16 @@ int64_t tl_mono_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+void tl_deadline_in(struct timespec *out, int timeout_ms) {
+  clock_gettime(CLOCK_MONOTONIC, out);
+  out->tv_sec += timeout_ms / 1000;
+  out->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (out->tv_nsec >= 1000000000L) {
+    out->tv_sec++;
+    out->tv_nsec -= 1000000000L;
+  }
+}
+
 /* Howard Hinnant's civil-from-days / days-from-civil, valid for the proleptic Gregorian
  * calendar over the whole int64 range we use. */
 static int64_t days_from_civil(int64_t y, int m, int d) {

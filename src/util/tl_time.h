@@ -12,6 +12,11 @@
 int64_t tl_now_ms(void);   /* milliseconds since the Unix epoch (CLOCK_REALTIME) */
 int64_t tl_mono_ns(void);  /* monotonic nanoseconds, for durations */
 
+struct timespec;
+/* The CLOCK_MONOTONIC time timeout_ms from now, for pthread_cond_timedwait on a condition
+ * variable created with pthread_condattr_setclock(CLOCK_MONOTONIC). */
+void tl_deadline_in(struct timespec *out, int timeout_ms);
+
 /* Formats ms since the epoch into out (TL_ISO_LEN bytes). */
 void tl_time_format(int64_t ms, char out[TL_ISO_LEN]);
 

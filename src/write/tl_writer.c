@@ -148,68 +148,53 @@ static void free_order(void *p) {
   free(p);
 }
 
-/* The cached order state, loading it from the log on a miss. NULL: no such order (or an I/O
- * error, logged). The pointer is valid until the next cache insertion. */
-static tl_order_state *load_order(tl_writer *w, const char *id, int *io_error) {
-  tl_order_state *s = tl_map_get(w->orders, id);
+static int64_t state_version(int is_order, const void *state) {
+  return is_order ? ((const tl_order_state *)state)->version
+                  : ((const tl_product_state *)state)->version;
+}
+
+static void free_state(int is_order, void *state) {
+  if (is_order) free_order(state);
+  else free(state);
+}
+
+/* The cached state of aggregate `id` (an order or a product), folding its stream from the log
+ * on a miss. NULL: no such aggregate, or an I/O error (logged, *io_error set). The pointer is
+ * valid until the next insertion into the same cache. */
+static void *load_aggregate(tl_writer *w, int is_order, const char *id, int *io_error) {
+  tl_map *cache = is_order ? w->orders : w->products;
+  void *s = tl_map_get(cache, id);
   if (s) return s;
-  s = malloc(sizeof *s);
+  s = malloc(is_order ? sizeof(tl_order_state) : sizeof(tl_product_state));
   if (!s) {
     *io_error = 1;
     return NULL;
   }
-  tl_order_state_init(s);
+  if (is_order) tl_order_state_init(s);
+  else tl_product_state_init(s);
   char stream[96];
-  tl_stream_name(stream, sizeof stream, true, id);
-  fold_ctx f = {1, s, TL_OK};
+  tl_stream_name(stream, sizeof stream, is_order, id);
+  fold_ctx f = {is_order, s, TL_OK};
   tl_err err = {0};
   int rc = tl_log_read_stream(tl_log_writer_reader(w->log), stream, 1, 0, fold_event, &f, &err);
   if (rc != TL_OK || f.rc != TL_OK) {
-    tl_slog(TL_SLOG_ERROR, NULL, "loading an order failed", "stream", stream, "error", err.msg,
-            NULL);
-    free_order(s);
+    tl_slog(TL_SLOG_ERROR, NULL, "loading an aggregate failed", "stream", stream, "error",
+            err.msg, NULL);
     *io_error = 1;
-    return NULL;
-  }
-  if (s->version == 0) {
-    free_order(s);
-    return NULL;
-  }
-  if (tl_map_put(w->orders, id, s) != 0) {
-    free_order(s);
+  } else if (state_version(is_order, s) > 0) {
+    if (tl_map_put(cache, id, s) == 0) return s;
     *io_error = 1;
-    return NULL;
   }
-  return s;
+  free_state(is_order, s);
+  return NULL;
+}
+
+static tl_order_state *load_order(tl_writer *w, const char *id, int *io_error) {
+  return load_aggregate(w, 1, id, io_error);
 }
 
 static tl_product_state *load_product(tl_writer *w, const char *id, int *io_error) {
-  tl_product_state *s = tl_map_get(w->products, id);
-  if (s) return s;
-  s = malloc(sizeof *s);
-  if (!s) {
-    *io_error = 1;
-    return NULL;
-  }
-  tl_product_state_init(s);
-  char stream[96];
-  tl_stream_name(stream, sizeof stream, false, id);
-  fold_ctx f = {0, s, TL_OK};
-  tl_err err = {0};
-  int rc = tl_log_read_stream(tl_log_writer_reader(w->log), stream, 1, 0, fold_event, &f, &err);
-  if (rc != TL_OK || f.rc != TL_OK) {
-    tl_slog(TL_SLOG_ERROR, NULL, "loading a product failed", "stream", stream, "error", err.msg,
-            NULL);
-    free(s);
-    *io_error = 1;
-    return NULL;
-  }
-  if (s->version == 0 || tl_map_put(w->products, id, s) != 0) {
-    if (s->version != 0) *io_error = 1;
-    free(s);
-    return NULL;
-  }
-  return s;
+  return load_aggregate(w, 0, id, io_error);
 }
 
 typedef struct lookup_ctx {
