@@ -6,6 +6,7 @@
 #include "cli/tl_cli.h"
 
 #include "http/tl_http.h"
+#include "saga/tl_saga.h"
 #include "util/tl_db.h"
 #include "util/tl_slog.h"
 #include "util/tl_stats.h"
@@ -135,6 +136,7 @@ int tl_cli_serve(int argc, char **argv) {
   tl_writer *writer = NULL;
   tl_read *read = NULL;
   tl_http *http = NULL;
+  tl_saga *saga = NULL;
   tl_log_opts lo = {.dir = data_dir, .fsync_full = 1};
   tl_writer_opts wo = {.order_cache_capacity = (size_t)order_cache};
   int exit_code = 1;
@@ -145,7 +147,9 @@ int tl_cli_serve(int argc, char **argv) {
   if (tl_log_open(&log, &lo, &err) != TL_OK) goto out;
   if (tl_writer_start(&writer, log, &wo, &err) != TL_OK) goto out;
   if (tl_read_open(&read, log, data_dir, &err) != TL_OK) goto out;
-  tl_app app = {.log = log, .writer = writer, .read = read, .ready_lag_ms = ready_lag_ms};
+  if (tl_saga_start(&saga, log, writer, data_dir, &err) != TL_OK) goto out;
+  tl_app app = {
+      .log = log, .writer = writer, .read = read, .saga = saga, .ready_lag_ms = ready_lag_ms};
   if (tl_http_start(&http, &app, host, port, http_threads, &err) != TL_OK) goto out;
 
   char listen[96], head[24];
@@ -161,11 +165,12 @@ int tl_cli_serve(int argc, char **argv) {
   exit_code = 0;
 out:
   if (exit_code != 0) tl_slog(TL_SLOG_ERROR, NULL, "cannot start", "error", err.msg, NULL);
-  /* Order: stop taking requests, then wake waiters and stop the projector, then drain the
-   * writer (in-flight commands were answered by tl_http_stop already), then the log. */
-  if (log) tl_log_shutdown(log);
+  /* Order: wake read-lane waiters, stop taking requests (suspended commands are answered by the
+   * still running writer), stop the process managers (they wait for their commands), stop the
+   * projector, drain the writer, then close the log. */
   tl_read_shutdown(read);
   tl_http_stop(http);
+  tl_saga_stop(saga);
   tl_read_close(read);
   tl_writer_stop(writer);
   tl_log_close(log);

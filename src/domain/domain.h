@@ -9,14 +9,26 @@
  * (later) snapshots.
  *
  * Event types and their data (money as JSON numbers with two decimals):
- *   ProductCreated   {productId, name, category, price, currency, stock}
- *   ProductRestocked {productId, quantity}
- *   OrderPlaced      {orderId, customerId, items: [{productId, quantity, price}],
- *                     shippingAddress: {street, city, country, postalCode}, currency, total}
- *   PaymentConfirmed {orderId, paymentId}
- *   OrderShipped     {orderId, trackingNumber}
- *   OrderCancelled   {orderId, reason}
+ *   ProductCreated            {productId, name, category, price, currency, stock}
+ *   ProductRestocked          {productId, quantity}
+ *   StockReserved             {productId, orderId, quantity}
+ *   StockReservationRejected  {productId, orderId, quantity, available}
+ *   StockReleased             {productId, orderId, quantity}
+ *   StockCommitted            {productId, orderId, quantity}   (shipped: leaves the stock)
+ *   OrderPlaced               {orderId, customerId, items: [{productId, quantity, price}],
+ *                              shippingAddress: {street, city, country, postalCode}, currency,
+ *                              total}
+ *   OrderReserved             {orderId}
+ *   OrderRejected             {orderId, reason}
+ *   PaymentConfirmed          {orderId, paymentId}
+ *   OrderShipped              {orderId, trackingNumber}
+ *   OrderCancelled            {orderId, reason}
  * Every type is at schema version 1.
+ *
+ * Stock: `stock` is units on hand, `reserved` the units held by live orders (one reservation per
+ * order and product), available = stock - reserved, never negative: a reservation that does
+ * not fit is recorded as StockReservationRejected, not refused, so the order saga learns of it
+ * from the log.
  */
 #ifndef TL_DOMAIN_H
 #define TL_DOMAIN_H
@@ -30,6 +42,7 @@
 
 #define TL_ORDER_MAX_ITEMS 100
 #define TL_ORDER_MAX_QTY 10000
+#define TL_REASON_CODE_MAX 63 /* rejection reasons are codes, not prose */
 
 typedef enum {
   TL_CMD_CREATE_PRODUCT,
@@ -38,6 +51,12 @@ typedef enum {
   TL_CMD_CONFIRM_PAYMENT,
   TL_CMD_SHIP,
   TL_CMD_CANCEL,
+  /* Issued by the order saga (process manager), not by clients: */
+  TL_CMD_RESERVE_STOCK, /* product: hold quantity for an order (no-op if it already holds) */
+  TL_CMD_RELEASE_STOCK, /* product: give an order's reservation back (no-op if none) */
+  TL_CMD_COMMIT_STOCK,  /* product: the order shipped: its reserved units leave the stock */
+  TL_CMD_MARK_RESERVED, /* order: every item is reserved */
+  TL_CMD_REJECT_ORDER,  /* order: an item could not be reserved */
   TL_CMD__COUNT
 } tl_cmd_kind;
 
@@ -66,8 +85,9 @@ typedef struct tl_cmd {
   char currency[4];
   char customer_id[TL_UUID_LEN + 1];
   char text[2001]; /* paymentId, trackingNumber or reason */
+  char order_id[TL_ULID_LEN + 1]; /* the order a stock command is for */
   int64_t price_minor;
-  int64_t quantity; /* stock for create_product, quantity for restock */
+  int64_t quantity; /* stock for create_product, quantity for restock and stock commands */
   int n_items;
   tl_order_line items[TL_ORDER_MAX_ITEMS];
   json_t *shipping; /* owned reference: the validated shippingAddress object */
@@ -83,10 +103,12 @@ void tl_cmd_clear(tl_cmd *c);
 
 typedef enum {
   TL_ORDER_NONE = 0, /* no such order (version 0) */
-  TL_ORDER_PENDING,
+  TL_ORDER_PENDING,   /* placed, stock not yet reserved */
+  TL_ORDER_RESERVED,  /* every item's stock is reserved */
+  TL_ORDER_REJECTED,  /* an item was out of stock (closed) */
   TL_ORDER_PAID,
   TL_ORDER_SHIPPED,
-  TL_ORDER_CANCELLED,
+  TL_ORDER_CANCELLED, /* closed */
 } tl_order_status;
 
 const char *tl_order_status_name(tl_order_status s);
@@ -101,6 +123,7 @@ typedef struct tl_order_state {
   int n_items;
   tl_order_line *items; /* owned array of n_items (malloc), NULL when empty */
   json_t *shipping;     /* owned reference or NULL */
+  char rejection_reason[TL_REASON_CODE_MAX + 1]; /* a code such as "OUT_OF_STOCK" */
   int64_t created_ms, updated_ms;
 } tl_order_state;
 
@@ -111,7 +134,9 @@ typedef struct tl_product_state {
   char category[401];
   char currency[4];
   int64_t price_minor;
-  int64_t stock;
+  int64_t stock;    /* units on hand */
+  int64_t reserved; /* units held by reservations */
+  struct tl_map *reservations; /* owned: order id -> int64_t* units; NULL while empty */
   int64_t created_ms, updated_ms;
 } tl_product_state;
 
@@ -159,9 +184,13 @@ void tl_order_state_init(tl_order_state *s);
 void tl_order_state_clear(tl_order_state *s);
 void tl_order_state_copy(tl_order_state *dst, const tl_order_state *src);
 void tl_product_state_init(tl_product_state *s);
+void tl_product_state_clear(tl_product_state *s);
+/* Units order_id holds on the product (0: no reservation). */
+int64_t tl_product_reserved_for(const tl_product_state *s, const char *order_id);
 
 /* The order as JSON (orderId, customerId, status, items [{productId, quantity, price}], total,
- * currency, shippingAddress, createdAt, updatedAt, version). New reference. */
+ * currency, shippingAddress, createdAt, updatedAt, version, rejectionReason (null unless
+ * REJECTED)). New reference. */
 json_t *tl_order_state_json(const tl_order_state *s);
 
 /* Stream names: "order-<id>", "product-<id>". out must hold at least 80 bytes. */

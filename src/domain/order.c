@@ -1,8 +1,10 @@
 /*
  * order.c: the order aggregate: lifecycle rules (decide) and the fold of its events (evolve).
  *
- *   PENDING --confirm-payment--> PAID --ship--> SHIPPED
- *   PENDING / PAID --cancel--> CANCELLED
+ *   PENDING --(saga: stock reserved)--> RESERVED --confirm-payment--> PAID --ship--> SHIPPED
+ *   PENDING --(saga: out of stock)--> REJECTED
+ *   PENDING / RESERVED / PAID --cancel--> CANCELLED
+ * CANCELLED and REJECTED are closed: every command on them is 409 ORDER_CLOSED.
  */
 #include "domain/domain.h"
 
@@ -17,6 +19,8 @@
 const char *tl_order_status_name(tl_order_status s) {
   switch (s) {
   case TL_ORDER_PENDING: return "PENDING";
+  case TL_ORDER_RESERVED: return "RESERVED";
+  case TL_ORDER_REJECTED: return "REJECTED";
   case TL_ORDER_PAID: return "PAID";
   case TL_ORDER_SHIPPED: return "SHIPPED";
   case TL_ORDER_CANCELLED: return "CANCELLED";
@@ -110,17 +114,19 @@ int tl_order_decide(const tl_order_state *s, const tl_cmd *c, tl_product_lookup 
   }
   if (s->version == 0)
     return refuse(d, TL_E_NOTFOUND, 404, "ORDER_NOT_FOUND", "No order has this id.");
+  bool closed = s->status == TL_ORDER_CANCELLED || s->status == TL_ORDER_REJECTED;
   switch (c->kind) {
   case TL_CMD_CONFIRM_PAYMENT:
-    if (s->status == TL_ORDER_CANCELLED)
-      return refuse(d, TL_E_CONFLICT, 409, "ORDER_CLOSED", "The order is cancelled.");
-    if (s->status != TL_ORDER_PENDING)
+    if (closed) return refuse(d, TL_E_CONFLICT, 409, "ORDER_CLOSED", "The order is closed.");
+    if (s->status == TL_ORDER_PENDING)
+      return refuse(d, TL_E_CONFLICT, 409, "ORDER_NOT_RESERVED",
+                    "The order's stock is not reserved yet.");
+    if (s->status != TL_ORDER_RESERVED)
       return refuse(d, TL_E_CONFLICT, 409, "ALREADY_PAID", "The order is already paid.");
     return add_event(d, "PaymentConfirmed",
                      json_pack("{s:s, s:s}", "orderId", s->order_id, "paymentId", c->text));
   case TL_CMD_SHIP:
-    if (s->status == TL_ORDER_CANCELLED)
-      return refuse(d, TL_E_CONFLICT, 409, "ORDER_CLOSED", "The order is cancelled.");
+    if (closed) return refuse(d, TL_E_CONFLICT, 409, "ORDER_CLOSED", "The order is closed.");
     if (s->status == TL_ORDER_SHIPPED)
       return refuse(d, TL_E_CONFLICT, 409, "ALREADY_SHIPPED", "The order is already shipped.");
     if (s->status != TL_ORDER_PAID)
@@ -128,12 +134,25 @@ int tl_order_decide(const tl_order_state *s, const tl_cmd *c, tl_product_lookup 
     return add_event(d, "OrderShipped", json_pack("{s:s, s:s}", "orderId", s->order_id,
                                                   "trackingNumber", c->text));
   case TL_CMD_CANCEL:
-    if (s->status == TL_ORDER_CANCELLED)
-      return refuse(d, TL_E_CONFLICT, 409, "ORDER_CLOSED", "The order is already cancelled.");
+    if (closed) return refuse(d, TL_E_CONFLICT, 409, "ORDER_CLOSED", "The order is closed.");
     if (s->status == TL_ORDER_SHIPPED)
       return refuse(d, TL_E_CONFLICT, 409, "ALREADY_SHIPPED",
                     "A shipped order cannot be cancelled.");
     return add_event(d, "OrderCancelled",
+                     json_pack("{s:s, s:s}", "orderId", s->order_id, "reason", c->text));
+  case TL_CMD_MARK_RESERVED:
+    /* Saga step. Already past PENDING (a redelivery, or paid since): nothing to do. */
+    if (closed) return refuse(d, TL_E_CONFLICT, 409, "ORDER_CLOSED", "The order is closed.");
+    if (s->status != TL_ORDER_PENDING) return TL_OK;
+    return add_event(d, "OrderReserved", json_pack("{s:s}", "orderId", s->order_id));
+  case TL_CMD_REJECT_ORDER:
+    if (c->text[0] == '\0' || strlen(c->text) > TL_REASON_CODE_MAX)
+      return refuse(d, TL_E_INVALID, 400, "VALIDATION_FAILED",
+                    "A rejection reason is a code of 1 to 63 characters.");
+    if (s->status == TL_ORDER_REJECTED) return TL_OK;
+    if (s->status != TL_ORDER_PENDING)
+      return refuse(d, TL_E_CONFLICT, 409, "ORDER_CLOSED", "The order is no longer pending.");
+    return add_event(d, "OrderRejected",
                      json_pack("{s:s, s:s}", "orderId", s->order_id, "reason", c->text));
   default:
     return refuse(d, TL_E_INVALID, 400, "VALIDATION_FAILED", "Not an order command.");
@@ -181,7 +200,12 @@ int tl_order_evolve(tl_order_state *s, const char *type, const json_t *data, int
   int rc = TL_OK;
   s->version++;
   if (strcmp(type, "OrderPlaced") == 0) rc = evolve_placed(s, data, recorded_ms);
-  else if (strcmp(type, "PaymentConfirmed") == 0) s->status = TL_ORDER_PAID;
+  else if (strcmp(type, "OrderReserved") == 0) s->status = TL_ORDER_RESERVED;
+  else if (strcmp(type, "OrderRejected") == 0) {
+    const char *reason = json_string_value(json_object_get(data, "reason"));
+    s->status = TL_ORDER_REJECTED;
+    snprintf(s->rejection_reason, sizeof s->rejection_reason, "%s", reason ? reason : "");
+  } else if (strcmp(type, "PaymentConfirmed") == 0) s->status = TL_ORDER_PAID;
   else if (strcmp(type, "OrderShipped") == 0) s->status = TL_ORDER_SHIPPED;
   else if (strcmp(type, "OrderCancelled") == 0) s->status = TL_ORDER_CANCELLED;
   if (rc == TL_OK) s->updated_ms = recorded_ms;
@@ -197,10 +221,11 @@ json_t *tl_order_state_json(const tl_order_state *s) {
     json_array_append_new(items, json_pack("{s:s, s:I, s:o}", "productId", s->items[i].product_id,
                                            "quantity", (json_int_t)s->items[i].quantity, "price",
                                            tl_money_to_json(s->items[i].price_minor)));
-  return json_pack("{s:s, s:s, s:s, s:o, s:o, s:s, s:O, s:s, s:s, s:I}", "orderId", s->order_id,
-                   "customerId", s->customer_id, "status", tl_order_status_name(s->status),
-                   "items", items, "total", tl_money_to_json(s->total_minor), "currency",
-                   s->currency, "shippingAddress", s->shipping ? s->shipping : json_null(),
-                   "createdAt", created, "updatedAt", updated, "version",
-                   (json_int_t)s->version);
+  return json_pack("{s:s, s:s, s:s, s:o, s:o, s:s, s:O, s:s, s:s, s:I, s:o}", "orderId",
+                   s->order_id, "customerId", s->customer_id, "status",
+                   tl_order_status_name(s->status), "items", items, "total",
+                   tl_money_to_json(s->total_minor), "currency", s->currency, "shippingAddress",
+                   s->shipping ? s->shipping : json_null(), "createdAt", created, "updatedAt",
+                   updated, "version", (json_int_t)s->version, "rejectionReason",
+                   s->rejection_reason[0] ? json_string(s->rejection_reason) : json_null());
 }

@@ -1,14 +1,38 @@
-/* product.c: the product aggregate: catalog entry and units on hand. */
+/*
+ * product.c: the product aggregate: catalog entry, units on hand, and per-order reservations.
+ * available = stock - reserved never goes below zero: a reservation that does not fit is
+ * recorded as rejected, and shipping consumes exactly what the order had reserved.
+ */
 #include "domain/domain.h"
 
 #include "util/tl_common.h"
+#include "util/tl_map.h"
 #include "util/tl_money.h"
+
+#include <stdlib.h>
 
 #include <stdio.h>
 #include <string.h>
 
 void tl_product_state_init(tl_product_state *s) {
   memset(s, 0, sizeof *s);
+}
+
+void tl_product_state_clear(tl_product_state *s) {
+  tl_map_free(s->reservations);
+  memset(s, 0, sizeof *s);
+}
+
+int64_t tl_product_reserved_for(const tl_product_state *s, const char *order_id) {
+  if (!s->reservations) return 0;
+  const int64_t *q = tl_map_get(s->reservations, order_id);
+  return q ? *q : 0;
+}
+
+/* A stock command's event {productId, orderId, quantity}. */
+static json_t *stock_event(const tl_product_state *s, const char *order_id, int64_t quantity) {
+  return json_pack("{s:s, s:s, s:I}", "productId", s->product_id, "orderId", order_id, "quantity",
+                   (json_int_t)quantity);
 }
 
 int tl_product_decide(const tl_product_state *s, const tl_cmd *c, tl_decision *d) {
@@ -33,6 +57,37 @@ int tl_product_decide(const tl_product_state *s, const tl_cmd *c, tl_decision *d
                      (json_int_t)c->quantity);
     d->events[0].type = "ProductRestocked";
     break;
+  case TL_CMD_RESERVE_STOCK:
+  case TL_CMD_RELEASE_STOCK:
+  case TL_CMD_COMMIT_STOCK: {
+    if (s->version == 0) {
+      tl_problem_set(&d->problem, 404, "PRODUCT_NOT_FOUND", "No product has this id.");
+      return TL_E_NOTFOUND;
+    }
+    if (c->order_id[0] == '\0' || (c->kind == TL_CMD_RESERVE_STOCK && c->quantity < 1)) {
+      tl_problem_set(&d->problem, 400, "VALIDATION_FAILED",
+                     "A stock command needs an order and a quantity of at least 1.");
+      return TL_E_INVALID;
+    }
+    int64_t held = tl_product_reserved_for(s, c->order_id);
+    if (c->kind == TL_CMD_RESERVE_STOCK) {
+      if (held > 0) return TL_OK; /* one reservation per order: a repeat changes nothing */
+      int64_t available = s->stock - s->reserved;
+      if (c->quantity <= available) {
+        data = stock_event(s, c->order_id, c->quantity);
+        d->events[0].type = "StockReserved";
+      } else {
+        data = stock_event(s, c->order_id, c->quantity);
+        if (data) json_object_set_new(data, "available", json_integer(available));
+        d->events[0].type = "StockReservationRejected";
+      }
+    } else {
+      if (held == 0) return TL_OK; /* nothing held: nothing to give back or ship */
+      data = stock_event(s, c->order_id, held);
+      d->events[0].type = c->kind == TL_CMD_RELEASE_STOCK ? "StockReleased" : "StockCommitted";
+    }
+    break;
+  }
   default:
     tl_problem_set(&d->problem, 400, "VALIDATION_FAILED", "Not a product command.");
     return TL_E_INVALID;
@@ -65,6 +120,25 @@ int tl_product_evolve(tl_product_state *s, const char *type, const json_t *data,
     s->created_ms = recorded_ms;
   } else if (strcmp(type, "ProductRestocked") == 0) {
     s->stock += json_integer_value(json_object_get(data, "quantity"));
+  } else if (strcmp(type, "StockReserved") == 0) {
+    const char *oid = json_string_value(json_object_get(data, "orderId"));
+    int64_t q = json_integer_value(json_object_get(data, "quantity"));
+    if (!oid || q <= 0) return TL_E_INVALID;
+    if (!s->reservations) s->reservations = tl_map_new(0, free);
+    int64_t *v = malloc(sizeof *v);
+    if (!s->reservations || !v || tl_map_put(s->reservations, oid, v) != 0) {
+      free(v);
+      return TL_E_NOMEM;
+    }
+    *v = q;
+    s->reserved += q;
+  } else if (strcmp(type, "StockReleased") == 0 || strcmp(type, "StockCommitted") == 0) {
+    const char *oid = json_string_value(json_object_get(data, "orderId"));
+    if (!oid) return TL_E_INVALID;
+    int64_t held = tl_product_reserved_for(s, oid);
+    s->reserved -= held;
+    if (strcmp(type, "StockCommitted") == 0) s->stock -= held; /* the units left, shipped */
+    if (held) tl_map_remove(s->reservations, oid);
   }
   s->updated_ms = recorded_ms;
   return TL_OK;

@@ -74,6 +74,33 @@ char *tl_metrics_text(tl_app *app) {
       }
     }
   }
+  tl_pm_status pm[8];
+  int npm = tl_saga_status(app->saga, pm, 8);
+  tl_buf_printf(&b, "# HELP tl_process_manager_position Log position a process manager has "
+                    "handled.\n# TYPE tl_process_manager_position gauge\n");
+  for (int i = 0; i < npm && i < 8; i++)
+    tl_buf_printf(&b, "tl_process_manager_position{name=\"%s\"} %lld\n", pm[i].name,
+                  (long long)pm[i].position);
+  tl_buf_printf(&b, "# HELP tl_process_manager_lag_events Events not handled yet.\n"
+                    "# TYPE tl_process_manager_lag_events gauge\n");
+  for (int i = 0; i < npm && i < 8; i++)
+    tl_buf_printf(&b, "tl_process_manager_lag_events{name=\"%s\"} %lld\n", pm[i].name,
+                  (long long)pm[i].lag_events);
+  tl_buf_printf(&b, "# HELP tl_process_manager_lag_seconds Age of the oldest event not handled "
+                    "yet.\n# TYPE tl_process_manager_lag_seconds gauge\n");
+  for (int i = 0; i < npm && i < 8; i++)
+    tl_buf_printf(&b, "tl_process_manager_lag_seconds{name=\"%s\"} %.3f\n", pm[i].name,
+                  (double)pm[i].lag_ms / 1000.0);
+  tl_buf_printf(&b, "# HELP tl_process_manager_commands_total Commands issued.\n"
+                    "# TYPE tl_process_manager_commands_total counter\n");
+  for (int i = 0; i < npm && i < 8; i++)
+    tl_buf_printf(&b, "tl_process_manager_commands_total{name=\"%s\"} %llu\n", pm[i].name,
+                  (unsigned long long)pm[i].commands);
+  tl_buf_printf(&b, "# HELP tl_process_manager_retries_total Batches retried after a failure.\n"
+                    "# TYPE tl_process_manager_retries_total counter\n");
+  for (int i = 0; i < npm && i < 8; i++)
+    tl_buf_printf(&b, "tl_process_manager_retries_total{name=\"%s\"} %llu\n", pm[i].name,
+                  (unsigned long long)pm[i].retries);
   tl_buf_printf(&b, "# HELP tl_projection_visible_lag_seconds Event recorded to committed in "
                     "the read models.\n# TYPE tl_projection_visible_lag_seconds histogram\n");
   tl_hist_render(&b, "tl_projection_visible_lag_seconds", "", &tl_g_stats.visible_lag);

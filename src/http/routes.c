@@ -230,6 +230,7 @@ typedef struct qargs {
   const char *cursor;
   const char *text;
   int64_t from_day, to_day;
+  int in_stock; /* -1: no filter */
 } qargs;
 
 typedef json_t *(*query_fn)(tl_db *db, const tl_req *req, const qargs *a, tl_problem *p);
@@ -398,7 +399,8 @@ static void h_sales_daily(tl_req *req, tl_resp *resp) {
 }
 
 static json_t *q_products(tl_db *db, const tl_req *req, const qargs *a, tl_problem *p) {
-  return tl_query_products(db, tl_req_arg(req, "category"), (int)a->limit, a->cursor, p);
+  return tl_query_products(db, tl_req_arg(req, "category"), a->in_stock, (int)a->limit,
+                           a->cursor, p);
 }
 
 static void h_products(tl_req *req, tl_resp *resp) {
@@ -406,6 +408,11 @@ static void h_products(tl_req *req, tl_resp *resp) {
   qargs a = {0};
   int_arg(req, "limit", 1, 100, 20, &a.limit, &p);
   a.cursor = tl_req_arg(req, "cursor");
+  const char *in_stock = tl_req_arg(req, "inStock");
+  a.in_stock = -1;
+  if (in_stock && strcmp(in_stock, "true") == 0) a.in_stock = 1;
+  else if (in_stock && strcmp(in_stock, "false") == 0) a.in_stock = 0;
+  else if (in_stock) tl_problem_field(&p, "inStock", "must be true or false");
   if (p.errors) return validation_failed(resp, &p);
   run_query(req, resp, TL_Q_PRODUCTS, q_products, &a);
 }
@@ -576,6 +583,13 @@ static void h_ready(tl_req *req, tl_resp *resp) {
       json_array_append_new(laggards, json_pack("{s:s, s:I, s:I}", "name", st[i].name,
                                                 "lagEvents", (json_int_t)st[i].lag_events,
                                                 "lagMs", (json_int_t)st[i].lag_ms));
+  tl_pm_status pm[8];
+  int npm = tl_saga_status(req->app->saga, pm, 8);
+  for (int i = 0; i < npm && i < 8; i++)
+    if (pm[i].lag_ms > req->app->ready_lag_ms)
+      json_array_append_new(laggards, json_pack("{s:s, s:I, s:I}", "name", pm[i].name,
+                                                "lagEvents", (json_int_t)pm[i].lag_events,
+                                                "lagMs", (json_int_t)pm[i].lag_ms));
   if (json_array_size(laggards) > 0) {
     tl_resp_json(resp, 503, json_pack("{s:s, s:o}", "status", "not-ready", "laggards", laggards));
     resp->retry_after = 1;

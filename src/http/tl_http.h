@@ -8,6 +8,7 @@
 
 #include "log/tl_log.h"
 #include "read/tl_read.h"
+#include "saga/tl_saga.h"
 #include "write/tl_writer.h"
 
 #include <stdint.h>
@@ -17,6 +18,7 @@ typedef struct tl_app {
   tl_log *log;
   tl_writer *writer;
   tl_read *read;
+  tl_saga *saga;    /* process managers */
   int ready_lag_ms; /* /ready fails when a projection is further behind than this */
 } tl_app;
 

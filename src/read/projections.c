@@ -6,7 +6,8 @@
  *   products      rm_products (+ rm_product_lines): product view and popularity.
  *   daily_sales   rm_daily_sales (+ rm_sales_orders): orders and revenue per UTC day.
  *
- * Counting rule: an order counts in sales while it is live (not cancelled). Each projection
+ * Counting rule: an order counts in sales while it is live (not cancelled, not rejected). Each
+ * projection
  * keeps the per-order facts it needs to undo an order's contribution, so projections stay
  * independent of one another (each can be rebuilt alone). Row updates carry a last_position
  * guard so an event can never overwrite newer state.
@@ -44,7 +45,7 @@ static const char ORDERS_SCHEMA[] =
     " status TEXT NOT NULL, total_minor INTEGER NOT NULL, currency TEXT NOT NULL,"
     " item_count INTEGER NOT NULL, items TEXT NOT NULL, shipping TEXT NOT NULL,"
     " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, version INTEGER NOT NULL,"
-    " last_position INTEGER NOT NULL);"
+    " last_position INTEGER NOT NULL, rejection_reason TEXT);"
     "CREATE INDEX IF NOT EXISTS rm_orders_customer ON rm_orders(customer_id, order_id);"
     "CREATE VIRTUAL TABLE IF NOT EXISTS rm_orders_fts"
     " USING fts5(names, tokenize='unicode61', prefix='2 3');"
@@ -64,8 +65,9 @@ static const char SQL_ORD_INSERT[] =
     " VALUES(?,?,?,'PENDING',?,?,?,?,?,?,?,?,?)";
 static const char SQL_ORD_FTS[] = "INSERT INTO rm_orders_fts(rowid, names) VALUES(?, ?)";
 static const char SQL_ORD_STATUS[] =
-    "UPDATE rm_orders SET status = ?, updated_at = ?, version = ?, last_position = ?"
-    " WHERE order_id = ? AND last_position < ?";
+    "UPDATE rm_orders SET status = ?1, updated_at = ?2, version = ?3, last_position = ?4,"
+    " rejection_reason = COALESCE(?7, rejection_reason)"
+    " WHERE order_id = ?5 AND last_position < ?6";
 
 static int orders_placed(tl_db *db, const tl_event *ev, const json_t *d, tl_err *err) {
   STMT(get_name, SQL_ORD_NAME_GET);
@@ -151,7 +153,9 @@ static int orders_apply(tl_db *db, const tl_event *ev, const json_t *d, tl_err *
     sqlite3_bind_text(st, 2, jstr(d, "name"), -1, SQLITE_STATIC);
     return step(db, st, err);
   }
-  if (strcmp(ev->type, "PaymentConfirmed") == 0) status = "PAID";
+  if (strcmp(ev->type, "OrderReserved") == 0) status = "RESERVED";
+  else if (strcmp(ev->type, "OrderRejected") == 0) status = "REJECTED";
+  else if (strcmp(ev->type, "PaymentConfirmed") == 0) status = "PAID";
   else if (strcmp(ev->type, "OrderShipped") == 0) status = "SHIPPED";
   else if (strcmp(ev->type, "OrderCancelled") == 0) status = "CANCELLED";
   if (!status) return TL_OK;
@@ -162,10 +166,11 @@ static int orders_apply(tl_db *db, const tl_event *ev, const json_t *d, tl_err *
   sqlite3_bind_int64(st, 4, ev->position);
   sqlite3_bind_text(st, 5, jstr(d, "orderId"), -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 6, ev->position);
+  if (strcmp(status, "REJECTED") == 0) sqlite3_bind_text(st, 7, jstr(d, "reason"), -1, SQLITE_STATIC);
   return step(db, st, err);
 }
 
-static const tl_projection_def ORDERS = {"orders", 2, ORDERS_SCHEMA, ORDERS_RESET, orders_apply};
+static const tl_projection_def ORDERS = {"orders", 3, ORDERS_SCHEMA, ORDERS_RESET, orders_apply};
 
 /* ---- products ---------------------------------------------------------------------------- */
 
@@ -192,9 +197,10 @@ static const char PRODUCTS_RESET[] = "DROP TABLE IF EXISTS rm_products;"
 static const char SQL_PROD_INSERT[] =
     "INSERT OR IGNORE INTO rm_products(product_id, name, category, price_minor, currency, stock,"
     " created_at, updated_at, version, last_position) VALUES(?,?,?,?,?,?,?,?,?,?)";
-static const char SQL_PROD_RESTOCK[] =
-    "UPDATE rm_products SET stock = stock + ?, updated_at = ?, version = ?, last_position = ?"
-    " WHERE product_id = ? AND last_position < ?";
+/* Stock changes of the product stream: ?1 units on hand, ?2 units reserved. */
+static const char SQL_PROD_STOCK[] =
+    "UPDATE rm_products SET stock = stock + ?1, reserved = reserved + ?2, updated_at = ?3,"
+    " version = ?4, last_position = ?5 WHERE product_id = ?6 AND last_position < ?5";
 static const char SQL_PROD_LINE[] =
     "INSERT INTO rm_product_lines(order_id, product_id, quantity, amount_minor, placed_at, live)"
     " VALUES(?,?,?,?,?,1) ON CONFLICT(order_id, product_id) DO UPDATE SET"
@@ -287,22 +293,29 @@ static int products_apply(tl_db *db, const tl_event *ev, const json_t *d, tl_err
     sqlite3_bind_int64(st, 10, ev->position);
     return step(db, st, err);
   }
-  if (strcmp(ev->type, "ProductRestocked") == 0) {
-    STMT(st, SQL_PROD_RESTOCK);
-    sqlite3_bind_int64(st, 1, json_integer_value(json_object_get(d, "quantity")));
-    sqlite3_bind_int64(st, 2, ev->recorded_ms);
-    sqlite3_bind_int64(st, 3, ev->version);
-    sqlite3_bind_int64(st, 4, ev->position);
-    sqlite3_bind_text(st, 5, jstr(d, "productId"), -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, ev->position);
+  int64_t dstock = 0, dreserved = 0, q = json_integer_value(json_object_get(d, "quantity"));
+  if (strcmp(ev->type, "ProductRestocked") == 0) dstock = q;
+  else if (strcmp(ev->type, "StockReserved") == 0) dreserved = q;
+  else if (strcmp(ev->type, "StockReleased") == 0) dreserved = -q;
+  else if (strcmp(ev->type, "StockCommitted") == 0) dstock = dreserved = -q;
+  if (strncmp(ev->stream, "product-", 8) == 0 && strcmp(ev->type, "ProductCreated") != 0) {
+    /* Every event of the product's stream moves its version; some move the stock. */
+    STMT(st, SQL_PROD_STOCK);
+    sqlite3_bind_int64(st, 1, dstock);
+    sqlite3_bind_int64(st, 2, dreserved);
+    sqlite3_bind_int64(st, 3, ev->recorded_ms);
+    sqlite3_bind_int64(st, 4, ev->version);
+    sqlite3_bind_int64(st, 5, ev->position);
+    sqlite3_bind_text(st, 6, jstr(d, "productId"), -1, SQLITE_STATIC);
     return step(db, st, err);
   }
   if (strcmp(ev->type, "OrderPlaced") == 0) return products_placed(db, ev, d, err);
-  if (strcmp(ev->type, "OrderCancelled") == 0) return products_cancelled(db, d, err);
+  if (strcmp(ev->type, "OrderCancelled") == 0 || strcmp(ev->type, "OrderRejected") == 0)
+    return products_cancelled(db, d, err);
   return TL_OK;
 }
 
-static const tl_projection_def PRODUCTS = {"products", 1, PRODUCTS_SCHEMA, PRODUCTS_RESET,
+static const tl_projection_def PRODUCTS = {"products", 2, PRODUCTS_SCHEMA, PRODUCTS_RESET,
                                            products_apply};
 
 /* ---- daily sales ------------------------------------------------------------------------- */
@@ -353,7 +366,7 @@ static int sales_apply(tl_db *db, const tl_event *ev, const json_t *d, tl_err *e
     if (rc != TL_OK || sqlite3_changes(db->db) != 1) return rc;
     return sales_add(db, day, 1, total, err);
   }
-  if (strcmp(ev->type, "OrderCancelled") == 0) {
+  if (strcmp(ev->type, "OrderCancelled") == 0 || strcmp(ev->type, "OrderRejected") == 0) {
     STMT(st, SQL_SALES_KILL);
     sqlite3_bind_text(st, 1, jstr(d, "orderId"), -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
@@ -371,7 +384,7 @@ static int sales_apply(tl_db *db, const tl_event *ev, const json_t *d, tl_err *e
   return TL_OK;
 }
 
-static const tl_projection_def DAILY_SALES = {"daily_sales", 1, SALES_SCHEMA, SALES_RESET,
+static const tl_projection_def DAILY_SALES = {"daily_sales", 2, SALES_SCHEMA, SALES_RESET,
                                               sales_apply};
 
 const tl_projection_def *const tl_projections[] = {&ORDERS, &PRODUCTS, &DAILY_SALES};

@@ -53,7 +53,8 @@ static json_t *summary(sqlite3_stmt *st) {
 }
 
 static const char SQL_ORDER[] =
-    "SELECT " SUMMARY_COLS ", o.items, o.shipping FROM rm_orders o WHERE o.order_id = ?";
+    "SELECT " SUMMARY_COLS ", o.items, o.shipping, o.rejection_reason FROM rm_orders o"
+    " WHERE o.order_id = ?";
 
 json_t *tl_query_order(tl_db *db, const char *order_id, tl_problem *p) {
   tl_err err = {0};
@@ -73,7 +74,10 @@ json_t *tl_query_order(tl_db *db, const char *order_id, tl_problem *p) {
   json_t *o = summary(st);
   json_t *items = json_loads(col(st, 9), 0, NULL);
   json_t *ship = json_loads(col(st, 10), JSON_DECODE_ANY, NULL);
+  json_t *reason = sqlite3_column_type(st, 11) == SQLITE_NULL ? json_null()
+                                                               : json_string(col(st, 11));
   sqlite3_reset(st);
+  json_object_set_new(o, "rejectionReason", reason);
   json_object_del(o, "itemCount");
   json_object_set_new(o, "items", items ? items : json_array());
   json_object_set_new(o, "shippingAddress", ship ? ship : json_null());
@@ -260,14 +264,16 @@ json_t *tl_query_product(tl_db *db, const char *product_id, tl_problem *p) {
 static const char SQL_PRODUCTS_ALL[] =
     "SELECT " PRODUCT_COLS " FROM rm_products"
     " WHERE (?1 IS NULL OR sales_count < ?1 OR (sales_count = ?1 AND product_id > ?2))"
+    " AND (?5 IS NULL OR (stock - reserved > 0) = ?5)"
     " ORDER BY sales_count DESC, product_id LIMIT ?3";
 static const char SQL_PRODUCTS_CAT[] =
     "SELECT " PRODUCT_COLS " FROM rm_products WHERE category = ?4"
     " AND (?1 IS NULL OR sales_count < ?1 OR (sales_count = ?1 AND product_id > ?2))"
+    " AND (?5 IS NULL OR (stock - reserved > 0) = ?5)"
     " ORDER BY sales_count DESC, product_id LIMIT ?3";
 
-json_t *tl_query_products(tl_db *db, const char *category, int limit, const char *cursor,
-                          tl_problem *p) {
+json_t *tl_query_products(tl_db *db, const char *category, int in_stock, int limit,
+                          const char *cursor, tl_problem *p) {
   long long cur_count = 0;
   char cur_id[65] = "";
   if (cursor) {
@@ -291,6 +297,7 @@ json_t *tl_query_products(tl_db *db, const char *category, int limit, const char
   }
   sqlite3_bind_int(st, 3, limit + 1);
   if (category) sqlite3_bind_text(st, 4, category, -1, SQLITE_TRANSIENT);
+  if (in_stock >= 0) sqlite3_bind_int(st, 5, in_stock);
   json_t *items = json_array();
   int rc, n = 0, more = 0;
   char next_cursor[96] = "";

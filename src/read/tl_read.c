@@ -344,6 +344,7 @@ void tl_read_shutdown(tl_read *r) {
   pthread_mutex_lock(&r->lock);
   pthread_cond_broadcast(&r->cond);
   pthread_mutex_unlock(&r->lock);
+  tl_log_wake(r->log); /* the projector may sleep in tl_log_wait */
 }
 
 void tl_read_close(tl_read *r) {

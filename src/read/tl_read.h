@@ -103,8 +103,9 @@ json_t *tl_query_customer_orders(tl_db *db, const char *customer_id, int limit,
                                  const char *cursor, tl_problem *p);
 json_t *tl_query_search(tl_db *db, const char *q, int limit, tl_problem *p);
 json_t *tl_query_sales_daily(tl_db *db, int64_t from_day, int64_t to_day, tl_problem *p);
-json_t *tl_query_products(tl_db *db, const char *category, int limit, const char *cursor,
-                          tl_problem *p);
+/* in_stock: 1 only products with available > 0, 0 only those without, -1 all. */
+json_t *tl_query_products(tl_db *db, const char *category, int in_stock, int limit,
+                          const char *cursor, tl_problem *p);
 json_t *tl_query_product(tl_db *db, const char *product_id, tl_problem *p);
 
 #endif

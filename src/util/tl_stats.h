@@ -23,7 +23,7 @@ typedef enum {
   TL_Q__COUNT
 } tl_query_kind;
 
-#define TL_STATS_MAX_COMMANDS 8
+#define TL_STATS_MAX_COMMANDS 16
 
 typedef struct tl_stats {
   _Atomic uint64_t commands[TL_STATS_MAX_COMMANDS][TL_OUTCOME__COUNT];

@@ -153,9 +153,15 @@ static int64_t state_version(int is_order, const void *state) {
                   : ((const tl_product_state *)state)->version;
 }
 
+static void free_product(void *p) {
+  if (!p) return;
+  tl_product_state_clear(p);
+  free(p);
+}
+
 static void free_state(int is_order, void *state) {
   if (is_order) free_order(state);
-  else free(state);
+  else free_product(state);
 }
 
 /* The cached state of aggregate `id` (an order or a product), folding its stream from the log
@@ -235,8 +241,9 @@ static int stage_events(tl_writer *w, batch *b, tl_cmd_request *req, const char 
     char event_id[TL_UUID_LEN + 1];
     tl_uuid_v4(event_id);
     char *data = keep(b, tl_json_dumps(d->events[i].data));
-    json_t *meta_j = json_pack("{s:s, s:s, s:n}", "eventId", event_id, "correlationId",
-                               req->correlation_id ? req->correlation_id : "", "causationId");
+    json_t *meta_j = json_pack("{s:s, s:s, s:o}", "eventId", event_id, "correlationId",
+                               req->correlation_id ? req->correlation_id : "", "causationId",
+                               req->causation_id ? json_string(req->causation_id) : json_null());
     char *meta = keep(b, meta_j ? tl_json_dumps(meta_j) : NULL);
     json_decref(meta_j);
     if (!data || !meta) return TL_E_NOMEM;
@@ -249,13 +256,22 @@ static int stage_events(tl_writer *w, batch *b, tl_cmd_request *req, const char 
     e->schema_version = 1;
     e->data = data;
     e->metadata = meta;
-    if (is_order) tl_order_evolve(state, e->type, d->events[i].data, b->now_ms);
-    else tl_product_evolve(state, e->type, d->events[i].data, b->now_ms);
+    int erc = is_order ? tl_order_evolve(state, e->type, d->events[i].data, b->now_ms)
+                       : tl_product_evolve(state, e->type, d->events[i].data, b->now_ms);
+    /* A decider must only emit events its evolve accepts: anything else is a bug, and the
+     * half-staged batch must not be committed. */
+    assert(erc == TL_OK || erc == TL_E_NOMEM);
+    if (erc != TL_OK) return erc;
     e->version = *version;
     req->position = e->position;
     req->version = *version;
   }
   req->n_events = d->n_events;
+  if (d->n_events == 0) { /* a no-op decision: the aggregate stays as it is */
+    req->version = is_order ? ((tl_order_state *)state)->version
+                            : ((tl_product_state *)state)->version;
+    req->position = w->next_position - 1;
+  }
   return TL_OK;
 }
 
@@ -277,6 +293,13 @@ static char *success_body(tl_writer *w, const tl_cmd_request *req, const void *s
   const tl_cmd *c = &req->cmd;
   if (c->kind == TL_CMD_CREATE_PRODUCT) {
     b = json_pack("{s:s, s:I, s:I}", "productId", c->id, "version", (json_int_t)req->version,
+                  "position", (json_int_t)req->position);
+  } else if (c->kind == TL_CMD_RESERVE_STOCK || c->kind == TL_CMD_RELEASE_STOCK ||
+             c->kind == TL_CMD_COMMIT_STOCK) {
+    const tl_product_state *p = state;
+    b = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I}", "productId", c->id, "orderId", c->order_id,
+                  "reserved", (json_int_t)tl_product_reserved_for(p, c->order_id), "available",
+                  (json_int_t)(p->stock - p->reserved), "version", (json_int_t)req->version,
                   "position", (json_int_t)req->position);
   } else if (c->kind == TL_CMD_RESTOCK) {
     const tl_product_state *p = state;
@@ -541,7 +564,7 @@ int tl_writer_start(tl_writer **out, tl_log *log, const tl_writer_opts *opts, tl
   w->max_batch = opts && opts->max_batch > 0 ? opts->max_batch : 1024;
   size_t cap = opts && opts->order_cache_capacity ? opts->order_cache_capacity : 100000;
   w->orders = tl_map_new(cap, free_order);
-  w->products = tl_map_new(0, free);
+  w->products = tl_map_new(0, free_product);
   w->next_position = tl_log_head(log) + 1;
   pthread_mutex_init(&w->lock, NULL);
   pthread_cond_init(&w->cond, NULL);

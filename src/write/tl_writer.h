@@ -25,6 +25,7 @@ typedef struct tl_cmd_request {
   /* Input, owned by the submitter. */
   tl_cmd cmd;
   const char *correlation_id;
+  const char *causation_id; /* the eventId that caused this command (process managers), or NULL */
   int64_t if_match;       /* expected aggregate version, or -1 for none */
   const char *idem_key;   /* NULL for none */
   char fingerprint[33];   /* hash of method, path and body (with idem_key) */

@@ -278,6 +278,50 @@ class Server:
         ev = self.log_events()
         return ev[-1]["position"] if ev else 0
 
+    def metrics(self):
+        """/metrics parsed into {name: [(labels, value)]}."""
+        st, _, text = self.get("/metrics")
+        assert st == 200, (st, text)
+        return parse_metrics(text)
+
+    def idle_head(self, timeout=10.0):
+        """Waits (bounded) until every process manager has handled the whole log and the log does
+        not move any more, then returns the head position.  Use it before asserting that a command
+        appends nothing, or that the next command lands at head + 1: a saga reacting to earlier
+        events would otherwise append concurrently."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            m = self.metrics()
+            pms = [int(v) for _, v in m.get("tl_process_manager_position", [])]
+            lags = [v for _, v in m.get("tl_process_manager_lag_events", [])]
+            assert pms, "no tl_process_manager_position in /metrics"
+            pos = min(pms)
+            if all(v == 0 for v in lags) and max(pms) == pos:
+                # The saga stores its position only after its commands are durable: if nothing
+                # follows that position in the log now, it has nothing left to do.
+                st, _, after = self.get("/log", {"fromPosition": pos + 1, "limit": 1})
+                assert st == 200, after
+                if not after:
+                    return pos
+            last = (pms, lags)
+            if time.monotonic() > deadline:
+                pytest.fail("process managers not idle after %.0f s: positions/lags %r" % (timeout, last))
+            time.sleep(0.01)
+
+    def wait_settled(self, order_id, timeout=10.0):
+        """Polls GET /orders/{id}/state (strongly consistent) until the saga has moved the order out
+        of PENDING; returns that state.  Bounded by `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st, _, s = self.get("/orders/%s/state" % order_id)
+            assert st == 200, (st, s)
+            if s["status"] != "PENDING":
+                return s
+            if time.monotonic() > deadline:
+                pytest.fail("order %s still PENDING after %.0f s" % (order_id, timeout))
+            time.sleep(0.005)
+
     # ------------------------------------------------------------------ domain helpers
     def create_product(self, product_id=None, name=None, category="general", price=9.99, stock=100,
                        currency=None, expect=201, **extra):
@@ -304,6 +348,16 @@ class Server:
         assert st == expect, (st, b)
         return b
 
+    def place_reserved_order(self, items, **kw):
+        """place_order, then waits until the saga reserved the stock; the answer gains `state`
+        (the RESERVED state: version 2)."""
+        b = self.place_order(items, **kw)
+        s = self.wait_settled(b["orderId"])
+        assert s["status"] == "RESERVED" and s["version"] == 2, s
+        assert s.get("rejectionReason") is None, s
+        b["state"] = s
+        return b
+
     def command(self, order_id, action, body=None, headers=None):
         default = {"confirm-payment": {"paymentId": "pay-" + uuid.uuid4().hex[:8]},
                    "ship": {"trackingNumber": "TRK" + uuid.uuid4().hex[:8]},
@@ -317,6 +371,18 @@ class Server:
         p["minPosition"] = min_position
         p["waitMs"] = wait_ms
         return self.get(path, p)
+
+
+def parse_metrics(text):
+    """Prometheus text -> {name: [(labels, value)]} (comments skipped)."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
+        assert m, "not a Prometheus sample line: %r" % line
+        out.setdefault(m.group(1), []).append((m.group(2) or "", float(m.group(3))))
+    return out
 
 
 def assert_problem(status, headers, body, expect_status, code=None):

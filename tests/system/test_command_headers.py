@@ -21,41 +21,42 @@ def pid(shared):
 
 # ---------------------------------------------------------------- If-Match
 def test_if_match_matching_version_applies(shared, pid):
-    oid = shared.place_order([(pid, 1, 5.00)])["orderId"]
-    st, h, b = shared.command(oid, "confirm-payment", headers={"If-Match": '"1"'})
+    # OrderPlaced is version 1, the saga's OrderReserved version 2.
+    oid = shared.place_reserved_order([(pid, 1, 5.00)])["orderId"]
+    st, h, b = shared.command(oid, "confirm-payment", headers={"If-Match": '"2"'})
     assert st == 200, b
-    assert b["version"] == 2
-    st, h, b = shared.command(oid, "ship", headers={"If-Match": '"2"'})
-    assert st == 200 and b["version"] == 3, b
+    assert b["version"] == 3 and h.get("etag") == '"3"', (b, h)
+    st, h, b = shared.command(oid, "ship", headers={"If-Match": '"3"'})
+    assert st == 200 and b["version"] == 4, b
 
 
 @pytest.mark.parametrize("action", ["confirm-payment", "cancel"])
 def test_if_match_mismatch_is_412_with_current_version(shared, pid, action):
-    oid = shared.place_order([(pid, 1, 5.00)])["orderId"]
-    head = shared.log_head()
-    for tag in ('"2"', '"0"', '"17"'):
+    oid = shared.place_reserved_order([(pid, 1, 5.00)])["orderId"]
+    head = shared.idle_head()
+    for tag in ('"1"', '"3"', '"0"', '"17"'):  # "1": the version before the saga's reservation
         st, h, b = shared.command(oid, action, headers={"If-Match": tag})
         assert_problem(st, h, b, 412, "VERSION_MISMATCH")
-        assert b["currentVersion"] == 1, b
+        assert b["currentVersion"] == 2, b
     assert shared.log_head() == head
     st, _, v = shared.get("/orders/%s/state" % oid)
-    assert st == 200 and v["status"] == "PENDING" and v["version"] == 1, v
+    assert st == 200 and v["status"] == "RESERVED" and v["version"] == 2, v
 
 
 def test_if_match_after_change_is_stale(shared, pid):
-    oid = shared.place_order([(pid, 1, 5.00)])["orderId"]
-    assert shared.command(oid, "confirm-payment", headers={"If-Match": '"1"'})[0] == 200
-    head = shared.log_head()
-    st, h, b = shared.command(oid, "cancel", headers={"If-Match": '"1"'})
+    oid = shared.place_reserved_order([(pid, 1, 5.00)])["orderId"]
+    assert shared.command(oid, "confirm-payment", headers={"If-Match": '"2"'})[0] == 200
+    head = shared.idle_head()
+    st, h, b = shared.command(oid, "cancel", headers={"If-Match": '"2"'})
     assert_problem(st, h, b, 412, "VERSION_MISMATCH")
-    assert b["currentVersion"] == 2
+    assert b["currentVersion"] == 3
     assert shared.log_head() == head
 
 
 def test_if_match_on_restock(shared):
     p = uid("prod")
     shared.create_product(p, stock=1)
-    head = shared.log_head()
+    head = shared.idle_head()
     st, h, b = shared.post("/products/%s/restock" % p, {"quantity": 2}, headers={"If-Match": '"3"'})
     assert_problem(st, h, b, 412, "VERSION_MISMATCH")
     assert b["currentVersion"] == 1
@@ -66,8 +67,8 @@ def test_if_match_on_restock(shared):
 
 @pytest.mark.parametrize("tag", ["abc", '"x"', '"-1"'])
 def test_malformed_if_match_is_400(shared, pid, tag):
-    oid = shared.place_order([(pid, 1, 5.00)])["orderId"]
-    head = shared.log_head()
+    oid = shared.place_reserved_order([(pid, 1, 5.00)])["orderId"]
+    head = shared.idle_head()
     st, h, b = shared.command(oid, "confirm-payment", headers={"If-Match": tag})
     assert_problem(st, h, b, 400)
     assert shared.log_head() == head
@@ -88,7 +89,7 @@ def test_idempotent_replay_of_order_placement(shared, pid):
     st1, h1, b1 = shared.post("/orders", body, headers={"Idempotency-Key": key})
     assert st1 == 201, b1
     assert h1.get("idempotent-replayed", "false").lower() != "true"
-    head = shared.log_head()
+    head = shared.idle_head()
     for _ in range(2):
         st2, h2, b2 = shared.post("/orders", body, headers={"Idempotency-Key": key})
         assert st2 == 201
@@ -96,8 +97,9 @@ def test_idempotent_replay_of_order_placement(shared, pid):
         assert h2.get("idempotent-replayed") == "true"
         assert h2.get("x-position") == str(b1["position"])
     assert shared.log_head() == head
-    placed = [e for e in shared.log_events() if e["stream"] == "order-" + b1["orderId"]]
-    assert len(placed) == 1
+    stream = [e["type"] for e in shared.log_events() if e["stream"] == "order-" + b1["orderId"]]
+    assert stream.count("OrderPlaced") == 1, stream
+    assert stream == ["OrderPlaced", "OrderReserved"], stream  # the saga reserved it once
 
 
 def test_idempotent_replay_of_product_creation_and_payment(shared, pid):
@@ -108,11 +110,11 @@ def test_idempotent_replay_of_product_creation_and_payment(shared, pid):
     assert (st1, st2) == (201, 201), (b1, b2)  # not PRODUCT_EXISTS
     assert b1 == b2 and h2.get("idempotent-replayed") == "true"
 
-    oid = shared.place_order([(pid, 1, 5.00)])["orderId"]
+    oid = shared.place_reserved_order([(pid, 1, 5.00)])["orderId"]
     key = uuid.uuid4().hex
     pay = {"paymentId": "pay-x"}
     st1, _, b1 = shared.command(oid, "confirm-payment", pay, headers={"Idempotency-Key": key})
-    head = shared.log_head()
+    head = shared.idle_head()
     st2, h2, b2 = shared.command(oid, "confirm-payment", pay, headers={"Idempotency-Key": key})
     assert (st1, st2) == (200, 200), (b1, b2)  # not ALREADY_PAID
     assert b1 == b2 and h2.get("idempotent-replayed") == "true"
@@ -126,7 +128,7 @@ def test_same_key_with_other_body_is_422(shared, pid):
     key = uuid.uuid4().hex
     body = _order_body(pid)
     assert shared.post("/orders", body, headers={"Idempotency-Key": key})[0] == 201
-    head = shared.log_head()
+    head = shared.idle_head()
     other = dict(body, customerId=str(uuid.uuid4()))
     st, h, b = shared.post("/orders", other, headers={"Idempotency-Key": key})
     assert_problem(st, h, b, 422, "IDEMPOTENCY_KEY_REUSED")
@@ -141,7 +143,7 @@ def test_same_key_on_other_path_is_422(shared, pid):
     assert shared.post("/products/%s/restock" % p, body, headers={"Idempotency-Key": key})[0] == 200
     q = uid("prod")
     shared.create_product(q)
-    head = shared.log_head()
+    head = shared.idle_head()
     st, h, b = shared.post("/products/%s/restock" % q, body, headers={"Idempotency-Key": key})
     assert_problem(st, h, b, 422, "IDEMPOTENCY_KEY_REUSED")
     assert shared.log_head() == head
@@ -161,7 +163,7 @@ def test_failed_request_is_not_remembered(shared, pid):
 
 @pytest.mark.parametrize("key", ["", "k" * 129, "bad\x01key"])
 def test_malformed_idempotency_key_is_400(shared, pid, key):
-    head = shared.log_head()
+    head = shared.idle_head()
     try:
         st, h, b = shared.post("/orders", _order_body(pid), headers={"Idempotency-Key": key})
     except ValueError:
@@ -204,7 +206,7 @@ def test_idempotency_keys_survive_restart(server, hard):
     st1, _, b1 = server.post("/orders", body, headers={"Idempotency-Key": key})
     assert st1 == 201
     server.restart(hard=hard)
-    head = server.log_head()
+    head = server.idle_head()
     st2, h2, b2 = server.post("/orders", body, headers={"Idempotency-Key": key})
     assert st2 == 201 and b2 == b1, (b1, b2)
     assert h2.get("idempotent-replayed") == "true"
@@ -221,16 +223,27 @@ def test_correlation_id_is_echoed_and_recorded(shared, pid):
     assert st == 201
     assert h.get("x-correlation-id") == cid
     oid = b["orderId"]
+    assert shared.wait_settled(oid)["status"] == "RESERVED"
     cid2 = "corr2-" + uuid.uuid4().hex
     st, h, _ = shared.command(oid, "confirm-payment", headers={"X-Correlation-Id": cid2})
     assert st == 200 and h.get("x-correlation-id") == cid2
     st, _, hist = shared.get("/orders/%s/history" % oid)
     assert st == 200
-    assert [e["metadata"]["correlationId"] for e in hist] == [cid, cid2]
+    assert [e["type"] for e in hist] == ["OrderPlaced", "OrderReserved", "PaymentConfirmed"], hist
+    # The saga's events keep the correlation id of the command that started the workflow.
+    assert [e["metadata"]["correlationId"] for e in hist] == [cid, cid, cid2]
     for e in hist:
-        assert e["metadata"]["causationId"] is None
         assert isinstance(e["metadata"]["eventId"], str) and e["metadata"]["eventId"]
-    assert hist[0]["metadata"]["eventId"] != hist[1]["metadata"]["eventId"]
+    assert hist[0]["metadata"]["causationId"] is None
+    assert hist[2]["metadata"]["causationId"] is None
+    assert len({e["metadata"]["eventId"] for e in hist}) == 3
+    # OrderReserved was caused by the StockReserved that OrderPlaced caused.
+    st, _, pevs = shared.get("/streams/product-" + pid)
+    reserved = [e for e in pevs if e["type"] == "StockReserved" and e["data"]["orderId"] == oid]
+    assert len(reserved) == 1, pevs
+    assert reserved[0]["metadata"]["causationId"] == hist[0]["metadata"]["eventId"]
+    assert reserved[0]["metadata"]["correlationId"] == cid
+    assert hist[1]["metadata"]["causationId"] == reserved[0]["metadata"]["eventId"]
 
 
 def test_correlation_id_is_generated_when_absent(shared, pid):

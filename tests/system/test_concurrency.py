@@ -9,7 +9,7 @@ from conftest import ADDRESS, uid
 
 def test_concurrent_payments_have_exactly_one_winner(server):
     p = server.create_product(uid("prod"), price=3)
-    oid = server.place_order([(p["productId"], 1, 3)])["orderId"]
+    oid = server.place_reserved_order([(p["productId"], 1, 3)])["orderId"]
     n = 30
     barrier = threading.Barrier(n, timeout=20)
 
@@ -25,15 +25,16 @@ def test_concurrent_payments_have_exactly_one_winner(server):
     assert statuses.count(409) == n - 1, results
     assert all(b["code"] == "ALREADY_PAID" for st, b in results if st == 409), results
     hist = server.get("/orders/%s/history" % oid)[2]
-    assert [e["version"] for e in hist] == [1, 2]
+    assert [e["version"] for e in hist] == [1, 2, 3]
+    assert [e["type"] for e in hist] == ["OrderPlaced", "OrderReserved", "PaymentConfirmed"]
     winner = next(b for st, b in results if st == 200)
-    assert winner["position"] == hist[1]["position"] and winner["version"] == 2
+    assert winner["position"] == hist[2]["position"] and winner["version"] == 3
 
 
 def test_concurrent_pay_and_cancel_are_serialised(server):
     p = server.create_product(uid("prod"), price=3)
     for _ in range(5):
-        oid = server.place_order([(p["productId"], 1, 3)])["orderId"]
+        oid = server.place_reserved_order([(p["productId"], 1, 3)])["orderId"]
         barrier = threading.Barrier(2, timeout=20)
 
         def run(action):
@@ -43,18 +44,23 @@ def test_concurrent_pay_and_cancel_are_serialised(server):
         with ThreadPoolExecutor(2) as ex:
             pay, cancel = ex.map(run, ["confirm-payment", "cancel"], timeout=60)
         hist = server.get("/orders/%s/history" % oid)[2]
-        assert [e["version"] for e in hist] == [1, 2, 3][:len(hist)]
-        # Either order is legal (PENDING->PAID->CANCELLED or PENDING->CANCELLED, pay refused).
+        assert [e["version"] for e in hist] == [1, 2, 3, 4][:len(hist)]
+        # Either order is legal (RESERVED->PAID->CANCELLED or RESERVED->CANCELLED, pay refused).
         if pay[0] == 200:
-            assert cancel[0] == 200 and len(hist) == 3, (pay, cancel)
-            assert cancel[2]["version"] in (2, 3)
+            assert cancel[0] == 200 and len(hist) == 4, (pay, cancel)
+            assert pay[2]["version"] in (3, 4) and cancel[2]["version"] in (3, 4)
+            assert [e["type"] for e in hist][2:] == ["PaymentConfirmed", "OrderCancelled"], hist
         else:
             assert pay[0] == 409 and pay[2]["code"] == "ORDER_CLOSED", pay
-            assert cancel[0] == 200 and cancel[2]["version"] == 2 and len(hist) == 2, (cancel, hist)
+            assert cancel[0] == 200 and cancel[2]["version"] == 3 and len(hist) == 3, (cancel, hist)
+    # Every one of the five orders ended cancelled, so the saga gave all their units back.
+    head = server.idle_head()
+    st, _, v = server.query("/products/" + p["productId"], head)
+    assert st == 200 and v["stock"] == 100 and v["available"] == 100 and v["salesCount"] == 0, v
 
 
 def test_concurrent_placements_all_succeed_with_distinct_positions(server):
-    p = server.create_product(uid("prod"), price=1.25)
+    p = server.create_product(uid("prod"), price=1.25, stock=10000)  # enough for every order
     threads, per_thread = 8, 15
 
     def worker(t):
@@ -69,16 +75,22 @@ def test_concurrent_placements_all_succeed_with_distinct_positions(server):
     positions = [o["position"] for o in orders]
     assert len(set(positions)) == len(positions)
     assert len({o["orderId"] for o in orders}) == len(orders)
+    head = server.idle_head(timeout=30)  # the saga has reserved every order
     events = server.log_events()
     assert [e["position"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["position"] == head
     by_pos = {e["position"]: e for e in events}
     for o in orders:
         e = by_pos[o["position"]]
         assert e["stream"] == "order-" + o["orderId"] and e["type"] == "OrderPlaced", e
-    head = events[-1]["position"]
+    settled = [e for e in events if e["type"] in ("OrderReserved", "OrderRejected")]
+    assert sorted(e["stream"] for e in settled) == sorted("order-" + o["orderId"] for o in orders)
+    assert {e["type"] for e in settled} == {"OrderReserved"}
+    units = sum(1 + i % 3 for i in range(per_thread)) * threads
     st, _, v = server.query("/products/" + p["productId"], head)
     assert st == 200
-    assert v["salesCount"] == sum(1 + i % 3 for i in range(per_thread)) * threads
+    assert v["salesCount"] == units
+    assert v["stock"] == 10000 and v["available"] == 10000 - units, v
 
 
 def test_concurrent_duplicate_product_creation_has_one_winner(server):

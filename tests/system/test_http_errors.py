@@ -20,7 +20,7 @@ def product_body(**over):
 
 @pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", None])
 def test_non_json_content_type_is_415(shared, ctype):
-    head = shared.log_head()
+    head = shared.idle_head()
     hdrs = {"Content-Type": ctype} if ctype else {}
     body = json.dumps(product_body()).encode()
     st, h, b = shared.req("POST", "/products", raw=body, headers=hdrs)
@@ -93,7 +93,7 @@ def _padded(body, total):
 
 
 def test_body_over_one_mib_is_413(shared):
-    head = shared.log_head()
+    head = shared.idle_head()
     st, h, b = _raw_post(shared.port, "/products", _padded(product_body(), MIB + 1))
     assert_problem(st, h, b, 413)
     assert shared.log_head() == head
@@ -101,7 +101,7 @@ def test_body_over_one_mib_is_413(shared):
 
 
 def test_big_string_over_one_mib_is_413(shared):
-    head = shared.log_head()
+    head = shared.idle_head()
     st, h, b = _raw_post(shared.port, "/products", json.dumps(product_body(name="x" * (MIB + 10))).encode())
     assert_problem(st, h, b, 413)
     assert shared.log_head() == head
@@ -117,7 +117,7 @@ def test_body_of_exactly_one_mib_is_accepted(shared):
 @pytest.mark.parametrize("raw", [b'{"productId": ', b"not json", b"", b"[1, 2]", b'"a string"', b"42",
                                  b'{"a": 1,}', b"\xff\xfe{}"])
 def test_malformed_json_is_400(shared, raw):
-    head = shared.log_head()
+    head = shared.idle_head()
     st, h, b = shared.req("POST", "/products", raw=raw, headers={"Content-Type": "application/json"})
     p = assert_problem(st, h, b, 400, "MALFORMED_JSON")
     assert isinstance(p["type"], str) and isinstance(p["title"], str) and isinstance(p["detail"], str)
@@ -126,15 +126,15 @@ def test_malformed_json_is_400(shared, raw):
 
 def test_malformed_json_on_order_command_is_400_and_changes_nothing(shared):
     p = shared.create_product(uid("prod"), price=2)
-    o = shared.place_order([(p["productId"], 1, 2)])
-    head = shared.log_head()
+    o = shared.place_reserved_order([(p["productId"], 1, 2)])
+    head = shared.idle_head()
     for action in ("cancel", "confirm-payment", "ship"):
         st, h, b = shared.req("POST", "/orders/%s/%s" % (o["orderId"], action), raw=b"{oops",
                               headers={"Content-Type": "application/json"})
         assert_problem(st, h, b, 400, "MALFORMED_JSON")
     assert shared.log_head() == head
     st, _, s = shared.get("/orders/%s/state" % o["orderId"])
-    assert st == 200 and s["status"] == "PENDING" and s["version"] == 1, s
+    assert st == 200 and s["status"] == "RESERVED" and s["version"] == 2, s
 
 
 @pytest.mark.parametrize("method,path", [("GET", "/nope"), ("GET", "/orders/x/y/z"),
@@ -153,7 +153,7 @@ def test_unknown_path_is_404(shared, method, path):
     ("DELETE", "/log", "GET"),
 ])
 def test_wrong_method_is_405_with_allow(shared, method, path, allowed):
-    head = shared.log_head()
+    head = shared.idle_head()
     st, h, b = shared.req(method, path, body={} if method in ("PUT", "POST") else None)
     assert_problem(st, h, b, 405, "METHOD_NOT_ALLOWED")
     assert "allow" in h, h
@@ -210,7 +210,7 @@ def test_chunked_request_body_is_accepted(shared):
 
 
 def test_chunked_body_over_one_mib_is_413(shared):
-    head = shared.log_head()
+    head = shared.idle_head()
     body = json.dumps(product_body()).encode()
     chunks = [body[:-1]] + [b" " * 131072] * 9 + [b"}"]
     st, h, b = _chunked_post(shared.port, chunks)

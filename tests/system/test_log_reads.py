@@ -22,38 +22,48 @@ def check_event(e):
     parse_time(e["recordedAt"])
 
 
+LIFECYCLE = ["OrderPlaced", "OrderReserved", "PaymentConfirmed", "OrderShipped"]
+
+
 @pytest.fixture
 def lifecycle(shared):
-    """An order placed, then paid, then shipped, with >= 30 ms between the events."""
+    """An order placed, reserved by the saga, then paid, then shipped, with >= 30 ms between the
+    reservation, the payment and the shipment."""
     p = shared.create_product(uid("prod"), price=7.25)
     cust = str(uuid.uuid4())
-    o = shared.place_order([(p["productId"], 2, 7.25)], customer_id=cust)
+    o = shared.place_reserved_order([(p["productId"], 2, 7.25)], customer_id=cust)
     time.sleep(0.03)
-    pay = shared.command(o["orderId"], "confirm-payment")[2]
+    st, _, pay = shared.command(o["orderId"], "confirm-payment")
+    assert st == 200, pay
     time.sleep(0.03)
-    ship = shared.command(o["orderId"], "ship")[2]
-    return {"product": p, "order": o, "customerId": cust, "positions": [o["position"], pay["position"], ship["position"]]}
+    st, _, ship = shared.command(o["orderId"], "ship")
+    assert st == 200, ship
+    reserved = [e for e in shared.get("/streams/order-" + o["orderId"])[2] if e["type"] == "OrderReserved"]
+    assert len(reserved) == 1, reserved
+    return {"product": p, "order": o, "customerId": cust,
+            "positions": [o["position"], reserved[0]["position"], pay["position"], ship["position"]]}
 
 
 def test_history(shared, lifecycle):
     oid = lifecycle["order"]["orderId"]
     st, h, hist = shared.get("/orders/%s/history" % oid)
     assert st == 200, hist
-    assert isinstance(hist, list) and len(hist) == 3
+    assert isinstance(hist, list) and len(hist) == 4
     for e in hist:
         check_event(e)
         assert e["stream"] == "order-" + oid
-    assert [e["version"] for e in hist] == [1, 2, 3]
+    assert [e["version"] for e in hist] == [1, 2, 3, 4]
     assert [e["position"] for e in hist] == lifecycle["positions"]
-    assert hist[0]["type"] == "OrderPlaced"
-    assert len({e["type"] for e in hist}) == 3
+    assert [e["type"] for e in hist] == LIFECYCLE
+    # Client commands have no causation; the saga's OrderReserved has one (its StockReserved).
+    assert [e["metadata"]["causationId"] is None for e in hist] == [True, False, True, True]
     times = [parse_time(e["recordedAt"]) for e in hist]
     assert times == sorted(times)
 
 
 def test_state_as_of_version(shared, lifecycle):
     oid = lifecycle["order"]["orderId"]
-    expected = {1: "PENDING", 2: "PAID", 3: "SHIPPED"}
+    expected = {1: "PENDING", 2: "RESERVED", 3: "PAID", 4: "SHIPPED"}
     for v, status in expected.items():
         st, _, s = shared.get("/orders/%s/state?asOfVersion=%d" % (oid, v))
         assert st == 200, s
@@ -64,10 +74,11 @@ def test_state_as_of_version(shared, lifecycle):
         assert s["total"] == D("14.5")
         assert s["currency"] == "USD"
         assert s["shippingAddress"] == ADDRESS
+        assert s.get("rejectionReason") is None, s
         parse_time(s["createdAt"])
         parse_time(s["updatedAt"])
     st, _, latest = shared.get("/orders/%s/state" % oid)
-    assert st == 200 and latest["status"] == "SHIPPED" and latest["version"] == 3, latest
+    assert st == 200 and latest["status"] == "SHIPPED" and latest["version"] == 4, latest
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "abc"])
@@ -80,7 +91,9 @@ def test_state_as_of_time(shared, lifecycle):
     oid = lifecycle["order"]["orderId"]
     hist = shared.get("/orders/%s/history" % oid)[2]
     t = [parse_time(e["recordedAt"]) for e in hist]
-    assert t[1] - t[0] >= dt.timedelta(milliseconds=20) and t[2] - t[1] >= dt.timedelta(milliseconds=20), t
+    assert t == sorted(t), t
+    # The saga reserves within milliseconds of the placement; the test spaced the others.
+    assert t[2] - t[1] >= dt.timedelta(milliseconds=20) and t[3] - t[2] >= dt.timedelta(milliseconds=20), t
 
     def state_at(when):
         return shared.get("/orders/%s/state" % oid, {"asOf": fmt_time(when)})
@@ -88,13 +101,18 @@ def test_state_as_of_time(shared, lifecycle):
     st, h, b = state_at(t[0] - dt.timedelta(seconds=1))
     assert_problem(st, h, b, 404, "ORDER_NOT_FOUND")
     st, _, s = shared.get("/orders/%s/state" % oid, {"asOf": hist[0]["recordedAt"]})  # the instant itself
-    assert st == 200 and s["status"] == "PENDING" and s["version"] == 1, s
-    st, _, s = state_at(t[0] + (t[1] - t[0]) / 2)
-    assert st == 200 and s["status"] == "PENDING" and s["version"] == 1, s
+    if t[1] > t[0]:
+        assert st == 200 and s["status"] == "PENDING" and s["version"] == 1, s
+    else:  # reserved within the same millisecond: both events are as of that instant
+        assert st == 200 and s["status"] == "RESERVED" and s["version"] == 2, s
+    st, _, s = shared.get("/orders/%s/state" % oid, {"asOf": hist[1]["recordedAt"]})
+    assert st == 200 and s["status"] == "RESERVED" and s["version"] == 2, s
     st, _, s = state_at(t[1] + (t[2] - t[1]) / 2)
-    assert st == 200 and s["status"] == "PAID" and s["version"] == 2, s
-    st, _, s = state_at(t[2] + dt.timedelta(seconds=5))
-    assert st == 200 and s["status"] == "SHIPPED" and s["version"] == 3, s
+    assert st == 200 and s["status"] == "RESERVED" and s["version"] == 2, s
+    st, _, s = state_at(t[2] + (t[3] - t[2]) / 2)
+    assert st == 200 and s["status"] == "PAID" and s["version"] == 3, s
+    st, _, s = state_at(t[3] + dt.timedelta(seconds=5))
+    assert st == 200 and s["status"] == "SHIPPED" and s["version"] == 4, s
 
 
 @pytest.mark.parametrize("bad", ["yesterday", "2026-13-45T00:00:00.000Z", "12345"])
@@ -110,13 +128,23 @@ def test_stream_read_with_from_version_and_limit(shared, lifecycle):
     assert len(evs) == 1
     check_event(evs[0])
     assert evs[0]["version"] == 2 and evs[0]["position"] == lifecycle["positions"][1]
-    assert evs[0]["stream"] == "order-" + oid
+    assert evs[0]["stream"] == "order-" + oid and evs[0]["type"] == "OrderReserved"
     st, _, evs = shared.get("/streams/order-%s?fromVersion=2" % oid)
-    assert [e["version"] for e in evs] == [2, 3]
+    assert [e["version"] for e in evs] == [2, 3, 4]
+    assert [e["position"] for e in evs] == lifecycle["positions"][1:]
+    st, _, evs = shared.get("/streams/order-%s?fromVersion=3&limit=1" % oid)
+    assert [e["version"] for e in evs] == [3] and evs[0]["type"] == "PaymentConfirmed"
     st, _, evs = shared.get("/streams/order-%s" % oid)
-    assert [e["version"] for e in evs] == [1, 2, 3]
-    st, _, evs = shared.get("/streams/order-%s?fromVersion=4" % oid)
+    assert [e["version"] for e in evs] == [1, 2, 3, 4]
+    assert [e["type"] for e in evs] == LIFECYCLE
+    st, _, evs = shared.get("/streams/order-%s?fromVersion=5" % oid)
     assert st == 200 and evs == []
+    # The product stream moves with the stock: created, reserved, committed by the shipment.
+    pid = lifecycle["product"]["productId"]
+    st, _, pevs = shared.get("/streams/product-" + pid)
+    assert [(e["version"], e["type"]) for e in pevs] == [
+        (1, "ProductCreated"), (2, "StockReserved"), (3, "StockCommitted")], pevs
+    assert all(e["data"]["orderId"] == oid and e["data"]["quantity"] == 2 for e in pevs[1:]), pevs
 
 
 def test_unknown_stream_is_empty(shared):
@@ -133,10 +161,11 @@ def test_stream_bad_parameters_are_400(shared, lifecycle, query):
 def test_global_log_pages_are_contiguous(server):
     p = server.create_product(uid("prod"), price=1)
     for _ in range(4):
-        o = server.place_order([(p["productId"], 1, 1)])
-        server.command(o["orderId"], "confirm-payment")
-    head = server.log_head()
-    assert head == 9
+        o = server.place_reserved_order([(p["productId"], 1, 1)])
+        assert server.command(o["orderId"], "confirm-payment")[0] == 200
+    head = server.idle_head()
+    # 1 ProductCreated + 4 x (OrderPlaced, StockReserved, OrderReserved, PaymentConfirmed)
+    assert head == 17
     seen = []
     pos = 1
     for _ in range(20):

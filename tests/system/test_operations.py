@@ -10,18 +10,22 @@ from conftest import BIN, D, uid
 
 def test_data_survives_sigterm_restart(server):
     p = server.create_product(uid("prod"), name="Durable Desk", price=120.5, stock=4)
-    o = server.place_order([(p["productId"], 2, 120.5)])
-    paid = server.command(o["orderId"], "confirm-payment")[2]
+    o = server.place_reserved_order([(p["productId"], 2, 120.5)])
+    st, _, paid = server.command(o["orderId"], "confirm-payment")
+    assert st == 200, paid
+    server.idle_head()
     before = server.log_events()
     assert server.stop() == 0, "SIGTERM should exit 0; stderr:\n" + server.stderr_tail()
     server.start()
+    # The saga resumes from its checkpoint: nothing is re-reserved or re-settled.
+    head = server.idle_head()
     after = server.log_events()
     assert after == before
-    head = after[-1]["position"]
+    assert head == after[-1]["position"]
     st, _, v = server.query("/orders/" + o["orderId"], head)
-    assert st == 200 and v["status"] == "PAID" and v["version"] == 2 and v["total"] == D("241"), v
+    assert st == 200 and v["status"] == "PAID" and v["version"] == 3 and v["total"] == D("241"), v
     st, _, pv = server.query("/products/" + p["productId"], head)
-    assert st == 200 and pv["salesCount"] == 2 and pv["stock"] == 4, pv
+    assert st == 200 and pv["salesCount"] == 2 and pv["stock"] == 4 and pv["available"] == 2, pv
     # The write model is rebuilt: rules and positions continue from the log.
     st, _, b = server.command(o["orderId"], "confirm-payment")
     assert st == 409 and b["code"] == "ALREADY_PAID"
@@ -29,8 +33,12 @@ def test_data_survives_sigterm_restart(server):
                                          "price": 1, "stock": 1})
     assert st == 409 and b["code"] == "PRODUCT_EXISTS"
     st, _, s = server.command(o["orderId"], "ship")
-    assert st == 200 and s["version"] == 3 and s["position"] == head + 1, s
+    assert st == 200 and s["version"] == 4 and s["position"] == head + 1, s
     assert paid["position"] == head
+    # Shipping commits the reservation: the units leave the stock.
+    head = server.idle_head()
+    st, _, pv = server.query("/products/" + p["productId"], head)
+    assert st == 200 and pv["stock"] == 2 and pv["available"] == 2 and pv["salesCount"] == 2, pv
 
 
 def test_restart_on_same_port(server):
@@ -82,10 +90,10 @@ def _samples(text):
 
 def test_metrics_exposes_the_documented_names(server):
     p = server.create_product(uid("prod"), price=2)
-    o = server.place_order([(p["productId"], 1, 2)])
-    server.command(o["orderId"], "confirm-payment")
+    o = server.place_reserved_order([(p["productId"], 1, 2)])
+    assert server.command(o["orderId"], "confirm-payment")[0] == 200
     server.post("/products", {"productId": p["productId"], "name": "x", "category": "c", "price": 1, "stock": 1})
-    head = server.log_head()
+    head = server.idle_head()
     server.query("/orders/" + o["orderId"], head)
     st, h, text = server.get("/metrics")
     assert st == 200

@@ -54,7 +54,7 @@ def test_product_with_zero_stock_is_not_in_stock_and_keeps_currency(shared):
 def test_duplicate_product_is_409_and_appends_nothing(shared):
     pid = uid("prod")
     shared.create_product(pid)
-    head = shared.log_head()
+    head = shared.idle_head()
     st, h, b = shared.post("/products", {"productId": pid, "name": "Other", "category": "x",
                                          "price": 1, "stock": 1})
     assert_problem(st, h, b, 409, "PRODUCT_EXISTS")
@@ -116,7 +116,7 @@ INVALID_PRODUCTS = [
 @pytest.mark.parametrize("field,body", INVALID_PRODUCTS,
                          ids=["%s-%d" % (f, i) for i, (f, _) in enumerate(INVALID_PRODUCTS)])
 def test_invalid_product_is_400_with_field_error_and_appends_nothing(shared, field, body):
-    head = shared.log_head()
+    head = shared.idle_head()
     st, h, b = shared.post("/products", body)
     assert_problem(st, h, b, 400, "VALIDATION_FAILED")
     assert field in error_fields(b), b
@@ -166,7 +166,7 @@ def test_restock_zero_stock_product_makes_it_in_stock(shared):
 
 
 def test_restock_unknown_product_is_404(shared):
-    head = shared.log_head()
+    head = shared.idle_head()
     st, h, b = shared.post("/products/%s/restock" % uid("nope"), {"quantity": 5})
     assert_problem(st, h, b, 404, "PRODUCT_NOT_FOUND")
     assert shared.log_head() == head
@@ -176,7 +176,7 @@ def test_restock_unknown_product_is_404(shared):
 def test_restock_invalid_quantity_is_400(shared, qty):
     pid = uid("prod")
     shared.create_product(pid)
-    head = shared.log_head()
+    head = shared.idle_head()
     body = {} if qty is None else {"quantity": qty}
     st, h, b = shared.post("/products/%s/restock" % pid, body)
     assert_problem(st, h, b, 400, "VALIDATION_FAILED")

@@ -20,7 +20,9 @@ def test_customer_orders_paginate_newest_first(shared):
     placed = []
     for i in range(5):
         placed.append(shared.place_order([(p["productId"], i + 1, 2.5)], customer_id=cust))
-    head = max(o["position"] for o in placed)
+    for o in placed:
+        assert shared.wait_settled(o["orderId"])["status"] == "RESERVED"
+    head = shared.idle_head()
     pages, cursor = [], None
     for _ in range(10):
         params = {"limit": 2}
@@ -43,21 +45,22 @@ def test_customer_orders_paginate_newest_first(shared):
         assert SUMMARY_KEYS <= set(s), s
         o = by_id[s["orderId"]]
         assert s["customerId"] == cust
-        assert s["status"] == "PENDING"
+        assert s["status"] == "RESERVED"
         assert s["total"] == o["order"]["total"]
         assert s["itemCount"] >= 1
-        assert s["version"] == 1
+        assert s["version"] == 2
         parse_time(s["createdAt"])
 
 
 def test_customer_orders_reflect_status_changes(shared):
     p = shared.create_product(uid("prod"), price=1)
     cust = str(uuid.uuid4())
-    o = shared.place_order([(p["productId"], 1, 1)], customer_id=cust)
+    o = shared.place_reserved_order([(p["productId"], 1, 1)], customer_id=cust)
     st, _, b = shared.command(o["orderId"], "confirm-payment")
+    assert st == 200, b
     st, _, page = shared.query("/customers/%s/orders" % cust, b["position"])
     assert st == 200 and [(s["orderId"], s["status"], s["version"]) for s in page["items"]] == [
-        (o["orderId"], "PAID", 2)], page
+        (o["orderId"], "PAID", 3)], page
 
 
 def test_unknown_customer_has_no_orders(shared):
@@ -128,12 +131,17 @@ def test_daily_sales_follow_the_counting_rule(server):
     assert b["days"] == [{"date": today.isoformat(), "orderCount": 30, "revenue": D("599.70")}], b
     assert str(b["days"][0]["revenue"]) in ("599.7", "599.70"), b
 
-    # Paying and shipping do not change the count; cancelling removes the order.
-    server.command(orders[0]["orderId"], "confirm-payment")
-    server.command(orders[0]["orderId"], "ship")
-    server.command(orders[1]["orderId"], "confirm-payment")
-    pos = server.command(orders[1]["orderId"], "cancel")[2]["position"]
-    pos = server.command(orders[2]["orderId"], "cancel")[2]["position"]
+    # Paying and shipping do not change the count; cancelling or a rejection removes the order.
+    for o in orders[:2]:
+        assert server.wait_settled(o["orderId"])["status"] == "RESERVED"
+    assert server.command(orders[0]["orderId"], "confirm-payment")[0] == 200
+    assert server.command(orders[0]["orderId"], "ship")[0] == 200
+    assert server.command(orders[1]["orderId"], "confirm-payment")[0] == 200
+    assert server.command(orders[1]["orderId"], "cancel")[0] == 200
+    assert server.command(orders[2]["orderId"], "cancel")[0] == 200
+    big = server.place_order([(p["productId"], 1000, 19.99)])  # more than the stock of 100
+    assert server.wait_settled(big["orderId"])["status"] == "REJECTED"
+    pos = server.idle_head()
     st, _, b = server.query("/sales/daily", pos, {"from": today.isoformat(), "to": today.isoformat()})
     assert b["days"] == [{"date": today.isoformat(), "orderCount": 28, "revenue": D("559.72")}], b
 
@@ -217,28 +225,34 @@ def test_products_by_category_ranked_and_paginated(shared):
 def test_product_counters_follow_the_counting_rule(shared):
     pid = uid("prod")
     shared.create_product(pid, price=19.99, stock=50)
-    o1 = shared.place_order([(pid, 2, 19.99)])
+    o1 = shared.place_reserved_order([(pid, 2, 19.99)])
     time.sleep(0.01)
-    o2 = shared.place_order([(pid, 3, 19.99)])
-    st, _, v = shared.query("/products/" + pid, o2["position"])
+    o2 = shared.place_reserved_order([(pid, 3, 19.99)])
+    st, _, v = shared.query("/products/" + pid, shared.idle_head())
     assert st == 200, v
     assert v["salesCount"] == 5 and v["revenue"] == D("99.95"), v
     assert parse_time(v["lastSoldAt"]) == parse_time(o2["order"]["createdAt"])
-    assert v["stock"] == 50 and v["available"] == 50
+    assert v["stock"] == 50 and v["available"] == 45 and v["inStock"] is True, v
 
-    pos = shared.command(o2["orderId"], "cancel")[2]["position"]
-    st, _, v = shared.query("/products/" + pid, pos)
+    assert shared.command(o2["orderId"], "cancel")[0] == 200
+    st, _, v = shared.query("/products/" + pid, shared.idle_head())
     assert v["salesCount"] == 2 and v["revenue"] == D("39.98"), v
     assert parse_time(v["lastSoldAt"]) == parse_time(o1["order"]["createdAt"])
+    assert v["stock"] == 50 and v["available"] == 48, v  # the cancelled order's units are released
 
-    shared.command(o1["orderId"], "confirm-payment")
-    pos = shared.command(o1["orderId"], "ship")[2]["position"]
-    st, _, v = shared.query("/products/" + pid, pos)
+    assert shared.command(o1["orderId"], "confirm-payment")[0] == 200
+    assert shared.command(o1["orderId"], "ship")[0] == 200
+    st, _, v = shared.query("/products/" + pid, shared.idle_head())
     assert v["salesCount"] == 2 and v["revenue"] == D("39.98"), v  # paid/shipped orders still count
+    assert v["stock"] == 48 and v["available"] == 48, v  # shipped units left the stock
 
     many = [shared.place_order([(pid, 1, 19.99)]) for _ in range(10)]
-    st, _, v = shared.query("/products/" + pid, many[-1]["position"])
+    rejected = shared.place_order([(pid, 100, 19.99)])  # more than available: REJECTED, not counted
+    assert shared.wait_settled(rejected["orderId"])["status"] == "REJECTED"
+    st, _, v = shared.query("/products/" + pid, shared.idle_head())
     assert v["salesCount"] == 12 and v["revenue"] == D("239.88"), v
+    assert v["stock"] == 48 and v["available"] == 38, v
+    assert parse_time(v["lastSoldAt"]) == parse_time(many[-1]["order"]["createdAt"])
 
 
 def test_bad_category_listing_parameters_are_400(shared):
@@ -279,11 +293,13 @@ def test_every_query_has_meta_and_honours_min_position(shared):
 def test_caught_up_meta_matches_the_log(server):
     p = server.create_product(uid("prod"), price=1)
     o = server.place_order([(p["productId"], 1, 1)])
-    st, _, b = server.query("/products/" + p["productId"], o["position"])
+    head = server.idle_head()  # the saga has reserved it: the head is stable
+    assert head > o["position"]
+    st, _, b = server.query("/products/" + p["productId"], head)
     assert st == 200
     meta = b["meta"]
-    assert meta["position"] == o["position"] == server.log_head()
-    last = server.log_events(o["position"])[0]
+    assert meta["position"] == head == server.log_head()
+    last = server.log_events(head)[0]
     assert meta["dataAsOf"] == last["recordedAt"]
     assert meta["lagMs"] == 0
 
@@ -296,7 +312,7 @@ def test_empty_read_model_meta(server):
 
 @pytest.mark.parametrize("via_header", [False, True])
 def test_wait_for_future_position_times_out_with_503(shared, via_header):
-    head = shared.log_head()
+    head = shared.idle_head()
     future = head + 1000000
     t0 = time.monotonic()
     if via_header:
@@ -312,7 +328,7 @@ def test_wait_for_future_position_times_out_with_503(shared, via_header):
 
 
 def test_wait_ms_zero_answers_at_once(shared):
-    head = shared.log_head()
+    head = shared.idle_head()
     t0 = time.monotonic()
     st, h, b = shared.get("/products?minPosition=%d&waitMs=0" % (head + 1000000))
     assert_problem(st, h, b, 503, "STALE_READ_MODEL")

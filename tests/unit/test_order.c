@@ -3,7 +3,8 @@
  *
  * Commands are built directly as tl_cmd (decoding is test_commands.c's business); states are
  * reached by folding the events the decider itself produced, so each test drives the real
- * lifecycle PENDING -> PAID -> SHIPPED / CANCELLED. */
+ * lifecycle PENDING -> RESERVED -> PAID -> SHIPPED, PENDING -> REJECTED (the order saga's
+ * mark_reserved / reject_order) and PENDING -> CANCELLED. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +22,8 @@
 #define ORDER_ID "01HZY3J6C4Q6V9B8N7M5K3J2H1"
 #define CUSTOMER_ID "123e4567-e89b-12d3-a456-426614174000"
 #define T_PLACED 1700000000000LL /* 2023-11-14T22:13:20.000Z */
+#define T_RESERVED (T_PLACED + 30000)
+#define T_REJECTED (T_PLACED + 40000)
 #define T_PAID (T_PLACED + 60000)
 #define T_SHIPPED (T_PLACED + 120000)
 #define T_CANCELLED (T_PLACED + 180000)
@@ -108,7 +111,9 @@ static void decide_and_fold(tl_order_state *s, const tl_cmd *c, int64_t ms) {
   tl_decision_clear(&d);
 }
 
-/* Brings a fresh state s to status st by deciding and folding the real commands. */
+/* Brings a fresh state s to status st by deciding and folding the real commands: the saga's
+ * mark_reserved before payment, its reject_order (OUT_OF_STOCK) for REJECTED; CANCELLED is
+ * cancelled while PENDING. */
 static void order_in(tl_order_state *s, tl_order_status st) {
   tl_order_state_init(s);
   if (st == TL_ORDER_NONE) return;
@@ -116,6 +121,14 @@ static void order_in(tl_order_state *s, tl_order_status st) {
   place_cmd(&c);
   decide_and_fold(s, &c, T_PLACED);
   tl_cmd_clear(&c);
+  if (st == TL_ORDER_RESERVED || st == TL_ORDER_PAID || st == TL_ORDER_SHIPPED) {
+    simple_cmd(&c, TL_CMD_MARK_RESERVED, "");
+    decide_and_fold(s, &c, T_RESERVED);
+  }
+  if (st == TL_ORDER_REJECTED) {
+    simple_cmd(&c, TL_CMD_REJECT_ORDER, "OUT_OF_STOCK");
+    decide_and_fold(s, &c, T_REJECTED);
+  }
   if (st == TL_ORDER_PAID || st == TL_ORDER_SHIPPED) {
     simple_cmd(&c, TL_CMD_CONFIRM_PAYMENT, "pay-1");
     decide_and_fold(s, &c, T_PAID);
@@ -172,6 +185,26 @@ static void expect_event(tl_order_status st, tl_cmd_kind kind, const char *text,
   assert_string_equal(str_of(data, "orderId"), ORDER_ID);
   assert_string_equal(str_of(data, text_key), text);
   assert_null(d.problem.code);
+  tl_decision_clear(&d);
+  tl_order_state_clear(&s);
+}
+
+/* Asserts that command kind on an order in status st is accepted as a no-op: TL_OK, no event,
+ * no problem, and the state does not move. */
+static void expect_noop(tl_order_status st, tl_cmd_kind kind, const char *text) {
+  tl_order_state s;
+  order_in(&s, st);
+  int64_t version = s.version;
+  tl_cmd c;
+  simple_cmd(&c, kind, text);
+  tl_decision d;
+  memset(&d, 0, sizeof d);
+  assert_int_equal(tl_order_decide(&s, &c, lookup, NULL, &d), TL_OK);
+  assert_int_equal(d.n_events, 0);
+  assert_null(d.problem.code);
+  assert_int_equal(d.problem.status, 0);
+  assert_int_equal(s.status, st);
+  assert_int_equal(s.version, version);
   tl_decision_clear(&d);
   tl_order_state_clear(&s);
 }
@@ -332,6 +365,8 @@ static void test_place_order_on_existing_order_conflicts(void **s) {
   (void)s;
   expect_refusal(TL_ORDER_PENDING, TL_CMD_PLACE_ORDER, TL_E_CONFLICT, 409, "ORDER_EXISTS");
   expect_refusal(TL_ORDER_CANCELLED, TL_CMD_PLACE_ORDER, TL_E_CONFLICT, 409, "ORDER_EXISTS");
+  expect_refusal(TL_ORDER_RESERVED, TL_CMD_PLACE_ORDER, TL_E_CONFLICT, 409, "ORDER_EXISTS");
+  expect_refusal(TL_ORDER_REJECTED, TL_CMD_PLACE_ORDER, TL_E_CONFLICT, 409, "ORDER_EXISTS");
 }
 
 static void test_commands_on_missing_order_are_not_found(void **s) {
@@ -339,34 +374,92 @@ static void test_commands_on_missing_order_are_not_found(void **s) {
   expect_refusal(TL_ORDER_NONE, TL_CMD_CONFIRM_PAYMENT, TL_E_NOTFOUND, 404, "ORDER_NOT_FOUND");
   expect_refusal(TL_ORDER_NONE, TL_CMD_SHIP, TL_E_NOTFOUND, 404, "ORDER_NOT_FOUND");
   expect_refusal(TL_ORDER_NONE, TL_CMD_CANCEL, TL_E_NOTFOUND, 404, "ORDER_NOT_FOUND");
+  expect_refusal(TL_ORDER_NONE, TL_CMD_MARK_RESERVED, TL_E_NOTFOUND, 404, "ORDER_NOT_FOUND");
+  expect_refusal(TL_ORDER_NONE, TL_CMD_REJECT_ORDER, TL_E_NOTFOUND, 404, "ORDER_NOT_FOUND");
 }
 
 /* ---- lifecycle ----------------------------------------------------------------------------- */
 
 static void test_confirm_payment_transitions(void **s) {
   (void)s;
-  expect_event(TL_ORDER_PENDING, TL_CMD_CONFIRM_PAYMENT, "pay_42", "PaymentConfirmed",
+  /* Payment waits for the stock: a PENDING order is not payable yet. */
+  expect_refusal(TL_ORDER_PENDING, TL_CMD_CONFIRM_PAYMENT, TL_E_CONFLICT, 409,
+                 "ORDER_NOT_RESERVED");
+  expect_event(TL_ORDER_RESERVED, TL_CMD_CONFIRM_PAYMENT, "pay_42", "PaymentConfirmed",
                "paymentId");
   expect_refusal(TL_ORDER_PAID, TL_CMD_CONFIRM_PAYMENT, TL_E_CONFLICT, 409, "ALREADY_PAID");
   expect_refusal(TL_ORDER_SHIPPED, TL_CMD_CONFIRM_PAYMENT, TL_E_CONFLICT, 409, "ALREADY_PAID");
   expect_refusal(TL_ORDER_CANCELLED, TL_CMD_CONFIRM_PAYMENT, TL_E_CONFLICT, 409, "ORDER_CLOSED");
+  expect_refusal(TL_ORDER_REJECTED, TL_CMD_CONFIRM_PAYMENT, TL_E_CONFLICT, 409, "ORDER_CLOSED");
 }
 
 static void test_ship_transitions(void **s) {
   (void)s;
   expect_refusal(TL_ORDER_PENDING, TL_CMD_SHIP, TL_E_CONFLICT, 409, "NOT_PAID");
+  expect_refusal(TL_ORDER_RESERVED, TL_CMD_SHIP, TL_E_CONFLICT, 409, "NOT_PAID");
   expect_event(TL_ORDER_PAID, TL_CMD_SHIP, "1Z999", "OrderShipped", "trackingNumber");
   expect_refusal(TL_ORDER_SHIPPED, TL_CMD_SHIP, TL_E_CONFLICT, 409, "ALREADY_SHIPPED");
   expect_refusal(TL_ORDER_CANCELLED, TL_CMD_SHIP, TL_E_CONFLICT, 409, "ORDER_CLOSED");
+  expect_refusal(TL_ORDER_REJECTED, TL_CMD_SHIP, TL_E_CONFLICT, 409, "ORDER_CLOSED");
 }
 
 static void test_cancel_transitions(void **s) {
   (void)s;
   expect_event(TL_ORDER_PENDING, TL_CMD_CANCEL, "changed my mind", "OrderCancelled", "reason");
+  expect_event(TL_ORDER_RESERVED, TL_CMD_CANCEL, "found it cheaper", "OrderCancelled", "reason");
   expect_event(TL_ORDER_PAID, TL_CMD_CANCEL, "refunded", "OrderCancelled", "reason");
   expect_event(TL_ORDER_PENDING, TL_CMD_CANCEL, "", "OrderCancelled", "reason");
   expect_refusal(TL_ORDER_SHIPPED, TL_CMD_CANCEL, TL_E_CONFLICT, 409, "ALREADY_SHIPPED");
   expect_refusal(TL_ORDER_CANCELLED, TL_CMD_CANCEL, TL_E_CONFLICT, 409, "ORDER_CLOSED");
+  expect_refusal(TL_ORDER_REJECTED, TL_CMD_CANCEL, TL_E_CONFLICT, 409, "ORDER_CLOSED");
+}
+
+static void test_mark_reserved_transitions(void **s) {
+  (void)s;
+  tl_order_state st;
+  order_in(&st, TL_ORDER_PENDING);
+  tl_cmd c;
+  simple_cmd(&c, TL_CMD_MARK_RESERVED, "");
+  tl_decision d;
+  memset(&d, 0, sizeof d);
+  assert_int_equal(tl_order_decide(&st, &c, lookup, NULL, &d), TL_OK);
+  assert_int_equal(d.n_events, 1);
+  assert_string_equal(d.events[0].type, "OrderReserved");
+  assert_int_equal(json_object_size(d.events[0].data), 1);
+  assert_string_equal(str_of(d.events[0].data, "orderId"), ORDER_ID);
+  assert_null(d.problem.code);
+  tl_decision_clear(&d);
+  tl_order_state_clear(&st);
+
+  /* Already past PENDING (a redelivered saga command, or paid since): nothing to do. */
+  expect_noop(TL_ORDER_RESERVED, TL_CMD_MARK_RESERVED, "");
+  expect_noop(TL_ORDER_PAID, TL_CMD_MARK_RESERVED, "");
+  expect_noop(TL_ORDER_SHIPPED, TL_CMD_MARK_RESERVED, "");
+  expect_refusal(TL_ORDER_CANCELLED, TL_CMD_MARK_RESERVED, TL_E_CONFLICT, 409, "ORDER_CLOSED");
+  expect_refusal(TL_ORDER_REJECTED, TL_CMD_MARK_RESERVED, TL_E_CONFLICT, 409, "ORDER_CLOSED");
+}
+
+static void test_reject_order_transitions(void **s) {
+  (void)s;
+  expect_event(TL_ORDER_PENDING, TL_CMD_REJECT_ORDER, "OUT_OF_STOCK", "OrderRejected", "reason");
+  expect_noop(TL_ORDER_REJECTED, TL_CMD_REJECT_ORDER, "OUT_OF_STOCK");
+  expect_refusal(TL_ORDER_RESERVED, TL_CMD_REJECT_ORDER, TL_E_CONFLICT, 409, "ORDER_CLOSED");
+  expect_refusal(TL_ORDER_PAID, TL_CMD_REJECT_ORDER, TL_E_CONFLICT, 409, "ORDER_CLOSED");
+  expect_refusal(TL_ORDER_SHIPPED, TL_CMD_REJECT_ORDER, TL_E_CONFLICT, 409, "ORDER_CLOSED");
+  expect_refusal(TL_ORDER_CANCELLED, TL_CMD_REJECT_ORDER, TL_E_CONFLICT, 409, "ORDER_CLOSED");
+}
+
+/* The saga's order commands are order commands, the client's place_order is not a stock one. */
+static void test_saga_commands_target_the_right_aggregate(void **s) {
+  (void)s;
+  assert_true(tl_cmd_is_order(TL_CMD_MARK_RESERVED));
+  assert_true(tl_cmd_is_order(TL_CMD_REJECT_ORDER));
+  assert_false(tl_cmd_is_order(TL_CMD_RESERVE_STOCK));
+  assert_false(tl_cmd_is_order(TL_CMD_RELEASE_STOCK));
+  assert_false(tl_cmd_is_order(TL_CMD_COMMIT_STOCK));
+  assert_string_equal(tl_cmd_name(TL_CMD_MARK_RESERVED), "mark_reserved");
+  assert_string_equal(tl_cmd_name(TL_CMD_REJECT_ORDER), "reject_order");
+  expect_refusal(TL_ORDER_PENDING, TL_CMD_RESERVE_STOCK, TL_E_INVALID, 400, "VALIDATION_FAILED");
 }
 
 static void test_product_command_is_not_an_order_command(void **s) {
@@ -400,8 +493,27 @@ static void test_evolve_folds_the_lifecycle(void **s) {
   assert_int_equal(st.updated_ms, T_PLACED);
   tl_order_state_clear(&st);
 
-  order_in(&st, TL_ORDER_PAID);
+  order_in(&st, TL_ORDER_RESERVED);
   assert_int_equal(st.version, 2);
+  assert_int_equal(st.status, TL_ORDER_RESERVED);
+  assert_int_equal(st.total_minor, 50);
+  assert_int_equal(st.n_items, 2);
+  assert_int_equal(st.created_ms, T_PLACED);
+  assert_int_equal(st.updated_ms, T_RESERVED);
+  assert_string_equal(st.rejection_reason, "");
+  tl_order_state_clear(&st);
+
+  order_in(&st, TL_ORDER_REJECTED);
+  assert_int_equal(st.version, 2);
+  assert_int_equal(st.status, TL_ORDER_REJECTED);
+  assert_string_equal(st.rejection_reason, "OUT_OF_STOCK");
+  assert_int_equal(st.total_minor, 50);
+  assert_int_equal(st.created_ms, T_PLACED);
+  assert_int_equal(st.updated_ms, T_REJECTED);
+  tl_order_state_clear(&st);
+
+  order_in(&st, TL_ORDER_PAID);
+  assert_int_equal(st.version, 3);
   assert_int_equal(st.status, TL_ORDER_PAID);
   assert_int_equal(st.total_minor, 50);
   assert_int_equal(st.created_ms, T_PLACED);
@@ -409,7 +521,7 @@ static void test_evolve_folds_the_lifecycle(void **s) {
   tl_order_state_clear(&st);
 
   order_in(&st, TL_ORDER_SHIPPED);
-  assert_int_equal(st.version, 3);
+  assert_int_equal(st.version, 4);
   assert_int_equal(st.status, TL_ORDER_SHIPPED);
   assert_int_equal(st.created_ms, T_PLACED);
   assert_int_equal(st.updated_ms, T_SHIPPED);
@@ -420,6 +532,34 @@ static void test_evolve_folds_the_lifecycle(void **s) {
   assert_int_equal(st.status, TL_ORDER_CANCELLED);
   assert_int_equal(st.total_minor, 50);
   assert_int_equal(st.updated_ms, T_CANCELLED);
+  assert_string_equal(st.rejection_reason, "");
+  tl_order_state_clear(&st);
+}
+
+/* The saga's events as they come back from the log (text). */
+static void test_evolve_reserved_and_rejected_from_stored_text(void **s) {
+  (void)s;
+  tl_order_state st;
+  order_in(&st, TL_ORDER_PENDING);
+  json_t *data = json_loads("{\"orderId\":\"" ORDER_ID "\"}", 0, NULL);
+  assert_non_null(data);
+  assert_int_equal(tl_order_evolve(&st, "OrderReserved", data, T_RESERVED), TL_OK);
+  json_decref(data);
+  assert_int_equal(st.status, TL_ORDER_RESERVED);
+  assert_int_equal(st.version, 2);
+  assert_int_equal(st.updated_ms, T_RESERVED);
+  tl_order_state_clear(&st);
+
+  order_in(&st, TL_ORDER_PENDING);
+  data = json_loads("{\"orderId\":\"" ORDER_ID "\",\"reason\":\"OUT_OF_STOCK\"}", 0, NULL);
+  assert_non_null(data);
+  assert_int_equal(tl_order_evolve(&st, "OrderRejected", data, T_REJECTED), TL_OK);
+  json_decref(data); /* the state keeps a copy of the reason, not a reference */
+  assert_int_equal(st.status, TL_ORDER_REJECTED);
+  assert_string_equal(st.rejection_reason, "OUT_OF_STOCK");
+  assert_int_equal(st.version, 2);
+  assert_int_equal(st.updated_ms, T_REJECTED);
+  assert_int_equal(st.n_items, 2); /* the rejected order keeps its lines */
   tl_order_state_clear(&st);
 }
 
@@ -454,7 +594,7 @@ static void test_evolve_unknown_type_only_bumps_version(void **s) {
   json_t *data = json_object();
   assert_int_equal(tl_order_evolve(&st, "OrderNoteAdded", data, T_PAID + 1), TL_OK);
   json_decref(data);
-  assert_int_equal(st.version, 3);
+  assert_int_equal(st.version, 4);
   assert_int_equal(st.status, TL_ORDER_PAID);
   assert_int_equal(st.total_minor, 50);
   assert_int_equal(st.n_items, 2);
@@ -539,7 +679,7 @@ static void test_state_json_has_documented_members(void **s) {
   order_in(&st, TL_ORDER_PAID);
   json_t *j = tl_order_state_json(&st);
   assert_non_null(j);
-  assert_int_equal(json_object_size(j), 10);
+  assert_int_equal(json_object_size(j), 11);
   assert_string_equal(str_of(j, "orderId"), ORDER_ID);
   assert_string_equal(str_of(j, "customerId"), CUSTOMER_ID);
   assert_string_equal(str_of(j, "status"), "PAID");
@@ -547,7 +687,8 @@ static void test_state_json_has_documented_members(void **s) {
   assert_int_equal(money_of(json_object_get(j, "total")), 50);
   assert_string_equal(str_of(j, "createdAt"), "2023-11-14T22:13:20.000Z");
   assert_string_equal(str_of(j, "updatedAt"), "2023-11-14T22:14:20.000Z");
-  assert_int_equal(json_integer_value(json_object_get(j, "version")), 2);
+  assert_int_equal(json_integer_value(json_object_get(j, "version")), 3);
+  assert_true(json_is_null(json_object_get(j, "rejectionReason"))); /* present, null */
   json_t *want_addr = address();
   assert_true(json_equal(json_object_get(j, "shippingAddress"), want_addr));
   json_decref(want_addr);
@@ -563,6 +704,35 @@ static void test_state_json_has_documented_members(void **s) {
   tl_order_state_clear(&st);
 }
 
+static void test_state_json_rejection_reason(void **s) {
+  (void)s;
+  const tl_order_status not_rejected[] = {TL_ORDER_PENDING, TL_ORDER_RESERVED, TL_ORDER_PAID,
+                                          TL_ORDER_SHIPPED, TL_ORDER_CANCELLED};
+  for (size_t i = 0; i < TL_ARRAY_LEN(not_rejected); i++) {
+    tl_order_state st;
+    order_in(&st, not_rejected[i]);
+    json_t *j = tl_order_state_json(&st);
+    assert_non_null(j);
+    assert_int_equal(json_object_size(j), 11);
+    assert_string_equal(str_of(j, "status"), tl_order_status_name(not_rejected[i]));
+    assert_non_null(json_object_get(j, "rejectionReason"));
+    assert_true(json_is_null(json_object_get(j, "rejectionReason")));
+    json_decref(j);
+    tl_order_state_clear(&st);
+  }
+  tl_order_state st;
+  order_in(&st, TL_ORDER_REJECTED);
+  json_t *j = tl_order_state_json(&st);
+  assert_non_null(j);
+  assert_int_equal(json_object_size(j), 11);
+  assert_string_equal(str_of(j, "status"), "REJECTED");
+  assert_string_equal(str_of(j, "rejectionReason"), "OUT_OF_STOCK");
+  assert_string_equal(str_of(j, "updatedAt"), "2023-11-14T22:14:00.000Z");
+  assert_int_equal(json_integer_value(json_object_get(j, "version")), 2);
+  json_decref(j);
+  tl_order_state_clear(&st);
+}
+
 static void test_state_json_of_empty_state(void **s) {
   (void)s;
   tl_order_state st;
@@ -573,6 +743,7 @@ static void test_state_json_of_empty_state(void **s) {
   assert_true(json_is_null(json_object_get(j, "shippingAddress")));
   assert_int_equal(json_array_size(json_object_get(j, "items")), 0);
   assert_int_equal(json_integer_value(json_object_get(j, "version")), 0);
+  assert_true(json_is_null(json_object_get(j, "rejectionReason")));
   json_decref(j);
   tl_order_state_clear(&st);
 }
@@ -581,6 +752,8 @@ static void test_status_names_and_stream_names(void **s) {
   (void)s;
   assert_string_equal(tl_order_status_name(TL_ORDER_NONE), "NONE");
   assert_string_equal(tl_order_status_name(TL_ORDER_PENDING), "PENDING");
+  assert_string_equal(tl_order_status_name(TL_ORDER_RESERVED), "RESERVED");
+  assert_string_equal(tl_order_status_name(TL_ORDER_REJECTED), "REJECTED");
   assert_string_equal(tl_order_status_name(TL_ORDER_PAID), "PAID");
   assert_string_equal(tl_order_status_name(TL_ORDER_SHIPPED), "SHIPPED");
   assert_string_equal(tl_order_status_name(TL_ORDER_CANCELLED), "CANCELLED");
@@ -610,13 +783,18 @@ int main(void) {
       cmocka_unit_test(test_confirm_payment_transitions),
       cmocka_unit_test(test_ship_transitions),
       cmocka_unit_test(test_cancel_transitions),
+      cmocka_unit_test(test_mark_reserved_transitions),
+      cmocka_unit_test(test_reject_order_transitions),
+      cmocka_unit_test(test_saga_commands_target_the_right_aggregate),
       cmocka_unit_test(test_product_command_is_not_an_order_command),
       cmocka_unit_test(test_evolve_folds_the_lifecycle),
       cmocka_unit_test(test_evolve_order_placed_from_stored_text),
+      cmocka_unit_test(test_evolve_reserved_and_rejected_from_stored_text),
       cmocka_unit_test(test_evolve_unknown_type_only_bumps_version),
       cmocka_unit_test(test_evolve_invalid_order_placed_changes_only_the_version),
       cmocka_unit_test(test_state_copy_is_independent),
       cmocka_unit_test(test_state_json_has_documented_members),
+      cmocka_unit_test(test_state_json_rejection_reason),
       cmocka_unit_test(test_state_json_of_empty_state),
       cmocka_unit_test(test_status_names_and_stream_names),
   };

@@ -215,7 +215,7 @@ static json_t *get_search(tl_db *db, const char *q, int limit) {
 
 static json_t *get_products(tl_db *db, const char *category, int limit, const char *cursor) {
   tl_problem p = {0};
-  json_t *v = must(tl_query_products(db, category, limit, cursor, &p), &p);
+  json_t *v = must(tl_query_products(db, category, -1, limit, cursor, &p), &p);
   tl_problem_clear(&p);
   return v;
 }
@@ -271,7 +271,7 @@ static char *snapshot(tl_db *db, const char *oid, const char *pid) {
       tl_query_customer_orders(db, CUST_A, 50, NULL, &p),
       tl_query_search(db, "espresso tea", 50, &p),
       tl_query_sales_daily(db, day_of("2026-11-20"), day_of("2026-11-25"), &p),
-      tl_query_products(db, NULL, 50, NULL, &p),
+      tl_query_products(db, NULL, -1, 50, NULL, &p),
       tl_query_product(db, pid, &p),
   };
   for (size_t i = 0; i < TL_ARRAY_LEN(answers); i++)
@@ -589,7 +589,7 @@ static void test_products_rank_by_sales_count_then_id_with_category_filter(void 
   json_decref(all);
 
   tl_problem p = {0};
-  assert_null(tl_query_products(f->db, NULL, 2, "not-a-cursor", &p));
+  assert_null(tl_query_products(f->db, NULL, -1, 2, "not-a-cursor", &p));
   assert_int_equal(p.status, 400);
   tl_problem_clear(&p);
 }
@@ -609,7 +609,7 @@ static void test_order_placed_builds_order_view(void **state) {
                "0.50", ms_of("2026-11-22T10:00:01.500Z"));
 
   json_t *o = get_order(f->db, o1);
-  assert_int_equal(json_object_size(o), 10);
+  assert_int_equal(json_object_size(o), 11); /* with rejectionReason (null) */
   assert_string_equal(str_of(o, "orderId"), o1);
   assert_string_equal(str_of(o, "customerId"), CUST_A);
   assert_string_equal(str_of(o, "status"), "PENDING");

@@ -1,0 +1,365 @@
+/*
+ * tl_saga.c: the process-manager runtime (see tl_saga.h for the contract).
+ */
+#include "saga/tl_saga.h"
+
+#include "util/tl_slog.h"
+#include "util/tl_time.h"
+
+#include <assert.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BATCH_EVENTS 256
+#define MAX_PMS 8
+#define BACKOFF_MIN_MS 10
+#define BACKOFF_MAX_MS 2000
+
+/* A command with the strings it points to. */
+typedef struct pm_req {
+  tl_cmd_request req;
+  char key[192];
+  char causation[40];
+  char correlation[129];
+} pm_req;
+
+struct tl_pm_batch {
+  pm_req **reqs;
+  size_t n, cap;
+  /* The event being handled: */
+  const tl_event *ev;
+  char event_id[40];
+  char correlation[129];
+  /* Completion of submitted commands: */
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  size_t outstanding;
+};
+
+typedef struct pm_runner {
+  tl_saga *saga;
+  const tl_pm_def *def;
+  tl_db *db;
+  pthread_t thread;
+  int started;
+  _Atomic int64_t position;
+  _Atomic uint64_t commands, retries;
+} pm_runner;
+
+struct tl_saga {
+  tl_log *log;
+  tl_writer *writer;
+  _Atomic int stopping;
+  int n;
+  pm_runner runners[MAX_PMS];
+};
+
+static const char CHECKPOINTS_SCHEMA[] =
+    "CREATE TABLE IF NOT EXISTS pm_checkpoints("
+    " name TEXT PRIMARY KEY, version INTEGER NOT NULL, position INTEGER NOT NULL) WITHOUT ROWID;";
+static const char SQL_CP_GET[] = "SELECT version, position FROM pm_checkpoints WHERE name = ?";
+static const char SQL_CP_PUT[] =
+    "INSERT INTO pm_checkpoints(name, version, position) VALUES(?,?,?)"
+    " ON CONFLICT(name) DO UPDATE SET version = excluded.version, position = excluded.position";
+
+tl_cmd *tl_pm_command(tl_pm_batch *b, tl_cmd_kind kind, const char *target,
+                      const char *key_suffix) {
+  if (b->n == b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 64;
+    pm_req **r = realloc(b->reqs, cap * sizeof *r);
+    if (!r) return NULL;
+    b->reqs = r;
+    b->cap = cap;
+  }
+  pm_req *p = malloc(sizeof *p);
+  if (!p) return NULL;
+  tl_cmd_request_init(&p->req);
+  p->req.cmd.kind = kind;
+  snprintf(p->req.cmd.id, sizeof p->req.cmd.id, "%s", target);
+  snprintf(p->key, sizeof p->key, "pm:%s:%s", b->event_id, key_suffix);
+  snprintf(p->causation, sizeof p->causation, "%s", b->event_id);
+  snprintf(p->correlation, sizeof p->correlation, "%s", b->correlation);
+  p->req.idem_key = p->key;
+  p->req.causation_id = p->causation;
+  p->req.correlation_id = p->correlation;
+  /* The key alone identifies the request: the same event and suffix always ask the same. */
+  tl_request_fingerprint("PM", p->key, "", 0, p->req.fingerprint);
+  b->reqs[b->n++] = p;
+  return &p->req.cmd;
+}
+
+static void batch_reset(tl_pm_batch *b) {
+  for (size_t i = 0; i < b->n; i++) {
+    tl_cmd_request_clear(&b->reqs[i]->req);
+    free(b->reqs[i]);
+  }
+  b->n = 0;
+}
+
+tl_pm_batch *tl_pm_batch_new(void) {
+  tl_pm_batch *b = calloc(1, sizeof *b);
+  if (!b) return NULL;
+  pthread_mutex_init(&b->lock, NULL);
+  pthread_cond_init(&b->cond, NULL);
+  return b;
+}
+
+void tl_pm_batch_free(tl_pm_batch *b) {
+  if (!b) return;
+  batch_reset(b);
+  free(b->reqs);
+  pthread_cond_destroy(&b->cond);
+  pthread_mutex_destroy(&b->lock);
+  free(b);
+}
+
+void tl_pm_batch_event(tl_pm_batch *b, const char *event_id, const char *correlation_id) {
+  snprintf(b->event_id, sizeof b->event_id, "%s", event_id ? event_id : "");
+  snprintf(b->correlation, sizeof b->correlation, "%s", correlation_id ? correlation_id : "");
+}
+
+size_t tl_pm_batch_count(const tl_pm_batch *b) {
+  return b->n;
+}
+
+const tl_cmd_request *tl_pm_batch_get(const tl_pm_batch *b, size_t i) {
+  return i < b->n ? &b->reqs[i]->req : NULL;
+}
+
+/* ---- running a batch --------------------------------------------------------------------- */
+
+typedef struct handle_ctx {
+  pm_runner *r;
+  tl_pm_batch *b;
+  int64_t last_position;
+  int rc;
+  tl_err err;
+} handle_ctx;
+
+static int handle_event(void *arg, const tl_event *ev) {
+  handle_ctx *h = arg;
+  assert(ev->position == h->last_position + 1);
+  json_t *data = json_loads(ev->data, 0, NULL);
+  json_t *meta = json_loads(ev->metadata, 0, NULL);
+  if (!data || !meta) {
+    json_decref(data);
+    json_decref(meta);
+    h->rc = tl_err_set(&h->err, TL_E_IO, "event %lld is unreadable", (long long)ev->position);
+    return 1;
+  }
+  const char *eid = json_string_value(json_object_get(meta, "eventId"));
+  const char *cid = json_string_value(json_object_get(meta, "correlationId"));
+  snprintf(h->b->event_id, sizeof h->b->event_id, "%s", eid ? eid : "");
+  snprintf(h->b->correlation, sizeof h->b->correlation, "%s", cid ? cid : "");
+  if (!eid) snprintf(h->b->event_id, sizeof h->b->event_id, "pos%lld", (long long)ev->position);
+  h->b->ev = ev;
+  h->rc = h->r->def->handle(h->r->db, ev, data, h->b, &h->err);
+  json_decref(data);
+  json_decref(meta);
+  if (h->rc != TL_OK) return 1;
+  h->last_position = ev->position;
+  return 0;
+}
+
+static void command_done(tl_cmd_request *req, void *arg) {
+  (void)req;
+  tl_pm_batch *b = arg;
+  pthread_mutex_lock(&b->lock);
+  if (--b->outstanding == 0) pthread_cond_signal(&b->cond);
+  pthread_mutex_unlock(&b->lock);
+}
+
+/* Submits every command of the batch and waits for all answers. Returns 0, or TL_E_IO if any
+ * command could not be made durable (5xx): the batch must then be retried as a whole. */
+static int run_commands(pm_runner *r, tl_pm_batch *b) {
+  if (b->n == 0) return TL_OK;
+  pthread_mutex_lock(&b->lock);
+  b->outstanding = b->n;
+  pthread_mutex_unlock(&b->lock);
+  for (size_t i = 0; i < b->n; i++) {
+    b->reqs[i]->req.on_done = command_done;
+    b->reqs[i]->req.on_done_arg = b;
+    tl_writer_submit(r->saga->writer, &b->reqs[i]->req);
+  }
+  pthread_mutex_lock(&b->lock);
+  while (b->outstanding > 0) pthread_cond_wait(&b->cond, &b->lock);
+  pthread_mutex_unlock(&b->lock);
+  atomic_fetch_add(&r->commands, b->n);
+  int rc = TL_OK;
+  for (size_t i = 0; i < b->n; i++) {
+    const tl_cmd_request *q = &b->reqs[i]->req;
+    if (q->status >= 500 || q->status == 0) {
+      rc = TL_E_IO;
+      tl_slog(TL_SLOG_WARN, b->reqs[i]->correlation, "process manager command failed; retrying",
+              "processManager", r->def->name, "command", tl_cmd_name(q->cmd.kind), "key",
+              b->reqs[i]->key, "detail", q->problem.detail, NULL);
+    } else if (q->status >= 400 && tl_slog_enabled(TL_SLOG_DEBUG)) {
+      tl_slog(TL_SLOG_DEBUG, b->reqs[i]->correlation, "process manager command refused",
+              "processManager", r->def->name, "command", tl_cmd_name(q->cmd.kind), "code",
+              q->problem.code ? q->problem.code : "", NULL);
+    }
+  }
+  return rc;
+}
+
+static int put_checkpoint(pm_runner *r, int64_t position, tl_err *err) {
+  sqlite3_stmt *st = tl_db_stmt(r->db, SQL_CP_PUT, err);
+  if (!st) return TL_E_IO;
+  sqlite3_bind_text(st, 1, r->def->name, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 2, r->def->version);
+  sqlite3_bind_int64(st, 3, position);
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  return rc == SQLITE_DONE ? TL_OK : tl_db_fail(r->db, rc, "store checkpoint", err);
+}
+
+/* One batch: returns the number of events handled, or -1 (rolled back, to retry). */
+static int run_batch(pm_runner *r, tl_log_reader *reader, tl_pm_batch *b) {
+  handle_ctx h = {.r = r, .b = b, .last_position = atomic_load(&r->position)};
+  int rc = tl_db_exec(r->db, "BEGIN IMMEDIATE", &h.err);
+  if (rc == TL_OK) {
+    rc = tl_log_read_all(reader, h.last_position + 1, BATCH_EVENTS, handle_event, &h, &h.err);
+    if (rc == 1 || h.rc != TL_OK) rc = h.rc ? h.rc : TL_E_IO;
+  }
+  if (rc == TL_OK) rc = run_commands(r, b);
+  if (rc == TL_OK) rc = put_checkpoint(r, h.last_position, &h.err);
+  if (rc == TL_OK) rc = tl_db_exec(r->db, "COMMIT", &h.err);
+  int n = (int)(h.last_position - atomic_load(&r->position));
+  batch_reset(b);
+  if (rc != TL_OK) {
+    if (!sqlite3_get_autocommit(r->db->db)) sqlite3_exec(r->db->db, "ROLLBACK", NULL, NULL, NULL);
+    if (h.err.msg[0])
+      tl_slog(TL_SLOG_ERROR, NULL, "process manager batch failed; will retry", "processManager",
+              r->def->name, "error", h.err.msg, NULL);
+    return -1;
+  }
+  atomic_store(&r->position, h.last_position);
+  return n;
+}
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static void *runner_main(void *arg) {
+  pm_runner *r = arg;
+  tl_saga *s = r->saga;
+  tl_log_reader *reader = NULL;
+  tl_err err = {0};
+  tl_pm_batch *b = tl_pm_batch_new();
+  if (!b) {
+    tl_slog(TL_SLOG_ERROR, NULL, "process manager out of memory", "processManager", r->def->name,
+            NULL);
+    return NULL;
+  }
+  int backoff_ms = BACKOFF_MIN_MS;
+  while (!atomic_load(&s->stopping)) {
+    if (!reader && tl_log_reader_acquire(s->log, &reader, &err) != TL_OK) {
+      tl_slog(TL_SLOG_ERROR, NULL, "process manager cannot read the log", "error", err.msg, NULL);
+      sleep_ms(100);
+      continue;
+    }
+    int64_t pos = atomic_load(&r->position);
+    if (tl_log_head(s->log) <= pos) {
+      tl_log_wait(s->log, pos, 500);
+      continue;
+    }
+    if (run_batch(r, reader, b) < 0) {
+      atomic_fetch_add(&r->retries, 1);
+      /* Exponential backoff with full jitter: storage trouble should not be hammered. */
+      int jittered = backoff_ms / 2 + (int)(rand() % (backoff_ms / 2 + 1));
+      sleep_ms(jittered);
+      backoff_ms = backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff_ms * 2;
+    } else {
+      backoff_ms = BACKOFF_MIN_MS;
+    }
+  }
+  tl_log_reader_release(s->log, reader);
+  tl_pm_batch_free(b);
+  return NULL;
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------- */
+
+static int open_runner(pm_runner *r, const char *path, tl_err *err) {
+  int rc = tl_db_open(&r->db, path, 0, "NORMAL", err);
+  if (rc == TL_OK) rc = tl_db_exec(r->db, CHECKPOINTS_SCHEMA, err);
+  if (rc == TL_OK) rc = tl_db_exec(r->db, r->def->schema_sql, err);
+  if (rc != TL_OK) return rc;
+  sqlite3_stmt *st = tl_db_stmt(r->db, SQL_CP_GET, err);
+  if (!st) return TL_E_IO;
+  sqlite3_bind_text(st, 1, r->def->name, -1, SQLITE_STATIC);
+  int step = sqlite3_step(st);
+  int64_t pos = step == SQLITE_ROW ? sqlite3_column_int64(st, 1) : 0;
+  sqlite3_reset(st);
+  if (step != SQLITE_ROW && step != SQLITE_DONE) return tl_db_fail(r->db, step, "checkpoint", err);
+  atomic_store(&r->position, pos);
+  return TL_OK;
+}
+
+int tl_saga_start(tl_saga **out, tl_log *log, tl_writer *writer, const char *dir, tl_err *err) {
+  *out = NULL;
+  tl_saga *s = calloc(1, sizeof *s);
+  if (!s) return tl_err_set(err, TL_E_NOMEM, "out of memory");
+  s->log = log;
+  s->writer = writer;
+  char path[PATH_MAX];
+  int n = snprintf(path, sizeof path, "%s/saga.db", dir);
+  int rc = (n < 0 || (size_t)n >= sizeof path)
+               ? tl_err_set(err, TL_E_INVALID, "data directory path too long")
+               : TL_OK;
+  assert(tl_process_managers_count <= MAX_PMS);
+  for (int i = 0; rc == TL_OK && i < tl_process_managers_count; i++) {
+    pm_runner *r = &s->runners[i];
+    r->saga = s;
+    r->def = tl_process_managers[i];
+    s->n++;
+    rc = open_runner(r, path, err);
+    if (rc == TL_OK && atomic_load(&r->position) > tl_log_head(log))
+      rc = tl_err_set(err, TL_E_INVALID, "process manager %s is ahead of the log", r->def->name);
+  }
+  for (int i = 0; rc == TL_OK && i < s->n; i++) {
+    if (pthread_create(&s->runners[i].thread, NULL, runner_main, &s->runners[i]) != 0)
+      rc = tl_err_set(err, TL_E_IO, "cannot start a process manager thread");
+    else
+      s->runners[i].started = 1;
+  }
+  if (rc != TL_OK) {
+    tl_saga_stop(s);
+    return rc;
+  }
+  *out = s;
+  return TL_OK;
+}
+
+void tl_saga_stop(tl_saga *s) {
+  if (!s) return;
+  atomic_store(&s->stopping, 1);
+  tl_log_wake(s->log);
+  for (int i = 0; i < s->n; i++) {
+    if (s->runners[i].started) pthread_join(s->runners[i].thread, NULL);
+    tl_db_close(s->runners[i].db);
+  }
+  free(s);
+}
+
+int tl_saga_status(tl_saga *s, tl_pm_status *out, int max) {
+  int64_t head = tl_log_head(s->log), now = tl_now_ms();
+  for (int i = 0; i < s->n && i < max; i++) {
+    pm_runner *r = &s->runners[i];
+    int64_t pos = atomic_load(&r->position), lag_ms = 0;
+    if (pos < head) {
+      int64_t t = tl_log_recorded_at(s->log, pos + 1);
+      lag_ms = t > 0 && now > t ? now - t : 0;
+    }
+    out[i] = (tl_pm_status){r->def->name, pos, head > pos ? head - pos : 0, lag_ms,
+                            atomic_load(&r->commands), atomic_load(&r->retries)};
+  }
+  return s->n;
+}

@@ -1,0 +1,81 @@
+/*
+ * tl_saga.h: the process-manager (saga) runtime.
+ *
+ * A process manager follows the log like a projection and answers events with commands. The
+ * runtime gives each one a thread, a checkpoint and a place for per-instance state in
+ * <dir>/saga.db, and issues its commands through the normal write lane:
+ *
+ *   1. read the next batch of events after the checkpoint;
+ *   2. in one saga.db transaction, hand each event to the manager's `handle`, which updates its
+ *      instance state and asks for commands (tl_pm_command);
+ *   3. submit every command to the writer and wait until all are answered (durable or refused);
+ *   4. move the checkpoint and COMMIT. On a storage failure (503) roll back and retry the same
+ *      batch with exponential backoff.
+ *
+ * A crash between 3 and 4 replays the batch from the old state, so `handle` asks for the same
+ * commands again; each carries an idempotency key derived from the causing event's id (and a
+ * suffix the manager chooses), so the writer answers a repeat from its idempotency records and
+ * nothing is applied twice. Every event a command causes records the causing event's id as
+ * causationId and keeps its correlation id.
+ *
+ * Writing another process manager: define a tl_pm_def (name, version, schema, handle), list it
+ * in tl_process_managers (order_saga.c shows one), keep every decision a function of the event
+ * and the instance state in saga.db, and give each command a distinct key suffix per event.
+ */
+#ifndef TL_SAGA_H
+#define TL_SAGA_H
+
+#include "domain/domain.h"
+#include "log/tl_log.h"
+#include "util/tl_db.h"
+#include "write/tl_writer.h"
+
+#include <jansson.h>
+
+typedef struct tl_pm_batch tl_pm_batch;
+
+typedef struct tl_pm_def {
+  const char *name;
+  int version;
+  const char *schema_sql; /* instance tables (IF NOT EXISTS) */
+  /* Handles one event inside the runtime's open saga.db transaction. Returns 0 or a TL_E code
+   * (the batch is then retried). */
+  int (*handle)(tl_db *db, const tl_event *ev, const json_t *data, tl_pm_batch *out,
+                tl_err *err);
+} tl_pm_def;
+
+extern const tl_pm_def *const tl_process_managers[];
+extern const int tl_process_managers_count;
+
+/* Asks for a command of kind on aggregate `target` (product or order id) caused by the event
+ * being handled; key_suffix makes its idempotency key unique among that event's commands.
+ * Returns the command to fill in (order_id, quantity, text), or NULL when out of memory. */
+tl_cmd *tl_pm_command(tl_pm_batch *b, tl_cmd_kind kind, const char *target,
+                      const char *key_suffix);
+
+/* For unit tests of a manager's handle: a batch outside the runtime. tl_pm_batch_event sets the
+ * causing event's id and correlation id that the next commands take. */
+tl_pm_batch *tl_pm_batch_new(void);
+void tl_pm_batch_free(tl_pm_batch *b);
+void tl_pm_batch_event(tl_pm_batch *b, const char *event_id, const char *correlation_id);
+size_t tl_pm_batch_count(const tl_pm_batch *b);
+/* The i-th command asked for (idem_key, causation_id, correlation_id and cmd filled). */
+const tl_cmd_request *tl_pm_batch_get(const tl_pm_batch *b, size_t i);
+
+typedef struct tl_saga tl_saga;
+
+typedef struct tl_pm_status {
+  const char *name;
+  int64_t position, lag_events, lag_ms;
+  uint64_t commands, retries;
+} tl_pm_status;
+
+/* Opens <dir>/saga.db and starts one thread per process manager. log and writer are borrowed
+ * and must outlive the runtime. */
+int tl_saga_start(tl_saga **out, tl_log *log, tl_writer *writer, const char *dir, tl_err *err);
+/* Stops the threads (finishing the batch in flight) and frees. NULL is a no-op. */
+void tl_saga_stop(tl_saga *s);
+/* Fills up to max statuses; returns the number of process managers. */
+int tl_saga_status(tl_saga *s, tl_pm_status *out, int max);
+
+#endif
