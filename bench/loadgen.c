@@ -58,6 +58,7 @@ enum {
   EXIT_UNREACHABLE = 2, /* also: the setup failed */
   EXIT_HARD_STOP = 3,
   EXIT_TOO_MANY_ERRORS = 4,
+  EXIT_MISMATCH = 5, /* flash-sale: the outcome of the orders or the stock is not what it must be */
 };
 
 #define SETUP_BUDGET_S 60     /* probe + seeding, whatever the size of the catalogue */
@@ -78,14 +79,22 @@ enum {
 #define READS_SEED_ORDERS 500 /* orders placed in setup by --mode reads */
 #define ERROR_SAMPLES 8       /* failed requests kept verbatim for the report */
 #define LAG_BUCKETS_MAX 128   /* buckets of one Prometheus histogram */
+#define PAY_MIN_AGE_NS 500000000ull /* mixed: an order is paid only once acked this long ago */
+#define FLASH_SETTLE_BUDGET_S 30    /* flash-sale: how long the orders may take to settle */
+#define FLASH_ORDERS_MAX 100000
+#define FLASH_ID_MAX 32           /* an orderId kept by the flash-sale tracker (ULID: 26) */
+#define TAIL_PAGE 1000            /* events per GET /log page (the server's maximum) */
+#define TAIL_IDLE_NS 1000000ull   /* pause after a short GET /log page */
+#define SAGA_POLL_NS 20000000ull  /* pause between GET /metrics while the saga catches up */
 
 /* ---------------------------------------------------------------------------------------------
  * Options
  * ------------------------------------------------------------------------------------------- */
 
-typedef enum { MODE_MIXED, MODE_HEALTH, MODE_ORDERS, MODE_READS } bench_mode;
+typedef enum { MODE_MIXED, MODE_HEALTH, MODE_ORDERS, MODE_READS, MODE_FLASH, MODE_COUNT } bench_mode;
 
-static const char *const mode_names[] = {"mixed", "health", "orders", "reads"};
+static const char *const mode_names[MODE_COUNT] = {"mixed", "health", "orders", "reads",
+                                                   "flash-sale"};
 
 typedef struct {
   const char *host;
@@ -100,6 +109,8 @@ typedef struct {
   const char *json_path; /* NULL: no JSON file */
   int ryw_every;         /* every Nth acked command is followed by a read-your-write read */
   uint64_t rng_seed;
+  int flash_stock;  /* flash-sale: units of the product on sale */
+  int flash_orders; /* flash-sale: acknowledged orders wanted */
 } bench_opts;
 
 /* ---------------------------------------------------------------------------------------------
@@ -219,6 +230,10 @@ typedef enum {
   REQ_GET_PRODUCT,
   REQ_LIST_PRODUCTS,
   REQ_RYW_READ,
+  REQ_SAGA_SYNC,
+  REQ_FLASH_ORDER,
+  REQ_TAIL_LOG,
+  REQ_FLASH_PRODUCT,
   REQ_KIND_COUNT
 } req_kind;
 
@@ -241,6 +256,10 @@ static const struct {
     [REQ_GET_PRODUCT] = {"GET /products/{id}", CLASS_QUERY, true},
     [REQ_LIST_PRODUCTS] = {"GET /products", CLASS_QUERY, true},
     [REQ_RYW_READ] = {"GET /orders/{id}?minPosition", CLASS_RYW, true},
+    [REQ_SAGA_SYNC] = {"GET /metrics (saga sync)", CLASS_SETUP, true},
+    [REQ_FLASH_ORDER] = {"POST /orders", CLASS_COMMAND, false},
+    [REQ_TAIL_LOG] = {"GET /log (settle tracker)", CLASS_SETUP, true},
+    [REQ_FLASH_PRODUCT] = {"GET /products/{id} (final)", CLASS_SETUP, true},
 };
 
 #define STATUS_SLOTS 600 /* index 0: transport failure (no HTTP answer) */
@@ -249,6 +268,7 @@ typedef struct {
   hist latency; /* successful (2xx) requests only */
   uint64_t ok;
   uint64_t errors;
+  uint64_t refused; /* expected business refusals (409 ORDER_NOT_RESERVED / ORDER_CLOSED) */
   uint64_t by_status[STATUS_SLOTS];
 } req_stats;
 
@@ -304,6 +324,15 @@ static bool parse_u64(const char *s, size_t n, uint64_t *out) {
     v = v * 10 + (uint64_t)(s[i] - '0');
   }
   *out = v;
+  return true;
+}
+
+/* Parses an optionally negative decimal of 1-18 digits that fills s[0..n). */
+static bool parse_i64(const char *s, size_t n, long long *out) {
+  uint64_t u;
+  bool neg = n > 0 && s[0] == '-';
+  if (!parse_u64(s + neg, n - neg, &u)) return false;
+  *out = neg ? -(long long)u : (long long)u;
   return true;
 }
 
@@ -657,6 +686,8 @@ typedef struct {
   double fsyncs;
   bool has_events;
   double events;
+  bool has_pm; /* tl_process_manager_position: the lowest over the process managers */
+  double pm_min_position;
   size_t n_lag;
   prom_bucket lag[LAG_BUCKETS_MAX]; /* tl_projection_visible_lag_seconds, sorted by le */
 } metrics_snap;
@@ -718,6 +749,9 @@ static void metrics_parse(metrics_snap *m, const char *text, size_t len) {
     } else if (NAME_IS("tl_events_appended_total")) {
       m->has_events = true;
       m->events += v;
+    } else if (NAME_IS("tl_process_manager_position")) {
+      if (!m->has_pm || v < m->pm_min_position) m->pm_min_position = v;
+      m->has_pm = true;
     } else if (NAME_IS("tl_projection_visible_lag_seconds_bucket") && labels != NULL) {
       const char *le = memmem(labels, (size_t)(labels_end - labels), "le=\"", 4);
       if (le == NULL || (le != labels && le[-1] != ',' && le[-1] != ' ')) continue;
@@ -814,6 +848,7 @@ typedef struct {
   /* Workload state of this connection. */
   uint64_t rng;
   char unpaid[UNPAID_MAX][ID_MAX]; /* orders it placed and has not paid yet, oldest first */
+  uint64_t unpaid_ack_ns[UNPAID_MAX]; /* when each was acknowledged */
   int n_unpaid;
   bool ryw_pending;
   char ryw_order[ID_MAX];
@@ -825,11 +860,57 @@ typedef enum {
   PH_PROBE,
   PH_SEED_PRODUCTS,
   PH_SEED_ORDERS,
-  PH_SYNC, /* waits until the read lane reflects the setup */
+  PH_SYNC,      /* waits until the read lane reflects the setup */
+  PH_SAGA_SYNC, /* flash-sale: waits until the process managers have handled the setup */
   PH_LOAD,
+  PH_SETTLE, /* flash-sale: every order acknowledged; waits until each one settled */
   PH_DRAIN,
   PH_DONE
 } phase;
+
+/* flash-sale: one order of the product on sale, as the acknowledgements and the log tell. */
+typedef struct {
+  char id[FLASH_ID_MAX]; /* "": a free slot */
+  bool acked;            /* its 201 arrived while placing */
+  bool placed;           /* its OrderPlaced was read from the log */
+  uint8_t outcome;       /* 0: not settled yet, 1: OrderReserved, 2: OrderRejected */
+  uint64_t ack_ns, settled_ns;
+} flash_order;
+
+enum { OUTCOME_NONE, OUTCOME_RESERVED, OUTCOME_REJECTED };
+
+typedef struct {
+  char product[64];
+  flash_order *orders; /* open addressing, fcap slots (a power of two) */
+  size_t fcap;
+  int inflight, attempts, acked;
+  bool stop;        /* no new order is sent */
+  uint64_t t_last_answer;
+  uint64_t stop_ns; /* when it stopped */
+  bool placing_done;
+  uint64_t t_place_end;
+  uint64_t max_ack_position;
+  /* What the log tail found. */
+  uint64_t tail_next; /* next position to read */
+  uint64_t tail_pages, tail_events, tail_failures;
+  int tail_last_status;
+  int placed_seen, reserved, rejected, rejected_other_reason;
+  int acked_settled, settled_before_ack;
+  int untracked;         /* 201s without a usable orderId (or twice the same) */
+  int duplicate_settles; /* a second OrderReserved/OrderRejected for one order */
+  hist settle; /* acked orders: 201 -> settling event read from the log, us */
+  bool settled;
+  bool settle_timeout;
+  uint64_t t_settled, settle_deadline;
+  /* Setup. */
+  bool saga_synced;
+  uint64_t t_saga_wait_start, t_saga_synced;
+  /* The product view once every order settled. */
+  bool product_want, product_done;
+  int product_status;
+  long long product_stock, product_available;
+  int product_in_stock; /* -1: absent */
+} flash_state;
 
 typedef struct {
   char id[ID_MAX];
@@ -868,6 +949,9 @@ typedef struct {
   req_stats cls[CLASS_COUNT];
   req_stats kinds[REQ_KIND_COUNT];
   uint64_t commands_acked; /* successful commands in the load phase, for the ryw cadence */
+  double window_s;         /* the measured window in seconds: what rates are per */
+  uint64_t refused_not_reserved, refused_closed;
+  flash_state flash;
   uint64_t reconnects, connect_failures, resends;
 
   pooled_order pool[POOL_MAX];
@@ -913,15 +997,20 @@ static void note_error_sample(bench *b, const bench_conn *c, int status, const c
     if (*s == '\n' || *s == '\r') *s = ' ';
 }
 
+/* Does a request of kind `kind` that started at t_start and ended at t_done count? */
+static bool in_window(const bench *b, req_kind kind, uint64_t t_start, uint64_t t_done) {
+  return kind_info[kind].cls != CLASS_SETUP && b->measuring && t_start >= b->t_measure_start &&
+         t_done <= b->t_measure_end;
+}
+
 /* Counts the outcome of a request of kind `kind` that started at t_start and ended at t_done,
- * if it lies inside the measured window. status 0 means no HTTP answer. Latency is recorded
- * for 2xx answers only; `lat_from` is the instant latency is measured from. */
-static void record(bench *b, req_kind kind, int status, uint64_t lat_from, uint64_t t_start,
-                   uint64_t t_done) {
+ * if it lies inside the measured window. status 0 means no HTTP answer; `refused` marks an
+ * expected business refusal, counted apart from the errors. Latency is recorded for 2xx
+ * answers only; `lat_from` is the instant latency is measured from. */
+static void record(bench *b, req_kind kind, int status, bool refused, uint64_t lat_from,
+                   uint64_t t_start, uint64_t t_done) {
   req_class cls = kind_info[kind].cls;
-  if (cls == CLASS_SETUP || !b->measuring || t_start < b->t_measure_start ||
-      t_done > b->t_measure_end)
-    return;
+  if (!in_window(b, kind, t_start, t_done)) return;
   req_stats *targets[2] = {&b->cls[cls], &b->kinds[kind]};
   bool ok = status >= 200 && status <= 299;
   uint64_t us = (t_done - lat_from) / 1000;
@@ -930,6 +1019,8 @@ static void record(bench *b, req_kind kind, int status, uint64_t lat_from, uint6
     if (ok) {
       s->ok++;
       hist_record(&s->latency, us);
+    } else if (refused) {
+      s->refused++;
     } else {
       s->errors++;
       s->by_status[status >= 0 && status < STATUS_SLOTS ? status : 0]++;
@@ -1033,6 +1124,42 @@ static int build_place_order(bench *b, bench_conn *c, req_kind kind, uint64_t no
   return set_request(b, c, kind, "POST", "/orders", body, now);
 }
 
+/* flash-sale setup: the product on sale, with --flash-stock units. */
+static int build_flash_product(bench *b, bench_conn *c, uint64_t now) {
+  char body[512];
+  size_t off = 0;
+  if (appendf(body, sizeof body, &off,
+              "{\"productId\":\"%s\",\"name\":\"Flash sale widget\",\"category\":\"toys\","
+              "\"price\":9.99,\"currency\":\"USD\",\"stock\":%d}",
+              b->flash.product, b->o.flash_stock) != 0)
+    return -1;
+  return set_request(b, c, REQ_SEED_PRODUCT, "POST", "/products", body, now);
+}
+
+/* flash-sale: POST /orders of one unit of the product on sale. */
+static int build_flash_order(bench *b, bench_conn *c, uint64_t now) {
+  char body[768];
+  size_t off = 0;
+  unsigned city = rand_below(&c->rng, sizeof cities / sizeof cities[0]);
+  if (appendf(body, sizeof body, &off,
+              "{\"customerId\":\"%s\",\"items\":[{\"productId\":\"%s\",\"quantity\":1,"
+              "\"price\":9.99}],\"shippingAddress\":{\"street\":\"%u Bench Street\","
+              "\"city\":\"%s\",\"country\":\"%s\",\"postalCode\":\"%05u\"},"
+              "\"currency\":\"USD\"}",
+              b->customers[rand_below(&c->rng, N_CUSTOMERS)], b->flash.product,
+              1 + rand_below(&c->rng, 999), cities[city], countries[city],
+              1000 + rand_below(&c->rng, 90000)) != 0)
+    return -1;
+  return set_request(b, c, REQ_FLASH_ORDER, "POST", "/orders", body, now);
+}
+
+/* Can this connection pay an order now? Only one acknowledged at least PAY_MIN_AGE_NS ago: the
+ * inventory saga has reserved its stock by then unless it lags (payment is accepted only from
+ * RESERVED). */
+static bool can_pay(const bench_conn *c, uint64_t now) {
+  return c->n_unpaid > 0 && now - c->unpaid_ack_ns[0] >= PAY_MIN_AGE_NS;
+}
+
 /* POST /orders/{id}/confirm-payment for the oldest order this connection placed and has not paid
  * (the one most likely to be settled everywhere). Returns -1 when it has none. */
 static int build_confirm_payment(bench *b, bench_conn *c, uint64_t now) {
@@ -1040,6 +1167,8 @@ static int build_confirm_payment(bench *b, bench_conn *c, uint64_t now) {
   if (c->n_unpaid <= 0) return -1;
   memcpy(c->order_id, c->unpaid[0], ID_MAX);
   memmove(c->unpaid[0], c->unpaid[1], (size_t)(c->n_unpaid - 1) * ID_MAX);
+  memmove(&c->unpaid_ack_ns[0], &c->unpaid_ack_ns[1],
+          (size_t)(c->n_unpaid - 1) * sizeof c->unpaid_ack_ns[0]);
   c->n_unpaid--;
   snprintf(target, sizeof target, "/orders/%s/confirm-payment", c->order_id);
   snprintf(body, sizeof body, "{\"paymentId\":\"pay-%016llx\"}",
@@ -1097,6 +1226,10 @@ static int workload_next(bench *b, bench_conn *c, uint64_t now) {
   switch (b->ph) {
     case PH_SEED_PRODUCTS:
       if (b->seed_next >= b->seed_target) return 0;
+      if (b->o.mode == MODE_FLASH) {
+        b->seed_next++;
+        return build_flash_product(b, c, now) == 0 ? 1 : -1;
+      }
       return build_seed_product(b, c, b->seed_next++, now) == 0 ? 1 : -1;
     case PH_SEED_ORDERS:
       if (b->seed_next >= b->seed_target) return 0;
@@ -1108,6 +1241,20 @@ static int workload_next(bench *b, bench_conn *c, uint64_t now) {
       return 0;
   }
   int rc;
+  if (b->o.mode == MODE_FLASH) {
+    /* Enough orders in flight to reach the target if they all succeed; failures are made up
+     * for, up to twice the target in all. */
+    flash_state *f = &b->flash;
+    if (f->stop || f->acked + f->inflight >= b->o.flash_orders) return 0;
+    if (f->attempts >= 2 * b->o.flash_orders) {
+      f->stop = true;
+      f->stop_ns = now;
+      return 0;
+    }
+    f->attempts++;
+    f->inflight++;
+    return build_flash_order(b, c, now) == 0 ? 1 : -1;
+  }
   if (c->ryw_pending) {
     char target[256];
     c->ryw_pending = false;
@@ -1131,7 +1278,7 @@ static int workload_next(bench *b, bench_conn *c, uint64_t now) {
     default:
       if (rand_below(&c->rng, (uint32_t)b->o.reads_per_write + 1) != 0)
         rc = build_read(b, c, now);
-      else if (c->n_unpaid > 0 && rand_below(&c->rng, 5) == 0)
+      else if (rand_below(&c->rng, 5) == 0 && can_pay(c, now))
         rc = build_confirm_payment(b, c, now); /* about 20% of writes */
       else
         rc = build_place_order(b, c, REQ_PLACE_ORDER, now);
@@ -1171,7 +1318,7 @@ static void conn_close(bench *b, bench_conn *c) {
  * let the connection start afresh (after a back-off when connecting itself failed). */
 static void conn_fail(bench *b, bench_conn *c, const char *why, bool connect_failed, uint64_t now) {
   if (c->busy) {
-    record(b, c->kind, 0, c->t_start_ns, c->t_start_ns, now);
+    record(b, c->kind, 0, false, c->t_start_ns, c->t_start_ns, now);
     if (b->ph == PH_LOAD && b->measuring && c->t_start_ns >= b->t_measure_start)
       note_error_sample(b, c, 0, NULL, 0, why);
     if (c->kind == REQ_SEED_PRODUCT || c->kind == REQ_SEED_ORDER) {
@@ -1181,6 +1328,15 @@ static void conn_fail(bench *b, bench_conn *c, const char *why, bool connect_fai
         snprintf(b->seed_first_error, sizeof b->seed_first_error, "%s", why);
     } else if (c->kind == REQ_METRICS && c->metrics_after) {
       b->metrics_after_done = true;
+    } else if (c->kind == REQ_FLASH_ORDER) {
+      b->flash.inflight--;
+    } else if (c->kind == REQ_TAIL_LOG) {
+      b->flash.tail_failures++;
+      b->flash.tail_last_status = 0;
+    } else if (c->kind == REQ_FLASH_PRODUCT) {
+      b->flash.product_done = true;
+      b->flash.product_status = 0;
+      fprintf(stderr, "twinlane-bench: GET /products/%s: %s\n", b->flash.product, why);
     }
     c->busy = false;
   }
@@ -1258,11 +1414,25 @@ static void conn_kick(bench *b, bench_conn *c, uint64_t now) {
       snprintf(target, sizeof target, "/products?limit=1&minPosition=%llu&waitMs=5000",
                (unsigned long long)b->setup_position);
       rc = set_request(b, c, REQ_SYNC, "GET", target, NULL, now) == 0 ? 1 : -1;
+    } else if (b->ph == PH_SAGA_SYNC && !b->flash.saga_synced) {
+      rc = set_request(b, c, REQ_SAGA_SYNC, "GET", "/metrics", NULL, now) == 0 ? 1 : -1;
     } else if ((b->want_metrics_before && !b->metrics_before_sent) ||
                (b->want_metrics_after && !b->metrics_after_done)) {
       rc = set_request(b, c, REQ_METRICS, "GET", "/metrics", NULL, now) == 0 ? 1 : -1;
       c->metrics_after = b->metrics_before_sent; /* before is always asked first */
       b->metrics_before_sent = true;
+    } else if (b->flash.product_want && !b->flash.product_done) {
+      /* The product view once it reflects every settling event read. */
+      char target[192];
+      snprintf(target, sizeof target, "/products/%s?minPosition=%llu&waitMs=5000",
+               b->flash.product, (unsigned long long)(b->flash.tail_next - 1));
+      rc = set_request(b, c, REQ_FLASH_PRODUCT, "GET", target, NULL, now) == 0 ? 1 : -1;
+    } else if (b->o.mode == MODE_FLASH && (b->ph == PH_LOAD || b->ph == PH_SETTLE) &&
+               !b->flash.settled) {
+      char target[128];
+      snprintf(target, sizeof target, "/log?fromPosition=%llu&limit=%d",
+               (unsigned long long)b->flash.tail_next, TAIL_PAGE);
+      rc = set_request(b, c, REQ_TAIL_LOG, "GET", target, NULL, now) == 0 ? 1 : -1;
     } else {
       rc = 0;
     }
@@ -1291,8 +1461,11 @@ static void remember_order(bench *b, bench_conn *c, const char *order_id, uint64
   if (!for_payment) return;
   if (c->n_unpaid == UNPAID_MAX) { /* forget the oldest */
     memmove(c->unpaid[0], c->unpaid[1], (size_t)(UNPAID_MAX - 1) * ID_MAX);
+    memmove(&c->unpaid_ack_ns[0], &c->unpaid_ack_ns[1],
+            (size_t)(UNPAID_MAX - 1) * sizeof c->unpaid_ack_ns[0]);
     c->n_unpaid--;
   }
+  c->unpaid_ack_ns[c->n_unpaid] = now;
   snprintf(c->unpaid[c->n_unpaid++], ID_MAX, "%s", order_id);
 }
 
@@ -1308,6 +1481,148 @@ static int64_t answer_position(const char *body, size_t body_len, int64_t x_posi
   return -1;
 }
 
+/* ---- flash-sale: following every order until it settles ----------------------------------- */
+
+static bool lit_eq(const char *s, size_t n, const char *lit) {
+  return strlen(lit) == n && memcmp(s, lit, n) == 0;
+}
+
+static uint64_t fnv1a(const char *s, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+  return h;
+}
+
+/* The tracked order with id s[0..n), or (create) a new slot for it; NULL when absent, or when
+ * the id does not fit or the table is full. The table holds at most twice --flash-orders
+ * orders (the attempts) at half load, so it never fills unless the log holds orders of the
+ * product that this run did not send. */
+static flash_order *flash_slot(flash_state *f, const char *s, size_t n, bool create) {
+  if (n == 0 || n >= FLASH_ID_MAX || f->orders == NULL) return NULL;
+  size_t mask = f->fcap - 1, i = (size_t)fnv1a(s, n) & mask;
+  for (size_t probes = 0; probes < f->fcap; probes++, i = (i + 1) & mask) {
+    flash_order *o = &f->orders[i];
+    if (o->id[0] == '\0') {
+      if (!create) return NULL;
+      memcpy(o->id, s, n);
+      o->id[n] = '\0';
+      return o;
+    }
+    if (strncmp(o->id, s, n) == 0 && o->id[n] == '\0') return o;
+  }
+  return NULL;
+}
+
+/* An acknowledged order whose settling event was read: its settle time. */
+static void flash_sample(flash_state *f, const flash_order *o) {
+  uint64_t us = 0;
+  if (o->settled_ns > o->ack_ns)
+    us = (o->settled_ns - o->ack_ns) / 1000;
+  else
+    f->settled_before_ack++; /* the tail read it before the 201 arrived */
+  hist_record(&f->settle, us);
+  f->acked_settled++;
+}
+
+/* One event of a GET /log page, ev[0..n) an object. */
+static void flash_event(flash_state *f, const char *ev, size_t n, uint64_t now) {
+  const char *v, *stream;
+  size_t vl, sl;
+  uint64_t pos;
+  if (json_top_field(ev, n, "position", &v, &vl) && parse_u64(v, vl, &pos) &&
+      pos >= f->tail_next)
+    f->tail_next = pos + 1;
+  if (!json_top_field(ev, n, "type", &v, &vl) ||
+      !json_top_field(ev, n, "stream", &stream, &sl) || sl <= 6 ||
+      memcmp(stream, "order-", 6) != 0)
+    return;
+  stream += 6;
+  sl -= 6;
+  if (lit_eq(v, vl, "OrderPlaced")) {
+    /* Ours when it names the product on sale (a unique id per run). */
+    char needle[80];
+    int nl = snprintf(needle, sizeof needle, "\"%s\"", f->product);
+    if (memmem(ev, n, needle, (size_t)nl) == NULL) return;
+    flash_order *o = flash_slot(f, stream, sl, true);
+    if (o != NULL && !o->placed) {
+      o->placed = true;
+      f->placed_seen++;
+    }
+    return;
+  }
+  bool reserved = lit_eq(v, vl, "OrderReserved");
+  if (!reserved && !lit_eq(v, vl, "OrderRejected")) return;
+  flash_order *o = flash_slot(f, stream, sl, false);
+  if (o == NULL) return; /* not an order of this run */
+  if (o->outcome != OUTCOME_NONE) {
+    f->duplicate_settles++; /* settled twice: the tail or the server is wrong */
+    return;
+  }
+  o->outcome = reserved ? OUTCOME_RESERVED : OUTCOME_REJECTED;
+  o->settled_ns = now;
+  if (reserved) {
+    f->reserved++;
+  } else {
+    f->rejected++;
+    if (memmem(ev, n, "\"OUT_OF_STOCK\"", 14) == NULL) f->rejected_other_reason++;
+  }
+  if (o->acked) flash_sample(f, o);
+}
+
+/* A GET /log page: a JSON array of events. Returns the number of events, or -1 if the page
+ * cannot be read. */
+static int flash_tail_page(flash_state *f, const char *js, size_t len, uint64_t now) {
+  size_t i = 0;
+  int n = 0;
+  while (i < len && json_ws(js[i])) i++;
+  if (i >= len || js[i] != '[') return -1;
+  i++;
+  for (;;) {
+    while (i < len && (json_ws(js[i]) || js[i] == ',')) i++;
+    if (i >= len) return -1;
+    if (js[i] == ']') return n;
+    if (js[i] != '{') return -1;
+    size_t start = i;
+    int depth = 0;
+    for (; i < len; i++) {
+      char ch = js[i];
+      if (ch == '"') {
+        for (i++; i < len && js[i] != '"'; i += js[i] == '\\' ? 2 : 1) {
+        }
+        if (i >= len) return -1;
+      } else if (ch == '{' || ch == '[') {
+        depth++;
+      } else if ((ch == '}' || ch == ']') && --depth == 0) {
+        break;
+      }
+    }
+    if (i >= len) return -1;
+    i++;
+    flash_event(f, js + start, i - start, now);
+    n++;
+  }
+}
+
+/* The 201 of an order of the sale. */
+static void flash_ack(bench *b, const char *body, size_t body_len, int64_t position,
+                      uint64_t now) {
+  flash_state *f = &b->flash;
+  char id[ID_MAX];
+  f->acked++;
+  if (position > 0 && (uint64_t)position > f->max_ack_position)
+    f->max_ack_position = (uint64_t)position;
+  flash_order *o = json_top_id(body, body_len, "orderId", id, sizeof id)
+                       ? flash_slot(f, id, strlen(id), true)
+                       : NULL;
+  if (o == NULL || o->acked) {
+    f->untracked++;
+    return;
+  }
+  o->acked = true;
+  o->ack_ns = now;
+  if (o->outcome != OUTCOME_NONE) flash_sample(f, o);
+}
+
 /* Handles a complete response to the busy request: accounting, workload state, phase state. */
 static void on_response(bench *b, bench_conn *c, int status, const char *body, size_t body_len,
                         int64_t x_position, uint64_t now) {
@@ -1315,10 +1630,26 @@ static void on_response(bench *b, bench_conn *c, int status, const char *body, s
   bool ok = status >= 200 && status <= 299;
   uint64_t lat_from = kind == REQ_RYW_READ ? c->ryw_ack_ns : c->t_start_ns;
   uint64_t window_start = kind == REQ_RYW_READ ? c->ryw_ack_ns : c->t_start_ns;
-  record(b, kind, status, lat_from, window_start, now);
-  if (!ok && kind_info[kind].cls != CLASS_SETUP && b->measuring &&
-      window_start >= b->t_measure_start && now <= b->t_measure_end)
-    note_error_sample(b, c, status, body, body_len, NULL);
+  /* A payment of an order whose stock is not reserved (yet), or that was rejected or cancelled,
+   * is a business refusal the workload expects now and then, not a failure. */
+  bool refused = false, not_reserved = false;
+  if (kind == REQ_CONFIRM_PAYMENT && status == 409) {
+    const char *v;
+    size_t vl;
+    if (json_top_field(body, body_len, "code", &v, &vl)) {
+      not_reserved = lit_eq(v, vl, "ORDER_NOT_RESERVED");
+      refused = not_reserved || lit_eq(v, vl, "ORDER_CLOSED");
+    }
+  }
+  record(b, kind, status, refused, lat_from, window_start, now);
+  if (in_window(b, kind, window_start, now)) {
+    if (refused && not_reserved)
+      b->refused_not_reserved++;
+    else if (refused)
+      b->refused_closed++;
+    else if (!ok)
+      note_error_sample(b, c, status, body, body_len, NULL);
+  }
   c->busy = false;
 
   switch (kind) {
@@ -1344,11 +1675,81 @@ static void on_response(bench *b, bench_conn *c, int status, const char *body, s
       if (c->metrics_after) b->metrics_after_done = true;
       break;
     }
+    case REQ_SAGA_SYNC:
+      if (ok) {
+        metrics_snap *m = malloc(sizeof *m);
+        if (m == NULL) {
+          fprintf(stderr, "twinlane-bench: out of memory\n");
+          b->exit_code = EXIT_USAGE;
+          b->ph = PH_DONE;
+          break;
+        }
+        metrics_parse(m, body, body_len);
+        bool has_pm = m->has_pm;
+        double pm_pos = m->pm_min_position;
+        free(m);
+        if (!has_pm) {
+          fprintf(stderr,
+                  "twinlane-bench: setup: GET /metrics has no tl_process_manager_position: "
+                  "this server runs no inventory saga, a flash sale cannot settle\n");
+          b->exit_code = EXIT_UNREACHABLE;
+          b->ph = PH_DONE;
+          break;
+        }
+        if (pm_pos >= (double)b->setup_position) {
+          b->flash.saga_synced = true;
+          b->flash.t_saga_synced = now;
+          break;
+        }
+      }
+      c->retry_at_ns = now + SAGA_POLL_NS; /* not there yet: ask again a little later */
+      break;
+    case REQ_FLASH_ORDER:
+      b->flash.inflight--;
+      b->flash.t_last_answer = now;
+      if (ok && b->ph == PH_LOAD && !b->flash.placing_done)
+        flash_ack(b, body, body_len, answer_position(body, body_len, x_position), now);
+      break;
+    case REQ_TAIL_LOG: {
+      int n = ok ? flash_tail_page(&b->flash, body, body_len, now) : -1;
+      b->flash.tail_pages++;
+      b->flash.tail_last_status = status;
+      if (n < 0) {
+        b->flash.tail_failures++;
+        c->retry_at_ns = now + 10 * TAIL_IDLE_NS;
+      } else {
+        b->flash.tail_events += (uint64_t)n;
+        if (n < TAIL_PAGE) c->retry_at_ns = now + TAIL_IDLE_NS; /* caught up: pause */
+      }
+      break;
+    }
+    case REQ_FLASH_PRODUCT: {
+      flash_state *f = &b->flash;
+      const char *v;
+      size_t vl;
+      long long i64;
+      f->product_done = true;
+      f->product_status = status;
+      if (!ok) {
+        int bl = body_len > 300 ? 300 : (int)body_len;
+        fprintf(stderr, "twinlane-bench: GET /products/%s answered %d %.*s\n", f->product,
+                status, bl, body);
+        break;
+      }
+      if (json_top_field(body, body_len, "stock", &v, &vl) && parse_i64(v, vl, &i64))
+        f->product_stock = i64;
+      if (json_top_field(body, body_len, "available", &v, &vl) && parse_i64(v, vl, &i64))
+        f->product_available = i64;
+      if (json_top_field(body, body_len, "inStock", &v, &vl))
+        f->product_in_stock = lit_eq(v, vl, "true") ? 1 : lit_eq(v, vl, "false") ? 0 : -1;
+      break;
+    }
     case REQ_SEED_PRODUCT:
     case REQ_SEED_ORDER:
       b->seed_done++;
-      /* A product left by an earlier run against the same data is fine. */
-      if (!ok && !(kind == REQ_SEED_PRODUCT && status == 409)) {
+      /* A product left by an earlier run against the same data is fine (not the one on sale,
+       * whose id is new for every run). */
+      if (!ok && !(kind == REQ_SEED_PRODUCT && status == 409 && b->o.mode != MODE_FLASH)) {
         b->seed_failed++;
         if (b->seed_first_error[0] == '\0') {
           int bl = body_len > 300 ? 300 : (int)body_len;
@@ -1526,6 +1927,24 @@ static void arm_alarm(double seconds) { alarm((unsigned)ceil(seconds)); }
 
 static void enter_load(bench *b, uint64_t now) {
   b->ph = PH_LOAD;
+  if (b->o.mode == MODE_FLASH) {
+    /* No warm-up: a flash sale starts cold. The window is the placing, however long it takes
+     * (at most --duration-s); the settling after it is bounded by FLASH_SETTLE_BUDGET_S. */
+    arm_alarm(b->o.duration_s + DRAIN_BUDGET_MS / 1000.0 + FLASH_SETTLE_BUDGET_S +
+              2 * DRAIN_BUDGET_MS / 1000.0 + HARD_STOP_GRACE_S);
+    b->t_load_start = b->t_measure_start = now;
+    b->t_measure_end = UINT64_MAX; /* set when the placing ends */
+    b->measuring = true;
+    b->want_metrics_before = true;
+    b->t_last_progress = now;
+    b->flash.tail_next = b->setup_position + 1;
+    fprintf(stderr,
+            "twinlane-bench: load: flash-sale, %d connections, %d single-unit orders of %s "
+            "(stock %d), at most %.3g s\n",
+            b->n_conns, b->o.flash_orders, b->flash.product, b->o.flash_stock,
+            b->o.duration_s);
+    return;
+  }
   arm_alarm(b->o.warmup_s + b->o.duration_s + HARD_STOP_GRACE_S);
   b->t_load_start = now;
   b->t_measure_start = now + (uint64_t)(b->o.warmup_s * 1e9);
@@ -1549,7 +1968,16 @@ static void enter_sync_or_load(bench *b, uint64_t now) {
 }
 
 static void enter_seed_orders_or_load(bench *b, uint64_t now) {
-  if (b->o.mode == MODE_READS) {
+  if (b->o.mode == MODE_FLASH) {
+    /* Orders placed by earlier runs may still be in the saga's queue: start the sale only when
+     * it has handled everything up to the product's creation, so that the settle times are
+     * this sale's own. */
+    b->ph = PH_SAGA_SYNC;
+    b->flash.t_saga_wait_start = now;
+    fprintf(stderr,
+            "twinlane-bench: setup: waiting for the process managers to reach position %llu\n",
+            (unsigned long long)b->setup_position);
+  } else if (b->o.mode == MODE_READS) {
     b->ph = PH_SEED_ORDERS;
     b->seed_next = b->seed_done = b->seed_failed = 0;
     b->seed_target = READS_SEED_ORDERS;
@@ -1568,9 +1996,63 @@ static void progress(bench *b, uint64_t now) {
     ok += b->cls[i].ok;
     err += b->cls[i].errors;
   }
-  fprintf(stderr, "  t=%5.1fs %s ok=%llu errors=%llu\n", t,
-          now < b->t_measure_start ? "(warm-up)" : "", (unsigned long long)ok,
-          (unsigned long long)err);
+  if (b->o.mode == MODE_FLASH)
+    fprintf(stderr, "  t=%5.1fs acked=%d settled=%d (of %d placed) errors=%llu\n", t,
+            b->flash.acked, b->flash.reserved + b->flash.rejected, b->flash.placed_seen,
+            (unsigned long long)err);
+  else
+    fprintf(stderr, "  t=%5.1fs %s ok=%llu errors=%llu\n", t,
+            now < b->t_measure_start ? "(warm-up)" : "", (unsigned long long)ok,
+            (unsigned long long)err);
+}
+
+/* flash-sale, load and settle phases: stop placing at the target or the time limit, end the
+ * window when every order is answered, then wait until every order settled. */
+static void flash_tick(bench *b, uint64_t now) {
+  flash_state *f = &b->flash;
+  if (b->ph == PH_LOAD) {
+    if (!f->stop &&
+        (f->acked >= b->o.flash_orders || now >= b->t_measure_start + (uint64_t)(b->o.duration_s * 1e9))) {
+      f->stop = true;
+      f->stop_ns = now;
+    }
+    if (!f->stop || (f->inflight > 0 && now <= f->stop_ns + DRAIN_BUDGET_MS * 1000000ull)) return;
+    if (f->inflight > 0) {
+      /* Orders unanswered DRAIN_BUDGET_MS after the placing stopped: failures. */
+      count_unanswered(b, now);
+      for (int i = 0; i < b->n_conns; i++) {
+        bench_conn *c = &b->conns[i];
+        if (!c->busy) continue;
+        c->busy = false;
+        conn_close(b, c);
+      }
+      f->inflight = 0;
+    }
+    uint64_t end = f->t_last_answer > b->t_measure_start ? f->t_last_answer : now;
+    f->placing_done = true;
+    f->t_place_end = end;
+    b->t_measure_end = end;
+    b->window_s = (double)(end - b->t_measure_start) / 1e9;
+    if (b->window_s < 1e-3) b->window_s = 1e-3;
+    f->settle_deadline = now + FLASH_SETTLE_BUDGET_S * 1000000000ull;
+    b->ph = PH_SETTLE;
+    return;
+  }
+  /* PH_SETTLE */
+  bool all = f->acked_settled >= f->acked - f->untracked &&
+             f->reserved + f->rejected >= f->placed_seen;
+  if (!all && now <= f->settle_deadline) return;
+  f->settled = all;
+  f->settle_timeout = !all;
+  f->t_settled = now;
+  if (!all)
+    fprintf(stderr, "twinlane-bench: %d of %d orders did not settle within %d s\n",
+            f->placed_seen - f->reserved - f->rejected, f->placed_seen, FLASH_SETTLE_BUDGET_S);
+  b->ph = PH_DRAIN;
+  b->want_metrics_after = true;
+  f->product_want = true;
+  b->t_drain_deadline = now + 2 * DRAIN_BUDGET_MS * 1000000ull; /* the product view may wait 5 s */
+  conn_kick(b, &b->conns[b->n_conns], now);
 }
 
 /* Moves the run to its next phase when the current one is over, and fails it when a phase
@@ -1579,11 +2061,15 @@ static void phase_tick(bench *b, uint64_t now) {
   switch (b->ph) {
     case PH_PROBE:
       if (b->probe_ok) {
-        if (b->o.seed_products) {
+        if (b->o.seed_products || b->o.mode == MODE_FLASH) {
           b->ph = PH_SEED_PRODUCTS;
           b->seed_next = b->seed_done = b->seed_failed = 0;
-          b->seed_target = b->o.products;
-          fprintf(stderr, "twinlane-bench: setup: creating %d products\n", b->seed_target);
+          b->seed_target = b->o.mode == MODE_FLASH ? 1 : b->o.products;
+          if (b->o.mode == MODE_FLASH)
+            fprintf(stderr, "twinlane-bench: setup: creating %s with stock %d\n",
+                    b->flash.product, b->o.flash_stock);
+          else
+            fprintf(stderr, "twinlane-bench: setup: creating %d products\n", b->seed_target);
         } else {
           enter_seed_orders_or_load(b, now);
         }
@@ -1634,8 +2120,29 @@ static void phase_tick(bench *b, uint64_t now) {
         b->ph = PH_DONE;
       }
       break;
+    case PH_SAGA_SYNC:
+      if (b->flash.saga_synced) {
+        enter_load(b, now);
+        kick_all(b, now);
+      } else if (now > b->t_setup_deadline) {
+        fprintf(stderr,
+                "twinlane-bench: setup: the process managers did not reach position %llu in %d "
+                "s\n",
+                (unsigned long long)b->setup_position, SETUP_BUDGET_S);
+        b->exit_code = EXIT_UNREACHABLE;
+        b->ph = PH_DONE;
+      }
+      break;
+    case PH_SETTLE:
+      progress(b, now);
+      flash_tick(b, now);
+      break;
     case PH_LOAD:
       progress(b, now);
+      if (b->o.mode == MODE_FLASH) {
+        flash_tick(b, now);
+        break;
+      }
       if (!b->want_metrics_before && now >= b->t_measure_start) {
         b->want_metrics_before = true;
         conn_kick(b, &b->conns[b->n_conns], now);
@@ -1652,7 +2159,9 @@ static void phase_tick(bench *b, uint64_t now) {
        * server never answers shows up in the report as unanswered. */
       bool waiting = false;
       for (int i = 0; i < b->n_conns && !waiting; i++) waiting = b->conns[i].busy;
-      if ((b->metrics_after_done && !waiting) || now > b->t_drain_deadline) {
+      if ((b->metrics_after_done && !waiting &&
+           (b->o.mode != MODE_FLASH || b->flash.product_done)) ||
+          now > b->t_drain_deadline) {
         b->t_done = now;
         count_unanswered(b, now);
         b->ph = PH_DONE;
@@ -1672,8 +2181,7 @@ static int next_timeout_ms(const bench *b, uint64_t now) {
   }
   for (int i = 0; i <= b->n_conns; i++) {
     const bench_conn *c = &b->conns[i];
-    if (!c->busy && c->state == CONN_CLOSED && c->retry_at_ns > now && c->retry_at_ns < next)
-      next = c->retry_at_ns;
+    if (!c->busy && c->retry_at_ns > now && c->retry_at_ns < next) next = c->retry_at_ns;
   }
   if (next <= now) return 0;
   return (int)((next - now + 999999) / 1000000);
@@ -1712,14 +2220,15 @@ static int run(bench *b) {
 
 typedef struct {
   double p50_ms, p99_ms, p999_ms, max_ms, ops_per_s;
-  uint64_t ok, errors;
+  uint64_t ok, errors, refused;
 } stats_view;
 
 static stats_view view_of(const bench *b, const req_stats *s) {
   stats_view v;
   v.ok = s->ok;
   v.errors = s->errors;
-  v.ops_per_s = (double)s->ok / b->o.duration_s;
+  v.refused = s->refused;
+  v.ops_per_s = (double)s->ok / b->window_s;
   v.p50_ms = hist_quantile_us(&s->latency, 0.50) / 1000;
   v.p99_ms = hist_quantile_us(&s->latency, 0.99) / 1000;
   v.p999_ms = hist_quantile_us(&s->latency, 0.999) / 1000;
@@ -1746,7 +2255,7 @@ typedef struct {
   double batch_mean, batch_count;
   bool fsyncs_ok, events_ok;
   double fsyncs, events;
-  uint64_t total_ok, total_errors;
+  uint64_t total_ok, total_errors, total_refused;
   uint64_t by_status[STATUS_SLOTS];
   int in_flight;
   double oldest_in_flight_ms;
@@ -1777,6 +2286,7 @@ static derived derive(const bench *b, uint64_t t_end) {
   for (int c = 0; c < CLASS_COUNT; c++) {
     d.total_ok += b->cls[c].ok;
     d.total_errors += b->cls[c].errors;
+    d.total_refused += b->cls[c].refused;
     for (int s = 0; s < STATUS_SLOTS; s++) d.by_status[s] += b->cls[c].by_status[s];
   }
   for (int i = 0; i < b->n_conns; i++) {
@@ -1790,47 +2300,143 @@ static derived derive(const bench *b, uint64_t t_end) {
   return d;
 }
 
+/* flash-sale: what the orders and the product must have come to, and whether they did. */
+typedef struct {
+  int expected_reserved, expected_rejected;
+  int acked_not_in_log;  /* acknowledged, yet no OrderPlaced of the product read for it */
+  int placed_not_acked;  /* in the log, but its request failed or was abandoned */
+  long long expected_available;
+  bool counts_ok, product_ok, ok;
+} flash_verdict;
+
+static flash_verdict flash_judge(const bench *b) {
+  const flash_state *f = &b->flash;
+  flash_verdict v;
+  memset(&v, 0, sizeof v);
+  for (size_t i = 0; i < f->fcap; i++) {
+    const flash_order *o = &f->orders[i];
+    if (o->id[0] == '\0') continue;
+    if (o->acked && !o->placed) v.acked_not_in_log++;
+    if (o->placed && !o->acked) v.placed_not_acked++;
+  }
+  /* Every order of the product in the log counts, acknowledged or not: the stock went to
+   * whichever came first. */
+  v.expected_reserved = f->placed_seen < b->o.flash_stock ? f->placed_seen : b->o.flash_stock;
+  v.expected_rejected = f->placed_seen - v.expected_reserved;
+  v.expected_available = (long long)b->o.flash_stock - f->reserved;
+  v.counts_ok = f->settled && f->reserved == v.expected_reserved &&
+                f->rejected == v.expected_rejected && f->rejected_other_reason == 0 &&
+                f->duplicate_settles == 0 && f->untracked == 0 && v.acked_not_in_log == 0;
+  v.product_ok = f->product_status >= 200 && f->product_status <= 299 &&
+                 f->product_stock == b->o.flash_stock &&
+                 f->product_available == v.expected_available &&
+                 f->product_in_stock == (v.expected_available > 0 ? 1 : 0);
+  v.ok = v.counts_ok && v.product_ok;
+  return v;
+}
+
+static void print_flash(const bench *b, const derived *d, const flash_verdict *v) {
+  const flash_state *f = &b->flash;
+  char p50[32], p99[32], p999[32], mx[32];
+  printf("%-34s %s: stock %d, %d single-unit orders wanted\n", "flash sale", f->product,
+         b->o.flash_stock, b->o.flash_orders);
+  printf("  %-32s %d acknowledged (201) in %.3f s: %.1f commands/s, %llu errors", "placed",
+         f->acked, b->window_s, (double)f->acked / b->window_s,
+         (unsigned long long)d->total_errors);
+  if (f->acked < b->o.flash_orders)
+    printf(" (short of %d: %s)", b->o.flash_orders,
+           f->attempts >= 2 * b->o.flash_orders ? "too many failures" : "time limit");
+  printf("\n  %-32s %d orders of the product read from the log", "", f->placed_seen);
+  if (v->placed_not_acked) printf(", %d of them without a 201", v->placed_not_acked);
+  if (v->acked_not_in_log) printf(", %d acknowledged orders MISSING", v->acked_not_in_log);
+  printf("\n  %-32s RESERVED %d (expected %d), REJECTED %d (expected %d)", "settled",
+         f->reserved, v->expected_reserved, f->rejected, v->expected_rejected);
+  if (f->rejected_other_reason)
+    printf(", %d rejected for another reason than OUT_OF_STOCK", f->rejected_other_reason);
+  if (f->duplicate_settles) printf(", %d settled twice", f->duplicate_settles);
+  if (f->untracked) printf(", %d 201s without a trackable orderId", f->untracked);
+  if (f->settle_timeout)
+    printf(", %d not settled after %d s", f->placed_seen - f->reserved - f->rejected,
+           FLASH_SETTLE_BUDGET_S);
+  printf(": %s\n", v->counts_ok ? "OK" : "MISMATCH");
+  fmt_ms(p50, sizeof p50, hist_quantile_us(&f->settle, 0.50) / 1000);
+  fmt_ms(p99, sizeof p99, hist_quantile_us(&f->settle, 0.99) / 1000);
+  fmt_ms(p999, sizeof p999, hist_quantile_us(&f->settle, 0.999) / 1000);
+  fmt_ms(mx, sizeof mx, f->settle.total ? (double)f->settle.max_us / 1000 : NAN);
+  printf("  %-32s p50 %s ms   p99 %s ms   p99.9 %s ms   max %s ms   (%d orders", "settle time",
+         p50, p99, p999, mx, f->acked_settled);
+  if (f->settled_before_ack) printf(", %d settled before their 201 arrived", f->settled_before_ack);
+  printf(")\n  %-32s all settled %.3f s after the last 201\n", "",
+         (double)(f->t_settled - f->t_place_end) / 1e9);
+  if (f->product_status >= 200 && f->product_status <= 299)
+    printf("  %-32s stock %lld, available %lld (expected %lld), inStock %s: %s\n",
+           "product view", f->product_stock, f->product_available, v->expected_available,
+           f->product_in_stock < 0 ? "?" : f->product_in_stock ? "true" : "false",
+           v->product_ok ? "OK" : "MISMATCH");
+  else
+    printf("  %-32s GET /products/%s answered %d: MISMATCH\n", "product view", f->product,
+           f->product_status);
+  printf("  %-32s GET /log: %llu pages, %llu events, %llu failed; the saga caught up %.3f s "
+         "before the sale\n",
+         "settle tracker", (unsigned long long)f->tail_pages, (unsigned long long)f->tail_events,
+         (unsigned long long)f->tail_failures,
+         (double)(f->t_saga_synced - f->t_saga_wait_start) / 1e9);
+  printf("%-34s %s\n", "flash sale check", v->ok ? "OK" : "MISMATCH");
+}
+
 static void print_report(const bench *b, const derived *d) {
   char p50[32], p99[32], p999[32], mx[32];
-  printf("\ntwinlane-bench  %s:%d  mode=%s  connections=%d  warm-up=%gs  measured=%gs", b->o.host,
-         b->o.port, mode_names[b->o.mode], b->n_conns, b->o.warmup_s, b->o.duration_s);
+  printf("\ntwinlane-bench  %s:%d  mode=%s  connections=%d", b->o.host, b->o.port,
+         mode_names[b->o.mode], b->n_conns);
+  if (b->o.mode == MODE_FLASH)
+    printf("  placing=%.3gs (limit %gs)  stock=%d  orders=%d", b->window_s, b->o.duration_s,
+           b->o.flash_stock, b->o.flash_orders);
+  else
+    printf("  warm-up=%gs  measured=%gs", b->o.warmup_s, b->o.duration_s);
   if (b->o.mode == MODE_MIXED) printf("  reads/write=%d", b->o.reads_per_write);
-  if (b->o.mode != MODE_HEALTH) printf("  products=%d", b->o.products);
-  printf("\n\n%-34s %9s %10s %9s %9s %9s %9s %7s\n", "class", "ok", "ops/s", "p50 ms", "p99 ms",
-         "p99.9 ms", "max ms", "errors");
+  if (b->o.mode != MODE_HEALTH && b->o.mode != MODE_FLASH) printf("  products=%d", b->o.products);
+  printf("\n\n%-34s %9s %10s %9s %9s %9s %9s %7s %7s\n", "class", "ok", "ops/s", "p50 ms",
+         "p99 ms", "p99.9 ms", "max ms", "errors", "refused");
   for (int c = 0; c < CLASS_COUNT; c++) {
     const req_stats *s = &b->cls[c];
     bool relevant = (b->o.mode == MODE_HEALTH) == (c == CLASS_HEALTH);
     if (!relevant && s->ok + s->errors == 0) continue;
     if (c == CLASS_RYW && (b->o.mode == MODE_HEALTH || b->o.mode == MODE_READS)) continue;
     if (c == CLASS_COMMAND && b->o.mode == MODE_READS) continue;
-    if (c == CLASS_QUERY && b->o.mode == MODE_ORDERS) continue;
+    if (c == CLASS_QUERY && (b->o.mode == MODE_ORDERS || b->o.mode == MODE_FLASH)) continue;
+    if (c == CLASS_RYW && b->o.mode == MODE_FLASH) continue;
     stats_view v = view_of(b, s);
     fmt_ms(p50, sizeof p50, v.p50_ms);
     fmt_ms(p99, sizeof p99, v.p99_ms);
     fmt_ms(p999, sizeof p999, v.p999_ms);
     fmt_ms(mx, sizeof mx, v.max_ms);
-    printf("%-34s %9llu %10.1f %9s %9s %9s %9s %7llu\n", class_names[c], (unsigned long long)v.ok,
-           v.ops_per_s, p50, p99, p999, mx, (unsigned long long)v.errors);
+    printf("%-34s %9llu %10.1f %9s %9s %9s %9s %7llu %7llu\n", class_names[c],
+           (unsigned long long)v.ok, v.ops_per_s, p50, p99, p999, mx,
+           (unsigned long long)v.errors, (unsigned long long)v.refused);
   }
   int kinds_used = 0;
-  for (int k = 0; k < REQ_KIND_COUNT; k++) kinds_used += b->kinds[k].ok + b->kinds[k].errors > 0;
+  for (int k = 0; k < REQ_KIND_COUNT; k++)
+    kinds_used += b->kinds[k].ok + b->kinds[k].errors + b->kinds[k].refused > 0;
   if (kinds_used > 1) {
     printf("by request:\n");
     for (int k = 0; k < REQ_KIND_COUNT; k++) {
       const req_stats *s = &b->kinds[k];
-      if (s->ok + s->errors == 0) continue;
+      if (s->ok + s->errors + s->refused == 0) continue;
       stats_view v = view_of(b, s);
       fmt_ms(p50, sizeof p50, v.p50_ms);
       fmt_ms(p99, sizeof p99, v.p99_ms);
       fmt_ms(p999, sizeof p999, v.p999_ms);
       fmt_ms(mx, sizeof mx, v.max_ms);
-      printf("  %-32s %9llu %10.1f %9s %9s %9s %9s %7llu\n", kind_info[k].label,
+      printf("  %-32s %9llu %10.1f %9s %9s %9s %9s %7llu %7llu\n", kind_info[k].label,
              (unsigned long long)v.ok, v.ops_per_s, p50, p99, p999, mx,
-             (unsigned long long)v.errors);
+             (unsigned long long)v.errors, (unsigned long long)v.refused);
     }
   }
   printf("\n");
+  if (b->o.mode == MODE_FLASH) {
+    flash_verdict fv = flash_judge(b);
+    print_flash(b, d, &fv);
+  }
   if (b->o.mode != MODE_HEALTH) {
     if (d->lag_ok) {
       char a[32], c[32];
@@ -1865,15 +2471,26 @@ static void print_report(const bench *b, const derived *d) {
     else
       printf("%-34s n/a (%s)\n", "group commit mean batch",
              b->metrics_after.present ? "no batch observed" : "no /metrics");
-    if (d->fsyncs_ok || d->events_ok) {
+    if ((d->fsyncs_ok || d->events_ok) && b->o.mode == MODE_FLASH) {
+      /* The snapshots bracket the placing and the settling: totals, no rate. */
+      printf("%-34s", "server log");
+      if (d->events_ok) printf(" %.0f events appended", d->events);
+      if (d->fsyncs_ok) printf("  %.0f fsyncs", d->fsyncs);
+      printf("   (placing and settling)\n");
+    } else if (d->fsyncs_ok || d->events_ok) {
       printf("%-34s", "server log");
       if (d->events_ok)
-        printf(" %.0f events appended (%.1f/s)", d->events, d->events / b->o.duration_s);
-      if (d->fsyncs_ok) printf("  %.0f fsyncs (%.1f/s)", d->fsyncs, d->fsyncs / b->o.duration_s);
+        printf(" %.0f events appended (%.1f/s)", d->events, d->events / b->window_s);
+      if (d->fsyncs_ok) printf("  %.0f fsyncs (%.1f/s)", d->fsyncs, d->fsyncs / b->window_s);
       printf("\n");
     }
   }
-  uint64_t total = d->total_ok + d->total_errors;
+  uint64_t total = d->total_ok + d->total_errors + d->total_refused;
+  if (d->total_refused > 0 || b->o.mode == MODE_MIXED)
+    printf("%-34s %llu confirm-payment answers 409: ORDER_NOT_RESERVED x%llu, ORDER_CLOSED x%llu "
+           "(expected business refusals, not errors)\n",
+           "refused", (unsigned long long)d->total_refused,
+           (unsigned long long)b->refused_not_reserved, (unsigned long long)b->refused_closed);
   printf("%-34s %llu of %llu requests (%.2f%%)", "errors", (unsigned long long)d->total_errors,
          (unsigned long long)total, total ? 100.0 * (double)d->total_errors / (double)total : 0);
   const char *sep = ": ";
@@ -1908,8 +2525,8 @@ static void json_num(FILE *f, double v) {
 
 static void json_stats(FILE *f, const bench *b, const req_stats *s) {
   stats_view v = view_of(b, s);
-  fprintf(f, "{\"ok\": %llu, \"errors\": %llu, \"ops_per_s\": ", (unsigned long long)v.ok,
-          (unsigned long long)v.errors);
+  fprintf(f, "{\"ok\": %llu, \"errors\": %llu, \"refused\": %llu, \"ops_per_s\": ",
+          (unsigned long long)v.ok, (unsigned long long)v.errors, (unsigned long long)v.refused);
   json_num(f, v.ops_per_s);
   fprintf(f, ", \"p50_ms\": ");
   json_num(f, v.p50_ms);
@@ -1930,17 +2547,18 @@ static int write_json(const bench *b, const derived *d, const char *path) {
     fprintf(stderr, "twinlane-bench: %s: %s\n", path, strerror(errno));
     return -1;
   }
-  double total_per_s = (double)d->total_ok / b->o.duration_s;
+  double total_per_s = (double)d->total_ok / b->window_s;
   fprintf(f,
           "{\n  \"mode\": \"%s\",\n  \"connections\": %d,\n  \"warmup_s\": %g,\n"
           "  \"duration_s\": %g,\n  \"reads_per_write\": %d,\n  \"products\": %d,\n",
-          mode_names[b->o.mode], b->n_conns, b->o.warmup_s, b->o.duration_s, b->o.reads_per_write,
+          mode_names[b->o.mode], b->n_conns, b->o.mode == MODE_FLASH ? 0 : b->o.warmup_s,
+          b->window_s, b->o.reads_per_write,
           b->o.products);
   fprintf(f, "  \"requests_per_s\": ");
   json_num(f, total_per_s);
   for (int c = 0; c < CLASS_COUNT; c++) {
     fprintf(f, ",\n  \"%s_per_s\": ", class_names[c]);
-    json_num(f, (double)b->cls[c].ok / b->o.duration_s);
+    json_num(f, (double)b->cls[c].ok / b->window_s);
   }
   for (int c = 0; c < CLASS_COUNT; c++) {
     fprintf(f, ",\n  \"%s\": ", class_names[c]);
@@ -1949,13 +2567,18 @@ static int write_json(const bench *b, const derived *d, const char *path) {
   fprintf(f, ",\n  \"by_request\": {");
   const char *sep = "";
   for (int k = 0; k < REQ_KIND_COUNT; k++) {
-    if (b->kinds[k].ok + b->kinds[k].errors == 0) continue;
+    if (b->kinds[k].ok + b->kinds[k].errors + b->kinds[k].refused == 0) continue;
     fprintf(f, "%s\"%s\": ", sep, kind_info[k].label);
     json_stats(f, b, &b->kinds[k]);
     sep = ", ";
   }
-  fprintf(f, "},\n  \"errors\": %llu,\n  \"error_ratio\": ", (unsigned long long)d->total_errors);
-  uint64_t total = d->total_ok + d->total_errors;
+  fprintf(f,
+          "},\n  \"refused\": %llu,\n  \"refused_by_code\": {\"ORDER_NOT_RESERVED\": %llu, "
+          "\"ORDER_CLOSED\": %llu},",
+          (unsigned long long)d->total_refused, (unsigned long long)b->refused_not_reserved,
+          (unsigned long long)b->refused_closed);
+  fprintf(f, "\n  \"errors\": %llu,\n  \"error_ratio\": ", (unsigned long long)d->total_errors);
+  uint64_t total = d->total_ok + d->total_errors + d->total_refused;
   json_num(f, total ? (double)d->total_errors / (double)total : 0);
   fprintf(f, ",\n  \"errors_by_status\": {");
   sep = "";
@@ -1986,6 +2609,41 @@ static int write_json(const bench *b, const derived *d, const char *path) {
   json_num(f, d->fsyncs_ok ? d->fsyncs : NAN);
   fprintf(f, ",\n  \"events_appended\": ");
   json_num(f, d->events_ok ? d->events : NAN);
+  if (b->o.mode == MODE_FLASH) {
+    const flash_state *fs = &b->flash;
+    flash_verdict v = flash_judge(b);
+    fprintf(f, ",\n  \"flash_product\": \"%s\",\n  \"flash_stock\": %d,\n  \"flash_orders\": %d",
+            fs->product, b->o.flash_stock, b->o.flash_orders);
+    fprintf(f, ",\n  \"flash_acked\": %d,\n  \"flash_placed_in_log\": %d,\n  \"flash_place_s\": ",
+            fs->acked, fs->placed_seen);
+    json_num(f, b->window_s);
+    fprintf(f, ",\n  \"flash_commands_per_s\": ");
+    json_num(f, (double)fs->acked / b->window_s);
+    fprintf(f,
+            ",\n  \"flash_reserved\": %d,\n  \"flash_rejected\": %d,\n"
+            "  \"flash_expected_reserved\": %d,\n  \"flash_expected_rejected\": %d,\n"
+            "  \"flash_unsettled\": %d",
+            fs->reserved, fs->rejected, v.expected_reserved, v.expected_rejected,
+            fs->placed_seen - fs->reserved - fs->rejected);
+    fprintf(f, ",\n  \"flash_settle_p50_ms\": ");
+    json_num(f, hist_quantile_us(&fs->settle, 0.50) / 1000);
+    fprintf(f, ",\n  \"flash_settle_p99_ms\": ");
+    json_num(f, hist_quantile_us(&fs->settle, 0.99) / 1000);
+    fprintf(f, ",\n  \"flash_settle_p999_ms\": ");
+    json_num(f, hist_quantile_us(&fs->settle, 0.999) / 1000);
+    fprintf(f, ",\n  \"flash_settle_max_ms\": ");
+    json_num(f, fs->settle.total ? (double)fs->settle.max_us / 1000 : NAN);
+    fprintf(f, ",\n  \"flash_settled_before_ack\": %d,\n  \"flash_all_settled_after_s\": ",
+            fs->settled_before_ack);
+    json_num(f, (double)(fs->t_settled - fs->t_place_end) / 1e9);
+    fprintf(f, ",\n  \"flash_product_stock\": ");
+    json_num(f, fs->product_stock >= 0 ? (double)fs->product_stock : NAN);
+    fprintf(f, ",\n  \"flash_available\": ");
+    json_num(f, fs->product_done && fs->product_status == 200 ? (double)fs->product_available
+                                                                : NAN);
+    fprintf(f, ",\n  \"flash_expected_available\": %lld,\n  \"flash_check\": \"%s\"",
+            v.expected_available, v.ok ? "OK" : "MISMATCH");
+  }
   fprintf(f, ",\n  \"unanswered_at_end\": %d\n}\n", d->in_flight);
   if (ferror(f) != 0) {
     fprintf(stderr, "twinlane-bench: %s: write error\n", path);
@@ -2021,15 +2679,20 @@ static void usage(FILE *f) {
           "  --warmup-s S          warm-up seconds before measuring (default 2)\n"
           "  --reads-per-write R   mixed mode: a write with probability 1/(1+R) (default 10)\n"
           "  --products N          catalogue size, products bench-p0..bench-p<N-1> (default 100)\n"
-          "  --mode M              mixed | health | orders | reads (default mixed)\n"
+          "  --mode M              mixed | health | orders | reads | flash-sale (default mixed)\n"
           "  --seed-products       create the products before the run (409 is fine)\n"
           "  --ryw-every N         read-your-write probe after every Nth command (default 100,\n"
           "                        0: never)\n"
           "  --rng-seed N          seed of the random choices (default 1)\n"
+          "  --flash-stock N       flash-sale: units of the product on sale (default 100)\n"
+          "  --flash-orders M      flash-sale: acknowledged single-unit orders to place\n"
+          "                        (default 2000, at most %d); --duration-s bounds the placing\n"
           "  --json FILE           also write the results to FILE as JSON\n"
           "  --help                this text\n"
           "exit status: 0 ok, 1 usage, 2 server unreachable or setup failed, 3 hard time\n"
-          "limit, 4 more than 1%% of the measured requests failed or none completed\n");
+          "limit, 4 more than 1%% of the measured requests failed or none completed,\n"
+          "5 flash-sale: the orders or the stock did not settle as they must (MISMATCH)\n",
+          FLASH_ORDERS_MAX);
 }
 
 static bool parse_int_opt(const char *s, int min, int max, int *out) {
@@ -2065,6 +2728,8 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
     O_JSON,
     O_RYW,
     O_RNG,
+    O_FSTOCK,
+    O_FORDERS,
     O_HELP
   };
   static const struct option longopts[] = {
@@ -2080,6 +2745,8 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
       {"json", required_argument, NULL, O_JSON},
       {"ryw-every", required_argument, NULL, O_RYW},
       {"rng-seed", required_argument, NULL, O_RNG},
+      {"flash-stock", required_argument, NULL, O_FSTOCK},
+      {"flash-orders", required_argument, NULL, O_FORDERS},
       {"help", no_argument, NULL, O_HELP},
       {NULL, 0, NULL, 0},
   };
@@ -2092,7 +2759,9 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
                     .products = 100,
                     .mode = MODE_MIXED,
                     .ryw_every = 100,
-                    .rng_seed = 1};
+                    .rng_seed = 1,
+                    .flash_stock = 100,
+                    .flash_orders = 2000};
   int ch, seed;
   bool ok = true;
   while (ok && (ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -2120,7 +2789,7 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
         break;
       case O_MODE:
         ok = false;
-        for (int m = 0; m < 4; m++)
+        for (int m = 0; m < MODE_COUNT; m++)
           if (strcmp(optarg, mode_names[m]) == 0) {
             o->mode = (bench_mode)m;
             ok = true;
@@ -2138,6 +2807,12 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
       case O_RNG:
         ok = parse_int_opt(optarg, 0, 2147483647, &seed);
         o->rng_seed = (uint64_t)seed;
+        break;
+      case O_FSTOCK:
+        ok = parse_int_opt(optarg, 0, 1000000000, &o->flash_stock);
+        break;
+      case O_FORDERS:
+        ok = parse_int_opt(optarg, 1, FLASH_ORDERS_MAX, &o->flash_orders);
         break;
       case O_HELP:
         usage(stdout);
@@ -2225,6 +2900,27 @@ int main(int argc, char **argv) {
 
   b->n_conns = b->o.connections;
   b->exit_code = 0;
+  b->epfd = -1;
+  b->window_s = b->o.duration_s;
+  if (b->o.mode == MODE_FLASH) {
+    flash_state *f = &b->flash;
+    struct timespec rt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    /* A new product for every run, so that the sale starts from exactly --flash-stock. */
+    snprintf(f->product, sizeof f->product, "flash-%llx-%x",
+             (unsigned long long)rt.tv_sec * 1000000000ull + (unsigned long long)rt.tv_nsec,
+             (unsigned)getpid());
+    f->fcap = 64;
+    while (f->fcap < 4 * (size_t)b->o.flash_orders) f->fcap *= 2; /* attempts <= 2x orders */
+    f->orders = calloc(f->fcap, sizeof *f->orders);
+    f->product_stock = f->product_available = -1;
+    f->product_in_stock = -1;
+    if (f->orders == NULL) {
+      fprintf(stderr, "twinlane-bench: out of memory\n");
+      exit_code = EXIT_USAGE;
+      goto done;
+    }
+  }
   b->epfd = epoll_create1(EPOLL_CLOEXEC);
   b->conns = calloc((size_t)b->n_conns + 1, sizeof *b->conns);
   if (b->epfd < 0 || b->conns == NULL) {
@@ -2259,7 +2955,7 @@ int main(int argc, char **argv) {
   derived d = derive(b, b->t_done);
   print_report(b, &d);
   if (b->o.json_path != NULL && write_json(b, &d, b->o.json_path) != 0) exit_code = EXIT_USAGE;
-  uint64_t total = d.total_ok + d.total_errors;
+  uint64_t total = d.total_ok + d.total_errors + d.total_refused;
   if (d.total_ok == 0) {
     fprintf(stderr, "twinlane-bench: no request completed in the measured window\n");
     exit_code = EXIT_TOO_MANY_ERRORS;
@@ -2267,6 +2963,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "twinlane-bench: %.2f%% of the requests failed (limit 1%%)\n",
             100.0 * (double)d.total_errors / (double)total);
     exit_code = EXIT_TOO_MANY_ERRORS;
+  }
+  if (b->o.mode == MODE_FLASH && exit_code == 0 && !flash_judge(b).ok) {
+    fprintf(stderr, "twinlane-bench: flash sale: MISMATCH (see the report)\n");
+    exit_code = EXIT_MISMATCH;
   }
 
 done:
@@ -2278,6 +2978,7 @@ done:
     free(b->conns);
   }
   if (b->epfd >= 0 && close(b->epfd) != 0) perror("twinlane-bench: close");
+  free(b->flash.orders);
   free(b);
   return exit_code;
 }

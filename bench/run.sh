@@ -8,6 +8,8 @@
 #   1. --mode health: GET /health only, the HTTP ceiling of this machine and server;
 #   2. --mode mixed --seed-products: the CQRS workload (orders, payments, the five queries);
 #   3. --mode orders: durable POST /orders only (group commit under write pressure);
+#   4. --mode flash-sale: one product with little stock, many concurrent single-unit orders;
+#      checks that exactly the stock got RESERVED and reports how long orders take to settle;
 # prints the tables and the ratio of each figure to the ceiling. The server is stopped and
 # its data removed on exit, whatever happens.
 #
@@ -19,10 +21,12 @@
 #   BENCH_CONNECTIONS      keep-alive connections (default 64)
 #   BENCH_READS_PER_WRITE  reads per write in the mixed run (default 10)
 #   BENCH_PRODUCTS         catalogue size (default 100)
-#   BENCH_RESULTS_DIR      when set, health.json, mixed.json and server.log are copied there
+#   BENCH_FLASH_STOCK      flash sale: units on sale (default 100)
+#   BENCH_FLASH_ORDERS     flash sale: single-unit orders placed (default 2000)
+#   BENCH_RESULTS_DIR      when set, the runs' JSON files and server.log are copied there
 # A CI smoke: BENCH_DURATION_S=3 BENCH_WARMUP_S=1 bash bench/run.sh build
 #
-# Exit status: 0 when both runs succeeded; 2 when the server could not be started; else the
+# Exit status: 0 when every run succeeded; 2 when the server could not be started; else the
 # status of the first failing twinlane-bench run (see bench/README.md).
 # shellcheck disable=SC2317  # stop_server and cleanup run from the EXIT trap
 set -euo pipefail
@@ -38,6 +42,8 @@ WARMUP_S=${BENCH_WARMUP_S:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 READS_PER_WRITE=${BENCH_READS_PER_WRITE:-10}
 PRODUCTS=${BENCH_PRODUCTS:-100}
+FLASH_STOCK=${BENCH_FLASH_STOCK:-100}
+FLASH_ORDERS=${BENCH_FLASH_ORDERS:-2000}
 if [[ -z ${BENCH_HEALTH_S:-} ]]; then
   HEALTH_S=$(awk -v d="$DURATION_S" 'BEGIN { print (d + 0 < 5) ? d : 5 }')
 else
@@ -50,7 +56,8 @@ for pair in "BENCH_DURATION_S=$DURATION_S" "BENCH_HEALTH_S=$HEALTH_S" "BENCH_WAR
   [[ ${pair#*=} =~ ^[0-9]+([.][0-9]+)?$ ]] || die "${pair%%=*} must be a number of seconds"
 done
 for pair in "BENCH_CONNECTIONS=$CONNECTIONS" "BENCH_READS_PER_WRITE=$READS_PER_WRITE" \
-            "BENCH_PRODUCTS=$PRODUCTS"; do
+            "BENCH_PRODUCTS=$PRODUCTS" "BENCH_FLASH_STOCK=$FLASH_STOCK" \
+            "BENCH_FLASH_ORDERS=$FLASH_ORDERS"; do
   [[ ${pair#*=} =~ ^[0-9]+$ ]] || die "${pair%%=*} must be a whole number"
 done
 for bin in "$SERVER_BIN" "$BENCH_BIN"; do
@@ -189,6 +196,13 @@ run_bench "2. mixed: ${READS_PER_WRITE} reads per write, ${DURATION_S} s" "$TMP/
 run_bench "3. durable writes: POST /orders only, ${HEALTH_S} s" "$TMP/orders.json" \
   --mode orders --products "$PRODUCTS" --duration-s "$HEALTH_S"
 
+# The placing is bounded by the longer of the mixed duration and 30 s: the orders are a fixed
+# number, the bound only stops a server that stalls.
+FLASH_LIMIT_S=$(awk -v d="$DURATION_S" 'BEGIN { print (d + 0 < 30) ? 30 : d }')
+run_bench "4. flash sale: ${FLASH_ORDERS} single-unit orders for ${FLASH_STOCK} units" \
+  "$TMP/flash.json" --mode flash-sale --flash-stock "$FLASH_STOCK" \
+  --flash-orders "$FLASH_ORDERS" --duration-s "$FLASH_LIMIT_S"
+
 if [[ -s $TMP/health.json && -s $TMP/mixed.json ]]; then
   CEILING=$(json_num "$TMP/health.json" health_per_s)
   ALL=$(json_num "$TMP/mixed.json" requests_per_s)
@@ -202,5 +216,12 @@ if [[ -s $TMP/health.json && -s $TMP/mixed.json ]]; then
     printf '%-14s %12s req/s  %8s of the ceiling\n' "${row%%:*}" "$(rate "$value")" \
       "$(ratio "$value" "$CEILING")"
   done
+fi
+if [[ -s $TMP/flash.json ]]; then
+  echo
+  printf 'flash sale     settle p50 %s ms  p99 %s ms  check %s\n' \
+    "$(rate "$(json_num "$TMP/flash.json" flash_settle_p50_ms)")" \
+    "$(rate "$(json_num "$TMP/flash.json" flash_settle_p99_ms)")" \
+    "$(sed -n 's/^  "flash_check": "\([A-Z]*\)",\{0,1\}$/\1/p' "$TMP/flash.json" | head -n 1)"
 fi
 exit "$STATUS"

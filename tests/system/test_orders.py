@@ -83,7 +83,8 @@ def test_order_view_in_read_lane(shared):
     assert st == 200, v
     assert v["orderId"] == b["orderId"]
     assert v["customerId"] == cust
-    assert v["status"] == "PENDING"
+    # The saga may already have reserved the stock when the read lane answers.
+    assert (v["status"], v["version"]) in (("PENDING", 1), ("RESERVED", 2)), v
     assert v["items"] == [
         {"productId": p1["productId"], "name": "Oak Table", "quantity": 1, "price": D("199.99")},
         {"productId": p2["productId"], "name": "Pine Chair", "quantity": 4, "price": D("49.5")},
@@ -91,7 +92,6 @@ def test_order_view_in_read_lane(shared):
     assert v["total"] == D("397.99")
     assert v["currency"] == "USD"
     assert v["shippingAddress"] == ADDRESS
-    assert v["version"] == 1
     assert parse_time(v["createdAt"]) <= parse_time(v["updatedAt"])
     assert_meta(v)["position"] >= b["position"]
 
