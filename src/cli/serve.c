@@ -8,6 +8,7 @@
 #include "http/tl_http.h"
 #include "saga/tl_saga.h"
 #include "util/tl_db.h"
+#include "util/tl_failpoint.h"
 #include "util/tl_slog.h"
 #include "util/tl_stats.h"
 
@@ -28,6 +29,7 @@ void tl_cli_usage(int to_stderr) {
           "usage:\n"
           "  twinlane serve [--data DIR] [--listen HOST:PORT] [--log-level LEVEL]\n"
           "                 [--ready-lag-ms MS] [--order-cache N] [--http-threads N]\n"
+          "                 [--enable-failpoints]\n"
           "  twinlane version\n"
           "  twinlane --help\n\n"
           "serve options:\n"
@@ -36,7 +38,11 @@ void tl_cli_usage(int to_stderr) {
           "  --log-level LEVEL   debug, info, warn or error (default info)\n"
           "  --ready-lag-ms MS   /ready fails when a projection lags more (default 5000)\n"
           "  --order-cache N     orders kept in the writer's memory (default 100000)\n"
-          "  --http-threads N    HTTP event-loop threads (default: CPUs, at most 8)\n",
+          "  --http-threads N    HTTP event-loop threads (default: CPUs, at most 8)\n"
+          "  --enable-failpoints serve PUT/DELETE /admin/failpoints/{point} (fault injection\n"
+          "                      for tests; never in production)\n\n"
+          "environment:\n"
+          "  TWINLANE_FAILPOINTS  \"point=action;...\" armed at start-up (README: Fail points)\n",
           TL_VERSION);
 }
 
@@ -83,11 +89,12 @@ int tl_cli_serve(int argc, char **argv) {
   long order_cache = 100000;
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   int http_threads = ncpu > 0 ? (int)(ncpu < 8 ? ncpu : 8) : 2;
+  int enable_failpoints = 0;
   static const struct option OPTS[] = {
       {"data", required_argument, NULL, 'd'},       {"listen", required_argument, NULL, 'l'},
       {"log-level", required_argument, NULL, 'v'},  {"ready-lag-ms", required_argument, NULL, 'r'},
       {"order-cache", required_argument, NULL, 'c'}, {"http-threads", required_argument, NULL, 't'},
-      {"help", no_argument, NULL, 'h'},
+      {"enable-failpoints", no_argument, NULL, 'F'}, {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int c;
   optind = 1;
@@ -112,6 +119,7 @@ int tl_cli_serve(int argc, char **argv) {
     case 'r': ready_lag_ms = atoi(optarg); break;
     case 'c': order_cache = atol(optarg); break;
     case 't': http_threads = atoi(optarg); break;
+    case 'F': enable_failpoints = 1; break;
     case 'h': tl_cli_usage(0); return 0;
     default: tl_cli_usage(1); return 2;
     }
@@ -132,6 +140,15 @@ int tl_cli_serve(int argc, char **argv) {
 
   tl_stats_init();
   tl_err err = {0};
+  const char *fp_spec = getenv("TWINLANE_FAILPOINTS");
+  if (fp_spec && *fp_spec) {
+    if (tl_fp_configure(fp_spec, &err) != TL_OK) {
+      fprintf(stderr, "twinlane: TWINLANE_FAILPOINTS: %s\n", err.msg);
+      return 2;
+    }
+    tl_slog(TL_SLOG_WARN, NULL, "fail points armed (fault injection)", "failpoints", fp_spec,
+            NULL);
+  }
   tl_log *log = NULL;
   tl_writer *writer = NULL;
   tl_read *read = NULL;
@@ -149,7 +166,13 @@ int tl_cli_serve(int argc, char **argv) {
   if (tl_read_open(&read, log, data_dir, &err) != TL_OK) goto out;
   if (tl_saga_start(&saga, log, writer, data_dir, &err) != TL_OK) goto out;
   tl_app app = {
-      .log = log, .writer = writer, .read = read, .saga = saga, .ready_lag_ms = ready_lag_ms};
+      .log = log,
+      .writer = writer,
+      .read = read,
+      .saga = saga,
+      .ready_lag_ms = ready_lag_ms,
+      .failpoints_enabled = enable_failpoints,
+  };
   if (tl_http_start(&http, &app, host, port, http_threads, &err) != TL_OK) goto out;
 
   char listen[96], head[24];

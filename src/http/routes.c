@@ -7,6 +7,7 @@
 #include "http/http_int.h"
 
 #include "util/tl_buf.h"
+#include "util/tl_failpoint.h"
 #include "util/tl_money.h"
 #include "util/tl_slog.h"
 #include "util/tl_stats.h"
@@ -145,20 +146,27 @@ static void command_finish(tl_req *req, tl_resp *resp) {
 
 /* First half of a command: everything that needs no shared state runs here, in parallel on the
  * HTTP threads; then the request waits (suspended, holding no thread) for the writer. */
-static void run_command(tl_req *req, tl_resp *resp, tl_cmd_kind kind, const char *path_id) {
-  tl_problem p = {0};
+/* The request's JSON body, or NULL after answering 415 (not application/json) or 400. */
+static json_t *json_body(tl_req *req, tl_resp *resp) {
   if (!is_json_content_type(tl_req_header(req, "Content-Type"))) {
     tl_resp_error(resp, 415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json.");
-    return count_command(kind, req, resp);
+    return NULL;
   }
   json_error_t jerr;
   json_t *body = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
   if (!body) {
+    tl_problem p = {0};
     tl_problem_set(&p, 400, "MALFORMED_JSON", "The body is not valid JSON: %s (line %d).",
                    jerr.text, jerr.line);
     tl_resp_problem(resp, &p);
-    return count_command(kind, req, resp);
   }
+  return body;
+}
+
+static void run_command(tl_req *req, tl_resp *resp, tl_cmd_kind kind, const char *path_id) {
+  tl_problem p = {0};
+  json_t *body = json_body(req, resp);
+  if (!body) return count_command(kind, req, resp);
   tl_cmd_request *cr = malloc(sizeof *cr);
   if (!cr) {
     json_decref(body);
@@ -608,6 +616,67 @@ static void h_projections(tl_req *req, tl_resp *resp) {
   tl_resp_json(resp, 200, arr);
 }
 
+/* ---- fault injection (--enable-failpoints) ----------------------------------------------- */
+
+static json_t *failpoint_json(const tl_fp_info *f) {
+  return json_pack("{s:s, s:s, s:I, s:I}", "point", f->point, "action", f->action, "hits",
+                   (json_int_t)f->hits, "fired", (json_int_t)f->fired);
+}
+
+/* Without --enable-failpoints the routes do not exist. */
+static int failpoints_off(tl_req *req, tl_resp *resp) {
+  if (req->app->failpoints_enabled) return 0;
+  tl_resp_error(resp, 404, "NOT_FOUND", "No such resource.");
+  return 1;
+}
+
+static void h_failpoints(tl_req *req, tl_resp *resp) {
+  if (failpoints_off(req, resp)) return;
+  tl_fp_info fps[TL_FP_MAX];
+  int n = tl_fp_list(fps, TL_FP_MAX);
+  json_t *arr = json_array();
+  for (int i = 0; i < n; i++) json_array_append_new(arr, failpoint_json(&fps[i]));
+  tl_resp_json(resp, 200, arr);
+}
+
+static void h_failpoint_put(tl_req *req, tl_resp *resp) {
+  if (failpoints_off(req, resp)) return;
+  json_t *body = json_body(req, resp);
+  if (!body) return;
+  tl_problem p = {0};
+  const char *action = json_string_value(json_object_get(body, "action"));
+  tl_err err = {0};
+  if (!json_is_object(body) || !action) {
+    tl_problem_field(&p, "action", "is required: error, error*N, delay:MS or off");
+  } else if (tl_fp_set(req->params[0], action, &err) != TL_OK) {
+    tl_problem_field(&p, tl_fp_known(req->params[0]) ? "action" : "point", err.msg);
+  } else {
+    tl_slog(TL_SLOG_WARN, req->correlation_id, "fail point set", "point", req->params[0],
+            "action", action, NULL);
+    tl_fp_info f = {0};
+    json_t *out = tl_fp_get(req->params[0], &f) == TL_OK
+                      ? failpoint_json(&f)
+                      : json_pack("{s:s, s:s}", "point", req->params[0], "action", "off");
+    json_decref(body);
+    return tl_resp_json(resp, 200, out);
+  }
+  json_decref(body);
+  validation_failed(resp, &p);
+}
+
+static void h_failpoint_delete(tl_req *req, tl_resp *resp) {
+  if (failpoints_off(req, resp)) return;
+  tl_err err = {0};
+  if (tl_fp_set(req->params[0], "off", &err) != TL_OK) {
+    tl_problem p = {0};
+    tl_problem_field(&p, "point", err.msg);
+    return validation_failed(resp, &p);
+  }
+  tl_slog(TL_SLOG_WARN, req->correlation_id, "fail point cleared", "point", req->params[0],
+          NULL);
+  tl_resp_json(resp, 204, NULL);
+}
+
 static void h_metrics(tl_req *req, tl_resp *resp) {
   resp->status = 200;
   resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
@@ -632,6 +701,9 @@ static const route ROUTES[] = {
     {"GET", "/ready", h_ready},
     {"GET", "/metrics", h_metrics},
     {"GET", "/admin/projections", h_projections},
+    {"GET", "/admin/failpoints", h_failpoints},
+    {"PUT", "/admin/failpoints/{}", h_failpoint_put},
+    {"DELETE", "/admin/failpoints/{}", h_failpoint_delete},
     {"POST", "/products", h_create_product},
     {"GET", "/products", h_products},
     {"GET", "/products/{}", h_product},

@@ -20,6 +20,7 @@ typedef struct tl_app {
   tl_read *read;
   tl_saga *saga;    /* process managers */
   int ready_lag_ms; /* /ready fails when a projection is further behind than this */
+  int failpoints_enabled; /* --enable-failpoints: the /admin/failpoints routes exist */
 } tl_app;
 
 typedef struct tl_http tl_http;

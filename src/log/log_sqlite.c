@@ -8,6 +8,7 @@
  */
 #include "log/tl_log_int.h"
 #include "util/tl_db.h"
+#include "util/tl_failpoint.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -133,6 +134,9 @@ static int sq_append(void *impl, const tl_log_batch *b, tl_err *err) {
     sqlite3_bind_int64(st, 6, b->recorded_ms);
     rc = step_done(d, st, "store idempotency key", err);
   }
+  /* log.fsync stands for a failed fsync of the WAL at COMMIT: nothing becomes durable. */
+  if (rc == TL_OK && tl_fp("log.fsync"))
+    rc = tl_err_set(err, TL_E_IO, "fsync failed (fail point log.fsync)");
   if (rc == TL_OK) rc = tl_db_exec(d, "COMMIT", err);
   if (rc != TL_OK) {
     /* Roll back whatever part was written; a failed COMMIT may already have rolled back. */

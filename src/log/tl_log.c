@@ -5,7 +5,7 @@
 #include "log/tl_log.h"
 
 #include "log/tl_log_int.h"
-
+#include "util/tl_failpoint.h"
 #include "util/tl_time.h"
 
 #include <assert.h>
@@ -91,6 +91,7 @@ int tl_log_append(tl_log *log, const tl_log_batch *batch, tl_err *err) {
   int64_t head = atomic_load(&log->head);
   for (size_t i = 0; i < batch->n_events; i++)
     assert(batch->events[i].position == head + 1 + (int64_t)i); /* positions have no gaps */
+  if (tl_fp("log.append")) return tl_err_set(err, TL_E_IO, "append failed (fail point log.append)");
   int rc = log->be->append(log->impl, batch, err);
   if (rc != TL_OK || batch->n_events == 0) return rc;
   for (size_t i = 0; i < batch->n_events; i++)

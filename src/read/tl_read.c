@@ -3,6 +3,7 @@
  */
 #include "read/tl_read.h"
 
+#include "util/tl_failpoint.h"
 #include "util/tl_slog.h"
 #include "util/tl_stats.h"
 #include "util/tl_time.h"
@@ -37,6 +38,7 @@ struct tl_read {
   tl_log *log;
   char path[PATH_MAX];
   tl_db *w; /* the projector's connection */
+  char fp_apply[MAX_PROJECTIONS][TL_FP_NAME_MAX]; /* "projection.<name>.apply" */
   pthread_t thread;
   int started;
   _Atomic int stopping;
@@ -180,7 +182,10 @@ static int apply_event(void *arg, const tl_event *ev) {
   }
   for (int i = 0; i < tl_projections_count; i++) {
     if (ev->position <= atomic_load(&r->checkpoint[i])) continue;
-    int rc = tl_projections[i]->apply(r->w, ev, data, &a->err);
+    int rc = tl_fp(r->fp_apply[i])
+                 ? tl_err_set(&a->err, TL_E_IO, "apply failed at event %lld (fail point %s)",
+                              (long long)ev->position, r->fp_apply[i])
+                 : tl_projections[i]->apply(r->w, ev, data, &a->err);
     if (rc != TL_OK) {
       a->rc = rc;
       json_decref(data);
@@ -300,6 +305,8 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, tl_err *err) {
   assert(tl_projections_count <= MAX_PROJECTIONS);
   int64_t min_cp = INT64_MAX;
   for (int i = 0; rc == TL_OK && i < tl_projections_count; i++) {
+    snprintf(r->fp_apply[i], sizeof r->fp_apply[i], "projection.%s.apply",
+             tl_projections[i]->name);
     rc = tl_projection_setup(r->w, tl_projections[i], err);
     int64_t cp = rc == TL_OK ? tl_projection_checkpoint(r->w, tl_projections[i]->name) : -1;
     if (rc == TL_OK && cp < 0) rc = tl_err_set(err, TL_E_IO, "cannot read checkpoints");

@@ -3,6 +3,7 @@
  */
 #include "saga/tl_saga.h"
 
+#include "util/tl_failpoint.h"
 #include "util/tl_slog.h"
 #include "util/tl_time.h"
 
@@ -44,6 +45,7 @@ struct tl_pm_batch {
 typedef struct pm_runner {
   tl_saga *saga;
   const tl_pm_def *def;
+  char fp_step[TL_FP_NAME_MAX]; /* "saga.<name>.step" */
   tl_db *db;
   pthread_t thread;
   int started;
@@ -158,7 +160,11 @@ static int handle_event(void *arg, const tl_event *ev) {
   snprintf(h->b->correlation, sizeof h->b->correlation, "%s", cid ? cid : "");
   if (!eid) snprintf(h->b->event_id, sizeof h->b->event_id, "pos%lld", (long long)ev->position);
   h->b->ev = ev;
-  h->rc = h->r->def->handle(h->r->db, ev, data, h->b, &h->err);
+  if (tl_fp(h->r->fp_step))
+    h->rc = tl_err_set(&h->err, TL_E_IO, "step failed at event %lld (fail point %s)",
+                       (long long)ev->position, h->r->fp_step);
+  else
+    h->rc = h->r->def->handle(h->r->db, ev, data, h->b, &h->err);
   json_decref(data);
   json_decref(meta);
   if (h->rc != TL_OK) return 1;
@@ -319,6 +325,7 @@ int tl_saga_start(tl_saga **out, tl_log *log, tl_writer *writer, const char *dir
     pm_runner *r = &s->runners[i];
     r->saga = s;
     r->def = tl_process_managers[i];
+    snprintf(r->fp_step, sizeof r->fp_step, "saga.%s.step", r->def->name);
     s->n++;
     rc = open_runner(r, path, err);
     if (rc == TL_OK && atomic_load(&r->position) > tl_log_head(log))

@@ -217,6 +217,7 @@ static const tl_product_state *lookup_product(void *arg, const char *id) {
 
 static void fail(tl_cmd_request *req, int status, const char *code, const char *detail) {
   req->status = status;
+  if (status >= 500) req->position = 0; /* nothing of it is in the log */
   tl_problem_set(&req->problem, status, code, "%s", detail);
 }
 

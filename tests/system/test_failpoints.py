@@ -1,0 +1,243 @@
+"""Fail points: fault injection through TWINLANE_FAILPOINTS and /admin/failpoints, and what the
+server does under the faults they inject on the write lane, the projector and the saga.
+
+A failed append or fsync must fail the affected commands with 503, acknowledge nothing, leave
+nothing visible, and the server must recover as soon as the fault clears.
+"""
+
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from conftest import ADDRESS, BIN, assert_problem, error_fields, uid
+
+FP_ARGS = ["--enable-failpoints"]
+
+
+def arm(srv, point, action):
+    st, _, b = srv.req("PUT", "/admin/failpoints/" + point, {"action": action})
+    assert st == 200, (st, b)
+    assert b["point"] == point and b["action"] == action, b
+    return b
+
+
+def disarm(srv, point):
+    st, _, b = srv.req("DELETE", "/admin/failpoints/" + point)
+    assert st == 204, (st, b)
+
+
+def armed(srv):
+    st, _, b = srv.get("/admin/failpoints")
+    assert st == 200, b
+    return {f["point"]: f for f in b}
+
+
+def product_body(pid=None, stock=10):
+    return {"productId": pid or uid("prod"), "name": "Fault Lamp", "category": "faults",
+            "price": 5, "stock": stock}
+
+
+def order_body(pid):
+    return {"customerId": str(uuid.uuid4()), "items": [{"productId": pid, "quantity": 1, "price": 5}],
+            "shippingAddress": dict(ADDRESS)}
+
+
+def assert_log_unchanged(srv, head):
+    st, _, after = srv.get("/log", {"fromPosition": head + 1, "limit": 10})
+    assert st == 200 and after == [], after
+    assert srv.log_head() == head
+
+
+# ---------------------------------------------------------------------- the admin API
+def test_failpoint_routes_do_not_exist_without_the_flag(shared):
+    for method, body in (("GET", None), ("PUT", {"action": "error"}), ("DELETE", None)):
+        st, h, b = shared.req(method, "/admin/failpoints/log.fsync", body)
+        assert st in (404, 405), (method, st, b)
+        if method != "GET":
+            assert_problem(st, h, b, 404, "NOT_FOUND")
+    st, h, b = shared.get("/admin/failpoints")
+    assert_problem(st, h, b, 404, "NOT_FOUND")
+    # and nothing was armed: commands still work
+    shared.create_product(stock=1)
+
+
+def test_admin_api_validates_and_lists(make_server):
+    srv = make_server(FP_ARGS)
+    assert armed(srv) == {}
+    st, h, b = srv.req("PUT", "/admin/failpoints/disk.melt", {"action": "error"})
+    assert "point" in error_fields(assert_problem(st, h, b, 400, "VALIDATION_FAILED"))
+    for action in ("explode", "error*0", "error*", "delay:-1", "delay:999999", "", 5):
+        st, h, b = srv.req("PUT", "/admin/failpoints/log.fsync", {"action": action})
+        assert "action" in error_fields(assert_problem(st, h, b, 400, "VALIDATION_FAILED")), action
+    st, h, b = srv.req("PUT", "/admin/failpoints/log.fsync", {})
+    assert "action" in error_fields(assert_problem(st, h, b, 400, "VALIDATION_FAILED"))
+    st, h, b = srv.req("PUT", "/admin/failpoints/log.fsync", raw=b"{not json",
+                       headers={"Content-Type": "application/json"})
+    assert_problem(st, h, b, 400, "MALFORMED_JSON")
+    st, h, b = srv.req("PUT", "/admin/failpoints/log.fsync", raw=b'{"action":"error"}',
+                       headers={"Content-Type": "text/plain"})
+    assert_problem(st, h, b, 415)
+    assert armed(srv) == {}, "a refused request armed something"
+    # Valid ones are listed with their counters; re-arming replaces; DELETE disarms.
+    arm(srv, "log.append", "delay:1")
+    arm(srv, "projection.orders.apply", "error*2")
+    arm(srv, "log.append", "delay:2")
+    a = armed(srv)
+    assert set(a) == {"log.append", "projection.orders.apply"}, a
+    assert a["log.append"]["action"] == "delay:2" and a["log.append"]["hits"] == 0, a
+    disarm(srv, "log.append")
+    disarm(srv, "log.append")  # idempotent
+    assert set(armed(srv)) == {"projection.orders.apply"}
+    st, h, b = srv.req("DELETE", "/admin/failpoints/nope")
+    assert_problem(st, h, b, 400, "VALIDATION_FAILED")
+    arm(srv, "projection.orders.apply", "off")
+    assert armed(srv) == {}
+
+
+# ---------------------------------------------------------------------- write-lane faults
+def test_failed_fsync_acknowledges_nothing_and_recovers(make_server):
+    srv = make_server(FP_ARGS)
+    p = srv.create_product(stock=10)
+    head = srv.idle_head()
+    arm(srv, "log.fsync", "error")
+    key = "fsync-" + uuid.uuid4().hex
+    body = order_body(p["productId"])
+    for _ in range(3):
+        st, h, b = srv.post("/orders", body, headers={"Idempotency-Key": key})
+        assert_problem(st, h, b, 503, "STORAGE_UNAVAILABLE")
+        assert "x-position" not in h and "etag" not in h, h
+    st, h, b = srv.post("/products", product_body())
+    assert_problem(st, h, b, 503, "STORAGE_UNAVAILABLE")
+    st, h, b = srv.command(p["productId"], "ship")  # an unknown order: refused before the log
+    assert st == 404, b
+    assert_log_unchanged(srv, head)
+    assert armed(srv)["log.fsync"]["fired"] >= 4
+    # Nothing of the failed commands is visible anywhere, also not to the read lane.
+    st, _, v = srv.query("/products/" + p["productId"], head)
+    assert st == 200 and v["salesCount"] == 0 and v["available"] == 10, v
+    # The fault clears: the same request (same key) is now accepted: a 503 is never replayed.
+    disarm(srv, "log.fsync")
+    st, h, b = srv.post("/orders", body, headers={"Idempotency-Key": key})
+    assert st == 201, b
+    assert b["position"] == head + 1, b
+    st, h, again = srv.post("/orders", body, headers={"Idempotency-Key": key})
+    assert st == 201 and again["orderId"] == b["orderId"], again
+    assert h.get("idempotent-replayed") == "true", h
+    s = srv.wait_settled(b["orderId"])
+    assert s["status"] == "RESERVED", s
+
+
+def test_failed_append_n_times_then_recovers(make_server):
+    srv = make_server(FP_ARGS)
+    srv.create_product(stock=1)
+    head = srv.idle_head()
+    arm(srv, "log.append", "error*2")
+    bodies = [product_body() for _ in range(3)]
+    answers = [srv.post("/products", b) for b in bodies]
+    assert [a[0] for a in answers] == [503, 503, 201], [(a[0], a[2]) for a in answers]
+    assert answers[2][2]["position"] == head + 1
+    a = armed(srv)["log.append"]
+    assert a["fired"] == 2 and a["hits"] == 3, a
+    events = srv.log_events(head + 1)
+    assert [e["data"]["productId"] for e in events] == [bodies[2]["productId"]], events
+    # The refused products do not exist: creating them now succeeds.
+    for b in bodies[:2]:
+        st, _, out = srv.post("/products", b)
+        assert st == 201, out
+
+
+def test_concurrent_commands_during_fsync_failure_all_fail_or_all_land(make_server):
+    """Commands that share a group commit share its fate: under a failing fsync every one of
+    them is 503 and the log does not move; nothing acknowledged is ever missing."""
+    import threading
+    srv = make_server(FP_ARGS)
+    p = srv.create_product(stock=1000)
+    head = srv.idle_head()
+    arm(srv, "log.fsync", "delay:100")  # slow disk: commands pile up into shared batches
+    arm(srv, "log.append", "error*1")   # ... and the first batch fails
+    results = []
+    lock = threading.Lock()
+
+    def one():
+        r = srv.post("/orders", order_body(p["productId"]))
+        with lock:
+            results.append(r)
+
+    ts = [threading.Thread(target=one) for _ in range(20)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    disarm(srv, "log.fsync")
+    assert len(results) == 20
+    ok = [b for st, _, b in results if st == 201]
+    failed = [b for st, _, b in results if st != 201]
+    assert all(b["code"] == "STORAGE_UNAVAILABLE" for b in failed), failed
+    assert failed, "the armed append failure failed no command"
+    placed = {e["data"]["orderId"] for e in srv.log_events(head + 1) if e["type"] == "OrderPlaced"}
+    assert placed == {b["orderId"] for b in ok}, "the log and the acknowledgements disagree"
+
+
+def test_slow_fsync_delays_but_keeps_commands(make_server):
+    srv = make_server(FP_ARGS)
+    arm(srv, "log.fsync", "delay:300")
+    t0 = time.monotonic()
+    b = srv.create_product(stock=1)
+    assert time.monotonic() - t0 >= 0.3
+    disarm(srv, "log.fsync")
+    st, _, v = srv.query("/products/" + b["productId"], b["position"])
+    assert st == 200 and v["stock"] == 1, v
+
+
+# ---------------------------------------------------------------------- read-lane and saga faults
+def test_failing_projection_is_retried_until_it_applies(make_server):
+    srv = make_server(FP_ARGS)
+    p = srv.create_product(stock=5)
+    arm(srv, "projection.orders.apply", "error*3")
+    o = srv.place_order([(p["productId"], 1, 9.99)])
+    st, _, v = srv.query("/orders/" + o["orderId"], o["position"], wait_ms=10000)
+    assert st == 200 and v["orderId"] == o["orderId"], v
+    a = armed(srv)["projection.orders.apply"]
+    assert a["fired"] == 3 and a["hits"] >= 4, a
+
+
+def test_failing_saga_step_is_retried_and_settles_once(make_server):
+    srv = make_server(FP_ARGS)
+    p = srv.create_product(stock=5)
+    arm(srv, "saga.order_fulfilment.step", "error*3")
+    o = srv.place_order([(p["productId"], 2, 9.99)])
+    s = srv.wait_settled(o["orderId"], timeout=20)
+    assert s["status"] == "RESERVED", s
+    head = srv.idle_head()
+    types = [e["type"] for e in srv.log_events(o["position"])]
+    assert types.count("StockReserved") == 1 and types.count("OrderReserved") == 1, types
+    m = srv.metrics()
+    retries = sum(v for _, v in m["tl_process_manager_retries_total"])
+    assert retries >= 3, m["tl_process_manager_retries_total"]
+    st, _, v = srv.query("/products/" + p["productId"], head)
+    assert v["available"] == 3, v
+
+
+# ---------------------------------------------------------------------- start-up configuration
+def test_failpoints_from_the_environment(make_server, monkeypatch):
+    monkeypatch.setenv("TWINLANE_FAILPOINTS", " log.append=error*1 ; log.fsync=delay:0")
+    srv = make_server()  # the variable works without --enable-failpoints ...
+    st, h, b = srv.post("/products", product_body())
+    assert_problem(st, h, b, 503, "STORAGE_UNAVAILABLE")
+    srv.create_product(stock=1)
+    st, h, b = srv.req("PUT", "/admin/failpoints/log.fsync", {"action": "error"})
+    assert_problem(st, h, b, 404, "NOT_FOUND")  # ... but the admin API needs the flag
+    assert "fail points armed" in srv.stderr_tail()
+
+
+@pytest.mark.parametrize("spec", ["log.append=explode", "disk.melt=error", "log.fsync"])
+def test_bad_failpoint_specification_refuses_to_start(tmp_path, spec):
+    env = dict(os.environ, TWINLANE_FAILPOINTS=spec)
+    r = subprocess.run([BIN, "serve", "--data", str(tmp_path / "d"), "--listen", "127.0.0.1:0"],
+                       env=env, capture_output=True, timeout=10)
+    assert r.returncode == 2, r
+    assert b"TWINLANE_FAILPOINTS" in r.stderr, r.stderr
+    assert not (tmp_path / "d" / "events.db").exists()
