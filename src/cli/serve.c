@@ -29,6 +29,7 @@ void tl_cli_usage(int to_stderr) {
           "usage:\n"
           "  twinlane serve [--data DIR] [--listen HOST:PORT] [--log-level LEVEL]\n"
           "                 [--ready-lag-ms MS] [--order-cache N] [--http-threads N]\n"
+          "                 [--retry-base-ms MS] [--retry-cap-ms MS] [--retry-attempts N]\n"
           "                 [--enable-failpoints]\n"
           "  twinlane version\n"
           "  twinlane --help\n\n"
@@ -39,6 +40,9 @@ void tl_cli_usage(int to_stderr) {
           "  --ready-lag-ms MS   /ready fails when a projection lags more (default 5000)\n"
           "  --order-cache N     orders kept in the writer's memory (default 100000)\n"
           "  --http-threads N    HTTP event-loop threads (default: CPUs, at most 8)\n"
+          "  --retry-base-ms MS  first retry delay of a failing projection (default 200)\n"
+          "  --retry-cap-ms MS   longest retry delay (default 30000)\n"
+          "  --retry-attempts N  failures of one event before it goes to the DLQ (default 8)\n"
           "  --enable-failpoints serve PUT/DELETE /admin/failpoints/{point} (fault injection\n"
           "                      for tests; never in production)\n\n"
           "environment:\n"
@@ -90,10 +94,14 @@ int tl_cli_serve(int argc, char **argv) {
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   int http_threads = ncpu > 0 ? (int)(ncpu < 8 ? ncpu : 8) : 2;
   int enable_failpoints = 0;
+  tl_read_opts ro = {.retry_base_ms = 200, .retry_cap_ms = 30000, .retry_attempts = 8};
   static const struct option OPTS[] = {
       {"data", required_argument, NULL, 'd'},       {"listen", required_argument, NULL, 'l'},
       {"log-level", required_argument, NULL, 'v'},  {"ready-lag-ms", required_argument, NULL, 'r'},
       {"order-cache", required_argument, NULL, 'c'}, {"http-threads", required_argument, NULL, 't'},
+      {"retry-base-ms", required_argument, NULL, 'B'},
+      {"retry-cap-ms", required_argument, NULL, 'C'},
+      {"retry-attempts", required_argument, NULL, 'A'},
       {"enable-failpoints", no_argument, NULL, 'F'}, {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int c;
@@ -120,9 +128,18 @@ int tl_cli_serve(int argc, char **argv) {
     case 'c': order_cache = atol(optarg); break;
     case 't': http_threads = atoi(optarg); break;
     case 'F': enable_failpoints = 1; break;
+    case 'B': ro.retry_base_ms = atoi(optarg); break;
+    case 'C': ro.retry_cap_ms = atoi(optarg); break;
+    case 'A': ro.retry_attempts = atoi(optarg); break;
     case 'h': tl_cli_usage(0); return 0;
     default: tl_cli_usage(1); return 2;
     }
+  }
+  if (ro.retry_base_ms < 1 || ro.retry_cap_ms < ro.retry_base_ms || ro.retry_attempts < 1 ||
+      ro.retry_attempts > 1000) {
+    fprintf(stderr, "twinlane: --retry-base-ms must be >= 1, --retry-cap-ms >= it, and "
+                    "--retry-attempts from 1 to 1000\n");
+    return 2;
   }
   if (ready_lag_ms <= 0 || order_cache <= 0 || http_threads < 1 || http_threads > 256) {
     fprintf(stderr, "twinlane: --ready-lag-ms, --order-cache and --http-threads (1-256) must be "
@@ -163,7 +180,7 @@ int tl_cli_serve(int argc, char **argv) {
   if (lock_fd < 0) goto out;
   if (tl_log_open(&log, &lo, &err) != TL_OK) goto out;
   if (tl_writer_start(&writer, log, &wo, &err) != TL_OK) goto out;
-  if (tl_read_open(&read, log, data_dir, &err) != TL_OK) goto out;
+  if (tl_read_open(&read, log, data_dir, &ro, &err) != TL_OK) goto out;
   if (tl_saga_start(&saga, log, writer, data_dir, &err) != TL_OK) goto out;
   tl_app app = {
       .log = log,

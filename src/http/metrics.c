@@ -62,15 +62,18 @@ char *tl_metrics_text(tl_app *app) {
       "# HELP tl_projection_lag_seconds Age of the oldest event the projection has not applied.\n"
       "# TYPE tl_projection_lag_seconds gauge\n",
       "# HELP tl_projection_dlq_depth Events parked in the projection's dead-letter queue.\n"
-      "# TYPE tl_projection_dlq_depth gauge\n"};
-  for (int m = 0; m < 4; m++) {
+      "# TYPE tl_projection_dlq_depth gauge\n",
+      "# HELP tl_projection_retries_total Failed applications of an event, retried or parked.\n"
+      "# TYPE tl_projection_retries_total counter\n"};
+  for (int m = 0; m < 5; m++) {
     tl_buf_printf(&b, "%s", HEADS[m]);
     for (int i = 0; i < n && i < 16; i++) {
       switch (m) {
       case 0: tl_buf_printf(&b, "tl_projection_position{projection=\"%s\"} %lld\n", st[i].name, (long long)st[i].position); break;
       case 1: tl_buf_printf(&b, "tl_projection_lag_events{projection=\"%s\"} %lld\n", st[i].name, (long long)st[i].lag_events); break;
       case 2: tl_buf_printf(&b, "tl_projection_lag_seconds{projection=\"%s\"} %.3f\n", st[i].name, (double)st[i].lag_ms / 1000.0); break;
-      default: tl_buf_printf(&b, "tl_projection_dlq_depth{projection=\"%s\"} %lld\n", st[i].name, (long long)st[i].dlq_depth); break;
+      case 3: tl_buf_printf(&b, "tl_projection_dlq_depth{projection=\"%s\"} %lld\n", st[i].name, (long long)st[i].dlq_depth); break;
+      default: tl_buf_printf(&b, "tl_projection_retries_total{projection=\"%s\"} %llu\n", st[i].name, (unsigned long long)st[i].retries); break;
       }
     }
   }

@@ -246,6 +246,7 @@ typedef json_t *(*query_fn)(tl_db *db, const tl_req *req, const qargs *a, tl_pro
 /* A query's state across a read-your-writes wait. */
 typedef struct query_state {
   tl_query_kind kind;
+  int proj; /* the projection the query reads */
   query_fn fn;
   qargs args;
   int64_t min_position, wait_ms;
@@ -263,7 +264,7 @@ static void query_answer(tl_req *req, tl_resp *resp, const query_state *q) {
   tl_read *rd = req->app->read;
   /* Meta first: the answer reflects at least this position (the snapshot the query reads is
    * taken after it). */
-  json_t *meta = tl_read_meta(rd);
+  json_t *meta = tl_read_meta(rd, q->proj);
   tl_db *db = NULL;
   tl_err err = {0};
   if (tl_read_conn_acquire(rd, &db, &err) != TL_OK) {
@@ -288,7 +289,7 @@ static void stale(tl_req *req, tl_resp *resp, const query_state *q) {
   tl_problem_set(&p, 503, "STALE_READ_MODEL",
                  "The read model has not reached position %lld within %lld ms.",
                  (long long)q->min_position, (long long)q->wait_ms);
-  tl_problem_extra(&p, "position", json_integer(tl_read_position(req->app->read)));
+  tl_problem_extra(&p, "position", json_integer(tl_read_position_of(req->app->read, q->proj)));
   tl_problem_extra(&p, "minPosition", json_integer(q->min_position));
   tl_resp_problem(resp, &p);
   resp->retry_after = 1;
@@ -310,12 +311,27 @@ static void query_after_wait(tl_req *req, tl_resp *resp) {
   req->state = NULL;
 }
 
+/* The projection whose tables a query reads: its position is the one the query waits for
+ * and reports, so a projection stuck on a failing event does not hold back the others. */
+static int query_projection(tl_query_kind kind) {
+  static _Atomic int idx[3] = {-2, -2, -2};
+  static const char *const NAMES[3] = {"orders", "products", "daily_sales"};
+  int k = kind == TL_Q_SALES_DAILY ? 2 : (kind == TL_Q_PRODUCT || kind == TL_Q_PRODUCTS) ? 1 : 0;
+  int i = atomic_load_explicit(&idx[k], memory_order_relaxed);
+  if (i == -2) {
+    i = tl_projection_index(NAMES[k]);
+    atomic_store_explicit(&idx[k], i, memory_order_relaxed);
+  }
+  return i;
+}
+
 /* Runs a read-lane query: minPosition / waitMs (waiting suspended, woken by the projector),
  * a query connection, meta, metrics. */
 static void run_query(tl_req *req, tl_resp *resp, tl_query_kind kind, query_fn fn,
                       const qargs *a) {
   tl_problem p = {0};
-  query_state q = {.kind = kind, .fn = fn, .min_position = 0, .wait_ms = DEFAULT_WAIT_MS};
+  query_state q = {.kind = kind, .proj = query_projection(kind), .fn = fn, .min_position = 0,
+                   .wait_ms = DEFAULT_WAIT_MS};
   if (a) q.args = *a;
   const char *mp = tl_req_arg(req, "minPosition");
   if (!mp) mp = tl_req_header(req, "X-Min-Position");
@@ -327,7 +343,7 @@ static void run_query(tl_req *req, tl_resp *resp, tl_query_kind kind, query_fn f
     return count_query(kind, req, resp);
   }
   tl_read *rd = req->app->read;
-  if (q.min_position <= tl_read_position(rd)) return query_answer(req, resp, &q);
+  if (q.min_position <= tl_read_position_of(rd, q.proj)) return query_answer(req, resp, &q);
   if (q.wait_ms == 0 || tl_req_stopping(req)) return stale(req, resp, &q);
   query_state *heap = malloc(sizeof *heap);
   if (!heap) {
@@ -338,7 +354,8 @@ static void run_query(tl_req *req, tl_resp *resp, tl_query_kind kind, query_fn f
   req->state = heap;
   req->free_state = free;
   tl_req_suspend(req, query_after_wait);
-  if (tl_read_wait_async(rd, q.min_position, (int)q.wait_ms, query_wait_done, req) == TL_OK) {
+  if (tl_read_wait_async(rd, q.proj, q.min_position, (int)q.wait_ms, query_wait_done, req) ==
+      TL_OK) {
     req->wait_rc = TL_OK; /* reached in the meantime: the callback will not come */
     tl_req_resume(req);
   }
@@ -576,10 +593,11 @@ static void h_health(tl_req *req, tl_resp *resp) {
 }
 
 static json_t *projection_json(const tl_proj_status *s) {
-  return json_pack("{s:s, s:i, s:I, s:I, s:I, s:s, s:I}", "name", s->name, "version", s->version,
-                   "position", (json_int_t)s->position, "lagEvents", (json_int_t)s->lag_events,
-                   "lagMs", (json_int_t)s->lag_ms, "status", s->status, "dlqDepth",
-                   (json_int_t)s->dlq_depth);
+  return json_pack("{s:s, s:i, s:I, s:I, s:I, s:s, s:I, s:i, s:I}", "name", s->name, "version",
+                   s->version, "position", (json_int_t)s->position, "lagEvents",
+                   (json_int_t)s->lag_events, "lagMs", (json_int_t)s->lag_ms, "status",
+                   s->status, "dlqDepth", (json_int_t)s->dlq_depth, "failedAttempts",
+                   s->attempts, "retries", (json_int_t)s->retries);
 }
 
 static void h_ready(tl_req *req, tl_resp *resp) {
@@ -598,13 +616,19 @@ static void h_ready(tl_req *req, tl_resp *resp) {
       json_array_append_new(laggards, json_pack("{s:s, s:I, s:I}", "name", pm[i].name,
                                                 "lagEvents", (json_int_t)pm[i].lag_events,
                                                 "lagMs", (json_int_t)pm[i].lag_ms));
+  /* Parked events do not make the server unready (every instance would be: they share the
+   * data), but they are reported so that an operator sees them. */
+  json_t *dlq = json_object();
+  for (int i = 0; i < n && i < 16; i++)
+    if (st[i].dlq_depth > 0) json_object_set_new(dlq, st[i].name, json_integer(st[i].dlq_depth));
   if (json_array_size(laggards) > 0) {
-    tl_resp_json(resp, 503, json_pack("{s:s, s:o}", "status", "not-ready", "laggards", laggards));
+    tl_resp_json(resp, 503, json_pack("{s:s, s:o, s:o}", "status", "not-ready", "laggards",
+                                      laggards, "dlq", dlq));
     resp->retry_after = 1;
   } else {
     json_decref(laggards);
-    tl_resp_json(resp, 200, json_pack("{s:s, s:I}", "status", "ready", "position",
-                                      (json_int_t)tl_log_head(req->app->log)));
+    tl_resp_json(resp, 200, json_pack("{s:s, s:I, s:o}", "status", "ready", "position",
+                                      (json_int_t)tl_log_head(req->app->log), "dlq", dlq));
   }
 }
 
@@ -614,6 +638,77 @@ static void h_projections(tl_req *req, tl_resp *resp) {
   json_t *arr = json_array();
   for (int i = 0; i < n && i < 16; i++) json_array_append_new(arr, projection_json(&st[i]));
   tl_resp_json(resp, 200, arr);
+}
+
+/* ---- the projections' dead-letter queue --------------------------------------------------- */
+
+#define DLQ_OP_TIMEOUT_MS 10000
+
+static void h_dlq_list(tl_req *req, tl_resp *resp) {
+  tl_problem p = {0};
+  int64_t limit;
+  int_arg(req, "limit", 1, 1000, 100, &limit, &p);
+  const char *proj = tl_req_arg(req, "projection");
+  if (proj && tl_projection_index(proj) < 0)
+    tl_problem_field(&p, "projection", "is not a projection of this server");
+  if (p.errors) return validation_failed(resp, &p);
+  tl_db *db = NULL;
+  tl_err err = {0};
+  if (tl_read_conn_acquire(req->app->read, &db, &err) != TL_OK)
+    return tl_resp_error(resp, 503, "READ_MODEL_UNAVAILABLE", err.msg);
+  json_t *out = tl_query_dlq(db, proj, (int)limit, &p);
+  tl_read_conn_release(req->app->read, db);
+  if (!out) return tl_resp_problem(resp, &p);
+  tl_resp_json(resp, 200, out);
+}
+
+/* Runs a DLQ operation; answers its problem and returns non-zero if it failed. */
+static int dlq_op(tl_req *req, tl_resp *resp, tl_dlq_op op, int64_t id, tl_dlq_result *res) {
+  tl_err err = {0};
+  int rc = tl_read_dlq(req->app->read, op, id, DLQ_OP_TIMEOUT_MS, res, &err);
+  if (rc == TL_OK) return 0;
+  if (rc == TL_E_CLOSED) tl_resp_error(resp, 503, "SHUTTING_DOWN", "The server is shutting down.");
+  else if (rc == TL_E_TIMEOUT) tl_resp_error(resp, 503, "PROJECTOR_BUSY", err.msg);
+  else tl_resp_error(resp, 503, "READ_MODEL_UNAVAILABLE", err.msg);
+  resp->retry_after = 1;
+  return 1;
+}
+
+/* The {id} of /admin/dlq/{id}[/retry]; answers 404 and returns non-zero if it is no id. */
+static int dlq_id(tl_req *req, tl_resp *resp, int64_t *id) {
+  if (parse_uint(req->params[0], INT64_MAX, id) == TL_OK && *id > 0) return 0;
+  tl_resp_error(resp, 404, "DLQ_ENTRY_NOT_FOUND", "No parked event has this id.");
+  return 1;
+}
+
+static json_t *dlq_result_json(const tl_dlq_result *r) {
+  return json_pack("{s:i, s:i, s:i}", "found", r->found, "applied", r->applied, "failed",
+                   r->failed);
+}
+
+static void h_dlq_retry(tl_req *req, tl_resp *resp) {
+  int64_t id;
+  tl_dlq_result res;
+  if (dlq_id(req, resp, &id) || dlq_op(req, resp, TL_DLQ_RETRY, id, &res)) return;
+  if (res.found == 0)
+    return tl_resp_error(resp, 404, "DLQ_ENTRY_NOT_FOUND", "No parked event has this id.");
+  tl_resp_json(resp, 200, dlq_result_json(&res));
+}
+
+static void h_dlq_retry_all(tl_req *req, tl_resp *resp) {
+  tl_dlq_result res;
+  if (dlq_op(req, resp, TL_DLQ_RETRY_ALL, 0, &res)) return;
+  tl_resp_json(resp, 200, dlq_result_json(&res));
+}
+
+static void h_dlq_drop(tl_req *req, tl_resp *resp) {
+  int64_t id;
+  tl_dlq_result res;
+  if (dlq_id(req, resp, &id) || dlq_op(req, resp, TL_DLQ_DROP, id, &res)) return;
+  if (res.dropped == 0)
+    return tl_resp_error(resp, 404, "DLQ_ENTRY_NOT_FOUND", "No parked event has this id.");
+  tl_slog(TL_SLOG_WARN, req->correlation_id, "dead letter dropped", "id", req->params[0], NULL);
+  tl_resp_json(resp, 204, NULL);
 }
 
 /* ---- fault injection (--enable-failpoints) ----------------------------------------------- */
@@ -701,6 +796,10 @@ static const route ROUTES[] = {
     {"GET", "/ready", h_ready},
     {"GET", "/metrics", h_metrics},
     {"GET", "/admin/projections", h_projections},
+    {"GET", "/admin/dlq", h_dlq_list},
+    {"POST", "/admin/dlq/retry-all", h_dlq_retry_all},
+    {"DELETE", "/admin/dlq/{}", h_dlq_drop},
+    {"POST", "/admin/dlq/{}/retry", h_dlq_retry},
     {"GET", "/admin/failpoints", h_failpoints},
     {"PUT", "/admin/failpoints/{}", h_failpoint_put},
     {"DELETE", "/admin/failpoints/{}", h_failpoint_delete},

@@ -197,10 +197,13 @@ static const char PRODUCTS_RESET[] = "DROP TABLE IF EXISTS rm_products;"
 static const char SQL_PROD_INSERT[] =
     "INSERT OR IGNORE INTO rm_products(product_id, name, category, price_minor, currency, stock,"
     " created_at, updated_at, version, last_position) VALUES(?,?,?,?,?,?,?,?,?,?)";
-/* Stock changes of the product stream: ?1 units on hand, ?2 units reserved. */
+/* Stock changes of the product stream: ?1 units on hand, ?2 units reserved. Deltas commute, so
+ * an event applied late (a dead letter retried after newer ones) still counts exactly once (the
+ * checkpoint and the DLQ row guarantee once); the version and position only move forward. */
 static const char SQL_PROD_STOCK[] =
-    "UPDATE rm_products SET stock = stock + ?1, reserved = reserved + ?2, updated_at = ?3,"
-    " version = ?4, last_position = ?5 WHERE product_id = ?6 AND last_position < ?5";
+    "UPDATE rm_products SET stock = stock + ?1, reserved = reserved + ?2,"
+    " updated_at = MAX(updated_at, ?3), version = MAX(version, ?4),"
+    " last_position = MAX(last_position, ?5) WHERE product_id = ?6";
 static const char SQL_PROD_LINE[] =
     "INSERT INTO rm_product_lines(order_id, product_id, quantity, amount_minor, placed_at, live)"
     " VALUES(?,?,?,?,?,1) ON CONFLICT(order_id, product_id) DO UPDATE SET"

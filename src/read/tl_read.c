@@ -1,5 +1,13 @@
 /*
  * tl_read.c: the read store and its projector thread (see tl_read.h).
+ *
+ * One thread applies the log to every projection, in batches, one read.db transaction per
+ * batch. Each (event, projection) application runs inside a SAVEPOINT, so a projection that
+ * fails on an event is rolled back alone: it sits out the rest of the batch and retries that
+ * event after an exponential backoff with jitter, while the other projections go on. After
+ * `retry_attempts` failures the event is parked in rm_dlq (same transaction as the checkpoint
+ * that moves past it) and the projection continues with the next event. Storage failures of
+ * the batch itself (BEGIN/COMMIT, a savepoint) roll everything back and retry the batch.
  */
 #include "read/tl_read.h"
 
@@ -20,8 +28,10 @@
 
 #define BATCH_EVENTS 512
 #define MAX_PROJECTIONS 16
+#define DLQ_OP_ROWS 10000 /* rows one retry-all handles */
 
 typedef struct waiter {
+  int proj; /* projection index, -1: all */
   int64_t min_position;
   int64_t deadline_ns; /* tl_mono_ns */
   tl_read_wait_fn fn;
@@ -34,26 +44,55 @@ typedef struct conn_node {
   struct conn_node *next;
 } conn_node;
 
+/* A projection's failure on one event (projector thread only). */
+typedef struct proj_fail {
+  int64_t position; /* the failing event; 0: none */
+  int attempts;
+  int64_t first_ms, last_ms; /* wall clock */
+  int64_t retry_at_ns;       /* tl_mono_ns */
+  char error[sizeof(((tl_err *)0)->msg)];
+} proj_fail;
+
+/* A DLQ operation handed to the projector by an admin request. */
+typedef struct dlq_req {
+  tl_dlq_op op;
+  int64_t id;
+  int taken, done, rc;
+  tl_dlq_result result;
+  tl_err err;
+} dlq_req;
+
 struct tl_read {
   tl_log *log;
+  tl_read_opts opts;
   char path[PATH_MAX];
-  tl_db *w; /* the projector's connection */
+  tl_db *w;                                       /* the projector's connection */
   char fp_apply[MAX_PROJECTIONS][TL_FP_NAME_MAX]; /* "projection.<name>.apply" */
   pthread_t thread;
   int started;
   _Atomic int stopping;
+  unsigned rng; /* jitter (projector thread) */
 
-  /* Applied position of each projection (all equal between batches today: one thread applies
-   * them together) and the recorded time of the event at the minimum. */
+  /* Per projection: applied position, recorded time of that event, failure state. */
   _Atomic int64_t checkpoint[MAX_PROJECTIONS];
-  _Atomic int64_t applied;
-  _Atomic int64_t applied_recorded_ms;
+  _Atomic int64_t recorded_ms[MAX_PROJECTIONS];
+  _Atomic int64_t dlq_depth[MAX_PROJECTIONS];
+  _Atomic int attempts[MAX_PROJECTIONS]; /* published copy of fail[i].attempts */
+  _Atomic uint64_t retries[MAX_PROJECTIONS];
+  proj_fail fail[MAX_PROJECTIONS];
+  _Atomic int64_t applied; /* the minimum of the checkpoints */
 
-  pthread_mutex_t lock; /* guards the waiters (cond and list) and the connection pool */
+  pthread_mutex_t lock; /* guards the waiters, the pool, the DLQ request (cond: all) */
   pthread_cond_t cond;
-  waiter *waiters;      /* asynchronous waits, unordered */
+  waiter *waiters; /* asynchronous waits, unordered */
   conn_node *pool;
+  dlq_req *dlq;                /* the pending DLQ operation, if any */
+  pthread_mutex_t dlq_callers; /* one DLQ operation at a time */
 };
+
+static int64_t position_of(tl_read *r, int proj) {
+  return proj >= 0 ? atomic_load(&r->checkpoint[proj]) : atomic_load(&r->applied);
+}
 
 /* Calls back every asynchronous waiter whose position is reached, whose deadline passed, or
  * every one of them when the store is stopping. Callbacks run outside the lock. Returns the
@@ -61,13 +100,12 @@ struct tl_read {
 static int64_t fire_waiters(tl_read *r) {
   int64_t now = tl_mono_ns(), next = INT64_MAX;
   int stopping = atomic_load(&r->stopping);
-  int64_t applied = atomic_load(&r->applied);
   waiter *due = NULL;
   pthread_mutex_lock(&r->lock);
   waiter **pp = &r->waiters;
   while (*pp) {
     waiter *w = *pp;
-    if (stopping || w->min_position <= applied || w->deadline_ns <= now) {
+    if (stopping || w->min_position <= position_of(r, w->proj) || w->deadline_ns <= now) {
       *pp = w->next;
       w->next = due;
       due = w;
@@ -80,22 +118,54 @@ static int64_t fire_waiters(tl_read *r) {
   while (due) {
     waiter *w = due;
     due = w->next;
-    w->fn(w->arg, w->min_position <= applied ? TL_OK : TL_E_TIMEOUT);
+    w->fn(w->arg, w->min_position <= position_of(r, w->proj) ? TL_OK : TL_E_TIMEOUT);
     free(w);
   }
   return next;
 }
 
-static const char CHECKPOINTS_SCHEMA[] =
+/* ---- checkpoints and the dead-letter table ------------------------------------------------ */
+
+static const char STORE_SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS rm_checkpoints("
     " name TEXT PRIMARY KEY, version INTEGER NOT NULL, position INTEGER NOT NULL,"
-    " recorded_at INTEGER) WITHOUT ROWID;";
+    " recorded_at INTEGER) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS rm_dlq("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, projection TEXT NOT NULL,"
+    " position INTEGER NOT NULL, stream TEXT NOT NULL, type TEXT NOT NULL,"
+    " error TEXT NOT NULL, attempts INTEGER NOT NULL, first_failed_at INTEGER NOT NULL,"
+    " last_failed_at INTEGER NOT NULL, UNIQUE(projection, position));";
 static const char SQL_CP_GET[] =
     "SELECT version, position, recorded_at FROM rm_checkpoints WHERE name = ?";
 static const char SQL_CP_PUT[] =
     "INSERT INTO rm_checkpoints(name, version, position, recorded_at) VALUES(?,?,?,?)"
     " ON CONFLICT(name) DO UPDATE SET version = excluded.version, position = excluded.position,"
     " recorded_at = excluded.recorded_at";
+static const char SQL_DLQ_PARK[] =
+    "INSERT INTO rm_dlq(projection, position, stream, type, error, attempts, first_failed_at,"
+    " last_failed_at) VALUES(?,?,?,?,?,?,?,?)"
+    " ON CONFLICT(projection, position) DO UPDATE SET error = excluded.error,"
+    " attempts = attempts + excluded.attempts, last_failed_at = excluded.last_failed_at";
+static const char SQL_DLQ_RESET[] = "DELETE FROM rm_dlq WHERE projection = ?";
+static const char SQL_DLQ_DEPTH[] = "SELECT COUNT(*) FROM rm_dlq WHERE projection = ?";
+static const char SQL_DLQ_ONE[] = "SELECT id, projection, position FROM rm_dlq WHERE id = ?";
+static const char SQL_DLQ_ALL[] =
+    "SELECT id, projection, position FROM rm_dlq ORDER BY id LIMIT 10000"; /* DLQ_OP_ROWS */
+static const char SQL_DLQ_DEL[] = "DELETE FROM rm_dlq WHERE id = ?";
+static const char SQL_DLQ_FAILED_AGAIN[] =
+    "UPDATE rm_dlq SET attempts = attempts + 1, last_failed_at = ?, error = ? WHERE id = ?";
+static const char SQL_SP_BEGIN[] = "SAVEPOINT tl_apply";
+static const char SQL_SP_RELEASE[] = "RELEASE tl_apply";
+static const char SQL_SP_ROLLBACK[] = "ROLLBACK TO tl_apply";
+
+/* Runs a cached statement without results. */
+static int run(tl_db *db, const char *sql, const char *what, tl_err *err) {
+  sqlite3_stmt *st = tl_db_stmt(db, sql, err);
+  if (!st) return TL_E_IO;
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  return rc == SQLITE_DONE ? TL_OK : tl_db_fail(db, rc, what, err);
+}
 
 int64_t tl_projection_checkpoint(tl_db *db, const char *name) {
   tl_err err = {0};
@@ -104,8 +174,10 @@ int64_t tl_projection_checkpoint(tl_db *db, const char *name) {
   sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
   int64_t pos = 0;
   int rc = sqlite3_step(st);
-  if (rc == SQLITE_ROW) pos = sqlite3_column_int64(st, 1);
-  else if (rc != SQLITE_DONE) pos = -1;
+  if (rc == SQLITE_ROW)
+    pos = sqlite3_column_int64(st, 1);
+  else if (rc != SQLITE_DONE)
+    pos = -1;
   sqlite3_reset(st);
   return pos;
 }
@@ -124,7 +196,7 @@ static int put_checkpoint(tl_db *db, const tl_projection_def *def, int64_t posit
 }
 
 int tl_projection_setup(tl_db *db, const tl_projection_def *def, tl_err *err) {
-  int rc = tl_db_exec(db, CHECKPOINTS_SCHEMA, err);
+  int rc = tl_db_exec(db, STORE_SCHEMA, err);
   if (rc != TL_OK) return rc;
   sqlite3_stmt *st = tl_db_stmt(db, SQL_CP_GET, err);
   if (!st) return TL_E_IO;
@@ -132,19 +204,33 @@ int tl_projection_setup(tl_db *db, const tl_projection_def *def, tl_err *err) {
   int step = sqlite3_step(st);
   int stored_version = step == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
   sqlite3_reset(st);
-  if (step != SQLITE_ROW && step != SQLITE_DONE) return tl_db_fail(db, step, "read checkpoint", err);
+  if (step != SQLITE_ROW && step != SQLITE_DONE)
+    return tl_db_fail(db, step, "read checkpoint", err);
   if (stored_version == def->version) return tl_db_exec(db, def->schema_sql, err);
-  /* New projection, or its definition changed: new tables, and start again from the beginning
-   * of the log. */
+  /* New projection, or its definition changed: new tables, no parked events, and start again
+   * from the beginning of the log. */
   if (stored_version >= 0)
     tl_slog(TL_SLOG_WARN, NULL, "projection version changed; rebuilding from position 0",
             "projection", def->name, NULL);
   rc = tl_db_exec(db, "BEGIN", err);
   if (rc == TL_OK) rc = tl_db_exec(db, def->reset_sql, err);
   if (rc == TL_OK) rc = tl_db_exec(db, def->schema_sql, err);
+  if (rc == TL_OK) {
+    st = tl_db_stmt(db, SQL_DLQ_RESET, err);
+    if (!st)
+      rc = TL_E_IO;
+    else {
+      sqlite3_bind_text(st, 1, def->name, -1, SQLITE_STATIC);
+      int s2 = sqlite3_step(st);
+      sqlite3_reset(st);
+      if (s2 != SQLITE_DONE) rc = tl_db_fail(db, s2, "clear dead letters", err);
+    }
+  }
   if (rc == TL_OK) rc = put_checkpoint(db, def, 0, -1, err);
-  if (rc == TL_OK) rc = tl_db_exec(db, "COMMIT", err);
-  else sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+  if (rc == TL_OK)
+    rc = tl_db_exec(db, "COMMIT", err);
+  else
+    sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
   return rc;
 }
 
@@ -158,99 +244,375 @@ int tl_projection_apply_one(tl_db *db, const tl_projection_def *def, const tl_ev
   return rc;
 }
 
+int tl_projection_index(const char *name) {
+  for (int i = 0; i < tl_projections_count; i++)
+    if (strcmp(tl_projections[i]->name, name) == 0) return i;
+  return -1;
+}
+
+/* ---- applying one event to one projection -------------------------------------------------- */
+
+enum { APPLIED = 0, REFUSED = 1 }; /* else: a negative TL_E code, the batch must fail */
+
+/* Applies ev to projection i inside a savepoint. REFUSED (the projection's own failure, rolled
+ * back, message in *why) or a storage failure of the savepoint itself (err set). */
+static int apply_guarded(tl_read *r, int i, const tl_event *ev, const json_t *data, tl_err *why,
+                         tl_err *err) {
+  int rc = run(r->w, SQL_SP_BEGIN, "savepoint", err);
+  if (rc != TL_OK) return rc;
+  if (!data)
+    rc = tl_err_set(why, TL_E_INVALID, "event %lld has unreadable data", (long long)ev->position);
+  else if (tl_fp(r->fp_apply[i]))
+    rc = tl_err_set(why, TL_E_IO, "apply failed at event %lld (fail point %s)",
+                    (long long)ev->position, r->fp_apply[i]);
+  else
+    rc = tl_projections[i]->apply(r->w, ev, data, why);
+  if (rc == TL_OK) return run(r->w, SQL_SP_RELEASE, "release savepoint", err);
+  int rb = run(r->w, SQL_SP_ROLLBACK, "roll back savepoint", err);
+  if (rb == TL_OK) rb = run(r->w, SQL_SP_RELEASE, "release savepoint", err);
+  return rb == TL_OK ? REFUSED : rb;
+}
+
+/* Parks ev for projection i in the dead-letter table. */
+static int park(tl_read *r, int i, const tl_event *ev, const proj_fail *f, tl_err *err) {
+  sqlite3_stmt *st = tl_db_stmt(r->w, SQL_DLQ_PARK, err);
+  if (!st) return TL_E_IO;
+  sqlite3_bind_text(st, 1, tl_projections[i]->name, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, ev->position);
+  sqlite3_bind_text(st, 3, ev->stream, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 4, ev->type, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 5, f->error, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 6, f->attempts);
+  sqlite3_bind_int64(st, 7, f->first_ms);
+  sqlite3_bind_int64(st, 8, f->last_ms);
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  return rc == SQLITE_DONE ? TL_OK : tl_db_fail(r->w, rc, "park event", err);
+}
+
+/* The delay before attempt `attempts + 1`: base * 2^(attempts-1), capped, with equal jitter
+ * (half fixed, half random) so that retries of many projections do not synchronise. */
+static int64_t backoff_ms(tl_read *r, int attempts) {
+  int64_t d = r->opts.retry_base_ms;
+  for (int k = 1; k < attempts && d < r->opts.retry_cap_ms; k++) d *= 2;
+  if (d > r->opts.retry_cap_ms) d = r->opts.retry_cap_ms;
+  return d / 2 + (int64_t)(rand_r(&r->rng) % (unsigned)(d / 2 + 1));
+}
+
 /* ---- the projector ----------------------------------------------------------------------- */
 
-typedef struct apply_ctx {
+typedef struct batch_ctx {
   tl_read *r;
-  int64_t last_position, last_recorded_ms;
-  int64_t first_recorded_ms;
+  int64_t now_ms, now_ns;
+  int held[MAX_PROJECTIONS];       /* sits out the rest of this batch */
+  int64_t cp[MAX_PROJECTIONS];     /* checkpoints as the batch moves them */
+  int64_t rec[MAX_PROJECTIONS];    /* recorded time of the event at cp */
+  int64_t parked[MAX_PROJECTIONS]; /* events parked by this batch */
+  int64_t last_position;
   int n;
   int rc;
   tl_err err;
-  int64_t recorded[BATCH_EVENTS];
-} apply_ctx;
+  int64_t recorded[BATCH_EVENTS]; /* of the events some projection applied, for the lag histogram */
+} batch_ctx;
+
+static void on_refused(batch_ctx *b, int i, const tl_event *ev, const tl_err *why) {
+  tl_read *r = b->r;
+  proj_fail *f = &r->fail[i];
+  if (f->position != ev->position) {
+    memset(f, 0, sizeof *f);
+    f->position = ev->position;
+    f->first_ms = b->now_ms;
+  }
+  f->attempts++;
+  f->last_ms = b->now_ms;
+  snprintf(f->error, sizeof f->error, "%s", why->msg[0] ? why->msg : tl_strerror(why->code));
+  atomic_fetch_add(&r->retries[i], 1);
+  char pos[24], att[16];
+  snprintf(pos, sizeof pos, "%lld", (long long)ev->position);
+  snprintf(att, sizeof att, "%d", f->attempts);
+  if (f->attempts >= r->opts.retry_attempts) {
+    int rc = park(r, i, ev, f, &b->err);
+    if (rc != TL_OK) {
+      b->rc = rc;
+      return;
+    }
+    tl_slog(TL_SLOG_ERROR, NULL, "event parked in the dead-letter queue", "projection",
+            tl_projections[i]->name, "position", pos, "type", ev->type, "attempts", att, "error",
+            f->error, NULL);
+    memset(f, 0, sizeof *f);
+    b->cp[i] = ev->position;
+    b->rec[i] = ev->recorded_ms;
+    b->parked[i]++;
+    return;
+  }
+  f->retry_at_ns = b->now_ns + backoff_ms(r, f->attempts) * 1000000;
+  b->held[i] = 1;
+  tl_slog(TL_SLOG_WARN, NULL, "projection failed on an event; will retry", "projection",
+          tl_projections[i]->name, "position", pos, "attempts", att, "error", f->error, NULL);
+}
 
 static int apply_event(void *arg, const tl_event *ev) {
-  apply_ctx *a = arg;
-  tl_read *r = a->r;
-  assert(ev->position == a->last_position + 1); /* the log has no gaps */
+  batch_ctx *b = arg;
+  tl_read *r = b->r;
+  assert(ev->position == b->last_position + 1); /* the log has no gaps */
+  b->last_position = ev->position;
+  int needed = 0;
+  for (int i = 0; i < tl_projections_count; i++)
+    if (!b->held[i] && ev->position > b->cp[i]) needed = 1;
+  if (!needed) return 0;
   json_t *data = json_loads(ev->data, 0, NULL);
-  if (!data) {
-    a->rc = tl_err_set(&a->err, TL_E_IO, "event %lld has unreadable data",
-                       (long long)ev->position);
-    return 1;
-  }
   for (int i = 0; i < tl_projections_count; i++) {
-    if (ev->position <= atomic_load(&r->checkpoint[i])) continue;
-    int rc = tl_fp(r->fp_apply[i])
-                 ? tl_err_set(&a->err, TL_E_IO, "apply failed at event %lld (fail point %s)",
-                              (long long)ev->position, r->fp_apply[i])
-                 : tl_projections[i]->apply(r->w, ev, data, &a->err);
-    if (rc != TL_OK) {
-      a->rc = rc;
-      json_decref(data);
-      return 1;
+    if (b->held[i] || ev->position <= b->cp[i]) continue;
+    assert(ev->position == b->cp[i] + 1);
+    tl_err why = {0};
+    int rc = apply_guarded(r, i, ev, data, &why, &b->err);
+    if (rc == APPLIED) {
+      b->cp[i] = ev->position;
+      b->rec[i] = ev->recorded_ms;
+      if (r->fail[i].position == ev->position) memset(&r->fail[i], 0, sizeof r->fail[i]);
+    } else if (rc == REFUSED) {
+      on_refused(b, i, ev, &why);
+      if (b->rc != TL_OK) break;
+    } else {
+      b->rc = rc;
+      break;
     }
   }
   json_decref(data);
-  if (a->n < BATCH_EVENTS) a->recorded[a->n] = ev->recorded_ms;
-  a->n++;
-  a->last_position = ev->position;
-  a->last_recorded_ms = ev->recorded_ms;
+  if (b->rc != TL_OK) return 1;
+  if (b->n < BATCH_EVENTS) b->recorded[b->n] = ev->recorded_ms;
+  b->n++;
   return 0;
 }
 
-/* Applies the next batch of events. Returns the number applied, or -1 on failure (the
+/* After a commit: publishes checkpoints, failure counts and DLQ depths; wakes waiters. */
+static void publish(tl_read *r, const batch_ctx *b) {
+  pthread_mutex_lock(&r->lock);
+  int64_t min = INT64_MAX;
+  for (int i = 0; i < tl_projections_count; i++) {
+    if (b->cp[i] > atomic_load(&r->checkpoint[i])) {
+      atomic_store(&r->recorded_ms[i], b->rec[i]);
+      atomic_store(&r->checkpoint[i], b->cp[i]);
+    }
+    if (b->parked[i]) atomic_fetch_add(&r->dlq_depth[i], b->parked[i]);
+    atomic_store(&r->attempts[i], r->fail[i].attempts);
+    if (atomic_load(&r->checkpoint[i]) < min) min = atomic_load(&r->checkpoint[i]);
+  }
+  atomic_store(&r->applied, min == INT64_MAX ? 0 : min);
+  pthread_cond_broadcast(&r->cond);
+  pthread_mutex_unlock(&r->lock);
+}
+
+/* Applies the next batch of events to every projection not waiting for a retry. Returns the
+ * number of events read, 0 when there was nothing to do, -1 on a storage failure (the
  * transaction is rolled back; nothing moved). */
 static int project_batch(tl_read *r, tl_log_reader *reader) {
-  apply_ctx *a = calloc(1, sizeof *a);
-  if (!a) return -1;
-  a->r = r;
-  a->last_position = atomic_load(&r->applied);
+  batch_ctx *b = calloc(1, sizeof *b);
+  if (!b) return -1;
+  b->r = r;
+  b->now_ms = tl_now_ms();
+  b->now_ns = tl_mono_ns();
+  int64_t head = tl_log_head(r->log), start = INT64_MAX;
+  for (int i = 0; i < tl_projections_count; i++) {
+    b->cp[i] = atomic_load(&r->checkpoint[i]);
+    b->rec[i] = atomic_load(&r->recorded_ms[i]);
+    b->held[i] = r->fail[i].attempts > 0 && b->now_ns < r->fail[i].retry_at_ns;
+    if (!b->held[i] && b->cp[i] < start) start = b->cp[i];
+  }
+  if (start == INT64_MAX || start >= head) {
+    free(b);
+    return 0;
+  }
+  proj_fail saved[MAX_PROJECTIONS];
+  memcpy(saved, r->fail, sizeof saved);
+  b->last_position = start;
   tl_err err = {0};
   int rc = tl_db_exec(r->w, "BEGIN", &err);
   if (rc == TL_OK) {
-    rc = tl_log_read_all(reader, a->last_position + 1, BATCH_EVENTS, apply_event, a, &err);
-    if (rc == 1 || a->rc != TL_OK) {
-      rc = a->rc ? a->rc : TL_E_IO;
-      err = a->err;
+    rc = tl_log_read_all(reader, start + 1, BATCH_EVENTS, apply_event, b, &err);
+    if (rc == 1 || b->rc != TL_OK) {
+      rc = b->rc ? b->rc : TL_E_IO;
+      err = b->err;
     }
   }
-  /* A projection already past this batch (reset ones restart behind the others) keeps its
-   * checkpoint: checkpoints never move backwards. */
-  for (int i = 0; rc == TL_OK && a->n > 0 && i < tl_projections_count; i++)
-    if (atomic_load(&r->checkpoint[i]) < a->last_position)
-      rc = put_checkpoint(r->w, tl_projections[i], a->last_position, a->last_recorded_ms, &err);
+  for (int i = 0; rc == TL_OK && i < tl_projections_count; i++)
+    if (b->cp[i] > atomic_load(&r->checkpoint[i]))
+      rc = put_checkpoint(r->w, tl_projections[i], b->cp[i], b->rec[i], &err);
   if (rc == TL_OK) rc = tl_db_exec(r->w, "COMMIT", &err);
   if (rc != TL_OK) {
     if (!sqlite3_get_autocommit(r->w->db)) sqlite3_exec(r->w->db, "ROLLBACK", NULL, NULL, NULL);
+    memcpy(r->fail, saved, sizeof saved); /* nothing of this batch happened */
     tl_slog(TL_SLOG_ERROR, NULL, "projection batch failed; will retry", "error", err.msg, NULL);
-    free(a);
+    free(b);
     return -1;
   }
-  int n = a->n;
-  if (n > 0) {
-    int64_t now = tl_now_ms();
-    for (int i = 0; i < n && i < BATCH_EVENTS; i++)
-      tl_hist_observe(&tl_g_stats.visible_lag, (double)(now - a->recorded[i]) / 1000.0);
-    pthread_mutex_lock(&r->lock);
-    for (int i = 0; i < tl_projections_count; i++)
-      if (atomic_load(&r->checkpoint[i]) < a->last_position)
-        atomic_store(&r->checkpoint[i], a->last_position);
-    atomic_store(&r->applied_recorded_ms, a->last_recorded_ms);
-    atomic_store(&r->applied, a->last_position);
-    pthread_cond_broadcast(&r->cond);
-    pthread_mutex_unlock(&r->lock);
+  int64_t now = tl_now_ms();
+  for (int k = 0; k < b->n && k < BATCH_EVENTS; k++)
+    tl_hist_observe(&tl_g_stats.visible_lag, (double)(now - b->recorded[k]) / 1000.0);
+  publish(r, b);
+  int n = (int)(b->last_position - start);
+  free(b);
+  return n > 0 ? n : 0;
+}
+
+/* ---- dead-letter operations (projector thread) ---------------------------------------------- */
+
+typedef struct retry_ctx {
+  tl_read *r;
+  int proj;
+  int64_t id;
+  int found;
+  int rc; /* APPLIED, REFUSED or a storage failure */
+  tl_err why;
+} retry_ctx;
+
+static int retry_event(void *arg, const tl_event *ev) {
+  retry_ctx *c = arg;
+  c->found = 1;
+  json_t *data = json_loads(ev->data, 0, NULL);
+  tl_err err = {0};
+  c->rc = apply_guarded(c->r, c->proj, ev, data, &c->why, &err);
+  if (c->rc < 0) c->why = err;
+  json_decref(data);
+  return 1; /* one event */
+}
+
+static int del_row(tl_read *r, int64_t id, tl_err *err) {
+  sqlite3_stmt *st = tl_db_stmt(r->w, SQL_DLQ_DEL, err);
+  if (!st) return TL_E_IO;
+  sqlite3_bind_int64(st, 1, id);
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  return rc == SQLITE_DONE ? TL_OK : tl_db_fail(r->w, rc, "delete dead letter", err);
+}
+
+/* Applies one parked event again (the projection's later state is protected by its per-row
+ * position guards); on success the row goes, else its attempts and error are updated. */
+static int retry_row(tl_read *r, tl_log_reader *reader, int64_t id, int proj, int64_t position,
+                     tl_dlq_result *res, tl_err *err) {
+  retry_ctx c = {.r = r, .proj = proj, .id = id};
+  int rc = proj < 0 ? TL_OK : tl_log_read_all(reader, position, 1, retry_event, &c, err);
+  if (rc == 1) rc = TL_OK;
+  if (rc != TL_OK) return rc;
+  if (c.rc < 0) {
+    *err = c.why;
+    return c.rc;
   }
-  free(a);
-  return n;
+  if (c.found && c.rc == APPLIED) {
+    res->applied++;
+    return del_row(r, id, err);
+  }
+  if (!c.found)
+    tl_err_set(&c.why, TL_E_NOTFOUND, "the event is not in the log");
+  else if (proj < 0)
+    tl_err_set(&c.why, TL_E_NOTFOUND, "no such projection");
+  res->failed++;
+  sqlite3_stmt *st = tl_db_stmt(r->w, SQL_DLQ_FAILED_AGAIN, err);
+  if (!st) return TL_E_IO;
+  sqlite3_bind_int64(st, 1, tl_now_ms());
+  sqlite3_bind_text(st, 2, c.why.msg, -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(st, 3, id);
+  int s = sqlite3_step(st);
+  sqlite3_reset(st);
+  return s == SQLITE_DONE ? TL_OK : tl_db_fail(r->w, s, "update dead letter", err);
+}
+
+static int refresh_dlq_depths(tl_read *r, tl_err *err) {
+  for (int i = 0; i < tl_projections_count; i++) {
+    sqlite3_stmt *st = tl_db_stmt(r->w, SQL_DLQ_DEPTH, err);
+    if (!st) return TL_E_IO;
+    sqlite3_bind_text(st, 1, tl_projections[i]->name, -1, SQLITE_STATIC);
+    int s = sqlite3_step(st);
+    if (s == SQLITE_ROW) atomic_store(&r->dlq_depth[i], sqlite3_column_int64(st, 0));
+    sqlite3_reset(st);
+    if (s != SQLITE_ROW) return tl_db_fail(r->w, s, "count dead letters", err);
+  }
+  return TL_OK;
+}
+
+static int dlq_run(tl_read *r, tl_log_reader *reader, dlq_req *q) {
+  tl_err *err = &q->err;
+  int rc = tl_db_exec(r->w, "BEGIN", err);
+  sqlite3_stmt *st =
+      rc == TL_OK ? tl_db_stmt(r->w, q->op == TL_DLQ_RETRY_ALL ? SQL_DLQ_ALL : SQL_DLQ_ONE, err)
+                  : NULL;
+  if (rc == TL_OK && !st) rc = TL_E_IO;
+  /* Collect the rows first: the statement must be reset before the rows change. */
+  int64_t(*rows)[3] = NULL;
+  int n = 0;
+  if (rc == TL_OK) {
+    rows = calloc(DLQ_OP_ROWS, sizeof *rows);
+    if (!rows) rc = tl_err_set(err, TL_E_NOMEM, "out of memory");
+  }
+  if (rc == TL_OK) {
+    if (q->op != TL_DLQ_RETRY_ALL) sqlite3_bind_int64(st, 1, q->id);
+    int s;
+    while (n < DLQ_OP_ROWS && (s = sqlite3_step(st)) == SQLITE_ROW) {
+      rows[n][0] = sqlite3_column_int64(st, 0);
+      rows[n][1] = tl_projection_index((const char *)sqlite3_column_text(st, 1));
+      rows[n][2] = sqlite3_column_int64(st, 2);
+      n++;
+    }
+    sqlite3_reset(st);
+  }
+  q->result.found = n;
+  for (int k = 0; rc == TL_OK && k < n; k++) {
+    if (q->op == TL_DLQ_DROP) {
+      rc = del_row(r, rows[k][0], err);
+      if (rc == TL_OK) q->result.dropped++;
+    } else {
+      rc = retry_row(r, reader, rows[k][0], (int)rows[k][1], rows[k][2], &q->result, err);
+    }
+  }
+  free(rows);
+  if (rc == TL_OK) rc = refresh_dlq_depths(r, err);
+  if (rc == TL_OK) rc = tl_db_exec(r->w, "COMMIT", err);
+  if (rc != TL_OK) {
+    if (!sqlite3_get_autocommit(r->w->db)) sqlite3_exec(r->w->db, "ROLLBACK", NULL, NULL, NULL);
+    memset(&q->result, 0, sizeof q->result);
+    refresh_dlq_depths(r, &(tl_err){0});
+  }
+  return rc;
+}
+
+/* Takes and runs the pending DLQ operation, if any. */
+static void serve_dlq(tl_read *r, tl_log_reader *reader) {
+  pthread_mutex_lock(&r->lock);
+  dlq_req *q = r->dlq;
+  if (q) q->taken = 1;
+  pthread_mutex_unlock(&r->lock);
+  if (!q) return;
+  int rc = dlq_run(r, reader, q);
+  pthread_mutex_lock(&r->lock);
+  q->rc = rc;
+  q->done = 1;
+  r->dlq = NULL;
+  pthread_cond_broadcast(&r->cond);
+  pthread_mutex_unlock(&r->lock);
+}
+
+/* How long the projector may sleep: until a waiter's deadline or a projection's retry, at most
+ * a second. */
+static int64_t idle_ms(tl_read *r, int64_t next_deadline_ns) {
+  int64_t now = tl_mono_ns(), until = next_deadline_ns;
+  int64_t head = tl_log_head(r->log);
+  for (int i = 0; i < tl_projections_count; i++)
+    if (r->fail[i].attempts > 0 && atomic_load(&r->checkpoint[i]) < head &&
+        r->fail[i].retry_at_ns < until)
+      until = r->fail[i].retry_at_ns;
+  int64_t ms = 1000;
+  if (until != INT64_MAX) {
+    int64_t d = (until - now) / 1000000 + 1;
+    if (d < ms) ms = d > 0 ? d : 0;
+  }
+  return ms;
 }
 
 static void *projector_main(void *arg) {
   tl_read *r = arg;
   tl_log_reader *reader = NULL;
   tl_err err = {0};
-  int backoff_ms = 10;
+  int backoff = 10;
   while (!atomic_load(&r->stopping)) {
     if (!reader && tl_log_reader_acquire(r->log, &reader, &err) != TL_OK) {
       tl_slog(TL_SLOG_ERROR, NULL, "projector cannot read the log", "error", err.msg, NULL);
@@ -258,41 +620,54 @@ static void *projector_main(void *arg) {
       nanosleep(&ts, NULL);
       continue;
     }
-    int64_t applied = atomic_load(&r->applied);
-    if (tl_log_head(r->log) <= applied) {
-      int64_t next = fire_waiters(r);
-      int64_t wait_ms = 1000;
-      if (next != INT64_MAX) {
-        int64_t until = (next - tl_mono_ns()) / 1000000 + 1;
-        if (until < wait_ms) wait_ms = until > 0 ? until : 0;
-      }
-      if (wait_ms > 0) tl_log_wait(r->log, applied, (int)wait_ms);
-      continue;
-    }
+    serve_dlq(r, reader);
+    int64_t head = tl_log_head(r->log);
     int n = project_batch(r, reader);
-    fire_waiters(r);
+    int64_t next = fire_waiters(r);
     if (n < 0) {
       /* Storage trouble: back off (exponentially, up to 1 s) and try the same batch again. */
-      struct timespec ts = {backoff_ms / 1000, (long)(backoff_ms % 1000) * 1000000L};
+      struct timespec ts = {backoff / 1000, (long)(backoff % 1000) * 1000000L};
       nanosleep(&ts, NULL);
-      backoff_ms = backoff_ms * 2 > 1000 ? 1000 : backoff_ms * 2;
-    } else {
-      backoff_ms = 10;
+      backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
+      continue;
     }
+    backoff = 10;
+    if (n > 0) continue;
+    /* Nothing to apply now (all caught up, or the ones behind wait for a retry). */
+    int64_t ms = idle_ms(r, next);
+    if (ms > 0) tl_log_wait(r->log, head, (int)ms);
   }
   tl_log_reader_release(r->log, reader);
   fire_waiters(r); /* stopping: everyone still waiting times out */
+  pthread_mutex_lock(&r->lock);
+  if (r->dlq && !r->dlq->taken) { /* an operation nobody will run */
+    r->dlq->rc = tl_err_set(&r->dlq->err, TL_E_CLOSED, "the server is shutting down");
+    r->dlq->done = 1;
+    r->dlq = NULL;
+    pthread_cond_broadcast(&r->cond);
+  }
+  pthread_mutex_unlock(&r->lock);
   return NULL;
 }
 
 /* ---- the store --------------------------------------------------------------------------- */
 
-int tl_read_open(tl_read **out, tl_log *log, const char *dir, tl_err *err) {
+int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts *opts,
+                 tl_err *err) {
   *out = NULL;
   tl_read *r = calloc(1, sizeof *r);
   if (!r) return tl_err_set(err, TL_E_NOMEM, "out of memory");
   r->log = log;
+  r->opts = (tl_read_opts){.retry_base_ms = 200, .retry_cap_ms = 30000, .retry_attempts = 8};
+  if (opts) {
+    if (opts->retry_base_ms > 0) r->opts.retry_base_ms = opts->retry_base_ms;
+    if (opts->retry_cap_ms > 0) r->opts.retry_cap_ms = opts->retry_cap_ms;
+    if (opts->retry_attempts > 0) r->opts.retry_attempts = opts->retry_attempts;
+  }
+  if (r->opts.retry_cap_ms < r->opts.retry_base_ms) r->opts.retry_cap_ms = r->opts.retry_base_ms;
+  r->rng = (unsigned)tl_mono_ns();
   pthread_mutex_init(&r->lock, NULL);
+  pthread_mutex_init(&r->dlq_callers, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -305,16 +680,24 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, tl_err *err) {
   assert(tl_projections_count <= MAX_PROJECTIONS);
   int64_t min_cp = INT64_MAX;
   for (int i = 0; rc == TL_OK && i < tl_projections_count; i++) {
-    snprintf(r->fp_apply[i], sizeof r->fp_apply[i], "projection.%s.apply",
-             tl_projections[i]->name);
+    snprintf(r->fp_apply[i], sizeof r->fp_apply[i], "projection.%s.apply", tl_projections[i]->name);
     rc = tl_projection_setup(r->w, tl_projections[i], err);
-    int64_t cp = rc == TL_OK ? tl_projection_checkpoint(r->w, tl_projections[i]->name) : -1;
-    if (rc == TL_OK && cp < 0) rc = tl_err_set(err, TL_E_IO, "cannot read checkpoints");
-    if (rc == TL_OK) {
+    sqlite3_stmt *st = rc == TL_OK ? tl_db_stmt(r->w, SQL_CP_GET, err) : NULL;
+    if (rc == TL_OK && !st) rc = TL_E_IO;
+    if (rc != TL_OK) break;
+    sqlite3_bind_text(st, 1, tl_projections[i]->name, -1, SQLITE_STATIC);
+    int s = sqlite3_step(st);
+    if (s == SQLITE_ROW) {
+      int64_t cp = sqlite3_column_int64(st, 1);
       atomic_store(&r->checkpoint[i], cp);
+      if (sqlite3_column_type(st, 2) != SQLITE_NULL)
+        atomic_store(&r->recorded_ms[i], sqlite3_column_int64(st, 2));
       if (cp < min_cp) min_cp = cp;
     }
+    sqlite3_reset(st);
+    if (s != SQLITE_ROW) rc = tl_err_set(err, TL_E_IO, "cannot read checkpoints");
   }
+  if (rc == TL_OK) rc = refresh_dlq_depths(r, err);
   if (rc == TL_OK) {
     if (min_cp == INT64_MAX) min_cp = 0;
     if (min_cp > tl_log_head(log))
@@ -323,19 +706,13 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, tl_err *err) {
                       "directory is inconsistent",
                       (long long)min_cp, (long long)tl_log_head(log));
     atomic_store(&r->applied, min_cp);
-    sqlite3_stmt *st = tl_db_stmt(r->w, SQL_CP_GET, err);
-    if (st) {
-      sqlite3_bind_text(st, 1, tl_projections[0]->name, -1, SQLITE_STATIC);
-      if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 2) != SQLITE_NULL)
-        atomic_store(&r->applied_recorded_ms, sqlite3_column_int64(st, 2));
-      sqlite3_reset(st);
-    }
   }
   if (rc == TL_OK && pthread_create(&r->thread, NULL, projector_main, r) != 0)
     rc = tl_err_set(err, TL_E_IO, "cannot start the projector thread");
   if (rc != TL_OK) {
     tl_db_close(r->w);
     pthread_cond_destroy(&r->cond);
+    pthread_mutex_destroy(&r->dlq_callers);
     pthread_mutex_destroy(&r->lock);
     free(r);
     return rc;
@@ -367,6 +744,7 @@ void tl_read_close(tl_read *r) {
   }
   tl_db_close(r->w);
   pthread_cond_destroy(&r->cond);
+  pthread_mutex_destroy(&r->dlq_callers);
   pthread_mutex_destroy(&r->lock);
   free(r);
 }
@@ -375,14 +753,21 @@ int64_t tl_read_position(tl_read *r) {
   return atomic_load(&r->applied);
 }
 
-int tl_read_wait_async(tl_read *r, int64_t min_position, int timeout_ms, tl_read_wait_fn fn,
-                       void *arg) {
-  if (atomic_load(&r->applied) >= min_position) return TL_OK;
+int64_t tl_read_position_of(tl_read *r, int proj) {
+  return proj >= 0 && proj < tl_projections_count ? atomic_load(&r->checkpoint[proj])
+                                                  : atomic_load(&r->applied);
+}
+
+int tl_read_wait_async(tl_read *r, int proj, int64_t min_position, int timeout_ms,
+                       tl_read_wait_fn fn, void *arg) {
+  if (proj >= tl_projections_count) proj = -1;
+  if (position_of(r, proj) >= min_position) return TL_OK;
   waiter *w = malloc(sizeof *w);
   if (!w) {
     fn(arg, TL_E_TIMEOUT);
     return 1;
   }
+  w->proj = proj;
   w->min_position = min_position;
   w->deadline_ns = tl_mono_ns() + (int64_t)timeout_ms * 1000000;
   w->fn = fn;
@@ -394,8 +779,10 @@ int tl_read_wait_async(tl_read *r, int64_t min_position, int timeout_ms, tl_read
   /* The projector may be asleep until a later deadline, or may have applied the position
    * between the check above and the insertion: wake it to look at the list again. When the
    * store is stopping the projector may be gone: answer here. */
-  if (atomic_load(&r->stopping)) fire_waiters(r);
-  else tl_log_wake(r->log);
+  if (atomic_load(&r->stopping))
+    fire_waiters(r);
+  else
+    tl_log_wake(r->log);
   return 1;
 }
 
@@ -416,17 +803,24 @@ int tl_read_wait(tl_read *r, int64_t min_position, int timeout_ms) {
   return rc;
 }
 
-static int64_t lag_ms_at(tl_read *r, int64_t position, int64_t now) {
+/* Milliseconds between now and the recording of the first event after `position` (0 when
+ * caught up); `recorded_ms` (of the event at position) bounds it beyond the log's window. */
+static int64_t lag_ms_at(tl_read *r, int64_t position, int64_t recorded_ms, int64_t now) {
   if (position >= tl_log_head(r->log)) return 0;
   int64_t t = tl_log_recorded_at(r->log, position + 1);
-  if (t < 0) t = atomic_load(&r->applied_recorded_ms); /* older than the window: a bound */
+  if (t < 0) t = recorded_ms;
   int64_t lag = now - t;
   return lag > 0 ? lag : 0;
 }
 
-json_t *tl_read_meta(tl_read *r) {
-  int64_t pos = atomic_load(&r->applied);
-  int64_t rec = atomic_load(&r->applied_recorded_ms);
+json_t *tl_read_meta(tl_read *r, int proj) {
+  if (proj < 0 || proj >= tl_projections_count) { /* the slowest projection */
+    proj = 0;
+    for (int i = 1; i < tl_projections_count; i++)
+      if (atomic_load(&r->checkpoint[i]) < atomic_load(&r->checkpoint[proj])) proj = i;
+  }
+  int64_t pos = atomic_load(&r->checkpoint[proj]);
+  int64_t rec = atomic_load(&r->recorded_ms[proj]);
   json_t *as_of = json_null();
   if (pos > 0 && rec > 0) {
     char iso[TL_ISO_LEN];
@@ -434,24 +828,102 @@ json_t *tl_read_meta(tl_read *r) {
     as_of = json_string(iso);
   }
   return json_pack("{s:I, s:o, s:I}", "position", (json_int_t)pos, "dataAsOf", as_of, "lagMs",
-                   (json_int_t)lag_ms_at(r, pos, tl_now_ms()));
+                   (json_int_t)lag_ms_at(r, pos, rec, tl_now_ms()));
 }
 
 int tl_read_status(tl_read *r, tl_proj_status *out, int max) {
   int64_t head = tl_log_head(r->log), now = tl_now_ms();
   for (int i = 0; i < tl_projections_count && i < max; i++) {
     int64_t cp = atomic_load(&r->checkpoint[i]);
+    int attempts = atomic_load(&r->attempts[i]);
     out[i] = (tl_proj_status){
         .name = tl_projections[i]->name,
         .version = tl_projections[i]->version,
         .position = cp,
         .lag_events = head > cp ? head - cp : 0,
-        .lag_ms = lag_ms_at(r, cp, now),
-        .dlq_depth = 0,
-        .status = "running",
+        .lag_ms = lag_ms_at(r, cp, atomic_load(&r->recorded_ms[i]), now),
+        .dlq_depth = atomic_load(&r->dlq_depth[i]),
+        .retries = atomic_load(&r->retries[i]),
+        .attempts = attempts,
+        .status = attempts > 0 ? "retrying" : "running",
     };
   }
   return tl_projections_count;
+}
+
+int tl_read_dlq(tl_read *r, tl_dlq_op op, int64_t id, int timeout_ms, tl_dlq_result *out,
+                tl_err *err) {
+  memset(out, 0, sizeof *out);
+  dlq_req q = {.op = op, .id = id};
+  pthread_mutex_lock(&r->dlq_callers);
+  struct timespec deadline;
+  tl_deadline_in(&deadline, timeout_ms);
+  pthread_mutex_lock(&r->lock);
+  int rc = TL_OK;
+  if (atomic_load(&r->stopping)) {
+    rc = tl_err_set(err, TL_E_CLOSED, "the server is shutting down");
+  } else {
+    r->dlq = &q;
+    tl_log_wake(r->log);
+    while (!q.done) {
+      /* Once the projector took the operation it finishes it (bounded by storage); before,
+       * the deadline withdraws it. */
+      if (!q.taken && pthread_cond_timedwait(&r->cond, &r->lock, &deadline) == ETIMEDOUT &&
+          !q.taken) {
+        r->dlq = NULL;
+        rc = tl_err_set(err, TL_E_TIMEOUT, "the projector did not take the operation in time");
+        break;
+      }
+      if (q.taken && !q.done) pthread_cond_wait(&r->cond, &r->lock);
+    }
+    if (q.done) {
+      rc = q.rc;
+      if (rc != TL_OK && err) *err = q.err;
+      *out = q.result;
+    }
+  }
+  pthread_mutex_unlock(&r->lock);
+  pthread_mutex_unlock(&r->dlq_callers);
+  return rc;
+}
+
+static const char SQL_DLQ_LIST[] =
+    "SELECT id, projection, position, stream, type, error, attempts, first_failed_at,"
+    " last_failed_at FROM rm_dlq WHERE ?1 IS NULL OR projection = ?1 ORDER BY id LIMIT ?2";
+
+json_t *tl_query_dlq(tl_db *db, const char *projection, int limit, tl_problem *p) {
+  tl_err err = {0};
+  sqlite3_stmt *st = tl_db_stmt(db, SQL_DLQ_LIST, &err);
+  json_t *arr = json_array();
+  if (!st || !arr) {
+    json_decref(arr);
+    tl_problem_set(p, 503, "READ_MODEL_UNAVAILABLE", "%s", err.msg);
+    return NULL;
+  }
+  if (projection) sqlite3_bind_text(st, 1, projection, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 2, limit);
+  int s;
+  while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+    char first[TL_ISO_LEN], last[TL_ISO_LEN];
+    tl_time_format(sqlite3_column_int64(st, 7), first);
+    tl_time_format(sqlite3_column_int64(st, 8), last);
+    json_array_append_new(
+        arr, json_pack("{s:I, s:s, s:I, s:s, s:s, s:s, s:i, s:s, s:s}", "id",
+                       (json_int_t)sqlite3_column_int64(st, 0), "projection",
+                       (const char *)sqlite3_column_text(st, 1), "position",
+                       (json_int_t)sqlite3_column_int64(st, 2), "stream",
+                       (const char *)sqlite3_column_text(st, 3), "type",
+                       (const char *)sqlite3_column_text(st, 4), "error",
+                       (const char *)sqlite3_column_text(st, 5), "attempts",
+                       sqlite3_column_int(st, 6), "firstFailedAt", first, "lastFailedAt", last));
+  }
+  sqlite3_reset(st);
+  if (s != SQLITE_DONE) {
+    json_decref(arr);
+    tl_problem_set(p, 503, "READ_MODEL_UNAVAILABLE", "The dead-letter queue cannot be read.");
+    return NULL;
+  }
+  return arr;
 }
 
 int tl_read_conn_acquire(tl_read *r, tl_db **out, tl_err *err) {

@@ -5,12 +5,15 @@
  * The projector thread consumes the log in position order, in batches of up to 512 events.
  * Each batch is one read.db transaction that applies every event to every projection whose
  * checkpoint is below it and moves those checkpoints in the same transaction, so a crash or a
- * replay never applies an event twice and never skips one. Read models are derived data: they
- * use synchronous=NORMAL (a crash may lose the last batches, never consistency; they are
- * re-applied from the log at start).
+ * replay never applies an event twice and never skips one. Each (event, projection) runs in a
+ * savepoint: a projection that fails on an event is retried with exponential backoff and
+ * jitter while the others go on; after `retry_attempts` failures the event is parked in the
+ * dead-letter table rm_dlq and the projection continues (see docs/projections.md). Read models
+ * are derived data: they use synchronous=NORMAL (a crash may lose the last batches, never
+ * consistency; they are re-applied from the log at start).
  *
- * Queries see a committed snapshot; tl_read_wait lets a query wait (woken by the projector,
- * not by polling) until the read models reflect a given log position.
+ * Queries see a committed snapshot; tl_read_wait_async lets a query wait (woken by the
+ * projector, not by polling) until the projection it reads reflects a given log position.
  */
 #ifndef TL_READ_H
 #define TL_READ_H
@@ -47,20 +50,35 @@ typedef struct tl_proj_status {
   int64_t lag_events;
   int64_t lag_ms;
   int64_t dlq_depth;
-  const char *status; /* "running" or "failed" */
+  uint64_t retries;   /* failed applications since start */
+  int attempts;       /* failed attempts on the event it is stuck at (0: none) */
+  const char *status; /* "running", or "retrying" while an event keeps failing */
 } tl_proj_status;
 
+/* How a failing projection is retried; 0 fields take the defaults (200 ms, 30 s, 8). */
+typedef struct tl_read_opts {
+  int retry_base_ms;  /* delay after the first failure; doubles with each further one */
+  int retry_cap_ms;   /* the delay never exceeds this */
+  int retry_attempts; /* failures of one event before it is parked in the DLQ */
+} tl_read_opts;
+
 /* Opens read.db under dir, creates or resets projections as their versions require, and starts
- * the projector over log (borrowed; must outlive the store). */
-int tl_read_open(tl_read **out, tl_log *log, const char *dir, tl_err *err);
+ * the projector over log (borrowed; must outlive the store). opts may be NULL. */
+int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts *opts,
+                 tl_err *err);
 /* Wakes every waiter for good (they answer TL_E_TIMEOUT) and tells the projector to stop;
  * call before stopping the HTTP server so no request sleeps through shutdown. */
 void tl_read_shutdown(tl_read *r);
 /* Stops the projector and wakes every waiter; closes the store. NULL is a no-op. */
 void tl_read_close(tl_read *r);
 
-/* The log position every read model has applied. */
+/* The index of the projection called name in tl_projections, or -1. */
+int tl_projection_index(const char *name);
+
+/* The log position every read model has applied (the slowest one's). */
 int64_t tl_read_position(tl_read *r);
+/* The log position projection `proj` has applied (-1: every one, as tl_read_position). */
+int64_t tl_read_position_of(tl_read *r, int proj);
 
 /* Waits until tl_read_position(r) >= min_position, at most timeout_ms. Returns 0 or
  * TL_E_TIMEOUT (also when the store is closing). */
@@ -70,17 +88,41 @@ int tl_read_wait(tl_read *r, int64_t min_position, int timeout_ms);
  * shutdown). Runs on the projector's thread (or the closing thread): keep it short. */
 typedef void (*tl_read_wait_fn)(void *arg, int rc);
 
-/* Asynchronous tl_read_wait: returns 0 if the position is already reached (fn is not called),
- * else 1: fn(arg, rc) will be called exactly once, woken by the projector's commit or by the
- * deadline (to within a few milliseconds). */
-int tl_read_wait_async(tl_read *r, int64_t min_position, int timeout_ms, tl_read_wait_fn fn,
-                       void *arg);
+/* Asynchronous wait until projection `proj` (-1: every one) has applied min_position: returns
+ * 0 if it already has (fn is not called), else 1: fn(arg, rc) will be called exactly once,
+ * woken by the projector's commit or by the deadline (to within a few milliseconds). A
+ * projection waiting to retry a failing event does not hold back waits on the others. */
+int tl_read_wait_async(tl_read *r, int proj, int64_t min_position, int timeout_ms,
+                       tl_read_wait_fn fn, void *arg);
 
-/* The "meta" object of a query answer: {position, dataAsOf, lagMs}. New reference. */
-json_t *tl_read_meta(tl_read *r);
+/* The "meta" object of an answer read from projection `proj` (-1: the slowest one):
+ * {position, dataAsOf, lagMs}. New reference. */
+json_t *tl_read_meta(tl_read *r, int proj);
 
 /* Fills up to max statuses; returns how many projections there are. */
 int tl_read_status(tl_read *r, tl_proj_status *out, int max);
+
+/* ---- the dead-letter queue ---------------------------------------------------------------- */
+
+typedef enum { TL_DLQ_RETRY, TL_DLQ_RETRY_ALL, TL_DLQ_DROP } tl_dlq_op;
+
+typedef struct tl_dlq_result {
+  int found;   /* parked events the operation concerned */
+  int applied; /* retried and applied (removed from the queue) */
+  int failed;  /* retried and failed again (attempts and error updated) */
+  int dropped; /* removed without applying */
+} tl_dlq_result;
+
+/* Runs a DLQ operation on the projector's thread (retry one parked event by id, retry all, or
+ * drop one) and waits for it: TL_E_TIMEOUT if the projector did not take it within timeout_ms
+ * (nothing happened then), TL_E_CLOSED at shutdown, TL_E_IO on storage failure (rolled back).
+ * A retried event is applied to its projection as it is now: per-row position guards keep it
+ * from overwriting newer state. */
+int tl_read_dlq(tl_read *r, tl_dlq_op op, int64_t id, int timeout_ms, tl_dlq_result *out,
+                tl_err *err);
+/* Parked events, oldest first, at most limit, of one projection or (NULL) all:
+ * [{id, projection, position, stream, type, error, attempts, firstFailedAt, lastFailedAt}]. */
+json_t *tl_query_dlq(tl_db *db, const char *projection, int limit, tl_problem *p);
 
 /* A query connection (read-only, its own statement cache). One thread at a time. */
 int tl_read_conn_acquire(tl_read *r, tl_db **out, tl_err *err);
