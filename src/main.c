@@ -11,6 +11,7 @@ int main(int argc, char **argv) {
     return argc < 2 ? 2 : 0;
   }
   if (strcmp(argv[1], "serve") == 0) return tl_cli_serve(argc - 1, argv + 1);
+  if (strcmp(argv[1], "dlq") == 0) return tl_cli_dlq(argc - 1, argv + 1);
   if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
     printf("twinlane %s\n", TL_VERSION);
     return 0;

@@ -31,6 +31,8 @@ void tl_cli_usage(int to_stderr) {
           "                 [--ready-lag-ms MS] [--order-cache N] [--http-threads N]\n"
           "                 [--retry-base-ms MS] [--retry-cap-ms MS] [--retry-attempts N]\n"
           "                 [--enable-failpoints]\n"
+          "  twinlane dlq [--server HOST:PORT] list [--projection NAME] | retry ID | retry-all |\n"
+          "               drop ID\n"
           "  twinlane version\n"
           "  twinlane --help\n\n"
           "serve options:\n"

@@ -5,6 +5,10 @@
 /* Runs `twinlane serve [options]`; returns the process exit code. */
 int tl_cli_serve(int argc, char **argv);
 
+/* Runs `twinlane dlq ...` against a running server; returns the process exit code (0 on a
+ * 2xx answer, 1 on another answer, 2 on a usage or connection error). */
+int tl_cli_dlq(int argc, char **argv);
+
 /* Prints usage to f-like stdout (to_stderr: to stderr). */
 void tl_cli_usage(int to_stderr);
 

@@ -207,3 +207,41 @@ def test_bad_retry_options_refuse_to_start(tmp_path):
         r = subprocess.run([BIN, "serve", "--data", str(tmp_path / "d"), "--listen",
                             "127.0.0.1:0"] + args, capture_output=True, timeout=10)
         assert r.returncode == 2 and b"--retry" in r.stderr, (args, r)
+
+
+def cli(srv, *args):
+    import subprocess
+    from conftest import BIN
+    return subprocess.run([BIN, "dlq", "--server", "127.0.0.1:%d" % srv.port] + list(args),
+                          capture_output=True, timeout=30)
+
+
+def test_cli_lists_retries_and_drops(make_server):
+    import json
+    srv = make_server(FAST)
+    p = srv.create_product(stock=10, price=2)
+    srv.idle_head()
+    arm(srv, "projection.products.apply", "error*6")
+    srv.place_order([(p["productId"], 1, 2)])
+    items = wait_dlq(srv, 2, "products")
+    r = cli(srv, "list")
+    assert r.returncode == 0, r
+    assert json.loads(r.stdout) == items
+    r = cli(srv, "list", "--projection", "orders")
+    assert r.returncode == 0 and json.loads(r.stdout) == [], r
+    r = cli(srv, "drop", str(items[0]["id"]))
+    assert r.returncode == 0, r
+    r = cli(srv, "drop", str(items[0]["id"]))  # gone: the server's 404 on stderr, status 1
+    assert r.returncode == 1 and b"DLQ_ENTRY_NOT_FOUND" in r.stderr, r
+    r = cli(srv, "retry", str(items[1]["id"]))
+    assert r.returncode == 0 and json.loads(r.stdout)["applied"] == 1, r
+    r = cli(srv, "retry-all")
+    assert r.returncode == 0 and json.loads(r.stdout) == {"found": 0, "applied": 0, "failed": 0}
+    for bad in (["retry"], ["retry", "x1"], ["frobnicate"], ["list", "--projection", "Bad!"]):
+        r = cli(srv, *bad)
+        assert r.returncode == 2 and b"usage" in r.stderr, (bad, r)
+    import subprocess
+    from conftest import BIN, free_port
+    r = subprocess.run([BIN, "dlq", "--server", "127.0.0.1:%d" % free_port(), "list"],
+                       capture_output=True, timeout=30)
+    assert r.returncode == 2 and b"cannot reach" in r.stderr, r
