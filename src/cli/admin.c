@@ -1,5 +1,6 @@
 /*
- * admin.c: `twinlane dlq ...`: operations on a running server through its admin API.
+ * admin.c: `twinlane dlq ...` and `twinlane reconcile`: operations on a running server through
+ * its admin API.
  *
  * The server owns the data directory (it holds DIR/LOCK), so administrative commands talk to
  * it over HTTP instead of opening the databases: a tiny blocking HTTP/1.1 client, one request
@@ -9,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <jansson.h>
 #include <getopt.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -131,10 +133,11 @@ static int request(const char *server, const char *method, const char *path, ans
 }
 
 static void dlq_usage(FILE *f) {
-  fprintf(f, "usage: twinlane dlq [--server HOST:PORT] list [--projection NAME]\n"
-             "       twinlane dlq [--server HOST:PORT] retry ID | retry-all | drop ID\n"
-             "  --server HOST:PORT  the running server (default $TWINLANE_SERVER or "
-             "127.0.0.1:8080)\n");
+  fprintf(f,
+          "usage: twinlane dlq [--server HOST:PORT] list [--projection NAME]\n"
+          "       twinlane dlq [--server HOST:PORT] retry ID | retry-all | drop ID\n"
+          "  --server HOST:PORT  the running server (default $TWINLANE_SERVER or "
+          "127.0.0.1:8080)\n");
 }
 
 /* ID must be a positive decimal number (it goes into a path). */
@@ -174,10 +177,14 @@ int tl_cli_dlq(int argc, char **argv) {
   const char *words[2] = {NULL, NULL};
   int nw = 0;
   for (int i = optind; i < argc; i++) {
-    if (strcmp(argv[i], "--projection") == 0 && i + 1 < argc) projection = argv[++i];
-    else if (strcmp(argv[i], "--server") == 0 && i + 1 < argc) server = argv[++i];
-    else if (nw < 2) words[nw++] = argv[i];
-    else return dlq_usage(stderr), 2;
+    if (strcmp(argv[i], "--projection") == 0 && i + 1 < argc)
+      projection = argv[++i];
+    else if (strcmp(argv[i], "--server") == 0 && i + 1 < argc)
+      server = argv[++i];
+    else if (nw < 2)
+      words[nw++] = argv[i];
+    else
+      return dlq_usage(stderr), 2;
   }
   char path[256];
   const char *method = "POST";
@@ -201,8 +208,48 @@ int tl_cli_dlq(int argc, char **argv) {
   if (request(server, method, path, &a) != 0) return 2;
   int ok = a.status >= 200 && a.status < 300;
   FILE *f = ok ? stdout : stderr;
-  if (a.body[0]) fprintf(f, "%s\n", a.body);
-  else if (ok) fprintf(f, "ok (%d)\n", a.status);
+  if (a.body[0])
+    fprintf(f, "%s\n", a.body);
+  else if (ok)
+    fprintf(f, "ok (%d)\n", a.status);
   free(a.body);
   return ok ? 0 : 1;
+}
+
+int tl_cli_reconcile(int argc, char **argv) {
+  const char *server = getenv("TWINLANE_SERVER");
+  if (!server || !*server) server = "127.0.0.1:8080";
+  static const struct option OPTS[] = {{"server", required_argument, NULL, 's'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "h", OPTS, NULL)) != -1) {
+    switch (c) {
+      case 's': server = optarg; break;
+      case 'h':
+        printf(
+            "usage: twinlane reconcile [--server HOST:PORT]\n"
+            "  compares every read model with a fresh fold of the log; exit status 0 when\n"
+            "  they agree, 3 when there are mismatches (the report says which rows)\n");
+        return 0;
+      default: return 2;
+    }
+  }
+  if (optind != argc) {
+    fprintf(stderr, "usage: twinlane reconcile [--server HOST:PORT]\n");
+    return 2;
+  }
+  answer a = {0};
+  if (request(server, "POST", "/admin/reconcile", &a) != 0) return 2;
+  int ok = a.status >= 200 && a.status < 300;
+  fprintf(ok ? stdout : stderr, "%s\n", a.body);
+  int rc = ok ? 0 : 1;
+  if (ok) {
+    json_t *j = json_loads(a.body, 0, NULL);
+    if (!json_is_true(json_object_get(j, "clean"))) rc = 3;
+    json_decref(j);
+  }
+  free(a.body);
+  return rc;
 }

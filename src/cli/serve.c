@@ -33,6 +33,7 @@ void tl_cli_usage(int to_stderr) {
           "                 [--enable-failpoints]\n"
           "  twinlane dlq [--server HOST:PORT] list [--projection NAME] | retry ID | retry-all |\n"
           "               drop ID\n"
+          "  twinlane reconcile [--server HOST:PORT]\n"
           "  twinlane version\n"
           "  twinlane --help\n\n"
           "serve options:\n"

@@ -9,6 +9,10 @@ int tl_cli_serve(int argc, char **argv);
  * 2xx answer, 1 on another answer, 2 on a usage or connection error). */
 int tl_cli_dlq(int argc, char **argv);
 
+/* Runs `twinlane reconcile` against a running server: 0 when the read models agree with the
+ * log, 3 when they do not, 1 on an error answer, 2 on a usage or connection error. */
+int tl_cli_reconcile(int argc, char **argv);
+
 /* Prints usage to f-like stdout (to_stderr: to stderr). */
 void tl_cli_usage(int to_stderr);
 

@@ -711,6 +711,15 @@ static void h_dlq_drop(tl_req *req, tl_resp *resp) {
   tl_resp_json(resp, 204, NULL);
 }
 
+/* Blocks this HTTP thread for the time of a fresh fold of the log: an operator's tool. */
+static void h_reconcile(tl_req *req, tl_resp *resp) {
+  json_t *report = NULL;
+  tl_err err = {0};
+  if (tl_read_reconcile(req->app->read, &report, &err) != TL_OK)
+    return tl_resp_error(resp, 503, "READ_MODEL_UNAVAILABLE", err.msg);
+  tl_resp_json(resp, 200, report);
+}
+
 /* ---- fault injection (--enable-failpoints) ----------------------------------------------- */
 
 static json_t *failpoint_json(const tl_fp_info *f) {
@@ -796,6 +805,7 @@ static const route ROUTES[] = {
     {"GET", "/ready", h_ready},
     {"GET", "/metrics", h_metrics},
     {"GET", "/admin/projections", h_projections},
+    {"POST", "/admin/reconcile", h_reconcile},
     {"GET", "/admin/dlq", h_dlq_list},
     {"POST", "/admin/dlq/retry-all", h_dlq_retry_all},
     {"DELETE", "/admin/dlq/{}", h_dlq_drop},

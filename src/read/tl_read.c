@@ -749,6 +749,14 @@ void tl_read_close(tl_read *r) {
   free(r);
 }
 
+const char *tl_read_db_path(const tl_read *r) {
+  return r->path;
+}
+
+tl_log *tl_read_log(const tl_read *r) {
+  return r->log;
+}
+
 int64_t tl_read_position(tl_read *r) {
   return atomic_load(&r->applied);
 }

@@ -30,11 +30,20 @@ typedef struct tl_read tl_read;
  * checkpoint of another version makes the projection start again from position 0), the SQL
  * that creates its tables (idempotent: IF NOT EXISTS), the SQL that drops them, and how it
  * applies one event. */
+/* A table of a projection and the SQL expression that names one of its rows in reports. */
+typedef struct tl_rm_table {
+  const char *name;
+  const char *key;  /* over cols */
+  const char *cols; /* the compared columns; NULL: all (*) */
+} tl_rm_table;
+
 typedef struct tl_projection_def {
   const char *name;
   int version;
   const char *schema_sql;
   const char *reset_sql;
+  const tl_rm_table *tables; /* every table the projection writes (reconciliation compares them) */
+  int n_tables;
   /* Applies ev (data already parsed) inside the projector's open transaction. Must be
    * deterministic and touch only this projection's tables. Returns 0 or a TL_E code. */
   int (*apply)(tl_db *db, const tl_event *ev, const json_t *data, tl_err *err);
@@ -75,6 +84,10 @@ void tl_read_close(tl_read *r);
 /* The index of the projection called name in tl_projections, or -1. */
 int tl_projection_index(const char *name);
 
+/* The path of read.db and the log the store follows (for reconciliation). */
+const char *tl_read_db_path(const tl_read *r);
+tl_log *tl_read_log(const tl_read *r);
+
 /* The log position every read model has applied (the slowest one's). */
 int64_t tl_read_position(tl_read *r);
 /* The log position projection `proj` has applied (-1: every one, as tl_read_position). */
@@ -101,6 +114,14 @@ json_t *tl_read_meta(tl_read *r, int proj);
 
 /* Fills up to max statuses; returns how many projections there are. */
 int tl_read_status(tl_read *r, tl_proj_status *out, int max);
+
+/* ---- reconciliation (reconcile.c) -------------------------------------------------------- */
+
+/* Compares every read model with a fresh fold of the log: builds each projection in a scratch
+ * database up to the position the live one has applied (read in one snapshot), then compares
+ * the tables row by row. Changes nothing live. *report: {clean, position, projections: [{name,
+ * position, mismatches, tables: [{table, rows, freshRows, mismatches, keys: [first 20]}]}]}. */
+int tl_read_reconcile(tl_read *r, json_t **report, tl_err *err);
 
 /* ---- the dead-letter queue ---------------------------------------------------------------- */
 
