@@ -1,6 +1,6 @@
 /*
- * admin.c: `twinlane dlq ...` and `twinlane reconcile`: operations on a running server through
- * its admin API.
+ * admin.c: `twinlane dlq ...`, `twinlane reconcile` and `twinlane projections ...`: operations
+ * on a running server through its admin API.
  *
  * The server owns the data directory (it holds DIR/LOCK), so administrative commands talk to
  * it over HTTP instead of opening the databases: a tiny blocking HTTP/1.1 client, one request
@@ -252,4 +252,80 @@ int tl_cli_reconcile(int argc, char **argv) {
   }
   free(a.body);
   return rc;
+}
+
+/* The status of projection `name` in GET /admin/projections ("" if absent); 0 or -1. */
+static int projection_status(const char *server, const char *name, char *out, size_t cap) {
+  answer a = {0};
+  if (request(server, "GET", "/admin/projections", &a) != 0) return -1;
+  json_t *arr = a.status == 200 ? json_loads(a.body, 0, NULL) : NULL;
+  free(a.body);
+  if (!json_is_array(arr)) {
+    json_decref(arr);
+    return -1;
+  }
+  out[0] = '\0';
+  size_t i;
+  json_t *p;
+  json_array_foreach(arr, i, p) {
+    if (json_is_string(json_object_get(p, "name")) &&
+        strcmp(json_string_value(json_object_get(p, "name")), name) == 0)
+      snprintf(out, cap, "%s", json_string_value(json_object_get(p, "status")));
+  }
+  json_decref(arr);
+  return 0;
+}
+
+int tl_cli_projections(int argc, char **argv) {
+  const char *server = getenv("TWINLANE_SERVER");
+  if (!server || !*server) server = "127.0.0.1:8080";
+  int wait = 0;
+  static const char USAGE[] =
+      "usage: twinlane projections [--server HOST:PORT] list\n"
+      "       twinlane projections [--server HOST:PORT] rebuild NAME [--wait]\n"
+      "  rebuild: a new copy from position 0 beside the live one, swapped in when caught up;\n"
+      "  --wait returns when the projection is no longer rebuilding (the server's log says\n"
+      "  whether the swap happened)\n";
+  const char *words[2] = {NULL, NULL};
+  int nw = 0;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--server") == 0 && i + 1 < argc)
+      server = argv[++i];
+    else if (strcmp(argv[i], "--wait") == 0)
+      wait = 1;
+    else if (strcmp(argv[i], "--help") == 0)
+      return printf("%s", USAGE), 0;
+    else if (nw < 2 && argv[i][0] != '-')
+      words[nw++] = argv[i];
+    else
+      return fprintf(stderr, "%s", USAGE), 2;
+  }
+  answer a = {0};
+  if (nw == 1 && strcmp(words[0], "list") == 0) {
+    if (request(server, "GET", "/admin/projections", &a) != 0) return 2;
+  } else if (nw == 2 && strcmp(words[0], "rebuild") == 0 && valid_name(words[1])) {
+    char path[128];
+    snprintf(path, sizeof path, "/admin/projections/%s/rebuild", words[1]);
+    if (request(server, "POST", path, &a) != 0) return 2;
+  } else {
+    fprintf(stderr, "%s", USAGE);
+    return 2;
+  }
+  int ok = a.status >= 200 && a.status < 300;
+  fprintf(ok ? stdout : stderr, "%s\n", a.body);
+  free(a.body);
+  if (!ok) return 1;
+  if (!wait || strcmp(words[0], "rebuild") != 0) return 0;
+  /* Poll until the projection is no longer rebuilding (at most an hour). */
+  for (int k = 0; k < 36000; k++) {
+    char status[32];
+    if (projection_status(server, words[1], status, sizeof status) != 0) return 2;
+    if (strcmp(status, "rebuilding") != 0) {
+      printf("%s: %s\n", words[1], status);
+      return 0;
+    }
+    usleep(100 * 1000);
+  }
+  fprintf(stderr, "twinlane: %s still rebuilding after an hour\n", words[1]);
+  return 1;
 }

@@ -34,6 +34,7 @@ void tl_cli_usage(int to_stderr) {
           "  twinlane dlq [--server HOST:PORT] list [--projection NAME] | retry ID | retry-all |\n"
           "               drop ID\n"
           "  twinlane reconcile [--server HOST:PORT]\n"
+          "  twinlane projections [--server HOST:PORT] list | rebuild NAME [--wait]\n"
           "  twinlane version\n"
           "  twinlane --help\n\n"
           "serve options:\n"

@@ -13,6 +13,9 @@ int tl_cli_dlq(int argc, char **argv);
  * log, 3 when they do not, 1 on an error answer, 2 on a usage or connection error. */
 int tl_cli_reconcile(int argc, char **argv);
 
+/* Runs `twinlane projections list|rebuild NAME [--wait]` against a running server. */
+int tl_cli_projections(int argc, char **argv);
+
 /* Prints usage to f-like stdout (to_stderr: to stderr). */
 void tl_cli_usage(int to_stderr);
 

@@ -593,11 +593,24 @@ static void h_health(tl_req *req, tl_resp *resp) {
 }
 
 static json_t *projection_json(const tl_proj_status *s) {
-  return json_pack("{s:s, s:i, s:I, s:I, s:I, s:s, s:I, s:i, s:I}", "name", s->name, "version",
-                   s->version, "position", (json_int_t)s->position, "lagEvents",
+  return json_pack("{s:s, s:i, s:I, s:I, s:I, s:s, s:I, s:i, s:I, s:o}", "name", s->name,
+                   "version", s->version, "position", (json_int_t)s->position, "lagEvents",
                    (json_int_t)s->lag_events, "lagMs", (json_int_t)s->lag_ms, "status",
                    s->status, "dlqDepth", (json_int_t)s->dlq_depth, "failedAttempts",
-                   s->attempts, "retries", (json_int_t)s->retries);
+                   s->attempts, "retries", (json_int_t)s->retries, "rebuildPosition",
+                   s->rebuild_position >= 0 ? json_integer(s->rebuild_position) : json_null());
+}
+
+static void h_rebuild(tl_req *req, tl_resp *resp) {
+  tl_err err = {0};
+  int rc = tl_read_rebuild_start(req->app->read, req->params[0], &err);
+  if (rc == TL_E_NOTFOUND) return tl_resp_error(resp, 404, "PROJECTION_NOT_FOUND", err.msg);
+  if (rc == TL_E_CONFLICT) return tl_resp_error(resp, 409, "REBUILD_IN_PROGRESS", err.msg);
+  if (rc == TL_E_CLOSED)
+    return tl_resp_error(resp, 503, "SHUTTING_DOWN", "The server is shutting down.");
+  if (rc != TL_OK) return tl_resp_error(resp, 503, "READ_MODEL_UNAVAILABLE", err.msg);
+  tl_resp_json(resp, 202, json_pack("{s:s, s:s}", "name", req->params[0], "status",
+                                    "rebuilding"));
 }
 
 static void h_ready(tl_req *req, tl_resp *resp) {
@@ -805,6 +818,7 @@ static const route ROUTES[] = {
     {"GET", "/ready", h_ready},
     {"GET", "/metrics", h_metrics},
     {"GET", "/admin/projections", h_projections},
+    {"POST", "/admin/projections/{}/rebuild", h_rebuild},
     {"POST", "/admin/reconcile", h_reconcile},
     {"GET", "/admin/dlq", h_dlq_list},
     {"POST", "/admin/dlq/retry-all", h_dlq_retry_all},

@@ -171,9 +171,9 @@ static int orders_apply(tl_db *db, const tl_event *ev, const json_t *d, tl_err *
 }
 
 static const tl_rm_table ORDERS_TABLES[] = {
-    {"rm_orders", "order_id", NULL},
-    {"rm_orders_fts", "rid", "rowid AS rid, names"},
-    {"rm_order_product_names", "product_id", NULL}};
+    {"rm_orders", "order_id", NULL, NULL},
+    {"rm_orders_fts", "rid", "rowid AS rid, names", "rowid, names"},
+    {"rm_order_product_names", "product_id", NULL, NULL}};
 static const tl_projection_def ORDERS = {
     "orders", 3, ORDERS_SCHEMA, ORDERS_RESET, ORDERS_TABLES, 3, orders_apply};
 
@@ -324,8 +324,8 @@ static int products_apply(tl_db *db, const tl_event *ev, const json_t *d, tl_err
 }
 
 static const tl_rm_table PRODUCTS_TABLES[] = {
-    {"rm_products", "product_id", NULL},
-    {"rm_product_lines", "order_id || '/' || product_id", NULL}};
+    {"rm_products", "product_id", NULL, NULL},
+    {"rm_product_lines", "order_id || '/' || product_id", NULL, NULL}};
 static const tl_projection_def PRODUCTS = {"products", 2, PRODUCTS_SCHEMA, PRODUCTS_RESET,
                                            PRODUCTS_TABLES, 2,
                                            products_apply};
@@ -396,8 +396,8 @@ static int sales_apply(tl_db *db, const tl_event *ev, const json_t *d, tl_err *e
   return TL_OK;
 }
 
-static const tl_rm_table SALES_TABLES[] = {{"rm_daily_sales", "day", NULL},
-                                            {"rm_sales_orders", "order_id", NULL}};
+static const tl_rm_table SALES_TABLES[] = {{"rm_daily_sales", "day", NULL, NULL},
+                                            {"rm_sales_orders", "order_id", NULL, NULL}};
 static const tl_projection_def DAILY_SALES = {"daily_sales", 2, SALES_SCHEMA, SALES_RESET,
                                               SALES_TABLES, 2,
                                               sales_apply};

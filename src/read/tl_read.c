@@ -9,86 +9,35 @@
  * that moves past it) and the projection continues with the next event. Storage failures of
  * the batch itself (BEGIN/COMMIT, a savepoint) roll everything back and retry the batch.
  */
-#include "read/tl_read.h"
+#include "read/tl_read_int.h"
 
-#include "util/tl_failpoint.h"
 #include "util/tl_slog.h"
 #include "util/tl_stats.h"
 #include "util/tl_time.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
-#include <limits.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define BATCH_EVENTS 512
-#define MAX_PROJECTIONS 16
+#define MAX_PROJECTIONS TL_MAX_PROJECTIONS
 #define DLQ_OP_ROWS 10000 /* rows one retry-all handles */
 
-typedef struct waiter {
-  int proj; /* projection index, -1: all */
-  int64_t min_position;
-  int64_t deadline_ns; /* tl_mono_ns */
-  tl_read_wait_fn fn;
-  void *arg;
-  struct waiter *next;
-} waiter;
-
-typedef struct conn_node {
-  tl_db *db;
-  struct conn_node *next;
-} conn_node;
-
-/* A projection's failure on one event (projector thread only). */
-typedef struct proj_fail {
-  int64_t position; /* the failing event; 0: none */
-  int attempts;
-  int64_t first_ms, last_ms; /* wall clock */
-  int64_t retry_at_ns;       /* tl_mono_ns */
-  char error[sizeof(((tl_err *)0)->msg)];
-} proj_fail;
+typedef tl_waiter waiter;
+typedef tl_conn_node conn_node;
+typedef tl_proj_fail proj_fail;
 
 /* A DLQ operation handed to the projector by an admin request. */
-typedef struct dlq_req {
+typedef struct dlq_op_arg {
   tl_dlq_op op;
   int64_t id;
-  int taken, done, rc;
   tl_dlq_result result;
-  tl_err err;
-} dlq_req;
-
-struct tl_read {
-  tl_log *log;
-  tl_read_opts opts;
-  char path[PATH_MAX];
-  tl_db *w;                                       /* the projector's connection */
-  char fp_apply[MAX_PROJECTIONS][TL_FP_NAME_MAX]; /* "projection.<name>.apply" */
-  pthread_t thread;
-  int started;
-  _Atomic int stopping;
-  unsigned rng; /* jitter (projector thread) */
-
-  /* Per projection: applied position, recorded time of that event, failure state. */
-  _Atomic int64_t checkpoint[MAX_PROJECTIONS];
-  _Atomic int64_t recorded_ms[MAX_PROJECTIONS];
-  _Atomic int64_t dlq_depth[MAX_PROJECTIONS];
-  _Atomic int attempts[MAX_PROJECTIONS]; /* published copy of fail[i].attempts */
-  _Atomic uint64_t retries[MAX_PROJECTIONS];
-  proj_fail fail[MAX_PROJECTIONS];
-  _Atomic int64_t applied; /* the minimum of the checkpoints */
-
-  pthread_mutex_t lock; /* guards the waiters, the pool, the DLQ request (cond: all) */
-  pthread_cond_t cond;
-  waiter *waiters; /* asynchronous waits, unordered */
-  conn_node *pool;
-  dlq_req *dlq;                /* the pending DLQ operation, if any */
-  pthread_mutex_t dlq_callers; /* one DLQ operation at a time */
-};
+} dlq_op_arg;
 
 static int64_t position_of(tl_read *r, int proj) {
   return proj >= 0 ? atomic_load(&r->checkpoint[proj]) : atomic_load(&r->applied);
@@ -182,8 +131,8 @@ int64_t tl_projection_checkpoint(tl_db *db, const char *name) {
   return pos;
 }
 
-static int put_checkpoint(tl_db *db, const tl_projection_def *def, int64_t position,
-                          int64_t recorded_ms, tl_err *err) {
+int tl_read_put_checkpoint(tl_db *db, const tl_projection_def *def, int64_t position,
+                           int64_t recorded_ms, tl_err *err) {
   sqlite3_stmt *st = tl_db_stmt(db, SQL_CP_PUT, err);
   if (!st) return TL_E_IO;
   sqlite3_bind_text(st, 1, def->name, -1, SQLITE_STATIC);
@@ -226,7 +175,7 @@ int tl_projection_setup(tl_db *db, const tl_projection_def *def, tl_err *err) {
       if (s2 != SQLITE_DONE) rc = tl_db_fail(db, s2, "clear dead letters", err);
     }
   }
-  if (rc == TL_OK) rc = put_checkpoint(db, def, 0, -1, err);
+  if (rc == TL_OK) rc = tl_read_put_checkpoint(db, def, 0, -1, err);
   if (rc == TL_OK)
     rc = tl_db_exec(db, "COMMIT", err);
   else
@@ -240,7 +189,7 @@ int tl_projection_apply_one(tl_db *db, const tl_projection_def *def, const tl_ev
   if (cp < 0) return tl_err_set(err, TL_E_IO, "cannot read checkpoint of %s", def->name);
   if (ev->position <= cp) return TL_OK; /* already applied: re-delivery changes nothing */
   int rc = def->apply(db, ev, data, err);
-  if (rc == TL_OK) rc = put_checkpoint(db, def, ev->position, ev->recorded_ms, err);
+  if (rc == TL_OK) rc = tl_read_put_checkpoint(db, def, ev->position, ev->recorded_ms, err);
   return rc;
 }
 
@@ -437,7 +386,7 @@ static int project_batch(tl_read *r, tl_log_reader *reader) {
   }
   for (int i = 0; rc == TL_OK && i < tl_projections_count; i++)
     if (b->cp[i] > atomic_load(&r->checkpoint[i]))
-      rc = put_checkpoint(r->w, tl_projections[i], b->cp[i], b->rec[i], &err);
+      rc = tl_read_put_checkpoint(r->w, tl_projections[i], b->cp[i], b->rec[i], &err);
   if (rc == TL_OK) rc = tl_db_exec(r->w, "COMMIT", &err);
   if (rc != TL_OK) {
     if (!sqlite3_get_autocommit(r->w->db)) sqlite3_exec(r->w->db, "ROLLBACK", NULL, NULL, NULL);
@@ -517,7 +466,7 @@ static int retry_row(tl_read *r, tl_log_reader *reader, int64_t id, int proj, in
   return s == SQLITE_DONE ? TL_OK : tl_db_fail(r->w, s, "update dead letter", err);
 }
 
-static int refresh_dlq_depths(tl_read *r, tl_err *err) {
+int tl_read_refresh_dlq_depths(tl_read *r, tl_err *err) {
   for (int i = 0; i < tl_projections_count; i++) {
     sqlite3_stmt *st = tl_db_stmt(r->w, SQL_DLQ_DEPTH, err);
     if (!st) return TL_E_IO;
@@ -530,8 +479,8 @@ static int refresh_dlq_depths(tl_read *r, tl_err *err) {
   return TL_OK;
 }
 
-static int dlq_run(tl_read *r, tl_log_reader *reader, dlq_req *q) {
-  tl_err *err = &q->err;
+static int dlq_run(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err) {
+  dlq_op_arg *q = arg;
   int rc = tl_db_exec(r->w, "BEGIN", err);
   sqlite3_stmt *st =
       rc == TL_OK ? tl_db_stmt(r->w, q->op == TL_DLQ_RETRY_ALL ? SQL_DLQ_ALL : SQL_DLQ_ONE, err)
@@ -565,28 +514,44 @@ static int dlq_run(tl_read *r, tl_log_reader *reader, dlq_req *q) {
     }
   }
   free(rows);
-  if (rc == TL_OK) rc = refresh_dlq_depths(r, err);
+  if (rc == TL_OK) rc = tl_read_refresh_dlq_depths(r, err);
   if (rc == TL_OK) rc = tl_db_exec(r->w, "COMMIT", err);
   if (rc != TL_OK) {
     if (!sqlite3_get_autocommit(r->w->db)) sqlite3_exec(r->w->db, "ROLLBACK", NULL, NULL, NULL);
     memset(&q->result, 0, sizeof q->result);
-    refresh_dlq_depths(r, &(tl_err){0});
+    tl_read_refresh_dlq_depths(r, &(tl_err){0});
   }
   return rc;
 }
 
-/* Takes and runs the pending DLQ operation, if any. */
-static void serve_dlq(tl_read *r, tl_log_reader *reader) {
+/* Takes and runs the pending projector task, if any. */
+static void serve_task(tl_read *r, tl_log_reader *reader) {
   pthread_mutex_lock(&r->lock);
-  dlq_req *q = r->dlq;
-  if (q) q->taken = 1;
+  tl_proj_task *t = r->task;
+  if (t) t->taken = 1;
   pthread_mutex_unlock(&r->lock);
-  if (!q) return;
-  int rc = dlq_run(r, reader, q);
+  if (!t) return;
+  int rc = t->run(r, reader, t->arg, &t->err);
   pthread_mutex_lock(&r->lock);
-  q->rc = rc;
-  q->done = 1;
-  r->dlq = NULL;
+  t->rc = rc;
+  t->done = 1;
+  r->task = NULL;
+  pthread_cond_broadcast(&r->cond);
+  pthread_mutex_unlock(&r->lock);
+}
+
+void tl_read_publish_rebuilt(tl_read *r, int i, int64_t position, int64_t recorded_ms) {
+  pthread_mutex_lock(&r->lock);
+  memset(&r->fail[i], 0, sizeof r->fail[i]);
+  atomic_store(&r->attempts[i], 0);
+  if (position >= atomic_load(&r->checkpoint[i])) {
+    atomic_store(&r->recorded_ms[i], recorded_ms);
+    atomic_store(&r->checkpoint[i], position);
+  }
+  int64_t min = INT64_MAX;
+  for (int k = 0; k < tl_projections_count; k++)
+    if (atomic_load(&r->checkpoint[k]) < min) min = atomic_load(&r->checkpoint[k]);
+  atomic_store(&r->applied, min == INT64_MAX ? 0 : min);
   pthread_cond_broadcast(&r->cond);
   pthread_mutex_unlock(&r->lock);
 }
@@ -620,7 +585,7 @@ static void *projector_main(void *arg) {
       nanosleep(&ts, NULL);
       continue;
     }
-    serve_dlq(r, reader);
+    serve_task(r, reader);
     int64_t head = tl_log_head(r->log);
     int n = project_batch(r, reader);
     int64_t next = fire_waiters(r);
@@ -640,10 +605,10 @@ static void *projector_main(void *arg) {
   tl_log_reader_release(r->log, reader);
   fire_waiters(r); /* stopping: everyone still waiting times out */
   pthread_mutex_lock(&r->lock);
-  if (r->dlq && !r->dlq->taken) { /* an operation nobody will run */
-    r->dlq->rc = tl_err_set(&r->dlq->err, TL_E_CLOSED, "the server is shutting down");
-    r->dlq->done = 1;
-    r->dlq = NULL;
+  if (r->task && !r->task->taken) { /* a task nobody will run */
+    r->task->rc = tl_err_set(&r->task->err, TL_E_CLOSED, "the server is shutting down");
+    r->task->done = 1;
+    r->task = NULL;
     pthread_cond_broadcast(&r->cond);
   }
   pthread_mutex_unlock(&r->lock);
@@ -651,6 +616,23 @@ static void *projector_main(void *arg) {
 }
 
 /* ---- the store --------------------------------------------------------------------------- */
+
+/* Scratch databases of a reconciliation or rebuild cut short by a crash. */
+static void remove_leftovers(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *e;
+  char path[PATH_MAX];
+  while ((e = readdir(d)) != NULL) {
+    if (strncmp(e->d_name, "read.db.rebuild-", 16) != 0 &&
+        strncmp(e->d_name, "read.db.reconcile-", 18) != 0)
+      continue;
+    int n = snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    if (n > 0 && (size_t)n < sizeof path && unlink(path) == 0)
+      tl_slog(TL_SLOG_INFO, NULL, "removed a leftover scratch database", "file", path, NULL);
+  }
+  closedir(d);
+}
 
 int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts *opts,
                  tl_err *err) {
@@ -666,13 +648,15 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
   }
   if (r->opts.retry_cap_ms < r->opts.retry_base_ms) r->opts.retry_cap_ms = r->opts.retry_base_ms;
   r->rng = (unsigned)tl_mono_ns();
+  atomic_store(&r->rebuilding, -1);
   pthread_mutex_init(&r->lock, NULL);
-  pthread_mutex_init(&r->dlq_callers, NULL);
+  pthread_mutex_init(&r->task_callers, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&r->cond, &ca);
   pthread_condattr_destroy(&ca);
+  remove_leftovers(dir);
   int n = snprintf(r->path, sizeof r->path, "%s/read.db", dir);
   int rc = (n < 0 || (size_t)n >= sizeof r->path)
                ? tl_err_set(err, TL_E_INVALID, "data directory path too long")
@@ -697,7 +681,7 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
     sqlite3_reset(st);
     if (s != SQLITE_ROW) rc = tl_err_set(err, TL_E_IO, "cannot read checkpoints");
   }
-  if (rc == TL_OK) rc = refresh_dlq_depths(r, err);
+  if (rc == TL_OK) rc = tl_read_refresh_dlq_depths(r, err);
   if (rc == TL_OK) {
     if (min_cp == INT64_MAX) min_cp = 0;
     if (min_cp > tl_log_head(log))
@@ -712,7 +696,7 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
   if (rc != TL_OK) {
     tl_db_close(r->w);
     pthread_cond_destroy(&r->cond);
-    pthread_mutex_destroy(&r->dlq_callers);
+    pthread_mutex_destroy(&r->task_callers);
     pthread_mutex_destroy(&r->lock);
     free(r);
     return rc;
@@ -735,6 +719,12 @@ void tl_read_close(tl_read *r) {
   if (!r) return;
   tl_read_shutdown(r);
   if (r->started) pthread_join(r->thread, NULL);
+  /* A rebuild sees `stopping` (its fold ends, or its swap is refused) and ends too. */
+  pthread_mutex_lock(&r->lock);
+  int joinable = r->rebuild_joinable;
+  r->rebuild_joinable = 0;
+  pthread_mutex_unlock(&r->lock);
+  if (joinable) pthread_join(r->rebuild_thread, NULL);
   conn_node *c = r->pool;
   while (c) {
     conn_node *next = c->next;
@@ -744,7 +734,7 @@ void tl_read_close(tl_read *r) {
   }
   tl_db_close(r->w);
   pthread_cond_destroy(&r->cond);
-  pthread_mutex_destroy(&r->dlq_callers);
+  pthread_mutex_destroy(&r->task_callers);
   pthread_mutex_destroy(&r->lock);
   free(r);
 }
@@ -853,17 +843,19 @@ int tl_read_status(tl_read *r, tl_proj_status *out, int max) {
         .dlq_depth = atomic_load(&r->dlq_depth[i]),
         .retries = atomic_load(&r->retries[i]),
         .attempts = attempts,
-        .status = attempts > 0 ? "retrying" : "running",
+        .status = atomic_load(&r->rebuilding) == i ? "rebuilding"
+                  : attempts > 0                   ? "retrying"
+                                                   : "running",
+        .rebuild_position =
+            atomic_load(&r->rebuilding) == i ? atomic_load(&r->rebuild_position) : -1,
     };
   }
   return tl_projections_count;
 }
 
-int tl_read_dlq(tl_read *r, tl_dlq_op op, int64_t id, int timeout_ms, tl_dlq_result *out,
-                tl_err *err) {
-  memset(out, 0, sizeof *out);
-  dlq_req q = {.op = op, .id = id};
-  pthread_mutex_lock(&r->dlq_callers);
+int tl_read_run_task(tl_read *r, tl_proj_task *t, int timeout_ms, tl_err *err) {
+  t->taken = t->done = 0;
+  pthread_mutex_lock(&r->task_callers);
   struct timespec deadline;
   tl_deadline_in(&deadline, timeout_ms);
   pthread_mutex_lock(&r->lock);
@@ -871,27 +863,35 @@ int tl_read_dlq(tl_read *r, tl_dlq_op op, int64_t id, int timeout_ms, tl_dlq_res
   if (atomic_load(&r->stopping)) {
     rc = tl_err_set(err, TL_E_CLOSED, "the server is shutting down");
   } else {
-    r->dlq = &q;
+    r->task = t;
     tl_log_wake(r->log);
-    while (!q.done) {
-      /* Once the projector took the operation it finishes it (bounded by storage); before,
-       * the deadline withdraws it. */
-      if (!q.taken && pthread_cond_timedwait(&r->cond, &r->lock, &deadline) == ETIMEDOUT &&
-          !q.taken) {
-        r->dlq = NULL;
+    while (!t->done) {
+      /* Once the projector took the task it finishes it (bounded by storage); before, the
+       * deadline withdraws it. */
+      if (!t->taken && pthread_cond_timedwait(&r->cond, &r->lock, &deadline) == ETIMEDOUT &&
+          !t->taken) {
+        r->task = NULL;
         rc = tl_err_set(err, TL_E_TIMEOUT, "the projector did not take the operation in time");
         break;
       }
-      if (q.taken && !q.done) pthread_cond_wait(&r->cond, &r->lock);
+      if (t->taken && !t->done) pthread_cond_wait(&r->cond, &r->lock);
     }
-    if (q.done) {
-      rc = q.rc;
-      if (rc != TL_OK && err) *err = q.err;
-      *out = q.result;
+    if (t->done) {
+      rc = t->rc;
+      if (rc != TL_OK && err) *err = t->err;
     }
   }
   pthread_mutex_unlock(&r->lock);
-  pthread_mutex_unlock(&r->dlq_callers);
+  pthread_mutex_unlock(&r->task_callers);
+  return rc;
+}
+
+int tl_read_dlq(tl_read *r, tl_dlq_op op, int64_t id, int timeout_ms, tl_dlq_result *out,
+                tl_err *err) {
+  dlq_op_arg q = {.op = op, .id = id};
+  tl_proj_task t = {.run = dlq_run, .arg = &q};
+  int rc = tl_read_run_task(r, &t, timeout_ms, err);
+  *out = rc == TL_OK ? q.result : (tl_dlq_result){0};
   return rc;
 }
 

@@ -35,6 +35,7 @@ typedef struct tl_rm_table {
   const char *name;
   const char *key;  /* over cols */
   const char *cols; /* the compared columns; NULL: all (*) */
+  const char *copy; /* the columns a rebuild copies; NULL: all (*) */
 } tl_rm_table;
 
 typedef struct tl_projection_def {
@@ -61,7 +62,8 @@ typedef struct tl_proj_status {
   int64_t dlq_depth;
   uint64_t retries;   /* failed applications since start */
   int attempts;       /* failed attempts on the event it is stuck at (0: none) */
-  const char *status; /* "running", or "retrying" while an event keeps failing */
+  const char *status; /* "running", "retrying" while an event keeps failing, "rebuilding" */
+  int64_t rebuild_position; /* while rebuilding: how far the new copy got */
 } tl_proj_status;
 
 /* How a failing projection is retried; 0 fields take the defaults (200 ms, 30 s, 8). */
@@ -122,6 +124,15 @@ int tl_read_status(tl_read *r, tl_proj_status *out, int max);
  * the tables row by row. Changes nothing live. *report: {clean, position, projections: [{name,
  * position, mismatches, tables: [{table, rows, freshRows, mismatches, keys: [first 20]}]}]}. */
 int tl_read_reconcile(tl_read *r, json_t **report, tl_err *err);
+
+/* ---- zero-downtime rebuilds (rebuild.c) -------------------------------------------------- */
+
+/* Starts rebuilding projection `name` in the background: a new copy is folded from position 0
+ * in a scratch database beside read.db while the live copy keeps serving; once it has caught
+ * up, the projector swaps it in (one transaction: queries see the old rows or the new ones,
+ * never a mix) and removes the projection's parked events (the rebuild re-applied them).
+ * TL_E_NOTFOUND for an unknown projection, TL_E_CONFLICT while another rebuild runs. */
+int tl_read_rebuild_start(tl_read *r, const char *name, tl_err *err);
 
 /* ---- the dead-letter queue ---------------------------------------------------------------- */
 

@@ -28,7 +28,7 @@ static int g_n;
 
 /* Known names: a literal, or a template whose "*" is one name of [a-z0-9_]. */
 static const char *const TEMPLATES[] = {"log.append", "log.fsync", "projection.*.apply",
-                                        "saga.*.step"};
+                                        "projection.*.rebuild", "saga.*.step"};
 
 static int name_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
@@ -101,7 +101,7 @@ static int validate(const char *point, const char *action, fp_kind *kind, long *
   if (!tl_fp_known(point))
     return tl_err_set(err, TL_E_INVALID,
                       "unknown fail point '%.64s' (known: log.append, log.fsync, "
-                      "projection.<name>.apply, saga.<name>.step)",
+                      "projection.<name>.apply, projection.<name>.rebuild, saga.<name>.step)",
                       point ? point : "");
   if (!action || strcmp(action, "off") == 0) return TL_OK;
   if (parse_action(action, kind, arg) != TL_OK)

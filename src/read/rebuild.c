@@ -1,0 +1,163 @@
+/*
+ * rebuild.c: zero-downtime rebuild of one projection (see tl_read.h).
+ *
+ * A background thread folds the log from position 0 into a scratch database beside read.db
+ * (the projection's own tables and apply function), chunk after chunk, until it is within
+ * CATCH_UP_EVENTS of the head. Then it hands the swap to the projector thread, which folds the
+ * last events, and in one read.db transaction replaces the live tables' rows with the new
+ * ones, moves the checkpoint to the new copy's position and forgets the projection's parked
+ * events. Queries run on their own connections in WAL mode: until the commit they read the old
+ * rows, after it the new ones. The projector applies nothing else while it swaps.
+ */
+#include "read/tl_read_int.h"
+
+#include "util/tl_slog.h"
+#include "util/tl_time.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CATCH_UP_EVENTS 1000 /* the swap folds at most about this many events itself */
+#define SWAP_TAKE_MS 60000   /* how long the projector may take to start the swap */
+
+typedef struct rebuild_job {
+  tl_read *r;
+  int proj;
+  char scratch[PATH_MAX + 64];
+  char fp[TL_FP_NAME_MAX];
+  tl_fold fold;
+} rebuild_job;
+
+/* Runs SQL built with sqlite3_vmprintf (%Q quotes a string literal). */
+static int exec_fmt(tl_db *db, tl_err *err, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *sql = sqlite3_vmprintf(fmt, ap);
+  va_end(ap);
+  if (!sql) return tl_err_set(err, TL_E_NOMEM, "out of memory");
+  int rc = tl_db_exec(db, sql, err);
+  sqlite3_free(sql);
+  return rc;
+}
+
+/* Replaces the rows of every table of d in main with those of rb (inside a transaction). */
+static int copy_tables(tl_db *db, const tl_projection_def *d, tl_err *err) {
+  int rc = TL_OK;
+  for (int t = 0; rc == TL_OK && t < d->n_tables; t++) {
+    const tl_rm_table *tb = &d->tables[t];
+    rc = exec_fmt(db, err, "DELETE FROM main.%s", tb->name);
+    if (rc != TL_OK) break;
+    if (tb->copy)
+      rc = exec_fmt(db, err, "INSERT INTO main.%s(%s) SELECT %s FROM rb.%s", tb->name, tb->copy,
+                    tb->copy, tb->name);
+    else
+      rc = exec_fmt(db, err, "INSERT INTO main.%s SELECT * FROM rb.%s", tb->name, tb->name);
+  }
+  return rc;
+}
+
+/* The projector thread's half: the last events, then the swap. */
+static int swap_task(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err) {
+  (void)reader;
+  rebuild_job *j = arg;
+  const tl_projection_def *d = tl_projections[j->proj];
+  j->fold.upto[j->proj] = tl_log_head(r->log);
+  int rc = tl_fold_run(r->log, &j->fold, err);
+  if (rc != TL_OK) return rc;
+  rc = exec_fmt(r->w, err, "ATTACH DATABASE %Q AS rb", j->scratch);
+  if (rc != TL_OK) return rc;
+  rc = tl_db_exec(r->w, "BEGIN IMMEDIATE", err);
+  if (rc == TL_OK) rc = copy_tables(r->w, d, err);
+  if (rc == TL_OK) rc = tl_read_put_checkpoint(r->w, d, j->fold.position, j->fold.recorded_ms, err);
+  if (rc == TL_OK) rc = exec_fmt(r->w, err, "DELETE FROM rm_dlq WHERE projection = %Q", d->name);
+  if (rc == TL_OK) rc = tl_db_exec(r->w, "COMMIT", err);
+  if (rc != TL_OK && !sqlite3_get_autocommit(r->w->db))
+    sqlite3_exec(r->w->db, "ROLLBACK", NULL, NULL, NULL);
+  sqlite3_exec(r->w->db, "DETACH DATABASE rb", NULL, NULL, NULL);
+  if (rc != TL_OK) return rc;
+  tl_err ignored = {0};
+  tl_read_refresh_dlq_depths(r, &ignored);
+  tl_read_publish_rebuilt(r, j->proj, j->fold.position, j->fold.recorded_ms);
+  return TL_OK;
+}
+
+static void *rebuild_main(void *arg) {
+  rebuild_job *j = arg;
+  tl_read *r = j->r;
+  const tl_projection_def *d = tl_projections[j->proj];
+  tl_err err = {0};
+  int64_t t0 = tl_mono_ns();
+  int rc = tl_db_exec(j->fold.db, d->schema_sql, &err);
+  while (rc == TL_OK) {
+    j->fold.upto[j->proj] = tl_log_head(r->log);
+    rc = tl_fold_run(r->log, &j->fold, &err);
+    atomic_store(&r->rebuild_position, j->fold.position);
+    if (rc == TL_OK && tl_log_head(r->log) - j->fold.position <= CATCH_UP_EVENTS) break;
+  }
+  if (rc == TL_OK) {
+    tl_proj_task t = {.run = swap_task, .arg = j};
+    rc = tl_read_run_task(r, &t, SWAP_TAKE_MS, &err);
+  }
+  char pos[24], ms[24];
+  snprintf(pos, sizeof pos, "%lld", (long long)j->fold.position);
+  snprintf(ms, sizeof ms, "%lld", (long long)((tl_mono_ns() - t0) / 1000000));
+  if (rc == TL_OK)
+    tl_slog(TL_SLOG_INFO, NULL, "projection rebuilt and swapped in", "projection", d->name,
+            "position", pos, "ms", ms, NULL);
+  else
+    tl_slog(TL_SLOG_ERROR, NULL, "projection rebuild failed; the live copy is unchanged",
+            "projection", d->name, "error", err.msg, NULL);
+  tl_db_close(j->fold.db);
+  tl_fold_remove(j->scratch);
+  free(j);
+  atomic_store(&r->rebuilding, -1);
+  return NULL;
+}
+
+int tl_read_rebuild_start(tl_read *r, const char *name, tl_err *err) {
+  int proj = tl_projection_index(name);
+  if (proj < 0) return tl_err_set(err, TL_E_NOTFOUND, "no projection is called '%.64s'", name);
+  if (atomic_load(&r->stopping)) return tl_err_set(err, TL_E_CLOSED, "shutting down");
+  int idle = -1;
+  if (!atomic_compare_exchange_strong(&r->rebuilding, &idle, proj))
+    return tl_err_set(err, TL_E_CONFLICT, "projection %s is being rebuilt",
+                      tl_projections[idle]->name);
+  pthread_mutex_lock(&r->lock);
+  if (r->rebuild_joinable) { /* the previous rebuild has ended: reap its thread */
+    pthread_join(r->rebuild_thread, NULL);
+    r->rebuild_joinable = 0;
+  }
+  pthread_mutex_unlock(&r->lock);
+  rebuild_job *j = calloc(1, sizeof *j);
+  int rc = j ? TL_OK : tl_err_set(err, TL_E_NOMEM, "out of memory");
+  if (rc == TL_OK) {
+    j->r = r;
+    j->proj = proj;
+    for (int i = 0; i < TL_MAX_PROJECTIONS; i++) j->fold.upto[i] = -1;
+    snprintf(j->fp, sizeof j->fp, "projection.%s.rebuild", name);
+    j->fold.fp_point = j->fp;
+    j->fold.stop = &r->stopping;
+    j->fold.progress = &r->rebuild_position;
+    rc = tl_fold_scratch_path(r, "rebuild", j->scratch, sizeof j->scratch, err);
+  }
+  if (rc == TL_OK) rc = tl_db_open(&j->fold.db, j->scratch, 0, "OFF", err);
+  atomic_store(&r->rebuild_position, 0);
+  pthread_mutex_lock(&r->lock);
+  if (rc == TL_OK && pthread_create(&r->rebuild_thread, NULL, rebuild_main, j) != 0)
+    rc = tl_err_set(err, TL_E_IO, "cannot start the rebuild thread");
+  if (rc == TL_OK) r->rebuild_joinable = 1;
+  pthread_mutex_unlock(&r->lock);
+  if (rc != TL_OK) {
+    if (j) {
+      tl_db_close(j->fold.db);
+      if (j->scratch[0]) tl_fold_remove(j->scratch);
+      free(j);
+    }
+    atomic_store(&r->rebuilding, -1);
+    return rc;
+  }
+  tl_slog(TL_SLOG_INFO, NULL, "projection rebuild started", "projection", name, NULL);
+  return TL_OK;
+}

@@ -1,0 +1,118 @@
+/*
+ * tl_read_int.h: the read store's insides, shared by tl_read.c (store, projector, waits, DLQ),
+ * fold.c, reconcile.c and rebuild.c. Not for other modules.
+ */
+#ifndef TL_READ_INT_H
+#define TL_READ_INT_H
+
+#include "read/tl_read.h"
+#include "util/tl_failpoint.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define TL_MAX_PROJECTIONS 16
+
+typedef struct tl_waiter {
+  int proj; /* projection index, -1: all */
+  int64_t min_position;
+  int64_t deadline_ns; /* tl_mono_ns */
+  tl_read_wait_fn fn;
+  void *arg;
+  struct tl_waiter *next;
+} tl_waiter;
+
+typedef struct tl_conn_node {
+  tl_db *db;
+  struct tl_conn_node *next;
+} tl_conn_node;
+
+/* A projection's failure on one event (projector thread only). */
+typedef struct tl_proj_fail {
+  int64_t position; /* the failing event; 0: none */
+  int attempts;
+  int64_t first_ms, last_ms; /* wall clock */
+  int64_t retry_at_ns;       /* tl_mono_ns */
+  char error[sizeof(((tl_err *)0)->msg)];
+} tl_proj_fail;
+
+/* Work handed to the projector thread (DLQ operations, a rebuild's swap): it runs between two
+ * batches, with the projector's connection and log reader, so it never races with applying. */
+typedef struct tl_proj_task {
+  int (*run)(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err);
+  void *arg;
+  int taken, done, rc;
+  tl_err err;
+} tl_proj_task;
+
+struct tl_read {
+  tl_log *log;
+  tl_read_opts opts;
+  char path[PATH_MAX];
+  tl_db *w;                                          /* the projector's connection */
+  char fp_apply[TL_MAX_PROJECTIONS][TL_FP_NAME_MAX]; /* "projection.<name>.apply" */
+  pthread_t thread;
+  int started;
+  _Atomic int stopping;
+  unsigned rng; /* jitter (projector thread) */
+
+  /* Per projection: applied position, recorded time of that event, failure state. */
+  _Atomic int64_t checkpoint[TL_MAX_PROJECTIONS];
+  _Atomic int64_t recorded_ms[TL_MAX_PROJECTIONS];
+  _Atomic int64_t dlq_depth[TL_MAX_PROJECTIONS];
+  _Atomic int attempts[TL_MAX_PROJECTIONS]; /* published copy of fail[i].attempts */
+  _Atomic uint64_t retries[TL_MAX_PROJECTIONS];
+  tl_proj_fail fail[TL_MAX_PROJECTIONS];
+  _Atomic int64_t applied; /* the minimum of the checkpoints */
+
+  pthread_mutex_t lock; /* guards the waiters, the pool, the task slot (cond: all) */
+  pthread_cond_t cond;
+  tl_waiter *waiters; /* asynchronous waits, unordered */
+  tl_conn_node *pool;
+  tl_proj_task *task;           /* the pending projector task, if any */
+  pthread_mutex_t task_callers; /* one task at a time */
+
+  /* A rebuild in progress (rebuild.c): the projection's index or -1, and how far it got. */
+  _Atomic int rebuilding;
+  _Atomic int64_t rebuild_position;
+  pthread_t rebuild_thread;
+  int rebuild_joinable; /* guarded by lock */
+};
+
+/* Runs t on the projector thread and waits: TL_E_TIMEOUT if the projector did not take it in
+ * timeout_ms (nothing happened), TL_E_CLOSED at shutdown, else t's result. */
+int tl_read_run_task(tl_read *r, tl_proj_task *t, int timeout_ms, tl_err *err);
+
+/* Stores a projection's checkpoint (inside the caller's transaction). */
+int tl_read_put_checkpoint(tl_db *db, const tl_projection_def *def, int64_t position,
+                           int64_t recorded_ms, tl_err *err);
+/* Re-reads every projection's DLQ depth from r->w. */
+int tl_read_refresh_dlq_depths(tl_read *r, tl_err *err);
+/* After a rebuild swapped projection i in at position (recorded_ms): forget its failure and
+ * publish the checkpoint (which never moves backwards), wake waiters. Projector thread. */
+void tl_read_publish_rebuilt(tl_read *r, int i, int64_t position, int64_t recorded_ms);
+
+/* ---- folding the log into a scratch database (fold.c) ------------------------------------ */
+
+typedef struct tl_fold {
+  tl_db *db;                          /* the scratch database, tables created */
+  int64_t upto[TL_MAX_PROJECTIONS];   /* apply events up to this position; -1: not this one */
+  int64_t errors[TL_MAX_PROJECTIONS]; /* events a projection could not apply */
+  int64_t position;                   /* the last event folded */
+  int64_t recorded_ms;                /* its recording time */
+  const char *fp_point;               /* evaluated once per event (e.g. to slow a rebuild) */
+  _Atomic int *stop;                  /* when set and non-zero: the fold ends with TL_E_CLOSED */
+  _Atomic int64_t *progress;          /* when set: the position of each event folded */
+} tl_fold;
+
+/* Folds events from f->position + 1 up to the largest upto into f->db, committing every 10,000
+ * events. Returns 0, or an error with nothing of the last uncommitted chunk kept. */
+int tl_fold_run(tl_log *log, tl_fold *f, tl_err *err);
+
+/* A scratch database path beside read.db: "<read.db>.<what>-<pid>-<n>". */
+int tl_fold_scratch_path(const tl_read *r, const char *what, char *out, size_t cap, tl_err *err);
+/* Removes a scratch database and its -wal/-shm/-journal files. */
+void tl_fold_remove(const char *path);
+
+#endif
