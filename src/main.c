@@ -14,6 +14,8 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "dlq") == 0) return tl_cli_dlq(argc - 1, argv + 1);
   if (strcmp(argv[1], "reconcile") == 0) return tl_cli_reconcile(argc - 1, argv + 1);
   if (strcmp(argv[1], "projections") == 0) return tl_cli_projections(argc - 1, argv + 1);
+  if (strcmp(argv[1], "export") == 0) return tl_cli_export(argc - 1, argv + 1);
+  if (strcmp(argv[1], "import") == 0) return tl_cli_import(argc - 1, argv + 1);
   if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
     printf("twinlane %s\n", TL_VERSION);
     return 0;

@@ -5,6 +5,7 @@
  */
 #include "cli/tl_cli.h"
 
+#include "domain/upcast.h"
 #include "http/tl_http.h"
 #include "saga/tl_saga.h"
 #include "util/tl_db.h"
@@ -35,6 +36,8 @@ void tl_cli_usage(int to_stderr) {
           "               drop ID\n"
           "  twinlane reconcile [--server HOST:PORT]\n"
           "  twinlane projections [--server HOST:PORT] list | rebuild NAME [--wait]\n"
+          "  twinlane export --data DIR [--out FILE]    the log as JSON lines (server stopped)\n"
+          "  twinlane import --data DIR FILE            into an empty data directory\n"
           "  twinlane version\n"
           "  twinlane --help\n\n"
           "serve options:\n"
@@ -57,7 +60,7 @@ void tl_cli_usage(int to_stderr) {
 /* Takes an exclusive lock on DIR/LOCK (creating DIR if needed), held until the process exits:
  * two servers on one data directory would each believe they are the single writer. Returns the
  * lock's file descriptor, or -1 with err set. */
-static int lock_data_dir(const char *dir, tl_err *err) {
+int tl_cli_lock_data_dir(const char *dir, tl_err *err) {
   if (mkdir(dir, 0755) != 0 && errno != EEXIST)
     return tl_err_set(err, TL_E_IO, "cannot create %s: %s", dir, strerror(errno)), -1;
   char path[4096];
@@ -180,9 +183,10 @@ int tl_cli_serve(int argc, char **argv) {
   int exit_code = 1;
   int lock_fd = -1;
   if (tl_db_init_library(&err) != TL_OK) goto out;
-  lock_fd = lock_data_dir(data_dir, &err);
+  lock_fd = tl_cli_lock_data_dir(data_dir, &err);
   if (lock_fd < 0) goto out;
   if (tl_log_open(&log, &lo, &err) != TL_OK) goto out;
+  tl_log_set_upcaster(log, tl_upcast); /* everything below reads events in their latest shape */
   if (tl_writer_start(&writer, log, &wo, &err) != TL_OK) goto out;
   if (tl_read_open(&read, log, data_dir, &ro, &err) != TL_OK) goto out;
   if (tl_saga_start(&saga, log, writer, data_dir, &err) != TL_OK) goto out;

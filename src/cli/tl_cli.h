@@ -16,6 +16,15 @@ int tl_cli_reconcile(int argc, char **argv);
 /* Runs `twinlane projections list|rebuild NAME [--wait]` against a running server. */
 int tl_cli_projections(int argc, char **argv);
 
+/* `twinlane export` / `twinlane import` (portable.c): the log as JSON lines. */
+int tl_cli_export(int argc, char **argv);
+int tl_cli_import(int argc, char **argv);
+
+/* Takes an exclusive lock on DIR/LOCK (creating DIR if needed), held until the process exits;
+ * returns its descriptor, or -1 with err set (TL_E_CONFLICT: another process holds it). */
+struct tl_err;
+int tl_cli_lock_data_dir(const char *dir, struct tl_err *err);
+
 /* Prints usage to f-like stdout (to_stderr: to stderr). */
 void tl_cli_usage(int to_stderr);
 

@@ -164,7 +164,8 @@ static int evolve_placed(tl_order_state *s, const json_t *data, int64_t ms) {
   const char *cid = json_string_value(json_object_get(data, "customerId"));
   const char *cur = json_string_value(json_object_get(data, "currency"));
   const json_t *items = json_object_get(data, "items");
-  if (!oid || !cid || !json_is_array(items)) return TL_E_INVALID;
+  /* currency is in every OrderPlaced since schema v2; v1 events are upcast before they get here */
+  if (!oid || !cid || !cur || !json_is_array(items)) return TL_E_INVALID;
   size_t n = json_array_size(items);
   if (n > TL_ORDER_MAX_ITEMS) return TL_E_INVALID;
   tl_order_line *lines = n ? calloc(n, sizeof *lines) : NULL;
@@ -187,7 +188,7 @@ static int evolve_placed(tl_order_state *s, const json_t *data, int64_t ms) {
   s->n_items = (int)n;
   snprintf(s->order_id, sizeof s->order_id, "%s", oid);
   snprintf(s->customer_id, sizeof s->customer_id, "%s", cid);
-  snprintf(s->currency, sizeof s->currency, "%s", cur ? cur : "USD");
+  snprintf(s->currency, sizeof s->currency, "%s", cur);
   s->total_minor = total;
   json_decref(s->shipping);
   s->shipping = json_incref(json_object_get(data, "shippingAddress"));

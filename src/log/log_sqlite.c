@@ -116,7 +116,7 @@ static int sq_append(void *impl, const tl_log_batch *b, tl_err *err) {
     sqlite3_bind_int(st, 5, e->schema_version);
     sqlite3_bind_text(st, 6, e->data, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 7, e->metadata, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 8, b->recorded_ms);
+    sqlite3_bind_int64(st, 8, e->recorded_ms ? e->recorded_ms : b->recorded_ms);
     rc = step_done(d, st, "append event", err);
   }
   for (size_t i = 0; i < b->n_idem && rc == TL_OK; i++) {

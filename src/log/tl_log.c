@@ -21,6 +21,7 @@
 struct tl_log_reader {
   const tl_log_backend *be;
   void *impl;
+  tl_upcast_fn upcast; /* NULL: events as stored */
   tl_log_reader *next; /* pool link */
 };
 
@@ -29,12 +30,13 @@ struct tl_log {
   void *impl;
   _Atomic int64_t head;
   _Atomic int64_t recent_ms[RECENT_WINDOW]; /* recorded time of position p at p % WINDOW */
-  pthread_mutex_t lock; /* guards waiting (with cond) and the reader pool */
+  pthread_mutex_t lock;                     /* guards waiting (with cond) and the reader pool */
   pthread_cond_t cond;
   int shutdown;
   uint64_t wakes; /* bumped by tl_log_wake */
   tl_log_reader *pool;
   tl_log_reader writer_reader;
+  tl_upcast_fn upcast;
 };
 
 void tl_log_event_clear(tl_event *ev) {
@@ -144,6 +146,7 @@ int tl_log_reader_acquire(tl_log *log, tl_log_reader **out, tl_err *err) {
   pthread_mutex_lock(&log->lock);
   tl_log_reader *r = log->pool;
   if (r) log->pool = r->next;
+  tl_upcast_fn up = log->upcast;
   pthread_mutex_unlock(&log->lock);
   if (!r) {
     r = calloc(1, sizeof *r);
@@ -156,6 +159,7 @@ int tl_log_reader_acquire(tl_log *log, tl_log_reader **out, tl_err *err) {
     }
   }
   r->next = NULL;
+  r->upcast = up;
   *out = r;
   return TL_OK;
 }
@@ -172,14 +176,61 @@ tl_log_reader *tl_log_writer_reader(tl_log *log) {
   return &log->writer_reader;
 }
 
+void tl_log_set_upcaster(tl_log *log, tl_upcast_fn fn) {
+  pthread_mutex_lock(&log->lock);
+  log->upcast = fn;
+  log->writer_reader.upcast = fn;
+  for (tl_log_reader *r = log->pool; r; r = r->next) r->upcast = fn;
+  pthread_mutex_unlock(&log->lock);
+}
+
+typedef struct upcast_ctx {
+  tl_upcast_fn up;
+  tl_event_fn fn;
+  void *arg;
+  int oom;
+} upcast_ctx;
+
+/* Hands the reader's callback the event in its latest schema. An event no upcaster covers (a
+ * schema newer than this build) goes through as stored: its consumers decide (a projection
+ * parks it, a decider refuses to load the aggregate). */
+static int upcast_event(void *arg, const tl_event *ev) {
+  upcast_ctx *c = arg;
+  char *data = NULL;
+  int version = ev->schema_version;
+  int rc = c->up(ev->type, ev->schema_version, ev->data, &data, &version);
+  if (rc == TL_E_NOMEM) {
+    c->oom = 1;
+    return 1;
+  }
+  if (!data) return c->fn(c->arg, ev);
+  tl_event lifted = *ev;
+  lifted.data = data;
+  lifted.schema_version = version;
+  int r = c->fn(c->arg, &lifted);
+  free(data);
+  return r;
+}
+
+static int finish_read(const upcast_ctx *c, int rc, tl_err *err) {
+  if (c->oom) return tl_err_set(err, TL_E_NOMEM, "out of memory while upcasting an event");
+  return rc;
+}
+
 int tl_log_read_stream(tl_log_reader *r, const char *stream, int64_t from_version, int limit,
                        tl_event_fn fn, void *arg, tl_err *err) {
-  return r->be->read_stream(r->impl, stream, from_version, limit, fn, arg, err);
+  if (!r->upcast) return r->be->read_stream(r->impl, stream, from_version, limit, fn, arg, err);
+  upcast_ctx c = {r->upcast, fn, arg, 0};
+  int rc = r->be->read_stream(r->impl, stream, from_version, limit, upcast_event, &c, err);
+  return finish_read(&c, rc, err);
 }
 
 int tl_log_read_all(tl_log_reader *r, int64_t from_position, int limit, tl_event_fn fn, void *arg,
                     tl_err *err) {
-  return r->be->read_all(r->impl, from_position, limit, fn, arg, err);
+  if (!r->upcast) return r->be->read_all(r->impl, from_position, limit, fn, arg, err);
+  upcast_ctx c = {r->upcast, fn, arg, 0};
+  int rc = r->be->read_all(r->impl, from_position, limit, upcast_event, &c, err);
+  return finish_read(&c, rc, err);
 }
 
 int tl_log_idem_get(tl_log_reader *r, const char *key, tl_idem_record *rec, tl_err *err) {

@@ -32,6 +32,7 @@ typedef struct tl_log_event_in {
   int schema_version;
   const char *data;     /* JSON text */
   const char *metadata; /* JSON text */
+  int64_t recorded_ms;  /* 0: the batch's recording time (import keeps the original ones) */
 } tl_log_event_in;
 
 /* An idempotency record to store with the batch. Strings borrowed. */
@@ -68,6 +69,15 @@ void tl_log_event_clear(tl_event *ev);
 /* Called for each event read; return 0 to go on, non-zero to stop (that value is returned by
  * the read call). The event is valid only during the call. */
 typedef int (*tl_event_fn)(void *arg, const tl_event *ev);
+
+/* Lifts an event's data to the latest schema (see domain/upcast.h for the contract). */
+typedef int (*tl_upcast_fn)(const char *type, int version, const char *data, char **out,
+                            int *out_version);
+
+/* Installs the upcaster every later read goes through (tl_log_read_stream, tl_log_read_all),
+ * so that readers only see the latest schemas. Without one, reads return events as stored
+ * (what `twinlane export` wants). Call before any reader is used. */
+void tl_log_set_upcaster(tl_log *log, tl_upcast_fn fn);
 
 typedef struct tl_idem_record {
   char fingerprint[65];

@@ -118,7 +118,8 @@ static int orders_placed(tl_db *db, const tl_event *ev, const json_t *d, tl_err 
     sqlite3_bind_text(ins, 2, jstr(d, "orderId"), -1, SQLITE_STATIC);
     sqlite3_bind_text(ins, 3, jstr(d, "customerId"), -1, SQLITE_STATIC);
     sqlite3_bind_int64(ins, 4, total);
-    sqlite3_bind_text(ins, 5, json_object_get(d, "currency") ? jstr(d, "currency") : "USD", -1,
+    /* currency is in every OrderPlaced since schema v2 (v1 events are upcast on reading) */
+    sqlite3_bind_text(ins, 5, json_string_value(json_object_get(d, "currency")), -1,
                       SQLITE_STATIC);
     sqlite3_bind_int64(ins, 6, (sqlite3_int64)json_array_size(items));
     sqlite3_bind_text(ins, 7, items_text, -1, SQLITE_STATIC);

@@ -8,6 +8,8 @@
  */
 #include "write/tl_writer.h"
 
+#include "domain/upcast.h"
+
 #include "util/tl_map.h"
 #include "util/tl_money.h"
 #include "util/tl_slog.h"
@@ -254,9 +256,10 @@ static int stage_events(tl_writer *w, batch *b, tl_cmd_request *req, const char 
     e->position = w->next_position++;
     e->stream = stream_copy;
     e->type = d->events[i].type;
-    e->schema_version = 1;
+    e->schema_version = tl_event_schema_version(e->type);
     e->data = data;
     e->metadata = meta;
+    e->recorded_ms = 0; /* the batch's */
     int erc = is_order ? tl_order_evolve(state, e->type, d->events[i].data, b->now_ms)
                        : tl_product_evolve(state, e->type, d->events[i].data, b->now_ms);
     /* A decider must only emit events its evolve accepts: anything else is a bug, and the

@@ -572,14 +572,21 @@ static void test_evolve_order_placed_from_stored_text(void **s) {
       "{\"productId\":\"sku-2\",\"quantity\":1,\"price\":0.2}],"
       "\"shippingAddress\":{\"street\":\"s\",\"city\":\"c\",\"country\":\"US\","
       "\"postalCode\":\"1\"},"
-      "\"total\":0.5}",
+      "\"currency\":\"EUR\",\"total\":0.5}",
       0, NULL);
   assert_non_null(data);
   tl_order_state st;
   tl_order_state_init(&st);
+  /* Without its currency (a v1 event the log did not upcast) the event is refused. */
+  json_t *v1 = json_deep_copy(data);
+  json_object_del(v1, "currency");
+  assert_int_equal(tl_order_evolve(&st, "OrderPlaced", v1, 5000), TL_E_INVALID);
+  json_decref(v1);
+  tl_order_state_clear(&st);
+  tl_order_state_init(&st);
   assert_int_equal(tl_order_evolve(&st, "OrderPlaced", data, 5000), TL_OK);
   assert_int_equal(st.total_minor, 50);
-  assert_string_equal(st.currency, "USD"); /* absent currency means USD */
+  assert_string_equal(st.currency, "EUR");
   assert_int_equal(st.n_items, 2);
   json_decref(data);
   /* The state keeps its own reference to the address. */
