@@ -31,7 +31,11 @@ struct tl_writer {
   tl_cmd_request *q_head, *q_tail;
   int stopping;
   int max_batch;
-  tl_map *orders;   /* order id -> tl_order_state*, LRU-bounded */
+  /* order id -> tl_order_state*, trimmed to order_cache_capacity (LRU) after each batch, never
+   * during one: an order the batch in flight has staged events for holds state the log does
+   * not have yet, and must stay in the cache until the commit (or be dropped if it fails). */
+  tl_map *orders;
+  size_t order_cache_capacity;
   tl_map *products; /* product id -> tl_product_state*, the whole catalog seen so far */
   int64_t next_position;
   int64_t last_expire_ms;
@@ -166,7 +170,7 @@ static void free_state(int is_order, void *state) {
 
 /* The cached state of aggregate `id` (an order or a product), folding its stream from the log
  * on a miss. NULL: no such aggregate, or an I/O error (logged, *io_error set). The pointer is
- * valid until the next insertion into the same cache. */
+ * valid until the end of the batch (the caches only shrink between batches). */
 static void *load_aggregate(tl_writer *w, int is_order, const char *id, int *io_error) {
   tl_map *cache = is_order ? w->orders : w->products;
   void *s = tl_map_get(cache, id);
@@ -498,6 +502,7 @@ static void process_batch(tl_writer *w, tl_cmd_request *list, batch *b) {
     }
   }
   assert(w->next_position == tl_log_head(w->log) + 1);
+  tl_map_trim(w->orders, w->order_cache_capacity);
 
   /* Requests that repeated a key of this batch take the first one's answer. */
   for (tl_cmd_request *r = list; r; r = r->next) {
@@ -563,8 +568,9 @@ int tl_writer_start(tl_writer **out, tl_log *log, const tl_writer_opts *opts, tl
   if (!w) return tl_err_set(err, TL_E_NOMEM, "out of memory");
   w->log = log;
   w->max_batch = opts && opts->max_batch > 0 ? opts->max_batch : 1024;
-  size_t cap = opts && opts->order_cache_capacity ? opts->order_cache_capacity : 100000;
-  w->orders = tl_map_new(cap, free_order);
+  w->order_cache_capacity =
+      opts && opts->order_cache_capacity ? opts->order_cache_capacity : 100000;
+  w->orders = tl_map_new(0, free_order); /* bounded by tl_map_trim between batches */
   w->products = tl_map_new(0, free_product);
   w->next_position = tl_log_head(log) + 1;
   pthread_mutex_init(&w->lock, NULL);

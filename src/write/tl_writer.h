@@ -50,7 +50,7 @@ typedef struct tl_cmd_request {
 } tl_cmd_request;
 
 typedef struct tl_writer_opts {
-  size_t order_cache_capacity; /* aggregates kept in memory (LRU); 0: default 100000 */
+  size_t order_cache_capacity; /* orders kept in memory between batches (LRU); 0: 100000 */
   int max_batch;               /* commands per group commit; 0: default 1024 */
 } tl_writer_opts;
 
