@@ -28,8 +28,8 @@ void tl_cli_usage(int to_stderr) {
           "twinlane %s: a CQRS + event-sourcing server\n\n"
           "usage:\n"
           "  twinlane serve [--data DIR] [--listen HOST:PORT] [--log-level LEVEL]\n"
-          "                 [--ready-lag-ms MS] [--order-cache N] [--http-threads N]\n"
-          "                 [--enable-failpoints]\n"
+          "                 [--ready-lag-ms MS] [--order-cache N] [--snapshot-every N]\n"
+          "                 [--http-threads N] [--enable-failpoints]\n"
           "  twinlane version\n"
           "  twinlane --help\n\n"
           "serve options:\n"
@@ -38,12 +38,14 @@ void tl_cli_usage(int to_stderr) {
           "  --log-level LEVEL   debug, info, warn or error (default info)\n"
           "  --ready-lag-ms MS   /ready fails when a projection lags more (default 5000)\n"
           "  --order-cache N     orders kept in the writer's memory (default 100000)\n"
+          "  --snapshot-every N  snapshot an aggregate's state every N events of its stream\n"
+          "                      (default %d; 0: no snapshots, every load folds the stream)\n"
           "  --http-threads N    HTTP event-loop threads (default: CPUs, at most 8)\n"
           "  --enable-failpoints serve PUT/DELETE /admin/failpoints/{point} (fault injection\n"
           "                      for tests; never in production)\n\n"
           "environment:\n"
           "  TWINLANE_FAILPOINTS  \"point=action;...\" armed at start-up (README: Fail points)\n",
-          TL_VERSION);
+          TL_VERSION, TL_SNAPSHOT_EVERY_DEFAULT);
 }
 
 /* Takes an exclusive lock on DIR/LOCK (creating DIR if needed), held until the process exits:
@@ -90,11 +92,13 @@ int tl_cli_serve(int argc, char **argv) {
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   int http_threads = ncpu > 0 ? (int)(ncpu < 8 ? ncpu : 8) : 2;
   int enable_failpoints = 0;
+  long snapshot_every = TL_SNAPSHOT_EVERY_DEFAULT;
   static const struct option OPTS[] = {
       {"data", required_argument, NULL, 'd'},       {"listen", required_argument, NULL, 'l'},
       {"log-level", required_argument, NULL, 'v'},  {"ready-lag-ms", required_argument, NULL, 'r'},
       {"order-cache", required_argument, NULL, 'c'}, {"http-threads", required_argument, NULL, 't'},
       {"enable-failpoints", no_argument, NULL, 'F'}, {"help", no_argument, NULL, 'h'},
+      {"snapshot-every", required_argument, NULL, 's'},
       {NULL, 0, NULL, 0}};
   int c;
   optind = 1;
@@ -119,6 +123,17 @@ int tl_cli_serve(int argc, char **argv) {
     case 'r': ready_lag_ms = atoi(optarg); break;
     case 'c': order_cache = atol(optarg); break;
     case 't': http_threads = atoi(optarg); break;
+    case 's': {
+      char *end = NULL;
+      snapshot_every = strtol(optarg, &end, 10);
+      if (!end || end == optarg || *end != '\0' || snapshot_every < 0 ||
+          snapshot_every > 1000000000) {
+        fprintf(stderr, "twinlane: --snapshot-every wants a whole number from 0 to 1000000000, "
+                        "got '%s'\n", optarg);
+        return 2;
+      }
+      break;
+    }
     case 'F': enable_failpoints = 1; break;
     case 'h': tl_cli_usage(0); return 0;
     default: tl_cli_usage(1); return 2;
@@ -155,7 +170,8 @@ int tl_cli_serve(int argc, char **argv) {
   tl_http *http = NULL;
   tl_saga *saga = NULL;
   tl_log_opts lo = {.dir = data_dir, .fsync_full = 1};
-  tl_writer_opts wo = {.order_cache_capacity = (size_t)order_cache};
+  tl_writer_opts wo = {.order_cache_capacity = (size_t)order_cache,
+                       .snapshot_every = snapshot_every > 0 ? (int)snapshot_every : -1};
   int exit_code = 1;
   int lock_fd = -1;
   if (tl_db_init_library(&err) != TL_OK) goto out;
@@ -177,9 +193,11 @@ int tl_cli_serve(int argc, char **argv) {
 
   char listen[96], head[24];
   snprintf(listen, sizeof listen, "%s:%u", host, tl_http_port(http));
+  char every[24];
   snprintf(head, sizeof head, "%lld", (long long)tl_log_head(log));
+  snprintf(every, sizeof every, "%ld", snapshot_every);
   tl_slog(TL_SLOG_INFO, NULL, "listening", "listen", listen, "data", data_dir, "logPosition",
-          head, "version", TL_VERSION, NULL);
+          head, "snapshotEvery", every, "version", TL_VERSION, NULL);
 
   int sig = 0;
   sigwait(&stop, &sig);
