@@ -10,8 +10,11 @@
 #   3. --mode orders: durable POST /orders only (group commit under write pressure);
 #   4. --mode flash-sale: one product with little stock, many concurrent single-unit orders;
 #      checks that exactly the stock got RESERVED and reports how long orders take to settle;
-# prints the tables and the ratio of each figure to the ceiling. The server is stopped and
-# its data removed on exit, whatever happens.
+# prints the tables and the ratio of each figure to the ceiling. Then it stops the server and
+# runs BUILD_DIR/twinlane-bench-snapshots (no HTTP, its own log):
+#   5. snapshots: the cold load of a BENCH_SNAPSHOT_EVENTS-event product stream by the writer,
+#      folded in full (snapshots off) and from its snapshot (+ the longest tail).
+# The server is stopped and its data removed on exit, whatever happens.
 #
 # Environment (seconds may have decimals):
 #   BENCH_DURATION_S       measured seconds of the mixed run (default 20)
@@ -23,6 +26,8 @@
 #   BENCH_PRODUCTS         catalogue size (default 100)
 #   BENCH_FLASH_STOCK      flash sale: units on sale (default 100)
 #   BENCH_FLASH_ORDERS     flash sale: single-unit orders placed (default 2000)
+#   BENCH_SNAPSHOT_EVENTS  snapshots: events in the product stream (default 50000)
+#   BENCH_SNAPSHOT_EVERY   snapshots: events between snapshots (default 500, the server's)
 #   BENCH_RESULTS_DIR      when set, the runs' JSON files and server.log are copied there
 # A CI smoke: BENCH_DURATION_S=3 BENCH_WARMUP_S=1 bash bench/run.sh build
 #
@@ -36,6 +41,7 @@ BUILD_DIR=${1:-build}
 [[ $BUILD_DIR = /* ]] || BUILD_DIR="$PWD/$BUILD_DIR"
 SERVER_BIN="$BUILD_DIR/twinlane"
 BENCH_BIN="$BUILD_DIR/twinlane-bench"
+SNAPSHOT_BIN="$BUILD_DIR/twinlane-bench-snapshots"
 
 DURATION_S=${BENCH_DURATION_S:-20}
 WARMUP_S=${BENCH_WARMUP_S:-2}
@@ -44,6 +50,8 @@ READS_PER_WRITE=${BENCH_READS_PER_WRITE:-10}
 PRODUCTS=${BENCH_PRODUCTS:-100}
 FLASH_STOCK=${BENCH_FLASH_STOCK:-100}
 FLASH_ORDERS=${BENCH_FLASH_ORDERS:-2000}
+SNAPSHOT_EVENTS=${BENCH_SNAPSHOT_EVENTS:-50000}
+SNAPSHOT_EVERY=${BENCH_SNAPSHOT_EVERY:-500}
 if [[ -z ${BENCH_HEALTH_S:-} ]]; then
   HEALTH_S=$(awk -v d="$DURATION_S" 'BEGIN { print (d + 0 < 5) ? d : 5 }')
 else
@@ -57,10 +65,11 @@ for pair in "BENCH_DURATION_S=$DURATION_S" "BENCH_HEALTH_S=$HEALTH_S" "BENCH_WAR
 done
 for pair in "BENCH_CONNECTIONS=$CONNECTIONS" "BENCH_READS_PER_WRITE=$READS_PER_WRITE" \
             "BENCH_PRODUCTS=$PRODUCTS" "BENCH_FLASH_STOCK=$FLASH_STOCK" \
-            "BENCH_FLASH_ORDERS=$FLASH_ORDERS"; do
+            "BENCH_FLASH_ORDERS=$FLASH_ORDERS" "BENCH_SNAPSHOT_EVENTS=$SNAPSHOT_EVENTS" \
+            "BENCH_SNAPSHOT_EVERY=$SNAPSHOT_EVERY"; do
   [[ ${pair#*=} =~ ^[0-9]+$ ]] || die "${pair%%=*} must be a whole number"
 done
-for bin in "$SERVER_BIN" "$BENCH_BIN"; do
+for bin in "$SERVER_BIN" "$BENCH_BIN" "$SNAPSHOT_BIN"; do
   [[ -x $bin ]] || die "$bin not found: build first (cmake -S . -B build && cmake --build build)"
 done
 
@@ -223,5 +232,23 @@ if [[ -s $TMP/flash.json ]]; then
     "$(rate "$(json_num "$TMP/flash.json" flash_settle_p50_ms)")" \
     "$(rate "$(json_num "$TMP/flash.json" flash_settle_p99_ms)")" \
     "$(sed -n 's/^  "flash_check": "\([A-Z]*\)",\{0,1\}$/\1/p' "$TMP/flash.json" | head -n 1)"
+fi
+
+# 5. Snapshots: engine only, after the server is gone so that nothing competes for the cores.
+stop_server
+echo
+echo "== 5. snapshots: cold load of a ${SNAPSHOT_EVENTS}-event product stream =="
+rc=0
+TMPDIR="$TMP" "$SNAPSHOT_BIN" --events "$SNAPSHOT_EVENTS" --snapshot-every "$SNAPSHOT_EVERY" \
+  --json "$TMP/snapshots.json" || rc=$?
+if ((rc != 0)); then
+  echo "bench/run.sh: twinlane-bench-snapshots exited with status $rc" >&2
+  ((STATUS != 0)) || STATUS=$rc
+elif [[ -s $TMP/snapshots.json ]]; then
+  echo
+  printf 'snapshots      cold load of %s events: full fold %s ms, from snapshot %s ms (longest tail %s ms)\n' \
+    "$SNAPSHOT_EVENTS" "$(rate "$(json_num "$TMP/snapshots.json" full_fold_ms)")" \
+    "$(rate "$(json_num "$TMP/snapshots.json" snapshot_ms)")" \
+    "$(rate "$(json_num "$TMP/snapshots.json" snapshot_longest_tail_ms)")"
 fi
 exit "$STATUS"

@@ -29,7 +29,8 @@ void tl_cli_usage(int to_stderr) {
           "twinlane %s: a CQRS + event-sourcing server\n\n"
           "usage:\n"
           "  twinlane serve [--data DIR] [--listen HOST:PORT] [--log-level LEVEL]\n"
-          "                 [--ready-lag-ms MS] [--order-cache N] [--http-threads N]\n"
+          "                 [--ready-lag-ms MS] [--order-cache N] [--snapshot-every N]\n"
+          "                 [--http-threads N]\n"
           "                 [--retry-base-ms MS] [--retry-cap-ms MS] [--retry-attempts N]\n"
           "                 [--enable-failpoints]\n"
           "  twinlane dlq [--server HOST:PORT] list [--projection NAME] | retry ID | retry-all |\n"
@@ -46,6 +47,8 @@ void tl_cli_usage(int to_stderr) {
           "  --log-level LEVEL   debug, info, warn or error (default info)\n"
           "  --ready-lag-ms MS   /ready fails when a projection lags more (default 5000)\n"
           "  --order-cache N     orders kept in the writer's memory (default 100000)\n"
+          "  --snapshot-every N  snapshot an aggregate's state every N events of its stream\n"
+          "                      (default %d; 0: no snapshots, every load folds the stream)\n"
           "  --http-threads N    HTTP event-loop threads (default: CPUs, at most 8)\n"
           "  --retry-base-ms MS  first retry delay of a failing projection (default 200)\n"
           "  --retry-cap-ms MS   longest retry delay (default 30000)\n"
@@ -54,7 +57,7 @@ void tl_cli_usage(int to_stderr) {
           "                      for tests; never in production)\n\n"
           "environment:\n"
           "  TWINLANE_FAILPOINTS  \"point=action;...\" armed at start-up (README: Fail points)\n",
-          TL_VERSION);
+          TL_VERSION, TL_SNAPSHOT_EVERY_DEFAULT);
 }
 
 /* Takes an exclusive lock on DIR/LOCK (creating DIR if needed), held until the process exits:
@@ -102,6 +105,7 @@ int tl_cli_serve(int argc, char **argv) {
   int http_threads = ncpu > 0 ? (int)(ncpu < 8 ? ncpu : 8) : 2;
   int enable_failpoints = 0;
   tl_read_opts ro = {.retry_base_ms = 200, .retry_cap_ms = 30000, .retry_attempts = 8};
+  long snapshot_every = TL_SNAPSHOT_EVERY_DEFAULT;
   static const struct option OPTS[] = {
       {"data", required_argument, NULL, 'd'},       {"listen", required_argument, NULL, 'l'},
       {"log-level", required_argument, NULL, 'v'},  {"ready-lag-ms", required_argument, NULL, 'r'},
@@ -110,6 +114,7 @@ int tl_cli_serve(int argc, char **argv) {
       {"retry-cap-ms", required_argument, NULL, 'C'},
       {"retry-attempts", required_argument, NULL, 'A'},
       {"enable-failpoints", no_argument, NULL, 'F'}, {"help", no_argument, NULL, 'h'},
+      {"snapshot-every", required_argument, NULL, 's'},
       {NULL, 0, NULL, 0}};
   int c;
   optind = 1;
@@ -134,6 +139,17 @@ int tl_cli_serve(int argc, char **argv) {
     case 'r': ready_lag_ms = atoi(optarg); break;
     case 'c': order_cache = atol(optarg); break;
     case 't': http_threads = atoi(optarg); break;
+    case 's': {
+      char *end = NULL;
+      snapshot_every = strtol(optarg, &end, 10);
+      if (!end || end == optarg || *end != '\0' || snapshot_every < 0 ||
+          snapshot_every > 1000000000) {
+        fprintf(stderr, "twinlane: --snapshot-every wants a whole number from 0 to 1000000000, "
+                        "got '%s'\n", optarg);
+        return 2;
+      }
+      break;
+    }
     case 'F': enable_failpoints = 1; break;
     case 'B': ro.retry_base_ms = atoi(optarg); break;
     case 'C': ro.retry_cap_ms = atoi(optarg); break;
@@ -179,7 +195,8 @@ int tl_cli_serve(int argc, char **argv) {
   tl_http *http = NULL;
   tl_saga *saga = NULL;
   tl_log_opts lo = {.dir = data_dir, .fsync_full = 1};
-  tl_writer_opts wo = {.order_cache_capacity = (size_t)order_cache};
+  tl_writer_opts wo = {.order_cache_capacity = (size_t)order_cache,
+                       .snapshot_every = snapshot_every > 0 ? (int)snapshot_every : -1};
   int exit_code = 1;
   int lock_fd = -1;
   if (tl_db_init_library(&err) != TL_OK) goto out;
@@ -202,9 +219,11 @@ int tl_cli_serve(int argc, char **argv) {
 
   char listen[96], head[24];
   snprintf(listen, sizeof listen, "%s:%u", host, tl_http_port(http));
+  char every[24];
   snprintf(head, sizeof head, "%lld", (long long)tl_log_head(log));
+  snprintf(every, sizeof every, "%ld", snapshot_every);
   tl_slog(TL_SLOG_INFO, NULL, "listening", "listen", listen, "data", data_dir, "logPosition",
-          head, "version", TL_VERSION, NULL);
+          head, "snapshotEvery", every, "version", TL_VERSION, NULL);
 
   int sig = 0;
   sigwait(&stop, &sig);

@@ -6,7 +6,7 @@
  * events are folded into state (order_evolve / product_evolve: state + event -> state).
  * Nothing here does I/O, takes a lock or reads a clock: every input is a parameter, so the
  * module is tested without a server and the same fold serves the writer, temporal queries and
- * (later) snapshots.
+ * snapshots (states as text and back: snapshot.c).
  *
  * Event types and their data (money as JSON numbers with two decimals):
  *   ProductCreated            {productId, name, category, price, currency, stock}
@@ -192,6 +192,29 @@ int64_t tl_product_reserved_for(const tl_product_state *s, const char *order_id)
  * currency, shippingAddress, createdAt, updatedAt, version, rejectionReason (null unless
  * REJECTED)). New reference. */
 json_t *tl_order_state_json(const tl_order_state *s);
+
+/* ---- Snapshots (snapshot.c) ------------------------------------------------------------------
+ * A folded state as text, so that loading an aggregate is "decode the latest snapshot, fold the
+ * events after its version" instead of a fold of the whole stream. The text carries every field
+ * of the state (product reservations per order included) at a schema version; a snapshot of
+ * another schema version, or text that is not a valid snapshot, is refused and the caller folds
+ * the whole stream instead. Bump a schema version whenever its layout or the meaning of a
+ * state field changes. */
+#define TL_ORDER_SNAPSHOT_SCHEMA 1
+#define TL_PRODUCT_SNAPSHOT_SCHEMA 1
+
+/* The state as snapshot text (compact JSON) of the current schema version. Returns a malloc'd
+ * string the caller frees, or NULL when out of memory. */
+char *tl_order_snapshot_encode(const tl_order_state *s);
+char *tl_product_snapshot_encode(const tl_product_state *s);
+
+/* Rebuilds *out (initialised by the call, released by the caller with tl_*_state_clear) from
+ * snapshot text (NUL-terminated) stored at schema_version. Returns 0; TL_E_INVALID when
+ * schema_version is not the current one or text is not a valid snapshot (a missing or mistyped
+ * member, a string too long for its field, a version below 1, reservations that do not add up
+ * to reserved); TL_E_NOMEM. On failure *out is an empty state (version 0). */
+int tl_order_snapshot_decode(tl_order_state *out, int schema_version, const char *text);
+int tl_product_snapshot_decode(tl_product_state *out, int schema_version, const char *text);
 
 /* Stream names: "order-<id>", "product-<id>". out must hold at least 80 bytes. */
 void tl_stream_name(char *out, size_t len, bool is_order, const char *id);

@@ -183,6 +183,15 @@ static int evolve_placed(tl_order_state *s, const json_t *data, int64_t ms) {
     lines[i].quantity = json_integer_value(json_object_get(it, "quantity"));
     total += lines[i].quantity * lines[i].price_minor;
   }
+  /* The state owns its own copy of the address: data may share it with the command, which
+   * another thread (the HTTP request's) releases, and jansson's reference counts are not
+   * meant to be shared between threads. */
+  const json_t *ship = json_object_get(data, "shippingAddress");
+  json_t *ship_copy = ship ? json_deep_copy(ship) : NULL;
+  if (ship && !ship_copy) {
+    free(lines);
+    return TL_E_NOMEM;
+  }
   free(s->items);
   s->items = lines;
   s->n_items = (int)n;
@@ -191,7 +200,7 @@ static int evolve_placed(tl_order_state *s, const json_t *data, int64_t ms) {
   snprintf(s->currency, sizeof s->currency, "%s", cur);
   s->total_minor = total;
   json_decref(s->shipping);
-  s->shipping = json_incref(json_object_get(data, "shippingAddress"));
+  s->shipping = ship_copy;
   s->status = TL_ORDER_PENDING;
   s->created_ms = ms;
   return TL_OK;

@@ -51,6 +51,29 @@ char *tl_metrics_text(tl_app *app) {
                 (long long)head, (unsigned long long)atomic_load(&tl_g_stats.events_appended),
                 (unsigned long long)atomic_load(&tl_g_stats.fsyncs));
   tl_hist_render(&b, "tl_group_commit_batch_size", "", &tl_g_stats.batch_size);
+  tl_buf_printf(
+      &b,
+      "# HELP tl_aggregate_loads_total Aggregates loaded into the writer's cache, by source: a "
+      "full fold of the log, or a snapshot and the events after it.\n"
+      "# TYPE tl_aggregate_loads_total counter\n"
+      "tl_aggregate_loads_total{from=\"log\"} %llu\ntl_aggregate_loads_total{from=\"snapshot\"} "
+      "%llu\n"
+      "# HELP tl_aggregate_load_events_total Events folded by aggregate loads.\n"
+      "# TYPE tl_aggregate_load_events_total counter\ntl_aggregate_load_events_total %llu\n"
+      "# HELP tl_snapshots_written_total Aggregate snapshots stored.\n"
+      "# TYPE tl_snapshots_written_total counter\ntl_snapshots_written_total %llu\n"
+      "# HELP tl_snapshots_ignored_total Stored snapshots not used (another schema version, "
+      "unreadable, or not matching the log): the stream was folded in full.\n"
+      "# TYPE tl_snapshots_ignored_total counter\ntl_snapshots_ignored_total %llu\n"
+      "# HELP tl_snapshot_write_errors_total Snapshot writes that failed (commands are not "
+      "affected).\n"
+      "# TYPE tl_snapshot_write_errors_total counter\ntl_snapshot_write_errors_total %llu\n",
+      (unsigned long long)atomic_load(&tl_g_stats.loads_from_log),
+      (unsigned long long)atomic_load(&tl_g_stats.loads_from_snapshot),
+      (unsigned long long)atomic_load(&tl_g_stats.load_events),
+      (unsigned long long)atomic_load(&tl_g_stats.snapshots_written),
+      (unsigned long long)atomic_load(&tl_g_stats.snapshots_ignored),
+      (unsigned long long)atomic_load(&tl_g_stats.snapshot_write_errors));
 
   tl_proj_status st[16];
   int n = tl_read_status(app->read, st, 16);

@@ -4,7 +4,13 @@
  *
  * Schema: events(position INTEGER PRIMARY KEY, stream, version, type, schema_version, data,
  * metadata, recorded_at) with UNIQUE(stream, version); idempotency(key PRIMARY KEY, fingerprint,
- * status, body, position, created_at). A batch is one BEGIN IMMEDIATE ... COMMIT.
+ * status, body, position, created_at); snapshots(stream PRIMARY KEY, version, schema_version,
+ * state), the latest snapshot of each stream. A batch is one BEGIN IMMEDIATE ... COMMIT.
+ *
+ * Snapshots are written on a second connection with synchronous=NORMAL: its commits do not
+ * fsync, so a snapshot never costs the write lane an fsync. The WAL is one file, so the next
+ * group commit's fsync (or a checkpoint) makes the snapshot durable too; a crash before that
+ * may lose the snapshot, never an event, and WAL recovery never keeps half a transaction.
  */
 #include "log/tl_log_int.h"
 #include "util/tl_db.h"
@@ -18,7 +24,8 @@
 #include <sys/stat.h>
 
 typedef struct sqlite_log {
-  tl_db *w; /* the writer's connection */
+  tl_db *w;    /* the writer's connection */
+  tl_db *snap; /* the writer thread's connection for snapshots (synchronous=NORMAL) */
   char path[PATH_MAX];
 } sqlite_log;
 
@@ -31,7 +38,10 @@ static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS idempotency("
     " key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, status INTEGER NOT NULL,"
     " body TEXT NOT NULL, position INTEGER NOT NULL, created_at INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency(created_at);";
+    "CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency(created_at);"
+    "CREATE TABLE IF NOT EXISTS snapshots("
+    " stream TEXT PRIMARY KEY, version INTEGER NOT NULL, schema_version INTEGER NOT NULL,"
+    " state TEXT NOT NULL);";
 
 static const char SQL_INSERT_EVENT[] =
     "INSERT INTO events(position, stream, version, type, schema_version, data, metadata,"
@@ -48,6 +58,10 @@ static const char SQL_READ_ALL[] =
 static const char SQL_IDEM_GET[] =
     "SELECT fingerprint, status, body, position FROM idempotency WHERE key = ?";
 static const char SQL_IDEM_EXPIRE[] = "DELETE FROM idempotency WHERE created_at < ?";
+static const char SQL_PUT_SNAPSHOT[] =
+    "INSERT OR REPLACE INTO snapshots(stream, version, schema_version, state) VALUES(?,?,?,?)";
+static const char SQL_GET_SNAPSHOT[] =
+    "SELECT version, schema_version, state FROM snapshots WHERE stream = ?";
 
 static int sq_open(void **impl, const tl_log_opts *opts, int64_t *head, tl_err *err) {
   *impl = NULL;
@@ -74,7 +88,9 @@ static int sq_open(void **impl, const tl_log_opts *opts, int64_t *head, tl_err *
     else rc = tl_db_fail(l->w, sqlite3_errcode(l->w->db), "read head", err);
     sqlite3_reset(st);
   }
+  if (rc == TL_OK) rc = tl_db_open(&l->snap, l->path, 0, "NORMAL", err);
   if (rc != TL_OK) {
+    tl_db_close(l->snap);
     tl_db_close(l->w);
     free(l);
     return rc;
@@ -86,6 +102,7 @@ static int sq_open(void **impl, const tl_log_opts *opts, int64_t *head, tl_err *
 static void sq_close(void *impl) {
   sqlite_log *l = impl;
   if (!l) return;
+  tl_db_close(l->snap);
   tl_db_close(l->w);
   free(l);
 }
@@ -151,6 +168,50 @@ static int sq_idem_expire(void *impl, int64_t before_ms, tl_err *err) {
   if (!st) return TL_E_IO;
   sqlite3_bind_int64(st, 1, before_ms);
   return step_done(l->w, st, "expire idempotency keys", err);
+}
+
+static int sq_snapshots_put(void *impl, const tl_snapshot_in *snaps, size_t n, tl_err *err) {
+  sqlite_log *l = impl;
+  tl_db *d = l->snap;
+  int rc = tl_db_exec(d, "BEGIN IMMEDIATE", err);
+  for (size_t i = 0; i < n && rc == TL_OK; i++) {
+    sqlite3_stmt *st = tl_db_stmt(d, SQL_PUT_SNAPSHOT, err);
+    if (!st) {
+      rc = TL_E_IO;
+      break;
+    }
+    sqlite3_bind_text(st, 1, snaps[i].stream, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, snaps[i].version);
+    sqlite3_bind_int(st, 3, snaps[i].schema_version);
+    sqlite3_bind_text(st, 4, snaps[i].state, -1, SQLITE_STATIC);
+    rc = step_done(d, st, "store snapshot", err);
+  }
+  if (rc == TL_OK) rc = tl_db_exec(d, "COMMIT", err);
+  if (rc != TL_OK && !sqlite3_get_autocommit(d->db))
+    sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+  return rc;
+}
+
+static int sq_snapshot_get(void *rimpl, const char *stream, tl_snapshot *out, tl_err *err) {
+  tl_db *d = rimpl;
+  sqlite3_stmt *st = tl_db_stmt(d, SQL_GET_SNAPSHOT, err);
+  if (!st) return TL_E_IO;
+  sqlite3_bind_text(st, 1, stream, -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_DONE) {
+    sqlite3_reset(st);
+    return TL_E_NOTFOUND;
+  }
+  if (rc != SQLITE_ROW) {
+    sqlite3_reset(st);
+    return tl_db_fail(d, rc, "read snapshot", err);
+  }
+  out->version = sqlite3_column_int64(st, 0);
+  out->schema_version = sqlite3_column_int(st, 1);
+  out->state = tl_db_column_strdup(st, 2);
+  sqlite3_reset(st);
+  if (!out->state) return tl_err_set(err, TL_E_NOMEM, "out of memory");
+  return TL_OK;
 }
 
 static int sq_reader_open(void *impl, void **rimpl, tl_err *err) {
@@ -251,4 +312,6 @@ const tl_log_backend tl_log_sqlite_backend = {
     .read_stream = sq_read_stream,
     .read_all = sq_read_all,
     .idem_get = sq_idem_get,
+    .snapshots_put = sq_snapshots_put,
+    .snapshot_get = sq_snapshot_get,
 };

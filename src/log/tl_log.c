@@ -240,3 +240,15 @@ int tl_log_idem_get(tl_log_reader *r, const char *key, tl_idem_record *rec, tl_e
 int tl_log_idem_expire(tl_log *log, int64_t before_ms, tl_err *err) {
   return log->be->idem_expire(log->impl, before_ms, err);
 }
+
+int tl_log_snapshots_put(tl_log *log, const tl_snapshot_in *snaps, size_t n, tl_err *err) {
+  if (n == 0) return TL_OK;
+  if (tl_fp("log.snapshot"))
+    return tl_err_set(err, TL_E_IO, "snapshot write failed (fail point log.snapshot)");
+  return log->be->snapshots_put(log->impl, snaps, n, err);
+}
+
+int tl_log_snapshot_get(tl_log_reader *r, const char *stream, tl_snapshot *out, tl_err *err) {
+  memset(out, 0, sizeof *out);
+  return r->be->snapshot_get(r->impl, stream, out, err);
+}

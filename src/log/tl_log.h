@@ -4,7 +4,8 @@
  * An append-only sequence of events, each with a global position (1, 2, 3 ... with no gaps), a
  * stream and a per-stream version (1, 2, 3 ... with no gaps), a type, a schema version, JSON
  * data and JSON metadata, and the time it was recorded. Idempotency records (key -> stored
- * response) are written in the same transaction as the events they answer for.
+ * response) are written in the same transaction as the events they answer for. Snapshots of
+ * folded aggregate states are kept beside the events, one per stream, outside the appends.
  *
  * One writer appends (tl_log_append is called by one thread at a time); any number of readers
  * read through their own tl_log_reader handles. The storage sits behind a backend vtable
@@ -86,6 +87,22 @@ typedef struct tl_idem_record {
   int64_t position;
 } tl_idem_record;
 
+/* A snapshot to store: a stream's folded state at a version (see "Snapshots" in
+ * docs/architecture.md). Strings borrowed for the duration of the call. */
+typedef struct tl_snapshot_in {
+  const char *stream;
+  int64_t version;    /* the stream version the state reflects; its events are durable */
+  int schema_version; /* the layout of state (TL_*_SNAPSHOT_SCHEMA) */
+  const char *state;  /* the state as text */
+} tl_snapshot_in;
+
+/* A snapshot read back. state is owned: free(). */
+typedef struct tl_snapshot {
+  int64_t version;
+  int schema_version;
+  char *state;
+} tl_snapshot;
+
 typedef struct tl_log_opts {
   const char *dir;   /* data directory; the log lives in <dir>/events.db */
   int fsync_full;    /* 1 (default behaviour): synchronous=FULL */
@@ -138,6 +155,18 @@ int tl_log_idem_get(tl_log_reader *r, const char *key, tl_idem_record *rec, tl_e
 
 /* Deletes idempotency records created before before_ms. Writer thread only. */
 int tl_log_idem_expire(tl_log *log, int64_t before_ms, tl_err *err);
+
+/* Stores snapshots, each replacing its stream's previous one (later entries of snaps win), in
+ * one atomic write. Writer thread only, and only for versions whose events are already durable,
+ * so a snapshot never describes events the log does not have. A snapshot is an optimisation:
+ * the write is not waited for to become durable (SQLite: no fsync of its own; it is made
+ * durable by the next group commit or checkpoint), so a crash may lose it, never half of it.
+ * Returns 0, or TL_E_IO with nothing changed (fail point log.snapshot). */
+int tl_log_snapshots_put(tl_log *log, const tl_snapshot_in *snaps, size_t n, tl_err *err);
+
+/* The latest snapshot of stream, as stored: the caller checks its schema version and content.
+ * Returns 0 with *out filled (caller frees out->state), TL_E_NOTFOUND, TL_E_NOMEM or TL_E_IO. */
+int tl_log_snapshot_get(tl_log_reader *r, const char *stream, tl_snapshot *out, tl_err *err);
 
 /* The writer's own reader (same connection as appends: sees its own writes). Writer thread
  * only. */

@@ -27,6 +27,10 @@ typedef struct tl_log_backend {
   int (*read_all)(void *rimpl, int64_t from_position, int limit, tl_event_fn fn, void *arg,
                   tl_err *err);
   int (*idem_get)(void *rimpl, const char *key, tl_idem_record *rec, tl_err *err);
+  /* Snapshots: put replaces each stream's snapshot in one atomic write that need not be
+   * durable yet; get reads the stored one (TL_E_NOTFOUND when there is none). */
+  int (*snapshots_put)(void *impl, const tl_snapshot_in *snaps, size_t n, tl_err *err);
+  int (*snapshot_get)(void *rimpl, const char *stream, tl_snapshot *out, tl_err *err);
 } tl_log_backend;
 
 extern const tl_log_backend tl_log_sqlite_backend;

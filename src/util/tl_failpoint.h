@@ -38,7 +38,7 @@ static inline int tl_fp(const char *point) {
   return atomic_load_explicit(&tl_fp_armed, memory_order_relaxed) ? tl_fp_eval(point) : 0;
 }
 
-/* Is `point` a name twinlane has (log.append, log.fsync, projection.<name>.apply,
+/* Is `point` a name twinlane has (log.append, log.fsync, log.snapshot, projection.<name>.apply,
  * saga.<name>.step)? Names of projections and process managers are not checked here. */
 int tl_fp_known(const char *point);
 

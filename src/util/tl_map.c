@@ -134,10 +134,7 @@ int tl_map_put(tl_map *m, const char *key, void *value) {
   *pp = e;
   lru_push_front(m, e);
   m->size++;
-  if (m->capacity && m->size > m->capacity) {
-    entry *old = m->lru_tail;
-    drop(m, find_slot(m, old->key, old->hash));
-  }
+  if (m->capacity) tl_map_trim(m, m->capacity);
   if (m->size > m->n_buckets) grow(m);
   return 0;
 }
@@ -145,6 +142,21 @@ int tl_map_put(tl_map *m, const char *key, void *value) {
 void tl_map_remove(tl_map *m, const char *key) {
   entry **pp = find_slot(m, key, hash_str(key));
   if (*pp) drop(m, pp);
+}
+
+void tl_map_trim(tl_map *m, size_t max_size) {
+  while (m->size > max_size) {
+    entry *old = m->lru_tail;
+    drop(m, find_slot(m, old->key, old->hash));
+  }
+}
+
+int tl_map_each(const tl_map *m, int (*fn)(void *arg, const char *key, void *value), void *arg) {
+  for (const entry *e = m->lru_head; e; e = e->next) {
+    int rc = fn(arg, e->key, e->value);
+    if (rc) return rc;
+  }
+  return 0;
 }
 
 size_t tl_map_size(const tl_map *m) {

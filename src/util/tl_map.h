@@ -26,6 +26,14 @@ int tl_map_put(tl_map *m, const char *key, void *value);
 /* Removes key (freeing its value) if present. */
 void tl_map_remove(tl_map *m, const char *key);
 
+/* Evicts least recently used entries (freeing their values) until at most max_size remain. */
+void tl_map_trim(tl_map *m, size_t max_size);
+
+/* Calls fn(arg, key, value) for every entry, most recently used first, without changing the
+ * order; fn must not modify the map. Stops early when fn returns non-zero, and returns that
+ * value (0 when every entry was visited). */
+int tl_map_each(const tl_map *m, int (*fn)(void *arg, const char *key, void *value), void *arg);
+
 size_t tl_map_size(const tl_map *m);
 
 #endif

@@ -14,6 +14,12 @@ void tl_stats_init(void) {
   }
   atomic_init(&tl_g_stats.events_appended, 0);
   atomic_init(&tl_g_stats.fsyncs, 0);
+  atomic_init(&tl_g_stats.loads_from_log, 0);
+  atomic_init(&tl_g_stats.loads_from_snapshot, 0);
+  atomic_init(&tl_g_stats.load_events, 0);
+  atomic_init(&tl_g_stats.snapshots_written, 0);
+  atomic_init(&tl_g_stats.snapshots_ignored, 0);
+  atomic_init(&tl_g_stats.snapshot_write_errors, 0);
   tl_hist_init(&tl_g_stats.batch_size, TL_HIST_BATCH, TL_HIST_BATCH_N);
   tl_hist_init(&tl_g_stats.visible_lag, TL_HIST_SECONDS, TL_HIST_SECONDS_N);
 }

@@ -33,6 +33,13 @@ typedef struct tl_stats {
   _Atomic uint64_t events_appended;
   _Atomic uint64_t fsyncs;
   tl_hist batch_size;      /* commands per durable commit */
+  /* Aggregate loads (writer cache misses) and snapshots, see docs/architecture.md. */
+  _Atomic uint64_t loads_from_log;       /* full folds: no usable snapshot */
+  _Atomic uint64_t loads_from_snapshot;  /* snapshot + tail */
+  _Atomic uint64_t load_events;          /* events folded by loads (the tails, with snapshots) */
+  _Atomic uint64_t snapshots_written;
+  _Atomic uint64_t snapshots_ignored;    /* another schema version, unreadable, or inconsistent */
+  _Atomic uint64_t snapshot_write_errors;
   tl_hist visible_lag;     /* event recorded -> committed in the read models, seconds */
 } tl_stats;
 

@@ -5,6 +5,15 @@
  *   - w->next_position == tl_log_head(log) + 1 between batches;
  *   - a cached aggregate's version equals the number of its events in the log, except for
  *     aggregates touched by the batch in flight (dropped from the cache if the batch fails).
+ *
+ * Snapshots: every snapshot_every events of a stream (when a staged event's version is a
+ * multiple of it), and after a load that had to fold at least that many events, the state is
+ * encoded at once and queued; the queue is stored after the batch's commit succeeded and its
+ * commands were answered, or dropped with the batch if the commit failed. So a stored snapshot
+ * only ever describes durable events, and storing one can delay the next batch but never fail
+ * or hold back a command. A load takes the stream's snapshot if its schema version is current,
+ * it decodes, and its version is in the log, then folds the events after it; anything else
+ * folds the whole stream (and the next snapshot replaces the unusable one).
  */
 #include "write/tl_writer.h"
 
@@ -17,6 +26,7 @@
 #include "util/tl_time.h"
 
 #include <assert.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,10 +43,23 @@ struct tl_writer {
   tl_cmd_request *q_head, *q_tail;
   int stopping;
   int max_batch;
-  tl_map *orders;   /* order id -> tl_order_state*, LRU-bounded */
+  /* order id -> tl_order_state*, trimmed to order_cache_capacity (LRU) after each batch, never
+   * during one: an order the batch in flight has staged events for holds state the log does
+   * not have yet, and must stay in the cache until the commit (or be dropped if it fails). */
+  tl_map *orders;
+  size_t order_cache_capacity;
   tl_map *products; /* product id -> tl_product_state*, the whole catalog seen so far */
   int64_t next_position;
   int64_t last_expire_ms;
+  int64_t snapshot_every; /* events between snapshots of a stream; 0: snapshots off */
+  /* Snapshots taken during the batch in flight, stored after its commit. Owned strings. */
+  struct pending_snapshot {
+    char stream[96];
+    int64_t version;
+    int schema_version;
+    char *state;
+  } *snaps;
+  size_t n_snaps, cap_snaps;
 };
 
 /* What one batch is about to append. Strings in events/idem are owned by `owned`. */
@@ -123,16 +146,77 @@ void tl_request_fingerprint(const char *method, const char *path, const char *bo
   snprintf(out, 33, "%016llx%016llx", (unsigned long long)h1, (unsigned long long)h2);
 }
 
+/* ---- snapshots ---------------------------------------------------------------------------- */
+
+static int64_t state_version(int is_order, const void *state) {
+  return is_order ? ((const tl_order_state *)state)->version
+                  : ((const tl_product_state *)state)->version;
+}
+
+/* Encodes state (at its current version) and queues it to be stored after the batch commits.
+ * Out of memory only costs the snapshot. */
+static void take_snapshot(tl_writer *w, const char *stream, int is_order, const void *state) {
+  if (grow((void **)&w->snaps, &w->cap_snaps, w->n_snaps + 1, sizeof *w->snaps)) return;
+  char *text = is_order ? tl_order_snapshot_encode(state) : tl_product_snapshot_encode(state);
+  if (!text) return;
+  struct pending_snapshot *p = &w->snaps[w->n_snaps++];
+  snprintf(p->stream, sizeof p->stream, "%s", stream);
+  p->version = state_version(is_order, state);
+  p->schema_version = is_order ? TL_ORDER_SNAPSHOT_SCHEMA : TL_PRODUCT_SNAPSHOT_SCHEMA;
+  p->state = text;
+}
+
+static void drop_snapshots(tl_writer *w) {
+  for (size_t i = 0; i < w->n_snaps; i++) free(w->snaps[i].state);
+  w->n_snaps = 0;
+}
+
+/* Stores the snapshots taken during a batch whose commit succeeded. A failure is logged and
+ * counted, nothing else: the loads of those streams just fold more events. */
+static void store_snapshots(tl_writer *w) {
+  if (w->n_snaps == 0) return;
+  tl_snapshot_in *in = malloc(w->n_snaps * sizeof *in);
+  tl_err err = {0};
+  int rc = TL_E_NOMEM;
+  if (in) {
+    for (size_t i = 0; i < w->n_snaps; i++)
+      in[i] = (tl_snapshot_in){w->snaps[i].stream, w->snaps[i].version,
+                               w->snaps[i].schema_version, w->snaps[i].state};
+    rc = tl_log_snapshots_put(w->log, in, w->n_snaps, &err);
+    free(in);
+  }
+  if (rc == TL_OK) {
+    atomic_fetch_add(&tl_g_stats.snapshots_written, w->n_snaps);
+  } else {
+    atomic_fetch_add(&tl_g_stats.snapshot_write_errors, 1);
+    tl_slog(TL_SLOG_WARN, NULL, "storing snapshots failed; loads fold more events", "error",
+            rc == TL_E_NOMEM ? "out of memory" : err.msg, NULL);
+  }
+  drop_snapshots(w);
+}
+
 /* ---- loading aggregates ------------------------------------------------------------------ */
 
 typedef struct fold_ctx {
   int is_order;
   void *state;
+  int64_t snapshot_version; /* > 0: the first event read must be this version; not folded */
+  int snapshot_mismatch;    /* it was not: the snapshot does not match the log */
+  int64_t n_folded;
   int rc;
 } fold_ctx;
 
 static int fold_event(void *arg, const tl_event *ev) {
   fold_ctx *f = arg;
+  if (f->snapshot_version > 0) {
+    /* The tail starts at the snapshot's own event: proof that the log has that version. */
+    if (ev->version != f->snapshot_version) {
+      f->snapshot_mismatch = 1;
+      return 1;
+    }
+    f->snapshot_version = 0;
+    return 0;
+  }
   json_t *data = json_loads(ev->data, 0, NULL);
   if (!data) {
     f->rc = TL_E_IO;
@@ -141,6 +225,7 @@ static int fold_event(void *arg, const tl_event *ev) {
   if (f->is_order) tl_order_evolve(f->state, ev->type, data, ev->recorded_ms);
   else tl_product_evolve(f->state, ev->type, data, ev->recorded_ms);
   json_decref(data);
+  f->n_folded++;
   return 0;
 }
 
@@ -148,11 +233,6 @@ static void free_order(void *p) {
   if (!p) return;
   tl_order_state_clear(p);
   free(p);
-}
-
-static int64_t state_version(int is_order, const void *state) {
-  return is_order ? ((const tl_order_state *)state)->version
-                  : ((const tl_product_state *)state)->version;
 }
 
 static void free_product(void *p) {
@@ -166,9 +246,59 @@ static void free_state(int is_order, void *state) {
   else free_product(state);
 }
 
-/* The cached state of aggregate `id` (an order or a product), folding its stream from the log
- * on a miss. NULL: no such aggregate, or an I/O error (logged, *io_error set). The pointer is
- * valid until the next insertion into the same cache. */
+static void reset_state(int is_order, void *state) {
+  if (is_order) {
+    tl_order_state_clear(state);
+    tl_order_state_init(state);
+  } else {
+    tl_product_state_clear(state);
+    tl_product_state_init(state);
+  }
+}
+
+static void snapshot_ignored(const char *stream, const char *why) {
+  atomic_fetch_add(&tl_g_stats.snapshots_ignored, 1);
+  tl_slog(TL_SLOG_INFO, NULL, "snapshot ignored; folding the whole stream", "stream", stream,
+          "reason", why, NULL);
+}
+
+/* Fills the empty state s from stream's stored snapshot. Returns 1 when s now holds a usable
+ * snapshot (whose version the tail read must still find in the log), else 0 with s empty: no
+ * snapshot, one of another schema version or unreadable (counted as ignored), or a read error
+ * (logged: the full fold that follows meets the same storage). */
+static int restore_snapshot(tl_writer *w, int is_order, const char *id, const char *stream,
+                            void *s) {
+  tl_snapshot snap;
+  tl_err err = {0};
+  int rc = tl_log_snapshot_get(tl_log_writer_reader(w->log), stream, &snap, &err);
+  if (rc == TL_E_NOTFOUND) return 0;
+  if (rc != TL_OK) {
+    tl_slog(TL_SLOG_WARN, NULL, "reading a snapshot failed", "stream", stream, "error", err.msg,
+            NULL);
+    return 0;
+  }
+  int expected = is_order ? TL_ORDER_SNAPSHOT_SCHEMA : TL_PRODUCT_SNAPSHOT_SCHEMA;
+  rc = is_order ? tl_order_snapshot_decode(s, snap.schema_version, snap.state)
+                : tl_product_snapshot_decode(s, snap.schema_version, snap.state);
+  const char *state_id = is_order ? ((tl_order_state *)s)->order_id
+                                  : ((tl_product_state *)s)->product_id;
+  const char *why = NULL;
+  if (snap.schema_version != expected) why = "another schema version";
+  else if (rc == TL_E_NOMEM) why = "out of memory";
+  else if (rc != TL_OK) why = "unreadable";
+  else if (state_version(is_order, s) != snap.version || strcmp(state_id, id) != 0)
+    why = "does not match its row";
+  free(snap.state);
+  if (!why) return 1;
+  reset_state(is_order, s);
+  snapshot_ignored(stream, why);
+  return 0;
+}
+
+/* The cached state of aggregate `id` (an order or a product), loaded on a miss from its
+ * snapshot and the events after it, or by folding its whole stream. NULL: no such aggregate,
+ * or an I/O error (logged, *io_error set). The pointer is valid until the end of the batch
+ * (the caches only shrink between batches). */
 static void *load_aggregate(tl_writer *w, int is_order, const char *id, int *io_error) {
   tl_map *cache = is_order ? w->orders : w->products;
   void *s = tl_map_get(cache, id);
@@ -182,15 +312,34 @@ static void *load_aggregate(tl_writer *w, int is_order, const char *id, int *io_
   else tl_product_state_init(s);
   char stream[96];
   tl_stream_name(stream, sizeof stream, is_order, id);
-  fold_ctx f = {is_order, s, TL_OK};
+  int from_snapshot = w->snapshot_every > 0 && restore_snapshot(w, is_order, id, stream, s);
+  fold_ctx f = {is_order, s, from_snapshot ? state_version(is_order, s) : 0, 0, 0, TL_OK};
   tl_err err = {0};
-  int rc = tl_log_read_stream(tl_log_writer_reader(w->log), stream, 1, 0, fold_event, &f, &err);
+  int rc = tl_log_read_stream(tl_log_writer_reader(w->log), stream,
+                              from_snapshot ? f.snapshot_version : 1, 0, fold_event, &f, &err);
+  if (from_snapshot && (f.snapshot_mismatch || (rc == TL_OK && f.snapshot_version > 0))) {
+    /* The snapshot claims a version the log does not have: fold the whole stream. */
+    snapshot_ignored(stream, "its version is not in the log");
+    reset_state(is_order, s);
+    from_snapshot = 0;
+    f = (fold_ctx){is_order, s, 0, 0, 0, TL_OK};
+    rc = tl_log_read_stream(tl_log_writer_reader(w->log), stream, 1, 0, fold_event, &f, &err);
+  }
   if (rc != TL_OK || f.rc != TL_OK) {
     tl_slog(TL_SLOG_ERROR, NULL, "loading an aggregate failed", "stream", stream, "error",
             err.msg, NULL);
     *io_error = 1;
   } else if (state_version(is_order, s) > 0) {
-    if (tl_map_put(cache, id, s) == 0) return s;
+    if (tl_map_put(cache, id, s) == 0) {
+      atomic_fetch_add(from_snapshot ? &tl_g_stats.loads_from_snapshot : &tl_g_stats.loads_from_log,
+                       1);
+      atomic_fetch_add(&tl_g_stats.load_events, (uint64_t)f.n_folded);
+      /* A long fold (no snapshot yet, an unusable one, or one far behind): snapshot now rather
+       * than at the next multiple of snapshot_every. */
+      if (w->snapshot_every > 0 && f.n_folded >= w->snapshot_every)
+        take_snapshot(w, stream, is_order, s);
+      return s;
+    }
     *io_error = 1;
   }
   free_state(is_order, s);
@@ -269,6 +418,8 @@ static int stage_events(tl_writer *w, batch *b, tl_cmd_request *req, const char 
     e->version = *version;
     req->position = e->position;
     req->version = *version;
+    if (w->snapshot_every > 0 && *version % w->snapshot_every == 0)
+      take_snapshot(w, stream, is_order, state);
   }
   req->n_events = d->n_events;
   if (d->n_events == 0) { /* a no-op decision: the aggregate stays as it is */
@@ -501,6 +652,7 @@ static void process_batch(tl_writer *w, tl_cmd_request *list, batch *b) {
     }
   }
   assert(w->next_position == tl_log_head(w->log) + 1);
+  tl_map_trim(w->orders, w->order_cache_capacity);
 
   /* Requests that repeated a key of this batch take the first one's answer. */
   for (tl_cmd_request *r = list; r; r = r->next) {
@@ -525,6 +677,9 @@ static void process_batch(tl_writer *w, tl_cmd_request *list, batch *b) {
     r = next;
   }
   (void)n_requests;
+  /* Snapshots only after the answers: they are an optimisation and must not delay one. */
+  if (failed) drop_snapshots(w);
+  else store_snapshots(w);
 }
 
 static void *writer_main(void *arg) {
@@ -566,10 +721,13 @@ int tl_writer_start(tl_writer **out, tl_log *log, const tl_writer_opts *opts, tl
   if (!w) return tl_err_set(err, TL_E_NOMEM, "out of memory");
   w->log = log;
   w->max_batch = opts && opts->max_batch > 0 ? opts->max_batch : 1024;
-  size_t cap = opts && opts->order_cache_capacity ? opts->order_cache_capacity : 100000;
-  w->orders = tl_map_new(cap, free_order);
+  w->order_cache_capacity =
+      opts && opts->order_cache_capacity ? opts->order_cache_capacity : 100000;
+  w->orders = tl_map_new(0, free_order); /* bounded by tl_map_trim between batches */
   w->products = tl_map_new(0, free_product);
   w->next_position = tl_log_head(log) + 1;
+  int every = opts ? opts->snapshot_every : 0;
+  w->snapshot_every = every == 0 ? TL_SNAPSHOT_EVERY_DEFAULT : every < 0 ? 0 : every;
   pthread_mutex_init(&w->lock, NULL);
   pthread_cond_init(&w->cond, NULL);
   if (!w->orders || !w->products) {
@@ -595,6 +753,8 @@ void tl_writer_stop(tl_writer *w) {
   pthread_cond_signal(&w->cond);
   pthread_mutex_unlock(&w->lock);
   pthread_join(w->thread, NULL);
+  drop_snapshots(w);
+  free(w->snaps);
   tl_map_free(w->orders);
   tl_map_free(w->products);
   pthread_cond_destroy(&w->cond);

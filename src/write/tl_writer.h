@@ -10,6 +10,10 @@
  * idempotency records go to the log in one transaction with one fsync (group commit). Nobody is
  * answered before that fsync; if it fails, every command in the batch fails with 503, nothing
  * is acknowledged, and the cached state of the aggregates it touched is dropped.
+ *
+ * An aggregate missing from the cache is loaded from its latest snapshot and the events after
+ * it (or from its whole stream); snapshots are taken every snapshot_every events of a stream
+ * and stored after the commit that made those events durable (tl_writer.c says how).
  */
 #ifndef TL_WRITER_H
 #define TL_WRITER_H
@@ -49,13 +53,18 @@ typedef struct tl_cmd_request {
   struct tl_cmd_request *replay_of; /* an earlier request of the batch with the same key */
 } tl_cmd_request;
 
+#define TL_SNAPSHOT_EVERY_DEFAULT 500
+
 typedef struct tl_writer_opts {
-  size_t order_cache_capacity; /* aggregates kept in memory (LRU); 0: default 100000 */
+  size_t order_cache_capacity; /* orders kept in memory between batches (LRU); 0: 100000 */
   int max_batch;               /* commands per group commit; 0: default 1024 */
+  /* Events between snapshots of an aggregate's state; 0: TL_SNAPSHOT_EVERY_DEFAULT; negative:
+   * snapshots off (none is written, stored ones are not read: every load folds the stream). */
+  int snapshot_every;
 } tl_writer_opts;
 
-/* Starts the writer thread over log (borrowed; must outlive the writer). Loads every product
- * into the catalog cache. */
+/* Starts the writer thread over log (borrowed; must outlive the writer). Aggregates are loaded
+ * into its caches on first use. */
 int tl_writer_start(tl_writer **out, tl_log *log, const tl_writer_opts *opts, tl_err *err);
 
 /* Refuses new commands, finishes the queued ones, stops the thread and frees the writer.

@@ -1,6 +1,7 @@
 """Concurrent commands: one winner per conflicting command, distinct positions for the rest."""
 
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -211,3 +212,43 @@ def test_read_your_writes_under_concurrency(server):
 
     with ThreadPoolExecutor(6) as ex:
         assert all(ex.map(worker, range(6), timeout=120))
+
+
+def test_a_tiny_order_cache_keeps_the_orders_of_the_batch_in_flight(make_server):
+    """With --order-cache 1, one group commit that touches two orders must not evict the first:
+    its staged events are not in the log yet, so reloading it from the log would decide against
+    stale state (here a second payment, which used to fail the whole batch with 503)."""
+    srv = make_server(["--order-cache", "1", "--enable-failpoints"])
+    pid = srv.create_product(uid("prod"), stock=10)["productId"]
+    a = srv.place_reserved_order([(pid, 1, 3)])["orderId"]
+    b = srv.place_reserved_order([(pid, 1, 3)])["orderId"]
+    srv.idle_head()
+    # A slow fsync holds the writer: the three payments queue up and are decided as one batch.
+    st, _, fp = srv.req("PUT", "/admin/failpoints/log.fsync", {"action": "delay:300"})
+    assert st == 200, fp
+    results = {}
+
+    def post(name, path, body):
+        results[name] = srv.post(path, body)
+
+    threads = [threading.Thread(target=post, args=("restock", "/products/%s/restock" % pid,
+                                                   {"quantity": 1}))]
+    threads[0].start()
+    time.sleep(0.1)
+    for name, oid in (("payA", a), ("payB", b), ("payA2", a)):
+        t = threading.Thread(target=post, args=(name, "/orders/%s/confirm-payment" % oid,
+                                                {"paymentId": "pay-" + name}))
+        t.start()
+        threads.append(t)
+        time.sleep(0.02)
+    for t in threads:
+        t.join(timeout=30)
+    st, _, fp = srv.req("DELETE", "/admin/failpoints/log.fsync")
+    assert st == 204, fp
+    statuses = {k: (v[0], v[2].get("code")) for k, v in results.items()}
+    assert statuses["restock"][0] == 200, statuses
+    assert statuses["payA"][0] == 200 and statuses["payB"][0] == 200, statuses
+    assert statuses["payA2"] == (409, "ALREADY_PAID"), statuses
+    for oid in (a, b):
+        hist = srv.get("/orders/%s/history" % oid)[2]
+        assert [e["type"] for e in hist] == ["OrderPlaced", "OrderReserved", "PaymentConfirmed"]

@@ -1,4 +1,4 @@
-/* test_util.c: money, ids and time parsing. */
+/* test_util.c: money, ids, time parsing and the LRU map. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,9 +7,12 @@
 
 #include "util/tl_common.h"
 #include "util/tl_id.h"
+#include "util/tl_map.h"
 #include "util/tl_money.h"
 #include "util/tl_time.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int64_t money(const char *text, int *rc) {
@@ -136,6 +139,79 @@ static void test_time_roundtrip(void **s) {
   assert_int_equal(tl_date_parse("2026-11-22x", &d), TL_E_INVALID);
 }
 
+/* ---- tl_map ---------------------------------------------------------------------------------- */
+
+static int g_freed;
+
+static void count_free(void *v) {
+  g_freed++;
+  free(v);
+}
+
+static void *int_value(int i) {
+  int *v = malloc(sizeof *v);
+  assert_non_null(v);
+  *v = i;
+  return v;
+}
+
+static int collect_keys(void *arg, const char *key, void *value) {
+  char *out = arg;
+  strcat(out, key);
+  strcat(out, value && *(int *)value >= 0 ? "," : "?");
+  return 0;
+}
+
+static int stop_at_b(void *arg, const char *key, void *value) {
+  (void)value;
+  ++*(int *)arg;
+  return strcmp(key, "b") == 0 ? 7 : 0;
+}
+
+/* A bounded map evicts the least recently used entry on insertion; an unbounded one only when
+ * trimmed, which is what the writer relies on to keep a batch's aggregates until its commit. */
+static void test_map_lru_trim_and_each(void **state) {
+  (void)state;
+  g_freed = 0;
+  tl_map *bounded = tl_map_new(2, count_free);
+  assert_non_null(bounded);
+  assert_int_equal(tl_map_put(bounded, "a", int_value(1)), 0);
+  assert_int_equal(tl_map_put(bounded, "b", int_value(2)), 0);
+  assert_non_null(tl_map_get(bounded, "a")); /* b is now the least recently used */
+  assert_int_equal(tl_map_put(bounded, "c", int_value(3)), 0);
+  assert_int_equal(g_freed, 1);
+  assert_null(tl_map_get(bounded, "b"));
+  assert_int_equal(tl_map_size(bounded), 2);
+  tl_map_free(bounded);
+  assert_int_equal(g_freed, 3);
+
+  g_freed = 0;
+  tl_map *m = tl_map_new(0, count_free);
+  assert_non_null(m);
+  const char *keys[] = {"a", "b", "c", "d"};
+  for (int i = 0; i < 4; i++) assert_int_equal(tl_map_put(m, keys[i], int_value(i)), 0);
+  assert_non_null(tl_map_get(m, "a"));
+  char seen[64] = "";
+  assert_int_equal(tl_map_each(m, collect_keys, seen), 0);
+  assert_string_equal(seen, "a,d,c,b,"); /* most recently used first */
+  int visited = 0;
+  assert_int_equal(tl_map_each(m, stop_at_b, &visited), 7);
+  assert_int_equal(visited, 4);
+  tl_map_trim(m, 2); /* drops b and c, the two least recently used */
+  assert_int_equal(g_freed, 2);
+  assert_int_equal(tl_map_size(m), 2);
+  assert_null(tl_map_get(m, "b"));
+  assert_null(tl_map_get(m, "c"));
+  assert_non_null(tl_map_get(m, "d"));
+  tl_map_trim(m, 5); /* nothing to do */
+  assert_int_equal(tl_map_size(m), 2);
+  tl_map_trim(m, 0);
+  assert_int_equal(tl_map_size(m), 0);
+  assert_int_equal(tl_map_each(m, collect_keys, seen), 0);
+  tl_map_free(m);
+  assert_int_equal(g_freed, 4);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_money_two_decimals_exact),
@@ -144,6 +220,7 @@ int main(void) {
       cmocka_unit_test(test_ulid),
       cmocka_unit_test(test_uuid_and_product_id),
       cmocka_unit_test(test_time_roundtrip),
+      cmocka_unit_test(test_map_lru_trim_and_each),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,159 @@
+/* test_log.c: the event log's snapshot storage (log/tl_log.c, log/log_sqlite.c) on a real
+ * events.db in a fresh mkdtemp directory: tl_log_snapshots_put and tl_log_snapshot_get.
+ *
+ * One snapshot per stream, replaced by the next; a failed write (fail point log.snapshot)
+ * changes nothing; snapshots survive closing and reopening the log; writing them never touches
+ * the events or the head. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "log/tl_log.h"
+#include "util/tl_db.h"
+#include "util/tl_failpoint.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct fixture {
+  char dir[64];
+  tl_log *log;
+} fixture;
+
+static void open_log(fixture *f) {
+  tl_err err = {0};
+  tl_log_opts o = {.dir = f->dir, .fsync_full = 1};
+  if (tl_log_open(&f->log, &o, &err) != TL_OK) fail_msg("open: %s", err.msg);
+}
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof *f);
+  assert_non_null(f);
+  snprintf(f->dir, sizeof f->dir, "/tmp/tl-log-test-XXXXXX");
+  assert_non_null(mkdtemp(f->dir));
+  open_log(f);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  tl_log_close(f->log);
+  tl_fp_clear_all();
+  const char *names[] = {"events.db", "events.db-wal", "events.db-shm", "events.db-journal"};
+  for (size_t i = 0; i < TL_ARRAY_LEN(names); i++) {
+    char p[128];
+    snprintf(p, sizeof p, "%s/%s", f->dir, names[i]);
+    unlink(p);
+  }
+  rmdir(f->dir);
+  free(f);
+  return 0;
+}
+
+/* Appends n events to stream (versions from+1 ...), as the writer does. */
+static void append(fixture *f, const char *stream, int64_t from, int n) {
+  tl_log_event_in ev[8];
+  assert_true(n <= 8);
+  int64_t head = tl_log_head(f->log);
+  for (int i = 0; i < n; i++)
+    ev[i] = (tl_log_event_in){.position = head + 1 + i,
+                              .stream = stream,
+                              .version = from + 1 + i,
+                              .type = "ProductRestocked",
+                              .schema_version = 1,
+                              .data = "{\"quantity\":1}",
+                              .metadata = "{}"};
+  tl_log_batch b = {ev, (size_t)n, NULL, 0, 1700000000000LL};
+  tl_err err = {0};
+  if (tl_log_append(f->log, &b, &err) != TL_OK) fail_msg("append: %s", err.msg);
+}
+
+/* The stored snapshot of stream: expects one at version with state text. */
+static void expect_snapshot(fixture *f, const char *stream, int64_t version, int schema,
+                            const char *state) {
+  tl_snapshot s;
+  tl_err err = {0};
+  int rc = tl_log_snapshot_get(tl_log_writer_reader(f->log), stream, &s, &err);
+  if (rc != TL_OK) fail_msg("no snapshot of %s: %d %s", stream, rc, err.msg);
+  assert_int_equal(s.version, version);
+  assert_int_equal(s.schema_version, schema);
+  assert_string_equal(s.state, state);
+  free(s.state);
+}
+
+static void test_snapshots_put_get_replace(void **state) {
+  fixture *f = *state;
+  tl_snapshot s;
+  tl_err err = {0};
+  assert_int_equal(tl_log_snapshot_get(tl_log_writer_reader(f->log), "product-a", &s, &err),
+                   TL_E_NOTFOUND);
+  assert_null(s.state);
+  append(f, "product-a", 0, 5);
+  append(f, "product-b", 0, 2);
+  tl_snapshot_in in[] = {{"product-a", 3, 1, "{\"a\":3}"},
+                         {"product-b", 2, 1, "{\"b\":2}"},
+                         {"product-a", 5, 1, "{\"a\":5}"}}; /* later entries win */
+  assert_int_equal(tl_log_snapshots_put(f->log, in, 3, &err), TL_OK);
+  expect_snapshot(f, "product-a", 5, 1, "{\"a\":5}");
+  expect_snapshot(f, "product-b", 2, 1, "{\"b\":2}");
+  assert_int_equal(tl_log_head(f->log), 7); /* snapshots are not events */
+
+  /* A pooled reader (another connection) sees them as well. */
+  tl_log_reader *r = NULL;
+  assert_int_equal(tl_log_reader_acquire(f->log, &r, &err), TL_OK);
+  assert_int_equal(tl_log_snapshot_get(r, "product-b", &s, &err), TL_OK);
+  assert_int_equal(s.version, 2);
+  free(s.state);
+  tl_log_reader_release(f->log, r);
+
+  /* The next snapshot of a stream replaces the previous one, whatever its schema. */
+  append(f, "product-b", 2, 3);
+  tl_snapshot_in next = {"product-b", 5, 2, "{\"b\":5}"};
+  assert_int_equal(tl_log_snapshots_put(f->log, &next, 1, &err), TL_OK);
+  expect_snapshot(f, "product-b", 5, 2, "{\"b\":5}");
+  assert_int_equal(tl_log_snapshots_put(f->log, NULL, 0, &err), TL_OK);
+
+  /* They outlive the process: close and reopen. */
+  tl_log_close(f->log);
+  f->log = NULL;
+  open_log(f);
+  assert_int_equal(tl_log_head(f->log), 10);
+  expect_snapshot(f, "product-a", 5, 1, "{\"a\":5}");
+  expect_snapshot(f, "product-b", 5, 2, "{\"b\":5}");
+}
+
+static void test_failed_snapshot_write_changes_nothing(void **state) {
+  fixture *f = *state;
+  tl_err err = {0};
+  append(f, "order-x", 0, 4);
+  tl_snapshot_in first = {"order-x", 2, 1, "{\"v\":2}"};
+  assert_int_equal(tl_log_snapshots_put(f->log, &first, 1, &err), TL_OK);
+  assert_int_equal(tl_fp_set("log.snapshot", "error*1", &err), TL_OK);
+  tl_snapshot_in in[] = {{"order-x", 4, 1, "{\"v\":4}"}, {"order-y", 1, 1, "{}"}};
+  assert_int_equal(tl_log_snapshots_put(f->log, in, 2, &err), TL_E_IO);
+  assert_non_null(strstr(err.msg, "log.snapshot"));
+  expect_snapshot(f, "order-x", 2, 1, "{\"v\":2}");
+  tl_snapshot s;
+  assert_int_equal(tl_log_snapshot_get(tl_log_writer_reader(f->log), "order-y", &s, &err),
+                   TL_E_NOTFOUND);
+  /* The fault cleared: the same write goes through, and appends were never affected. */
+  assert_int_equal(tl_log_snapshots_put(f->log, in, 2, &err), TL_OK);
+  expect_snapshot(f, "order-x", 4, 1, "{\"v\":4}");
+  append(f, "order-x", 4, 1);
+  assert_int_equal(tl_log_head(f->log), 5);
+}
+
+int main(void) {
+  tl_err err = {0};
+  if (tl_db_init_library(&err) != TL_OK) return 1;
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_snapshots_put_get_replace, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_failed_snapshot_write_changes_nothing, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
