@@ -206,7 +206,8 @@ int tl_cli_serve(int argc, char **argv) {
   tl_log_set_upcaster(log, tl_upcast); /* everything below reads events in their latest shape */
   if (tl_writer_start(&writer, log, &wo, &err) != TL_OK) goto out;
   if (tl_read_open(&read, log, data_dir, &ro, &err) != TL_OK) goto out;
-  if (tl_saga_start(&saga, log, writer, data_dir, &err) != TL_OK) goto out;
+  tl_saga_opts so = {ro.retry_base_ms, ro.retry_cap_ms, ro.retry_attempts};
+  if (tl_saga_start(&saga, log, writer, data_dir, &so, &err) != TL_OK) goto out;
   tl_app app = {
       .log = log,
       .writer = writer,

@@ -127,6 +127,11 @@ char *tl_metrics_text(tl_app *app) {
   for (int i = 0; i < npm && i < 8; i++)
     tl_buf_printf(&b, "tl_process_manager_retries_total{name=\"%s\"} %llu\n", pm[i].name,
                   (unsigned long long)pm[i].retries);
+  tl_buf_printf(&b, "# HELP tl_process_manager_dlq_depth Steps parked after failing too often.\n"
+                    "# TYPE tl_process_manager_dlq_depth gauge\n");
+  for (int i = 0; i < npm && i < 8; i++)
+    tl_buf_printf(&b, "tl_process_manager_dlq_depth{name=\"%s\"} %lld\n", pm[i].name,
+                  (long long)pm[i].dlq_depth);
   tl_buf_printf(&b, "# HELP tl_projection_visible_lag_seconds Event recorded to committed in "
                     "the read models.\n# TYPE tl_projection_visible_lag_seconds histogram\n");
   tl_hist_render(&b, "tl_projection_visible_lag_seconds", "", &tl_g_stats.visible_lag);

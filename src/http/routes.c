@@ -634,6 +634,8 @@ static void h_ready(tl_req *req, tl_resp *resp) {
   json_t *dlq = json_object();
   for (int i = 0; i < n && i < 16; i++)
     if (st[i].dlq_depth > 0) json_object_set_new(dlq, st[i].name, json_integer(st[i].dlq_depth));
+  for (int i = 0; i < npm && i < 8; i++)
+    if (pm[i].dlq_depth > 0) json_object_set_new(dlq, pm[i].name, json_integer(pm[i].dlq_depth));
   if (json_array_size(laggards) > 0) {
     tl_resp_json(resp, 503, json_pack("{s:s, s:o, s:o}", "status", "not-ready", "laggards",
                                       laggards, "dlq", dlq));
@@ -697,6 +699,17 @@ static int dlq_id(tl_req *req, tl_resp *resp, int64_t *id) {
 static json_t *dlq_result_json(const tl_dlq_result *r) {
   return json_pack("{s:i, s:i, s:i}", "found", r->found, "applied", r->applied, "failed",
                    r->failed);
+}
+
+static void h_pm_dlq_list(tl_req *req, tl_resp *resp) {
+  tl_problem p = {0};
+  int64_t limit;
+  int_arg(req, "limit", 1, 1000, 100, &limit, &p);
+  if (p.errors) return validation_failed(resp, &p);
+  tl_err err = {0};
+  json_t *out = tl_saga_dlq(req->app->saga, (int)limit, &err);
+  if (!out) return tl_resp_error(resp, 503, "STORAGE_UNAVAILABLE", err.msg);
+  tl_resp_json(resp, 200, out);
 }
 
 static void h_dlq_retry(tl_req *req, tl_resp *resp) {
@@ -821,6 +834,7 @@ static const route ROUTES[] = {
     {"POST", "/admin/projections/{}/rebuild", h_rebuild},
     {"POST", "/admin/reconcile", h_reconcile},
     {"GET", "/admin/dlq", h_dlq_list},
+    {"GET", "/admin/process-managers/dlq", h_pm_dlq_list},
     {"POST", "/admin/dlq/retry-all", h_dlq_retry_all},
     {"DELETE", "/admin/dlq/{}", h_dlq_drop},
     {"POST", "/admin/dlq/{}/retry", h_dlq_retry},

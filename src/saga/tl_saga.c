@@ -45,6 +45,13 @@ struct tl_pm_batch {
 typedef struct pm_runner {
   tl_saga *saga;
   const tl_pm_def *def;
+  /* The failing step, if any (runner thread only). */
+  int64_t fail_position, park_position;
+  int fail_attempts;
+  int64_t fail_first_ms, fail_last_ms;
+  char fail_error[sizeof(((tl_err *)0)->msg)];
+  unsigned rng;
+  _Atomic int64_t dlq_depth;
   char fp_step[TL_FP_NAME_MAX]; /* "saga.<name>.step" */
   tl_db *db;
   pthread_t thread;
@@ -56,6 +63,8 @@ typedef struct pm_runner {
 struct tl_saga {
   tl_log *log;
   tl_writer *writer;
+  tl_saga_opts opts;
+  char path[PATH_MAX];
   _Atomic int stopping;
   int n;
   pm_runner runners[MAX_PMS];
@@ -63,7 +72,19 @@ struct tl_saga {
 
 static const char CHECKPOINTS_SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS pm_checkpoints("
-    " name TEXT PRIMARY KEY, version INTEGER NOT NULL, position INTEGER NOT NULL) WITHOUT ROWID;";
+    " name TEXT PRIMARY KEY, version INTEGER NOT NULL, position INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS pm_dlq("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, position INTEGER NOT NULL,"
+    " stream TEXT NOT NULL, type TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL,"
+    " first_failed_at INTEGER NOT NULL, last_failed_at INTEGER NOT NULL,"
+    " UNIQUE(name, position));";
+static const char SQL_DLQ_PARK[] =
+    "INSERT OR REPLACE INTO pm_dlq(name, position, stream, type, error, attempts,"
+    " first_failed_at, last_failed_at) VALUES(?,?,?,?,?,?,?,?)";
+static const char SQL_DLQ_DEPTH[] = "SELECT COUNT(*) FROM pm_dlq WHERE name = ?";
+static const char SQL_DLQ_LIST[] =
+    "SELECT id, name, position, stream, type, error, attempts, first_failed_at, last_failed_at"
+    " FROM pm_dlq ORDER BY id LIMIT ?";
 static const char SQL_CP_GET[] = "SELECT version, position FROM pm_checkpoints WHERE name = ?";
 static const char SQL_CP_PUT[] =
     "INSERT INTO pm_checkpoints(name, version, position) VALUES(?,?,?)"
@@ -140,8 +161,44 @@ typedef struct handle_ctx {
   tl_pm_batch *b;
   int64_t last_position;
   int rc;
+  int64_t failed_position; /* the event whose step failed (0: the failure was elsewhere) */
+  int parked;
   tl_err err;
 } handle_ctx;
+
+/* Records ev as a parked step of r (inside the batch's transaction). */
+static int park(pm_runner *r, const tl_event *ev, tl_err *err) {
+  sqlite3_stmt *st = tl_db_stmt(r->db, SQL_DLQ_PARK, err);
+  if (!st) return TL_E_IO;
+  sqlite3_bind_text(st, 1, r->def->name, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, ev->position);
+  sqlite3_bind_text(st, 3, ev->stream, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 4, ev->type, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 5, r->fail_error, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 6, r->fail_attempts);
+  sqlite3_bind_int64(st, 7, r->fail_first_ms);
+  sqlite3_bind_int64(st, 8, r->fail_last_ms);
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE) return tl_db_fail(r->db, rc, "park a step", err);
+  char pos[24], att[16];
+  snprintf(pos, sizeof pos, "%lld", (long long)ev->position);
+  snprintf(att, sizeof att, "%d", r->fail_attempts);
+  tl_slog(TL_SLOG_ERROR, NULL, "process manager step parked in the dead-letter queue",
+          "processManager", r->def->name, "position", pos, "type", ev->type, "attempts", att,
+          "error", r->fail_error, NULL);
+  return TL_OK;
+}
+
+static int64_t dlq_depth(pm_runner *r) {
+  tl_err err = {0};
+  sqlite3_stmt *st = tl_db_stmt(r->db, SQL_DLQ_DEPTH, &err);
+  if (!st) return -1;
+  sqlite3_bind_text(st, 1, r->def->name, -1, SQLITE_STATIC);
+  int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+  sqlite3_reset(st);
+  return n;
+}
 
 static int handle_event(void *arg, const tl_event *ev) {
   handle_ctx *h = arg;
@@ -160,6 +217,15 @@ static int handle_event(void *arg, const tl_event *ev) {
   snprintf(h->b->correlation, sizeof h->b->correlation, "%s", cid ? cid : "");
   if (!eid) snprintf(h->b->event_id, sizeof h->b->event_id, "pos%lld", (long long)ev->position);
   h->b->ev = ev;
+  if (ev->position == h->r->park_position) { /* failed too often: park it, go on */
+    json_decref(data);
+    json_decref(meta);
+    h->rc = park(h->r, ev, &h->err);
+    if (h->rc != TL_OK) return 1;
+    h->parked = 1;
+    h->last_position = ev->position;
+    return 0;
+  }
   if (tl_fp(h->r->fp_step))
     h->rc = tl_err_set(&h->err, TL_E_IO, "step failed at event %lld (fail point %s)",
                        (long long)ev->position, h->r->fp_step);
@@ -167,7 +233,10 @@ static int handle_event(void *arg, const tl_event *ev) {
     h->rc = h->r->def->handle(h->r->db, ev, data, h->b, &h->err);
   json_decref(data);
   json_decref(meta);
-  if (h->rc != TL_OK) return 1;
+  if (h->rc != TL_OK) {
+    h->failed_position = ev->position;
+    return 1;
+  }
   h->last_position = ev->position;
   return 0;
 }
@@ -237,6 +306,17 @@ static int run_batch(pm_runner *r, tl_log_reader *reader, tl_pm_batch *b) {
   if (rc == TL_OK) rc = tl_db_exec(r->db, "COMMIT", &h.err);
   int n = (int)(h.last_position - atomic_load(&r->position));
   batch_reset(b);
+  if (rc != TL_OK && h.failed_position > 0) { /* the step failed, not storage */
+    if (r->fail_position != h.failed_position) {
+      r->fail_position = h.failed_position;
+      r->fail_attempts = 0;
+      r->fail_first_ms = tl_now_ms();
+    }
+    r->fail_attempts++;
+    r->fail_last_ms = tl_now_ms();
+    snprintf(r->fail_error, sizeof r->fail_error, "%s", h.err.msg);
+    if (r->fail_attempts >= r->saga->opts.retry_attempts) r->park_position = h.failed_position;
+  }
   if (rc != TL_OK) {
     if (!sqlite3_get_autocommit(r->db->db)) sqlite3_exec(r->db->db, "ROLLBACK", NULL, NULL, NULL);
     if (h.err.msg[0])
@@ -245,6 +325,11 @@ static int run_batch(pm_runner *r, tl_log_reader *reader, tl_pm_batch *b) {
     return -1;
   }
   atomic_store(&r->position, h.last_position);
+  if (r->fail_position && r->fail_position <= h.last_position) { /* applied or parked */
+    r->fail_position = r->park_position = 0;
+    r->fail_attempts = 0;
+  }
+  if (h.parked) atomic_store(&r->dlq_depth, dlq_depth(r));
   return n;
 }
 
@@ -278,8 +363,16 @@ static void *runner_main(void *arg) {
     }
     if (run_batch(r, reader, b) < 0) {
       atomic_fetch_add(&r->retries, 1);
-      /* Exponential backoff with full jitter: storage trouble should not be hammered. */
-      int jittered = backoff_ms / 2 + (int)(rand() % (backoff_ms / 2 + 1));
+      if (r->park_position) continue; /* the next run parks the step */
+      if (r->fail_position) {         /* a failing step: the configured backoff */
+        int64_t d = s->opts.retry_base_ms;
+        for (int k = 1; k < r->fail_attempts && d < s->opts.retry_cap_ms; k++) d *= 2;
+        if (d > s->opts.retry_cap_ms) d = s->opts.retry_cap_ms;
+        sleep_ms((int)(d / 2 + (int64_t)(rand_r(&r->rng) % (unsigned)(d / 2 + 1))));
+        continue;
+      }
+      /* Storage trouble: exponential backoff with equal jitter, without limit. */
+      int jittered = backoff_ms / 2 + (int)(rand_r(&r->rng) % (unsigned)(backoff_ms / 2 + 1));
       sleep_ms(jittered);
       backoff_ms = backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff_ms * 2;
     } else {
@@ -309,15 +402,21 @@ static int open_runner(pm_runner *r, const char *path, tl_err *err) {
   return TL_OK;
 }
 
-int tl_saga_start(tl_saga **out, tl_log *log, tl_writer *writer, const char *dir, tl_err *err) {
+int tl_saga_start(tl_saga **out, tl_log *log, tl_writer *writer, const char *dir,
+                  const tl_saga_opts *opts, tl_err *err) {
   *out = NULL;
   tl_saga *s = calloc(1, sizeof *s);
   if (!s) return tl_err_set(err, TL_E_NOMEM, "out of memory");
   s->log = log;
   s->writer = writer;
-  char path[PATH_MAX];
-  int n = snprintf(path, sizeof path, "%s/saga.db", dir);
-  int rc = (n < 0 || (size_t)n >= sizeof path)
+  s->opts = (tl_saga_opts){.retry_base_ms = 200, .retry_cap_ms = 30000, .retry_attempts = 8};
+  if (opts && opts->retry_base_ms > 0) s->opts.retry_base_ms = opts->retry_base_ms;
+  if (opts && opts->retry_cap_ms > 0) s->opts.retry_cap_ms = opts->retry_cap_ms;
+  if (opts && opts->retry_attempts > 0) s->opts.retry_attempts = opts->retry_attempts;
+  if (s->opts.retry_cap_ms < s->opts.retry_base_ms) s->opts.retry_cap_ms = s->opts.retry_base_ms;
+  char *path = s->path;
+  int n = snprintf(path, sizeof s->path, "%s/saga.db", dir);
+  int rc = (n < 0 || (size_t)n >= sizeof s->path)
                ? tl_err_set(err, TL_E_INVALID, "data directory path too long")
                : TL_OK;
   assert(tl_process_managers_count <= MAX_PMS);
@@ -326,8 +425,10 @@ int tl_saga_start(tl_saga **out, tl_log *log, tl_writer *writer, const char *dir
     r->saga = s;
     r->def = tl_process_managers[i];
     snprintf(r->fp_step, sizeof r->fp_step, "saga.%s.step", r->def->name);
+    r->rng = (unsigned)tl_mono_ns() + (unsigned)i;
     s->n++;
     rc = open_runner(r, path, err);
+    if (rc == TL_OK) atomic_store(&r->dlq_depth, dlq_depth(r));
     if (rc == TL_OK && atomic_load(&r->position) > tl_log_head(log))
       rc = tl_err_set(err, TL_E_INVALID, "process manager %s is ahead of the log", r->def->name);
   }
@@ -365,8 +466,46 @@ int tl_saga_status(tl_saga *s, tl_pm_status *out, int max) {
       int64_t t = tl_log_recorded_at(s->log, pos + 1);
       lag_ms = t > 0 && now > t ? now - t : 0;
     }
-    out[i] = (tl_pm_status){r->def->name, pos, head > pos ? head - pos : 0, lag_ms,
-                            atomic_load(&r->commands), atomic_load(&r->retries)};
+    out[i] = (tl_pm_status){r->def->name,
+                            pos,
+                            head > pos ? head - pos : 0,
+                            lag_ms,
+                            atomic_load(&r->commands),
+                            atomic_load(&r->retries),
+                            atomic_load(&r->dlq_depth)};
   }
   return s->n;
+}
+
+json_t *tl_saga_dlq(tl_saga *s, int limit, tl_err *err) {
+  tl_db *db = NULL;
+  if (tl_db_open(&db, s->path, 1, "NORMAL", err) != TL_OK) return NULL;
+  json_t *arr = json_array();
+  sqlite3_stmt *st = tl_db_stmt(db, SQL_DLQ_LIST, err);
+  int step = SQLITE_ERROR;
+  if (st && arr) {
+    sqlite3_bind_int(st, 1, limit);
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+      char first[TL_ISO_LEN], last[TL_ISO_LEN];
+      tl_time_format(sqlite3_column_int64(st, 7), first);
+      tl_time_format(sqlite3_column_int64(st, 8), last);
+      json_array_append_new(
+          arr, json_pack("{s:I, s:s, s:I, s:s, s:s, s:s, s:i, s:s, s:s}", "id",
+                         (json_int_t)sqlite3_column_int64(st, 0), "processManager",
+                         (const char *)sqlite3_column_text(st, 1), "position",
+                         (json_int_t)sqlite3_column_int64(st, 2), "stream",
+                         (const char *)sqlite3_column_text(st, 3), "type",
+                         (const char *)sqlite3_column_text(st, 4), "error",
+                         (const char *)sqlite3_column_text(st, 5), "attempts",
+                         sqlite3_column_int(st, 6), "firstFailedAt", first, "lastFailedAt", last));
+    }
+    sqlite3_reset(st);
+  }
+  if (step != SQLITE_DONE) {
+    if (err && !err->msg[0]) tl_err_set(err, TL_E_IO, "%s", sqlite3_errmsg(db->db));
+    json_decref(arr);
+    arr = NULL;
+  }
+  tl_db_close(db);
+  return arr;
 }

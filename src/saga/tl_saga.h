@@ -68,11 +68,26 @@ typedef struct tl_pm_status {
   const char *name;
   int64_t position, lag_events, lag_ms;
   uint64_t commands, retries;
+  int64_t dlq_depth; /* events whose step was parked */
 } tl_pm_status;
 
+/* How a failing step is retried; 0 fields take the defaults (200 ms, 30 s, 8 attempts). A step
+ * (the manager's handle on one event) that fails `retry_attempts` times is parked in pm_dlq
+ * and the manager goes on with the next event. Commands that cannot be made durable (5xx) are
+ * storage trouble, not a failing step: they are retried without limit. */
+typedef struct tl_saga_opts {
+  int retry_base_ms, retry_cap_ms, retry_attempts;
+} tl_saga_opts;
+
 /* Opens <dir>/saga.db and starts one thread per process manager. log and writer are borrowed
- * and must outlive the runtime. */
-int tl_saga_start(tl_saga **out, tl_log *log, tl_writer *writer, const char *dir, tl_err *err);
+ * and must outlive the runtime. opts may be NULL. */
+int tl_saga_start(tl_saga **out, tl_log *log, tl_writer *writer, const char *dir,
+                  const tl_saga_opts *opts, tl_err *err);
+
+/* Parked steps of every manager, oldest first, at most limit, as a JSON array of
+ * {id, processManager, position, stream, type, error, attempts, firstFailedAt, lastFailedAt}
+ * (new reference), read on a connection of its own; NULL on a storage error. */
+json_t *tl_saga_dlq(tl_saga *s, int limit, tl_err *err);
 /* Stops the threads (finishing the batch in flight) and frees. NULL is a no-op. */
 void tl_saga_stop(tl_saga *s);
 /* Fills up to max statuses; returns the number of process managers. */

@@ -245,3 +245,42 @@ def test_cli_lists_retries_and_drops(make_server):
     r = subprocess.run([BIN, "dlq", "--server", "127.0.0.1:%d" % free_port(), "list"],
                        capture_output=True, timeout=30)
     assert r.returncode == 2 and b"cannot reach" in r.stderr, r
+
+
+def test_failing_saga_step_is_parked_and_the_saga_goes_on(make_server):
+    srv = make_server(FAST)
+    p = srv.create_product(stock=10, price=2)
+    srv.idle_head()
+    arm(srv, "saga.order_fulfilment.step", "error*3")  # the next step fails 3 times: parked
+    stuck = srv.place_order([(p["productId"], 1, 2)])
+    deadline = time.monotonic() + 10
+    while True:
+        st, _, items = srv.get("/admin/process-managers/dlq")
+        assert st == 200, items
+        if items:
+            break
+        assert time.monotonic() < deadline, "the step was never parked"
+        time.sleep(0.01)
+    [entry] = items
+    assert entry["processManager"] == "order_fulfilment" and entry["type"] == "OrderPlaced", entry
+    assert entry["position"] == stuck["position"] and entry["attempts"] == 3, entry
+    assert "fail point" in entry["error"], entry
+    # The saga went on: later orders settle; the parked one stays PENDING, nothing reserved.
+    later = srv.place_order([(p["productId"], 2, 2)])
+    assert srv.wait_settled(later["orderId"])["status"] == "RESERVED"
+    st, _, s = srv.get("/orders/%s/state" % stuck["orderId"])
+    assert s["status"] == "PENDING", s
+    head = srv.idle_head()
+    st, _, v = srv.query("/products/" + p["productId"], head)
+    assert v["available"] == 8, v
+    m = srv.metrics()
+    assert [v for _, v in m["tl_process_manager_dlq_depth"]] == [1], m["tl_process_manager_dlq_depth"]
+    st, _, ready = srv.get("/ready")
+    assert ready["dlq"] == {"order_fulfilment": 1}, ready
+    # Durable: still parked after a restart, and not retried by the restart.
+    srv.restart(hard=True)
+    st, _, again = srv.get("/admin/process-managers/dlq")
+    assert again == items, again
+    srv.idle_head()
+    st, _, s = srv.get("/orders/%s/state" % stuck["orderId"])
+    assert s["status"] == "PENDING", s

@@ -194,7 +194,7 @@ def test_slow_fsync_delays_but_keeps_commands(make_server):
 
 # ---------------------------------------------------------------------- read-lane and saga faults
 def test_failing_projection_is_retried_until_it_applies(make_server):
-    srv = make_server(FP_ARGS)
+    srv = make_server(FP_ARGS + ["--retry-base-ms", "5", "--retry-cap-ms", "20"])
     p = srv.create_product(stock=5)
     arm(srv, "projection.orders.apply", "error*3")
     o = srv.place_order([(p["productId"], 1, 9.99)])
@@ -205,7 +205,7 @@ def test_failing_projection_is_retried_until_it_applies(make_server):
 
 
 def test_failing_saga_step_is_retried_and_settles_once(make_server):
-    srv = make_server(FP_ARGS)
+    srv = make_server(FP_ARGS + ["--retry-base-ms", "5", "--retry-cap-ms", "20"])
     p = srv.create_product(stock=5)
     arm(srv, "saga.order_fulfilment.step", "error*3")
     o = srv.place_order([(p["productId"], 2, 9.99)])
