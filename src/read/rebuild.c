@@ -68,7 +68,11 @@ static int swap_task(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err) 
   if (rc != TL_OK) return rc;
   rc = exec_fmt(r->w, err, "ATTACH DATABASE %Q AS rb", j->scratch);
   if (rc != TL_OK) return rc;
+  int new_version = atomic_load(&r->version_hold[j->proj]);
   rc = tl_db_exec(r->w, "BEGIN IMMEDIATE", err);
+  /* A new version of the projection: its old tables go, the new ones take their place. */
+  if (rc == TL_OK && new_version) rc = tl_db_exec(r->w, d->reset_sql, err);
+  if (rc == TL_OK && new_version) rc = tl_db_exec(r->w, d->schema_sql, err);
   if (rc == TL_OK) rc = copy_tables(r->w, d, err);
   if (rc == TL_OK) rc = tl_read_put_checkpoint(r->w, d, j->fold.position, j->fold.recorded_ms, err);
   if (rc == TL_OK) rc = exec_fmt(r->w, err, "DELETE FROM rm_dlq WHERE projection = %Q", d->name);
@@ -79,26 +83,36 @@ static int swap_task(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err) 
   if (rc != TL_OK) return rc;
   tl_err ignored = {0};
   tl_read_refresh_dlq_depths(r, &ignored);
+  atomic_store(&r->version_hold[j->proj], 0);
   tl_read_publish_rebuilt(r, j->proj, j->fold.position, j->fold.recorded_ms);
   return TL_OK;
 }
 
-static void *rebuild_main(void *arg) {
-  rebuild_job *j = arg;
-  tl_read *r = j->r;
-  const tl_projection_def *d = tl_projections[j->proj];
-  tl_err err = {0};
+/* Builds the new copy of projection `proj` and has the projector swap it in. */
+static int rebuild_one(tl_read *r, int proj, tl_err *err) {
+  const tl_projection_def *d = tl_projections[proj];
+  rebuild_job *j = calloc(1, sizeof *j);
+  if (!j) return tl_err_set(err, TL_E_NOMEM, "out of memory");
+  j->r = r;
+  j->proj = proj;
+  for (int i = 0; i < TL_MAX_PROJECTIONS; i++) j->fold.upto[i] = -1;
+  snprintf(j->fp, sizeof j->fp, "projection.%s.rebuild", d->name);
+  j->fold.fp_point = j->fp;
+  j->fold.stop = &r->stopping;
+  j->fold.progress = &r->rebuild_position;
+  atomic_store(&r->rebuild_position, 0);
   int64_t t0 = tl_mono_ns();
-  int rc = tl_db_exec(j->fold.db, d->schema_sql, &err);
+  int rc = tl_fold_scratch_path(r, "rebuild", j->scratch, sizeof j->scratch, err);
+  if (rc == TL_OK) rc = tl_db_open(&j->fold.db, j->scratch, 0, "OFF", err);
+  if (rc == TL_OK) rc = tl_db_exec(j->fold.db, d->schema_sql, err);
   while (rc == TL_OK) {
-    j->fold.upto[j->proj] = tl_log_head(r->log);
-    rc = tl_fold_run(r->log, &j->fold, &err);
-    atomic_store(&r->rebuild_position, j->fold.position);
+    j->fold.upto[proj] = tl_log_head(r->log);
+    rc = tl_fold_run(r->log, &j->fold, err);
     if (rc == TL_OK && tl_log_head(r->log) - j->fold.position <= CATCH_UP_EVENTS) break;
   }
   if (rc == TL_OK) {
     tl_proj_task t = {.run = swap_task, .arg = j};
-    rc = tl_read_run_task(r, &t, SWAP_TAKE_MS, &err);
+    rc = tl_read_run_task(r, &t, SWAP_TAKE_MS, err);
   }
   char pos[24], ms[24];
   snprintf(pos, sizeof pos, "%lld", (long long)j->fold.position);
@@ -108,12 +122,59 @@ static void *rebuild_main(void *arg) {
             "position", pos, "ms", ms, NULL);
   else
     tl_slog(TL_SLOG_ERROR, NULL, "projection rebuild failed; the live copy is unchanged",
-            "projection", d->name, "error", err.msg, NULL);
+            "projection", d->name, "error", err->msg, NULL);
   tl_db_close(j->fold.db);
-  tl_fold_remove(j->scratch);
+  if (j->scratch[0]) tl_fold_remove(j->scratch);
   free(j);
+  return rc;
+}
+
+/* The rebuild thread: one projection (arg >= 0), or (-1) every projection whose version
+ * changed, one after the other. */
+typedef struct thread_arg {
+  tl_read *r;
+  int proj;
+} thread_arg;
+
+static void *rebuild_main(void *arg) {
+  thread_arg a = *(thread_arg *)arg;
+  free(arg);
+  tl_read *r = a.r;
+  int proj = a.proj;
+  tl_err err = {0};
+  if (proj >= 0) {
+    rebuild_one(r, proj, &err);
+  } else {
+    for (int i = 0; i < tl_projections_count && !atomic_load(&r->stopping); i++) {
+      if (!atomic_load(&r->version_hold[i])) continue;
+      atomic_store(&r->rebuilding, i);
+      memset(&err, 0, sizeof err);
+      rebuild_one(r, i, &err);
+    }
+  }
   atomic_store(&r->rebuilding, -1);
   return NULL;
+}
+
+/* Starts the rebuild thread for proj (or -1: the version-changed ones); rebuilding is set. */
+static int start_thread(tl_read *r, int proj, tl_err *err) {
+  thread_arg *arg = malloc(sizeof *arg);
+  if (!arg) return tl_err_set(err, TL_E_NOMEM, "out of memory");
+  *arg = (thread_arg){r, proj};
+  pthread_mutex_lock(&r->lock);
+  if (r->rebuild_joinable) { /* the previous rebuild has ended: reap its thread */
+    pthread_join(r->rebuild_thread, NULL);
+    r->rebuild_joinable = 0;
+  }
+  int rc = TL_OK;
+  if (pthread_create(&r->rebuild_thread, NULL, rebuild_main, arg) != 0) {
+    free(arg);
+    rc = tl_err_set(err, TL_E_IO, "cannot start the rebuild thread");
+  } else {
+    r->rebuild_joinable = 1;
+  }
+  pthread_mutex_unlock(&r->lock);
+  return rc;
 }
 
 int tl_read_rebuild_start(tl_read *r, const char *name, tl_err *err) {
@@ -124,40 +185,22 @@ int tl_read_rebuild_start(tl_read *r, const char *name, tl_err *err) {
   if (!atomic_compare_exchange_strong(&r->rebuilding, &idle, proj))
     return tl_err_set(err, TL_E_CONFLICT, "projection %s is being rebuilt",
                       tl_projections[idle]->name);
-  pthread_mutex_lock(&r->lock);
-  if (r->rebuild_joinable) { /* the previous rebuild has ended: reap its thread */
-    pthread_join(r->rebuild_thread, NULL);
-    r->rebuild_joinable = 0;
-  }
-  pthread_mutex_unlock(&r->lock);
-  rebuild_job *j = calloc(1, sizeof *j);
-  int rc = j ? TL_OK : tl_err_set(err, TL_E_NOMEM, "out of memory");
-  if (rc == TL_OK) {
-    j->r = r;
-    j->proj = proj;
-    for (int i = 0; i < TL_MAX_PROJECTIONS; i++) j->fold.upto[i] = -1;
-    snprintf(j->fp, sizeof j->fp, "projection.%s.rebuild", name);
-    j->fold.fp_point = j->fp;
-    j->fold.stop = &r->stopping;
-    j->fold.progress = &r->rebuild_position;
-    rc = tl_fold_scratch_path(r, "rebuild", j->scratch, sizeof j->scratch, err);
-  }
-  if (rc == TL_OK) rc = tl_db_open(&j->fold.db, j->scratch, 0, "OFF", err);
-  atomic_store(&r->rebuild_position, 0);
-  pthread_mutex_lock(&r->lock);
-  if (rc == TL_OK && pthread_create(&r->rebuild_thread, NULL, rebuild_main, j) != 0)
-    rc = tl_err_set(err, TL_E_IO, "cannot start the rebuild thread");
-  if (rc == TL_OK) r->rebuild_joinable = 1;
-  pthread_mutex_unlock(&r->lock);
+  int rc = start_thread(r, proj, err);
   if (rc != TL_OK) {
-    if (j) {
-      tl_db_close(j->fold.db);
-      if (j->scratch[0]) tl_fold_remove(j->scratch);
-      free(j);
-    }
     atomic_store(&r->rebuilding, -1);
     return rc;
   }
   tl_slog(TL_SLOG_INFO, NULL, "projection rebuild started", "projection", name, NULL);
   return TL_OK;
+}
+
+int tl_read_rebuild_versions(tl_read *r, tl_err *err) {
+  int first = -1;
+  for (int i = 0; i < tl_projections_count && first < 0; i++)
+    if (atomic_load(&r->version_hold[i])) first = i;
+  if (first < 0) return TL_OK;
+  atomic_store(&r->rebuilding, first);
+  int rc = start_thread(r, -1, err);
+  if (rc != TL_OK) atomic_store(&r->rebuilding, -1);
+  return rc;
 }

@@ -144,6 +144,18 @@ int tl_read_put_checkpoint(tl_db *db, const tl_projection_def *def, int64_t posi
   return rc == SQLITE_DONE ? TL_OK : tl_db_fail(db, rc, "store checkpoint", err);
 }
 
+/* The version a projection's stored checkpoint was written by; -1 if none (or unreadable). */
+static int stored_version(tl_db *db, const char *name) {
+  tl_err err = {0};
+  if (tl_db_exec(db, STORE_SCHEMA, &err) != TL_OK) return -1;
+  sqlite3_stmt *st = tl_db_stmt(db, SQL_CP_GET, &err);
+  if (!st) return -1;
+  sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+  int v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+  sqlite3_reset(st);
+  return v;
+}
+
 int tl_projection_setup(tl_db *db, const tl_projection_def *def, tl_err *err) {
   int rc = tl_db_exec(db, STORE_SCHEMA, err);
   if (rc != TL_OK) return rc;
@@ -365,7 +377,8 @@ static int project_batch(tl_read *r, tl_log_reader *reader) {
   for (int i = 0; i < tl_projections_count; i++) {
     b->cp[i] = atomic_load(&r->checkpoint[i]);
     b->rec[i] = atomic_load(&r->recorded_ms[i]);
-    b->held[i] = r->fail[i].attempts > 0 && b->now_ns < r->fail[i].retry_at_ns;
+    b->held[i] = (r->fail[i].attempts > 0 && b->now_ns < r->fail[i].retry_at_ns) ||
+                 atomic_load(&r->version_hold[i]);
     if (!b->held[i] && b->cp[i] < start) start = b->cp[i];
   }
   if (start == INT64_MAX || start >= head) {
@@ -665,7 +678,20 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
   int64_t min_cp = INT64_MAX;
   for (int i = 0; rc == TL_OK && i < tl_projections_count; i++) {
     snprintf(r->fp_apply[i], sizeof r->fp_apply[i], "projection.%s.apply", tl_projections[i]->name);
-    rc = tl_projection_setup(r->w, tl_projections[i], err);
+    int sv = stored_version(r->w, tl_projections[i]->name);
+    if (sv > 0 && sv != tl_projections[i]->version) {
+      /* A new version: the old copy keeps answering while the new one is built beside it
+       * (rebuild.c); the projector leaves it alone meanwhile. */
+      atomic_store(&r->version_hold[i], 1);
+      char from[16], to[16];
+      snprintf(from, sizeof from, "%d", sv);
+      snprintf(to, sizeof to, "%d", tl_projections[i]->version);
+      tl_slog(TL_SLOG_WARN, NULL, "projection version changed; rebuilding beside the old copy",
+              "projection", tl_projections[i]->name, "from", from, "to", to, NULL);
+      rc = tl_db_exec(r->w, STORE_SCHEMA, err);
+    } else {
+      rc = tl_projection_setup(r->w, tl_projections[i], err);
+    }
     sqlite3_stmt *st = rc == TL_OK ? tl_db_stmt(r->w, SQL_CP_GET, err) : NULL;
     if (rc == TL_OK && !st) rc = TL_E_IO;
     if (rc != TL_OK) break;
@@ -702,6 +728,10 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
     return rc;
   }
   r->started = 1;
+  tl_err rb = {0};
+  if (tl_read_rebuild_versions(r, &rb) != TL_OK) /* the old copies keep serving, frozen */
+    tl_slog(TL_SLOG_ERROR, NULL, "cannot start rebuilding new projection versions", "error", rb.msg,
+            NULL);
   *out = r;
   return TL_OK;
 }

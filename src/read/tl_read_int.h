@@ -76,9 +76,16 @@ struct tl_read {
   /* A rebuild in progress (rebuild.c): the projection's index or -1, and how far it got. */
   _Atomic int rebuilding;
   _Atomic int64_t rebuild_position;
+  /* Projections whose stored version differs from their definition: the projector leaves their
+   * old tables alone (they keep answering) until the rebuild swaps the new version in. */
+  _Atomic int version_hold[TL_MAX_PROJECTIONS];
   pthread_t rebuild_thread;
   int rebuild_joinable; /* guarded by lock */
 };
+
+/* Starts rebuilding, one after the other, the projections held for a version change (at
+ * start-up, once the projector runs). */
+int tl_read_rebuild_versions(tl_read *r, tl_err *err);
 
 /* Runs t on the projector thread and waits: TL_E_TIMEOUT if the projector did not take it in
  * timeout_ms (nothing happened), TL_E_CLOSED at shutdown, else t's result. */

@@ -165,3 +165,43 @@ def test_rebuild_errors_and_interrupted_rebuilds(make_server):
     assert time.monotonic() - t0 < 5
     srv.start()
     assert not [f for f in os.listdir(srv.data_dir) if "rebuild" in f]
+
+
+def test_new_projection_version_is_rebuilt_beside_the_old_copy(make_server, monkeypatch):
+    srv = make_server()
+    p = srv.create_product(uid("prod"), price=2, stock=100)
+    orders = [srv.place_order([(p["productId"], 1, 2)]) for _ in range(20)]
+    srv.idle_head()
+    assert srv.stop() == 0
+    # Pretend the stored orders projection was written by an older version of its definition,
+    # and mark one of its rows so that the old copy can be told from the new one.
+    db = sqlite3.connect(srv.data_dir + "/read.db")
+    (current,) = db.execute("SELECT version FROM rm_checkpoints WHERE name = 'orders'").fetchone()
+    db.execute("UPDATE rm_checkpoints SET version = ? WHERE name = 'orders'", (current - 1,))
+    db.execute("UPDATE rm_orders SET status = 'OLD-COPY' WHERE order_id = ?", (orders[0]["orderId"],))
+    db.commit()
+    db.close()
+    monkeypatch.setenv("TWINLANE_FAILPOINTS", "projection.orders.rebuild=delay:20")
+    srv.start()
+    assert status(srv, "orders")["status"] == "rebuilding"
+    # The old copy keeps answering while the new version is built.
+    st, _, v = srv.get("/orders/" + orders[0]["orderId"])
+    assert st == 200 and v["status"] == "OLD-COPY", v
+    st, _, v = srv.get("/orders/" + orders[1]["orderId"])
+    assert st == 200 and v["status"] == "RESERVED", v
+    # Other projections are not held back.
+    o = srv.place_order([(p["productId"], 1, 2)])
+    st, _, pv = srv.query("/products/" + p["productId"], o["position"], wait_ms=3000)
+    assert st == 200 and pv["salesCount"] == 21, pv
+    # A read-your-write on the orders projection is answered once the new version is in.
+    st, _, v = srv.query("/orders/" + o["orderId"], o["position"], wait_ms=10000)
+    assert st == 200 and v["orderId"] == o["orderId"], v
+    wait_rebuilt(srv, "orders")
+    st, _, v = srv.get("/orders/" + orders[0]["orderId"])
+    assert v["status"] == "RESERVED", v
+    db = sqlite3.connect(srv.data_dir + "/read.db", timeout=10)
+    (now,) = db.execute("SELECT version FROM rm_checkpoints WHERE name = 'orders'").fetchone()
+    db.close()
+    assert now == current
+    st, _, r = srv.post("/admin/reconcile")
+    assert r["clean"] is True, r
