@@ -712,6 +712,32 @@ static void h_pm_dlq_list(tl_req *req, tl_resp *resp) {
   tl_resp_json(resp, 200, out);
 }
 
+/* POST /admin/process-managers/dlq/{id}/retry and DELETE /admin/process-managers/dlq/{id}. */
+static void pm_dlq_op(tl_req *req, tl_resp *resp, int drop) {
+  int64_t id;
+  if (dlq_id(req, resp, &id)) return;
+  tl_saga_dlq_result res;
+  tl_err err = {0};
+  int rc = tl_saga_dlq_op(req->app->saga, drop, id, DLQ_OP_TIMEOUT_MS, &res, &err);
+  if (rc == TL_E_CLOSED)
+    return tl_resp_error(resp, 503, "SHUTTING_DOWN", "The server is shutting down.");
+  if (rc == TL_E_TIMEOUT) return tl_resp_error(resp, 503, "PROCESS_MANAGER_BUSY", err.msg);
+  if (rc != TL_OK) return tl_resp_error(resp, 503, "STORAGE_UNAVAILABLE", err.msg);
+  if (!res.found)
+    return tl_resp_error(resp, 404, "DLQ_ENTRY_NOT_FOUND", "No parked step has this id.");
+  if (drop) return tl_resp_json(resp, 204, NULL);
+  tl_resp_json(resp, 200, json_pack("{s:i, s:i, s:i}", "found", res.found, "applied",
+                                    res.applied, "failed", res.failed));
+}
+
+static void h_pm_dlq_retry(tl_req *req, tl_resp *resp) {
+  pm_dlq_op(req, resp, 0);
+}
+
+static void h_pm_dlq_drop(tl_req *req, tl_resp *resp) {
+  pm_dlq_op(req, resp, 1);
+}
+
 static void h_dlq_retry(tl_req *req, tl_resp *resp) {
   int64_t id;
   tl_dlq_result res;
@@ -835,6 +861,8 @@ static const route ROUTES[] = {
     {"POST", "/admin/reconcile", h_reconcile},
     {"GET", "/admin/dlq", h_dlq_list},
     {"GET", "/admin/process-managers/dlq", h_pm_dlq_list},
+    {"DELETE", "/admin/process-managers/dlq/{}", h_pm_dlq_drop},
+    {"POST", "/admin/process-managers/dlq/{}/retry", h_pm_dlq_retry},
     {"POST", "/admin/dlq/retry-all", h_dlq_retry_all},
     {"DELETE", "/admin/dlq/{}", h_dlq_drop},
     {"POST", "/admin/dlq/{}/retry", h_dlq_retry},

@@ -8,6 +8,7 @@
 #include "util/tl_time.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -42,8 +43,18 @@ struct tl_pm_batch {
   size_t outstanding;
 };
 
+/* A dead-letter operation handed to a runner thread (retry or drop one parked step). */
+typedef struct pm_task {
+  int drop;
+  int64_t id;
+  int taken, done, rc;
+  tl_saga_dlq_result result;
+  tl_err err;
+} pm_task;
+
 typedef struct pm_runner {
   tl_saga *saga;
+  pm_task *task; /* pending operation, guarded by saga->lock */
   const tl_pm_def *def;
   /* The failing step, if any (runner thread only). */
   int64_t fail_position, park_position;
@@ -66,6 +77,9 @@ struct tl_saga {
   tl_saga_opts opts;
   char path[PATH_MAX];
   _Atomic int stopping;
+  pthread_mutex_t lock; /* the runners' task slots (cond: their completion) */
+  pthread_cond_t cond;
+  pthread_mutex_t callers; /* one dead-letter operation at a time */
   int n;
   pm_runner runners[MAX_PMS];
 };
@@ -82,6 +96,11 @@ static const char SQL_DLQ_PARK[] =
     "INSERT OR REPLACE INTO pm_dlq(name, position, stream, type, error, attempts,"
     " first_failed_at, last_failed_at) VALUES(?,?,?,?,?,?,?,?)";
 static const char SQL_DLQ_DEPTH[] = "SELECT COUNT(*) FROM pm_dlq WHERE name = ?";
+static const char SQL_DLQ_POS[] = "SELECT position FROM pm_dlq WHERE id = ? AND name = ?";
+static const char SQL_DLQ_NAME[] = "SELECT name FROM pm_dlq WHERE id = ?";
+static const char SQL_DLQ_DEL[] = "DELETE FROM pm_dlq WHERE id = ?";
+static const char SQL_DLQ_AGAIN[] =
+    "UPDATE pm_dlq SET attempts = attempts + 1, last_failed_at = ?, error = ? WHERE id = ?";
 static const char SQL_DLQ_LIST[] =
     "SELECT id, name, position, stream, type, error, attempts, first_failed_at, last_failed_at"
     " FROM pm_dlq ORDER BY id LIMIT ?";
@@ -163,6 +182,7 @@ typedef struct handle_ctx {
   int rc;
   int64_t failed_position; /* the event whose step failed (0: the failure was elsewhere) */
   int parked;
+  int replay; /* a dead letter retried by an operator: never park it again */
   tl_err err;
 } handle_ctx;
 
@@ -217,7 +237,7 @@ static int handle_event(void *arg, const tl_event *ev) {
   snprintf(h->b->correlation, sizeof h->b->correlation, "%s", cid ? cid : "");
   if (!eid) snprintf(h->b->event_id, sizeof h->b->event_id, "pos%lld", (long long)ev->position);
   h->b->ev = ev;
-  if (ev->position == h->r->park_position) { /* failed too often: park it, go on */
+  if (!h->replay && ev->position == h->r->park_position) { /* failed too often: park it */
     json_decref(data);
     json_decref(meta);
     h->rc = park(h->r, ev, &h->err);
@@ -338,6 +358,82 @@ static void sleep_ms(int ms) {
   nanosleep(&ts, NULL);
 }
 
+static int exec_id(pm_runner *r, const char *sql, int64_t id, tl_err *err) {
+  sqlite3_stmt *st = tl_db_stmt(r->db, sql, err);
+  if (!st) return TL_E_IO;
+  sqlite3_bind_int64(st, 1, id);
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  return rc == SQLITE_DONE ? TL_OK : tl_db_fail(r->db, rc, "dead letter", err);
+}
+
+/* Retries (re-runs the step against the manager's state as it is now, with the same
+ * idempotency keys) or drops one parked step of r. */
+static int run_task(pm_runner *r, tl_log_reader *reader, tl_pm_batch *b, pm_task *t) {
+  tl_err *err = &t->err;
+  int rc = tl_db_exec(r->db, "BEGIN IMMEDIATE", err);
+  sqlite3_stmt *st = rc == TL_OK ? tl_db_stmt(r->db, SQL_DLQ_POS, err) : NULL;
+  if (rc == TL_OK && !st) rc = TL_E_IO;
+  int64_t position = 0;
+  if (rc == TL_OK) {
+    sqlite3_bind_int64(st, 1, t->id);
+    sqlite3_bind_text(st, 2, r->def->name, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) position = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+  }
+  if (rc == TL_OK && position > 0) {
+    t->result.found = 1;
+    if (t->drop) {
+      rc = exec_id(r, SQL_DLQ_DEL, t->id, err);
+      if (rc == TL_OK) t->result.dropped = 1;
+    } else {
+      handle_ctx h = {.r = r, .b = b, .last_position = position - 1, .replay = 1};
+      int read = tl_log_read_all(reader, position, 1, handle_event, &h, err);
+      int step = h.rc != TL_OK ? h.rc : read;
+      if (step == TL_OK) step = run_commands(r, b);
+      batch_reset(b);
+      if (step == TL_OK) {
+        rc = exec_id(r, SQL_DLQ_DEL, t->id, err);
+        if (rc == TL_OK) t->result.applied = 1;
+      } else {
+        /* The step failed again: nothing of it stays; count the attempt. */
+        sqlite3_exec(r->db->db, "ROLLBACK", NULL, NULL, NULL);
+        t->result.failed = 1;
+        sqlite3_stmt *up = tl_db_stmt(r->db, SQL_DLQ_AGAIN, err);
+        if (!up) return TL_E_IO;
+        sqlite3_bind_int64(up, 1, tl_now_ms());
+        sqlite3_bind_text(up, 2, h.err.msg[0] ? h.err.msg : "its commands failed", -1,
+                          SQLITE_TRANSIENT);
+        sqlite3_bind_int64(up, 3, t->id);
+        int s2 = sqlite3_step(up);
+        sqlite3_reset(up);
+        return s2 == SQLITE_DONE ? TL_OK : tl_db_fail(r->db, s2, "count a dead letter", err);
+      }
+    }
+  }
+  if (rc == TL_OK) rc = tl_db_exec(r->db, "COMMIT", err);
+  if (rc != TL_OK && !sqlite3_get_autocommit(r->db->db))
+    sqlite3_exec(r->db->db, "ROLLBACK", NULL, NULL, NULL);
+  if (rc == TL_OK) atomic_store(&r->dlq_depth, dlq_depth(r));
+  return rc;
+}
+
+static void serve_task(pm_runner *r, tl_log_reader *reader, tl_pm_batch *b) {
+  tl_saga *s = r->saga;
+  pthread_mutex_lock(&s->lock);
+  pm_task *t = r->task;
+  if (t) t->taken = 1;
+  pthread_mutex_unlock(&s->lock);
+  if (!t) return;
+  int rc = run_task(r, reader, b, t);
+  pthread_mutex_lock(&s->lock);
+  t->rc = rc;
+  t->done = 1;
+  r->task = NULL;
+  pthread_cond_broadcast(&s->cond);
+  pthread_mutex_unlock(&s->lock);
+}
+
 static void *runner_main(void *arg) {
   pm_runner *r = arg;
   tl_saga *s = r->saga;
@@ -356,6 +452,7 @@ static void *runner_main(void *arg) {
       sleep_ms(100);
       continue;
     }
+    serve_task(r, reader, b);
     int64_t pos = atomic_load(&r->position);
     if (tl_log_head(s->log) <= pos) {
       tl_log_wait(s->log, pos, 500);
@@ -381,6 +478,14 @@ static void *runner_main(void *arg) {
   }
   tl_log_reader_release(s->log, reader);
   tl_pm_batch_free(b);
+  pthread_mutex_lock(&s->lock);
+  if (r->task && !r->task->taken) { /* an operation nobody will run */
+    r->task->rc = tl_err_set(&r->task->err, TL_E_CLOSED, "the server is shutting down");
+    r->task->done = 1;
+    r->task = NULL;
+    pthread_cond_broadcast(&s->cond);
+  }
+  pthread_mutex_unlock(&s->lock);
   return NULL;
 }
 
@@ -409,6 +514,13 @@ int tl_saga_start(tl_saga **out, tl_log *log, tl_writer *writer, const char *dir
   if (!s) return tl_err_set(err, TL_E_NOMEM, "out of memory");
   s->log = log;
   s->writer = writer;
+  pthread_mutex_init(&s->lock, NULL);
+  pthread_mutex_init(&s->callers, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&s->cond, &ca);
+  pthread_condattr_destroy(&ca);
   s->opts = (tl_saga_opts){.retry_base_ms = 200, .retry_cap_ms = 30000, .retry_attempts = 8};
   if (opts && opts->retry_base_ms > 0) s->opts.retry_base_ms = opts->retry_base_ms;
   if (opts && opts->retry_cap_ms > 0) s->opts.retry_cap_ms = opts->retry_cap_ms;
@@ -454,7 +566,60 @@ void tl_saga_stop(tl_saga *s) {
     if (s->runners[i].started) pthread_join(s->runners[i].thread, NULL);
     tl_db_close(s->runners[i].db);
   }
+  pthread_cond_destroy(&s->cond);
+  pthread_mutex_destroy(&s->callers);
+  pthread_mutex_destroy(&s->lock);
   free(s);
+}
+
+int tl_saga_dlq_op(tl_saga *s, int drop, int64_t id, int timeout_ms, tl_saga_dlq_result *out,
+                   tl_err *err) {
+  memset(out, 0, sizeof *out);
+  /* Which manager parked it: its runner runs the operation. */
+  tl_db *db = NULL;
+  if (tl_db_open(&db, s->path, 1, "NORMAL", err) != TL_OK) return TL_E_IO;
+  sqlite3_stmt *st = tl_db_stmt(db, SQL_DLQ_NAME, err);
+  pm_runner *r = NULL;
+  if (st) {
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) == SQLITE_ROW)
+      for (int i = 0; i < s->n; i++)
+        if (strcmp(s->runners[i].def->name, (const char *)sqlite3_column_text(st, 0)) == 0)
+          r = &s->runners[i];
+    sqlite3_reset(st);
+  }
+  tl_db_close(db);
+  if (!st) return TL_E_IO;
+  if (!r) return TL_OK; /* not found */
+  pm_task t = {.drop = drop, .id = id};
+  struct timespec deadline;
+  tl_deadline_in(&deadline, timeout_ms);
+  pthread_mutex_lock(&s->callers);
+  pthread_mutex_lock(&s->lock);
+  int rc = TL_OK;
+  if (atomic_load(&s->stopping)) {
+    rc = tl_err_set(err, TL_E_CLOSED, "the server is shutting down");
+  } else {
+    r->task = &t;
+    tl_log_wake(s->log);
+    while (!t.done) {
+      if (!t.taken && pthread_cond_timedwait(&s->cond, &s->lock, &deadline) == ETIMEDOUT &&
+          !t.taken) {
+        r->task = NULL;
+        rc = tl_err_set(err, TL_E_TIMEOUT, "the process manager did not take the operation");
+        break;
+      }
+      if (t.taken && !t.done) pthread_cond_wait(&s->cond, &s->lock);
+    }
+    if (t.done) {
+      rc = t.rc;
+      if (rc != TL_OK && err) *err = t.err;
+      *out = t.result;
+    }
+  }
+  pthread_mutex_unlock(&s->lock);
+  pthread_mutex_unlock(&s->callers);
+  return rc;
 }
 
 int tl_saga_status(tl_saga *s, tl_pm_status *out, int max) {

@@ -84,6 +84,18 @@ typedef struct tl_saga_opts {
 int tl_saga_start(tl_saga **out, tl_log *log, tl_writer *writer, const char *dir,
                   const tl_saga_opts *opts, tl_err *err);
 
+typedef struct tl_saga_dlq_result {
+  int found, applied, failed, dropped;
+} tl_saga_dlq_result;
+
+/* Retries (drop 0: re-runs the step against the manager's current state, with the same
+ * idempotency keys, and removes it once its commands are durable) or drops (drop 1) the parked
+ * step `id`, on its manager's thread, and waits. found 0 when no step has this id. TL_E_TIMEOUT
+ * if the manager did not take it within timeout_ms (nothing happened), TL_E_CLOSED at
+ * shutdown. */
+int tl_saga_dlq_op(tl_saga *s, int drop, int64_t id, int timeout_ms, tl_saga_dlq_result *out,
+                   tl_err *err);
+
 /* Parked steps of every manager, oldest first, at most limit, as a JSON array of
  * {id, processManager, position, stream, type, error, attempts, firstFailedAt, lastFailedAt}
  * (new reference), read on a connection of its own; NULL on a storage error. */

@@ -284,3 +284,46 @@ def test_failing_saga_step_is_parked_and_the_saga_goes_on(make_server):
     srv.idle_head()
     st, _, s = srv.get("/orders/%s/state" % stuck["orderId"])
     assert s["status"] == "PENDING", s
+
+
+def test_parked_saga_steps_can_be_retried_and_dropped(make_server):
+    srv = make_server(FAST)
+    p = srv.create_product(stock=10, price=2)
+    srv.idle_head()
+    stuck = []
+    for _ in range(2):
+        arm(srv, "saga.order_fulfilment.step", "error*3")
+        stuck.append(srv.place_order([(p["productId"], 1, 2)]))
+        deadline = time.monotonic() + 10
+        while len(srv.get("/admin/process-managers/dlq")[2]) < len(stuck):
+            assert time.monotonic() < deadline, "the step was never parked"
+            time.sleep(0.01)
+    items = srv.get("/admin/process-managers/dlq")[2]
+    assert [i["position"] for i in items] == [o["position"] for o in stuck], items
+    # A retry that fails again keeps the entry and counts the attempt.
+    arm(srv, "saga.order_fulfilment.step", "error*1")
+    st, _, r = srv.post("/admin/process-managers/dlq/%d/retry" % items[0]["id"])
+    assert st == 200 and r == {"found": 1, "applied": 0, "failed": 1}, r
+    again = srv.get("/admin/process-managers/dlq")[2]
+    assert again[0]["attempts"] == 4, again
+    # Once the cause is gone the step runs: the order is reserved, exactly once.
+    st, _, r = srv.post("/admin/process-managers/dlq/%d/retry" % items[0]["id"])
+    assert st == 200 and r == {"found": 1, "applied": 1, "failed": 0}, r
+    assert srv.wait_settled(stuck[0]["orderId"])["status"] == "RESERVED"
+    head = srv.idle_head()
+    reserved = [e for e in srv.log_events() if e["type"] == "StockReserved"
+                and e["data"]["orderId"] == stuck[0]["orderId"]]
+    assert len(reserved) == 1, reserved
+    st, _, r = srv.post("/admin/process-managers/dlq/%d/retry" % items[0]["id"])
+    assert_problem(st, _, r, 404, "DLQ_ENTRY_NOT_FOUND")
+    # Dropping removes the other one without running it.
+    st, _, b = srv.req("DELETE", "/admin/process-managers/dlq/%d" % items[1]["id"])
+    assert st == 204, b
+    assert srv.get("/admin/process-managers/dlq")[2] == []
+    assert srv.log_head() == head
+    st, _, s = srv.get("/orders/%s/state" % stuck[1]["orderId"])
+    assert s["status"] == "PENDING", s
+    m = srv.metrics()
+    assert [v for _, v in m["tl_process_manager_dlq_depth"]] == [0]
+    st, h, b = srv.req("DELETE", "/admin/process-managers/dlq/%d" % items[1]["id"])
+    assert_problem(st, h, b, 404, "DLQ_ENTRY_NOT_FOUND")
