@@ -94,9 +94,11 @@ typedef struct tl_cmd {
 } tl_cmd;
 
 /* Decodes and validates body (a JSON object) for a command of kind on the aggregate named by
- * path_id (NULL for creations). Returns 0 with *out filled, or TL_E_INVALID with *p holding a
- * 400 VALIDATION_FAILED problem listing every field error. *out must be released with
- * tl_cmd_clear in both cases. */
+ * path_id (NULL for creations). Returns 0 with *out filled (out->id is exactly path_id), or
+ * TL_E_INVALID with *p holding a 400 VALIDATION_FAILED problem listing every field error, or
+ * TL_E_NOTFOUND with a 404 ORDER_NOT_FOUND / PRODUCT_NOT_FOUND problem when the body is valid
+ * but path_id is too long to be any aggregate's id (more than TL_PRODUCT_ID_MAX bytes). *out
+ * must be released with tl_cmd_clear in every case. */
 int tl_cmd_decode(tl_cmd_kind kind, const char *path_id, const json_t *body, tl_cmd *out,
                   tl_problem *p);
 void tl_cmd_clear(tl_cmd *c);
