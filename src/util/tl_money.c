@@ -14,6 +14,8 @@
 static int parse_mark(const char *s, int64_t *minor) {
   int neg = *s == '-';
   if (neg) s++;
+  /* INT64_MIN has no positive counterpart: the negative side holds one more. */
+  const uint64_t limit = (uint64_t)INT64_MAX + (uint64_t)neg;
   uint64_t v = 0;
   int digits = 0, decimals = -1;
   for (; *s; s++) {
@@ -21,13 +23,15 @@ static int parse_mark(const char *s, int64_t *minor) {
       decimals = 0;
       continue;
     }
-    if (*s < '0' || *s > '9' || v > UINT64_MAX / 10) return TL_E_INVALID;
-    v = v * 10 + (uint64_t)(*s - '0');
+    if (*s < '0' || *s > '9') return TL_E_INVALID;
+    uint64_t d = (uint64_t)(*s - '0');
+    if (v > (limit - d) / 10) return TL_E_INVALID; /* v * 10 + d would pass the limit */
+    v = v * 10 + d;
     digits++;
     if (decimals >= 0) decimals++;
   }
-  if (decimals != 2 || digits < 3 || v > (uint64_t)INT64_MAX) return TL_E_INVALID;
-  *minor = neg ? -(int64_t)v : (int64_t)v;
+  if (decimals != 2 || digits < 3) return TL_E_INVALID;
+  *minor = neg && v > 0 ? -(int64_t)(v - 1) - 1 : (int64_t)v;
   return TL_OK;
 }
 

@@ -10,6 +10,8 @@
 #include "util/tl_money.h"
 #include "util/tl_time.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int64_t money(const char *text, int *rc) {
@@ -77,6 +79,42 @@ static void test_money_format(void **s) {
   json_decref(j);
 }
 
+/* Reads the placeholder text after the mark; returns the result code. */
+static int mark(const char *text, int64_t *minor) {
+  char buf[64];
+  snprintf(buf, sizeof buf, "\x01%s", text);
+  json_t *j = json_string(buf);
+  assert_non_null(j);
+  int rc = tl_money_from_json(j, minor);
+  json_decref(j);
+  return rc;
+}
+
+/* Found by tests/fuzz/fuzz_money.c: INT64_MIN made a placeholder that could not be read back,
+ * and (seen in review, confirmed by the target's reference parser) 20 digits wrapped around
+ * uint64 and read as a small amount. */
+static void test_money_placeholder_limits(void **s) {
+  (void)s;
+  int64_t v = 0;
+  const int64_t ends[] = {INT64_MIN, INT64_MIN + 1, -1, 0, 1, INT64_MAX};
+  for (size_t i = 0; i < sizeof ends / sizeof ends[0]; i++) {
+    json_t *j = tl_money_to_json(ends[i]);
+    v = 12345;
+    assert_int_equal(tl_money_from_json(j, &v), TL_OK);
+    assert_true(v == ends[i]);
+    json_decref(j);
+  }
+  assert_int_equal(mark("-92233720368547758.08", &v), TL_OK);
+  assert_true(v == INT64_MIN);
+  assert_int_equal(mark("92233720368547758.07", &v), TL_OK);
+  assert_true(v == INT64_MAX);
+  assert_int_equal(mark("92233720368547758.08", &v), TL_E_INVALID);
+  assert_int_equal(mark("-92233720368547758.09", &v), TL_E_INVALID);
+  assert_int_equal(mark("184467440737095516.16", &v), TL_E_INVALID); /* 2^64: was 0 */
+  assert_int_equal(mark("184467440737095516.19", &v), TL_E_INVALID); /* was 3 */
+  assert_int_equal(mark("1000000000000000000000.00", &v), TL_E_INVALID);
+}
+
 static void test_ulid(void **s) {
   (void)s;
   char a[27], b[27];
@@ -141,6 +179,7 @@ int main(void) {
       cmocka_unit_test(test_money_two_decimals_exact),
       cmocka_unit_test(test_money_refuses_precision_and_junk),
       cmocka_unit_test(test_money_format),
+      cmocka_unit_test(test_money_placeholder_limits),
       cmocka_unit_test(test_ulid),
       cmocka_unit_test(test_uuid_and_product_id),
       cmocka_unit_test(test_time_roundtrip),
