@@ -54,8 +54,10 @@ int tl_money_from_json(const json_t *j, int64_t *minor) {
   if (fabs(cents) > (double)TL_MONEY_MAX_MINOR) return TL_E_INVALID;
   double r = nearbyint(cents);
   /* The product v * 100 is off by at most a few ulps of cents (|cents| * 2.2e-16 each); anything
-   * further from a whole cent had more than two decimals in its text. */
-  if (fabs(cents - r) > fabs(cents) * 1e-15 + 1e-9) return TL_E_INVALID;
+   * further from a whole cent had more than two decimals in its text. The bound is relative
+   * only: an absolute slack would let amounts below it (1e-12) pass as 0 cents, and 0 itself
+   * is exact. */
+  if (fabs(cents - r) > fabs(cents) * 1e-15) return TL_E_INVALID;
   *minor = (int64_t)r;
   return TL_OK;
 }

@@ -79,6 +79,27 @@ static void test_money_format(void **s) {
   json_decref(j);
 }
 
+/* Found by tests/fuzz/fuzz_money.c: an absolute slack let amounts far below a cent pass as 0
+ * cents, though they have more than two decimals. */
+static void test_money_refuses_tiny_fractions(void **s) {
+  (void)s;
+  int rc;
+  const char *bad[] = {"1.5e-27", "0.000000000001", "-0.0000000001", "1e-300"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    money(bad[i], &rc);
+    if (rc != TL_E_INVALID) fail_msg("%s was accepted", bad[i]);
+  }
+  const char *zero[] = {"0", "0.0", "-0.0", "0e5", "0.00"};
+  for (size_t i = 0; i < sizeof zero / sizeof zero[0]; i++) {
+    assert_int_equal(money(zero[i], &rc), 0);
+    assert_int_equal(rc, TL_OK);
+  }
+  assert_int_equal(money("0.01", &rc), 1);
+  assert_int_equal(rc, TL_OK);
+  assert_int_equal(money("-0.01", &rc), -1);
+  assert_int_equal(rc, TL_OK);
+}
+
 /* Reads the placeholder text after the mark; returns the result code. */
 static int mark(const char *text, int64_t *minor) {
   char buf[64];
@@ -179,6 +200,7 @@ int main(void) {
       cmocka_unit_test(test_money_two_decimals_exact),
       cmocka_unit_test(test_money_refuses_precision_and_junk),
       cmocka_unit_test(test_money_format),
+      cmocka_unit_test(test_money_refuses_tiny_fractions),
       cmocka_unit_test(test_money_placeholder_limits),
       cmocka_unit_test(test_ulid),
       cmocka_unit_test(test_uuid_and_product_id),
