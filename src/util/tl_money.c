@@ -69,20 +69,50 @@ json_t *tl_money_to_json(int64_t minor) {
   return json_string(buf);
 }
 
+/* The end of the placeholder whose text starts at m (a match of MARK), or NULL if the match is
+ * not one. A placeholder is a whole JSON string value: m is its opening quote (not a quote
+ * escaped inside another string, as in "a\"\u0001"), the text after the mark is the amount as
+ * tl_money_format writes it (-?[0-9]+.[0-9][0-9] with 1 to 17 digits before the point and no
+ * leading zero: a JSON number any parser reads), then the closing quote, not followed by ':' (a
+ * member name). before is the character that preceded m in the text json_dumps wrote (0 at its
+ * start). Returns a pointer to the closing quote. */
+static const char *placeholder_end(const char *m, size_t mark_len, char before) {
+  if (before == '\\') return NULL; /* an escaped quote: m is inside a string */
+  const char *p = m + mark_len;
+  if (*p == '-') p++;
+  const char *digits = p;
+  while (*p >= '0' && *p <= '9') p++;
+  /* An int64 of minor units has at most 17 digits before the point. */
+  if (p == digits || p - digits > 17 || (digits[0] == '0' && p - digits > 1) || p[0] != '.' ||
+      p[1] < '0' || p[1] > '9' || p[2] < '0' || p[2] > '9' || p[3] != '"' || p[4] == ':')
+    return NULL;
+  return p + 3;
+}
+
 char *tl_json_dumps(const json_t *j) {
   char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
   if (!s) return NULL;
   /* Rewrite in place: "\u0001123.45" -> 123.45 (the output only shrinks). Jumps from mark to
-   * mark with strstr, copying the text between. */
+   * mark with strstr, copying the text between; a match that is not a placeholder (a string
+   * holding a quote and U+0001) is copied as it is. */
   static const char MARK[] = "\"\\u0001";
   char *r = strstr(s, MARK);
   if (!r) return s;
   char *w = r;
+  char before = r > s ? r[-1] : '\0'; /* the original character before the match at r */
   while (r) {
-    r += sizeof MARK - 1;
-    while (*r && *r != '"') *w++ = *r++;
-    if (*r == '"') r++;
+    const char *end = placeholder_end(r, sizeof MARK - 1, before);
+    if (end) {
+      r += sizeof MARK - 1;
+      while (r < end) *w++ = *r++;
+      r++; /* the closing quote */
+      before = '"';
+    } else {
+      *w++ = *r++; /* the quote; the search goes on after it */
+      before = '"';
+    }
     char *next = strstr(r, MARK);
+    if (next && next > r) before = next[-1]; /* not yet overwritten: w <= r <= next - 1 */
     size_t n = next ? (size_t)(next - r) : strlen(r);
     memmove(w, r, n);
     w += n;

@@ -136,6 +136,28 @@ static void test_money_placeholder_limits(void **s) {
   assert_int_equal(mark("1000000000000000000000.00", &v), TL_E_INVALID);
 }
 
+/* Found by tests/fuzz/fuzz_money.c: tl_json_dumps rewrote any quote followed by U+0001 (a quote
+ * escaped inside a string, a member name, a malformed amount) as if it opened a placeholder,
+ * and wrote invalid JSON. Only whole string values made by tl_money_to_json are numbers. */
+static void test_json_dumps_rewrites_only_placeholders(void **s) {
+  (void)s;
+  json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:o}", "q", "x\"\x01" "9.99\"y", "lead",
+                        "\x01" "007.00", "long", "\x01" "123456789012345678.00",
+                        "\x01" "1.00", "key", "a", tl_money_to_json(-5));
+  assert_non_null(j);
+  char *t = tl_json_dumps(j);
+  assert_non_null(t);
+  assert_string_equal(t, "{\"q\":\"x\\\"\\u00019.99\\\"y\",\"lead\":\"\\u0001007.00\","
+                         "\"long\":\"\\u0001123456789012345678.00\",\"\\u00011.00\":\"key\","
+                         "\"a\":-0.05}");
+  json_t *back = json_loads(t, 0, NULL);
+  assert_non_null(back);
+  assert_string_equal(json_string_value(json_object_get(back, "q")), "x\"\x01" "9.99\"y");
+  json_decref(back);
+  free(t);
+  json_decref(j);
+}
+
 static void test_ulid(void **s) {
   (void)s;
   char a[27], b[27];
@@ -202,6 +224,7 @@ int main(void) {
       cmocka_unit_test(test_money_format),
       cmocka_unit_test(test_money_refuses_tiny_fractions),
       cmocka_unit_test(test_money_placeholder_limits),
+      cmocka_unit_test(test_json_dumps_rewrites_only_placeholders),
       cmocka_unit_test(test_ulid),
       cmocka_unit_test(test_uuid_and_product_id),
       cmocka_unit_test(test_time_roundtrip),
