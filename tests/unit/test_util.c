@@ -217,6 +217,33 @@ static void test_time_roundtrip(void **s) {
   assert_int_equal(tl_date_parse("2026-11-22x", &d), TL_E_INVALID);
 }
 
+/* Found by tests/fuzz/fuzz_time.c: floor division by multiplying back overflowed (undefined
+ * behaviour, reported under make test-asan) for the earliest int64 times; dates are formatted
+ * over the whole range of days such times fall on. */
+static void test_time_format_extremes(void **s) {
+  (void)s;
+  char iso[TL_ISO_LEN];
+  tl_time_format(-1, iso);
+  assert_string_equal(iso, "1969-12-31T23:59:59.999Z");
+  tl_time_format(-86400000, iso);
+  assert_string_equal(iso, "1969-12-31T00:00:00.000Z");
+  tl_time_format(INT64_MIN, iso);
+  assert_int_equal(strlen(iso), TL_ISO_LEN - 1);
+  tl_time_format(INT64_MAX, iso);
+  assert_int_equal(strlen(iso), TL_ISO_LEN - 1);
+  int64_t ms;
+  assert_int_equal(tl_time_parse("9999-12-31T23:59:59.999Z", &ms), TL_OK);
+  tl_time_format(ms, iso);
+  assert_string_equal(iso, "9999-12-31T23:59:59.999Z");
+  char date[11];
+  tl_date_format(TL_DAYS_MIN, date);
+  assert_int_equal(strlen(date), 10);
+  tl_date_format(TL_DAYS_MAX, date);
+  assert_int_equal(strlen(date), 10);
+  tl_date_format(-1, date);
+  assert_string_equal(date, "1969-12-31");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_money_two_decimals_exact),
@@ -228,6 +255,7 @@ int main(void) {
       cmocka_unit_test(test_ulid),
       cmocka_unit_test(test_uuid_and_product_id),
       cmocka_unit_test(test_time_roundtrip),
+      cmocka_unit_test(test_time_format_extremes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
