@@ -55,8 +55,11 @@ int tl_route_parse_uint(const char *s, int64_t max, int64_t *out) {
   int64_t v = 0;
   for (const char *p = s; *p; p++) {
     if (*p < '0' || *p > '9') return TL_E_INVALID;
-    if (v > (max - (*p - '0')) / 10) return TL_E_INVALID;
-    v = v * 10 + (*p - '0');
+    int d = *p - '0';
+    /* v * 10 + d <= max, without overflow; max - d < 0 (a small max) refuses at once, as the
+     * division would round it up to 0. */
+    if (max < d || v > (max - d) / 10) return TL_E_INVALID;
+    v = v * 10 + d;
   }
   *out = v;
   return TL_OK;

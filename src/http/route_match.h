@@ -34,8 +34,8 @@ int tl_route_match(const char *pattern, char seg[TL_ROUTE_MAX_SEGMENTS][TL_ROUTE
  * most max. Returns 0 with *out set, or TL_E_INVALID (then *out is untouched). */
 int tl_route_parse_uint(const char *s, int64_t max, int64_t *out);
 
-/* Parses an If-Match value: a version number, quoted ("3") or not; W/ tags are refused.
- * Returns 0 with *out set, or TL_E_INVALID. */
+/* Parses an If-Match value: a version number of at most 31 digits, quoted ("3") or not; W/ tags
+ * are refused. Returns 0 with *out set, or TL_E_INVALID. */
 int tl_route_parse_if_match(const char *s, int64_t *out);
 
 /* True if k is a valid Idempotency-Key: 1 to 128 printable ASCII characters. */
