@@ -109,7 +109,10 @@ int tl_product_evolve(tl_product_state *s, const char *type, const json_t *data,
     const char *name = json_string_value(json_object_get(data, "name"));
     const char *cat = json_string_value(json_object_get(data, "category"));
     const char *cur = json_string_value(json_object_get(data, "currency"));
-    if (!id || !name || !cat ||
+    /* Strings that do not fit are refused, never cut (a cut id names another product). */
+    if (!id || !name || !cat || strlen(id) >= sizeof s->product_id ||
+        strlen(name) >= sizeof s->name || strlen(cat) >= sizeof s->category ||
+        (cur && strlen(cur) >= sizeof s->currency) ||
         tl_money_from_json(json_object_get(data, "price"), &s->price_minor) != TL_OK)
       return TL_E_INVALID;
     snprintf(s->product_id, sizeof s->product_id, "%s", id);

@@ -548,6 +548,49 @@ static void test_stock_events_from_stored_text(void **s) {
   assert_null(st.reservations);
 }
 
+/* Folds one event given as stored text; returns evolve's result. */
+static int fold_text(tl_product_state *st, const char *type, const char *text, int64_t ms) {
+  json_t *data = json_loads(text, 0, NULL);
+  assert_non_null(data);
+  int rc = tl_product_evolve(st, type, data, ms);
+  json_decref(data);
+  return rc;
+}
+
+/* Found by tests/fuzz/fuzz_evolve.c: strings longer than the state's buffers were cut, which
+ * can name another product or split a UTF-8 sequence. They are refused. */
+static void test_evolve_refuses_strings_that_do_not_fit(void **s) {
+  (void)s;
+  char text[1200];
+  char long_id[TL_PRODUCT_ID_MAX + 2];
+  memset(long_id, 'x', sizeof long_id - 1);
+  long_id[sizeof long_id - 1] = '\0';
+  const char *cases[][3] = {{long_id, "n", "USD"}, {"p", "n", "EURO"}};
+  for (size_t i = 0; i < TL_ARRAY_LEN(cases); i++) {
+    tl_product_state st;
+    tl_product_state_init(&st);
+    snprintf(text, sizeof text,
+             "{\"productId\":\"%s\",\"name\":\"%s\",\"category\":\"c\",\"price\":1,"
+             "\"currency\":\"%s\",\"stock\":1}",
+             cases[i][0], cases[i][1], cases[i][2]);
+    assert_int_equal(fold_text(&st, "ProductCreated", text, T_CREATED), TL_E_INVALID);
+    assert_string_equal(st.product_id, "");
+    assert_int_equal(st.stock, 0);
+    tl_product_state_clear(&st);
+  }
+  /* 200 characters of 4 bytes: the longest name decide accepts still fits. */
+  tl_product_state st;
+  tl_product_state_init(&st);
+  char name[801] = "";
+  for (int i = 0; i < 200; i++) strcat(name, "\xf0\x9f\x98\x80");
+  snprintf(text, sizeof text,
+           "{\"productId\":\"p\",\"name\":\"%s\",\"category\":\"c\",\"price\":1,\"stock\":1}",
+           name);
+  assert_int_equal(fold_text(&st, "ProductCreated", text, T_CREATED), TL_OK);
+  assert_string_equal(st.name, name);
+  tl_product_state_clear(&st);
+}
+
 /* A small deterministic generator (xorshift64*), so the sequence is the same everywhere. */
 static uint64_t rng_next(uint64_t *x) {
   *x ^= *x >> 12;
@@ -662,6 +705,7 @@ int main(void) {
       cmocka_unit_test(test_commit_consumes_the_reservation_and_the_stock),
       cmocka_unit_test(test_stock_commands_on_missing_product_are_not_found),
       cmocka_unit_test(test_stock_events_from_stored_text),
+      cmocka_unit_test(test_evolve_refuses_strings_that_do_not_fit),
       cmocka_unit_test(test_available_never_negative_over_random_commands),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
