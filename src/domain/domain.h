@@ -176,8 +176,9 @@ int tl_product_decide(const tl_product_state *s, const tl_cmd *c, tl_decision *d
 
 /* Folds one event (type, data, recorded time) into s and increments s->version. Unknown types
  * bump the version and the update time only. Returns 0, or TL_E_INVALID if data lacks a field
- * the type needs or has a string too long for the state (strings are never cut); the state is
- * then unchanged apart from the version. */
+ * the type needs, has a string too long for the state (strings are never cut) or a count that
+ * would overflow int64 (an order total, stock, reserved units); the state is then unchanged
+ * apart from the version. A second StockReserved for an order replaces its reservation. */
 int tl_order_evolve(tl_order_state *s, const char *type, const json_t *data, int64_t recorded_ms);
 int tl_product_evolve(tl_product_state *s, const char *type, const json_t *data,
                       int64_t recorded_ms);

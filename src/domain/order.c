@@ -189,7 +189,13 @@ static int evolve_placed(tl_order_state *s, const json_t *data, int64_t ms) {
     }
     memcpy(lines[i].product_id, pid, strlen(pid) + 1);
     lines[i].quantity = json_integer_value(json_object_get(it, "quantity"));
-    total += lines[i].quantity * lines[i].price_minor;
+    /* decide bounds every total far below int64; a stored one that overflows is refused. */
+    int64_t amount;
+    if (__builtin_mul_overflow(lines[i].quantity, lines[i].price_minor, &amount) ||
+        __builtin_add_overflow(total, amount, &total)) {
+      free(lines);
+      return TL_E_INVALID;
+    }
   }
   free(s->items);
   s->items = lines;

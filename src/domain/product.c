@@ -122,11 +122,20 @@ int tl_product_evolve(tl_product_state *s, const char *type, const json_t *data,
     s->stock = json_integer_value(json_object_get(data, "stock"));
     s->created_ms = recorded_ms;
   } else if (strcmp(type, "ProductRestocked") == 0) {
-    s->stock += json_integer_value(json_object_get(data, "quantity"));
+    /* Here and below: counts that would overflow int64 cannot come from decide; refused. */
+    int64_t stock;
+    if (__builtin_add_overflow(s->stock, json_integer_value(json_object_get(data, "quantity")),
+                               &stock))
+      return TL_E_INVALID;
+    s->stock = stock;
   } else if (strcmp(type, "StockReserved") == 0) {
     const char *oid = json_string_value(json_object_get(data, "orderId"));
     int64_t q = json_integer_value(json_object_get(data, "quantity"));
     if (!oid || q <= 0) return TL_E_INVALID;
+    /* One reservation per order: a second one replaces the first (decide never asks for it,
+     * but the fold must keep reserved equal to the sum of what the map holds). */
+    int64_t held = tl_product_reserved_for(s, oid), reserved;
+    if (__builtin_add_overflow(s->reserved, q - held, &reserved)) return TL_E_INVALID;
     if (!s->reservations) s->reservations = tl_map_new(0, free);
     int64_t *v = malloc(sizeof *v);
     if (!s->reservations || !v || tl_map_put(s->reservations, oid, v) != 0) {
@@ -134,13 +143,16 @@ int tl_product_evolve(tl_product_state *s, const char *type, const json_t *data,
       return TL_E_NOMEM;
     }
     *v = q;
-    s->reserved += q;
+    s->reserved = reserved;
   } else if (strcmp(type, "StockReleased") == 0 || strcmp(type, "StockCommitted") == 0) {
     const char *oid = json_string_value(json_object_get(data, "orderId"));
     if (!oid) return TL_E_INVALID;
     int64_t held = tl_product_reserved_for(s, oid);
-    s->reserved -= held;
-    if (strcmp(type, "StockCommitted") == 0) s->stock -= held; /* the units left, shipped */
+    bool commit = strcmp(type, "StockCommitted") == 0; /* the units left, shipped */
+    int64_t stock = s->stock;
+    if (commit && __builtin_sub_overflow(s->stock, held, &stock)) return TL_E_INVALID;
+    s->reserved -= held; /* held is part of reserved, the sum of the reservations */
+    s->stock = stock;
     if (held) tl_map_remove(s->reservations, oid);
   }
   s->updated_ms = recorded_ms;

@@ -587,6 +587,27 @@ static void test_evolve_order_placed_from_stored_text(void **s) {
   tl_order_state_clear(&st);
 }
 
+/* Found by tests/fuzz/fuzz_evolve.c (seen in review, confirmed by the target under UBSan): the
+ * total of a stored OrderPlaced could overflow int64. decide bounds it; such an event is
+ * refused and changes nothing but the version. */
+static void test_evolve_refuses_a_total_that_overflows(void **s) {
+  (void)s;
+  json_t *data = json_loads("{\"orderId\":\"" ORDER_ID "\",\"customerId\":\"" CUSTOMER_ID "\","
+                            "\"items\":[{\"productId\":\"a\",\"quantity\":9223372036854775807,"
+                            "\"price\":2}]}",
+                            0, NULL);
+  assert_non_null(data);
+  tl_order_state st;
+  tl_order_state_init(&st);
+  assert_int_equal(tl_order_evolve(&st, "OrderPlaced", data, 5000), TL_E_INVALID);
+  json_decref(data);
+  assert_int_equal(st.version, 1);
+  assert_int_equal(st.status, TL_ORDER_NONE);
+  assert_int_equal(st.n_items, 0);
+  assert_null(st.items);
+  tl_order_state_clear(&st);
+}
+
 /* Found by tests/fuzz/fuzz_evolve.c: ids, currency and reason longer than the state's buffers
  * were cut, splitting UTF-8 sequences, and the order view (GET /orders/{id}/state) could not
  * be built. They are refused. */
@@ -836,6 +857,7 @@ int main(void) {
       cmocka_unit_test(test_state_json_rejection_reason),
       cmocka_unit_test(test_state_json_of_empty_state),
       cmocka_unit_test(test_status_names_and_stream_names),
+      cmocka_unit_test(test_evolve_refuses_a_total_that_overflows),
       cmocka_unit_test(test_evolve_refuses_strings_that_do_not_fit),
   };
   return cmocka_run_group_tests(tests, setup, NULL);

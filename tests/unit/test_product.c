@@ -557,6 +557,69 @@ static int fold_text(tl_product_state *st, const char *type, const char *text, i
   return rc;
 }
 
+/* Found by tests/fuzz/fuzz_evolve.c: a second StockReserved for an order replaced its entry in
+ * the map but added to reserved, which then stayed above the sum of the reservations for good.
+ * decide never emits one (a repeat is a no-op), but the fold must stay consistent. */
+static void test_evolve_second_reservation_for_an_order_replaces_it(void **s) {
+  (void)s;
+  tl_product_state st;
+  created_product(&st);
+  assert_int_equal(fold_text(&st, "StockReserved", "{\"orderId\":\"" ORDER_A "\",\"quantity\":2}",
+                             T_STOCK),
+                   TL_OK);
+  assert_int_equal(fold_text(&st, "StockReserved", "{\"orderId\":\"" ORDER_A "\",\"quantity\":3}",
+                             T_STOCK + 1),
+                   TL_OK);
+  assert_int_equal(st.reserved, 3);
+  assert_int_equal(tl_product_reserved_for(&st, ORDER_A), 3);
+  assert_int_equal(fold_text(&st, "StockReleased", "{\"orderId\":\"" ORDER_A "\"}", T_STOCK + 2),
+                   TL_OK);
+  assert_int_equal(st.reserved, 0);
+  tl_product_state_clear(&st);
+}
+
+/* Found by tests/fuzz/fuzz_evolve.c (seen in review, confirmed by the target under UBSan):
+ * stock and reserved counts of a stored event could overflow int64. Such events cannot come
+ * from decide; they are refused and change nothing but the version. */
+static void test_evolve_refuses_counts_that_overflow(void **s) {
+  (void)s;
+  tl_product_state st;
+  created_product(&st);
+  int64_t stock = st.stock;
+  assert_int_equal(fold_text(&st, "ProductRestocked", "{\"quantity\":9223372036854775807}",
+                             T_RESTOCKED),
+                   TL_E_INVALID);
+  assert_int_equal(st.stock, stock);
+  assert_int_equal(st.version, 2);
+  assert_int_equal(fold_text(&st, "StockReserved",
+                             "{\"orderId\":\"" ORDER_A "\",\"quantity\":9223372036854775807}",
+                             T_STOCK),
+                   TL_OK);
+  assert_int_equal(fold_text(&st, "StockReserved",
+                             "{\"orderId\":\"" ORDER_B "\",\"quantity\":1}", T_STOCK + 1),
+                   TL_E_INVALID);
+  assert_true(st.reserved == INT64_MAX);
+  assert_int_equal(tl_product_reserved_for(&st, ORDER_B), 0);
+  tl_product_state_clear(&st);
+
+  tl_product_state_init(&st);
+  assert_int_equal(fold_text(&st, "ProductCreated",
+                             "{\"productId\":\"p\",\"name\":\"n\",\"category\":\"c\","
+                             "\"price\":1,\"stock\":-9223372036854775808}",
+                             T_CREATED),
+                   TL_OK);
+  assert_int_equal(fold_text(&st, "StockReserved", "{\"orderId\":\"" ORDER_A "\",\"quantity\":1}",
+                             T_STOCK),
+                   TL_OK);
+  assert_int_equal(fold_text(&st, "StockCommitted", "{\"orderId\":\"" ORDER_A "\"}", T_STOCK + 1),
+                   TL_E_INVALID);
+  assert_true(st.stock == INT64_MIN);
+  assert_int_equal(st.reserved, 1);
+  assert_int_equal(tl_product_reserved_for(&st, ORDER_A), 1);
+  assert_int_equal(st.updated_ms, T_STOCK);
+  tl_product_state_clear(&st);
+}
+
 /* Found by tests/fuzz/fuzz_evolve.c: strings longer than the state's buffers were cut, which
  * can name another product or split a UTF-8 sequence. They are refused. */
 static void test_evolve_refuses_strings_that_do_not_fit(void **s) {
@@ -705,6 +768,8 @@ int main(void) {
       cmocka_unit_test(test_commit_consumes_the_reservation_and_the_stock),
       cmocka_unit_test(test_stock_commands_on_missing_product_are_not_found),
       cmocka_unit_test(test_stock_events_from_stored_text),
+      cmocka_unit_test(test_evolve_second_reservation_for_an_order_replaces_it),
+      cmocka_unit_test(test_evolve_refuses_counts_that_overflow),
       cmocka_unit_test(test_evolve_refuses_strings_that_do_not_fit),
       cmocka_unit_test(test_available_never_negative_over_random_commands),
   };
