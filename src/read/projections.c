@@ -19,6 +19,7 @@
 #include "util/tl_time.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int step(tl_db *db, sqlite3_stmt *st, tl_err *err) {
@@ -107,7 +108,10 @@ static int orders_placed(tl_db *db, const tl_event *ev, const json_t *d, tl_err 
     }
   }
   char *items_text = tl_json_dumps(view_items);
-  char *ship_text = tl_json_dumps(json_object_get(d, "shippingAddress"));
+  /* Without an address (decide always writes one) the view says null: json_dumps(NULL) fails,
+   * and that must not pass for out of memory and stall the projector. */
+  const json_t *ship = json_object_get(d, "shippingAddress");
+  char *ship_text = ship ? tl_json_dumps(ship) : strdup("null");
   json_decref(view_items);
   int rc = TL_OK;
   if (!items_text || !ship_text) rc = tl_err_set(err, TL_E_NOMEM, "out of memory");

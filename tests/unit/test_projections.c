@@ -920,6 +920,22 @@ static void test_order_cancelled_leaves_daily_sales(void **state) {
   json_decref(h);
 }
 
+/* Found by tests/fuzz/fuzz_projections.c: an OrderPlaced without shippingAddress made the
+ * orders projection fail with "out of memory" (json_dumps of nothing), which would stall the
+ * projector for good. The view says null instead. */
+static void test_order_without_address_is_applied_with_a_null_address(void **state) {
+  fixture *f = *state;
+  product_created(f->db, 1, "sku-1", "Lamp", "lighting", "1.00", 5, ms_of("2026-11-22T10:00:00Z"));
+  apply(f->db, 2, "order-X", 1, "OrderPlaced",
+        "{\"orderId\":\"X\",\"customerId\":\"" CUST_A "\","
+        "\"items\":[{\"productId\":\"sku-1\",\"quantity\":2,\"price\":1.00}]}",
+        ms_of("2026-11-22T11:00:00Z"));
+  json_t *o = get_order(f->db, "X");
+  assert_true(json_is_null(json_object_get(o, "shippingAddress")));
+  assert_int_equal(money_of(json_object_get(o, "total")), 200);
+  json_decref(o);
+}
+
 int main(void) {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
   const struct CMUnitTest tests[] = {
@@ -940,6 +956,7 @@ int main(void) {
       T(test_search_finds_every_item_of_a_large_order),
       T(test_sales_daily_counts_orders_on_their_utc_date),
       T(test_order_cancelled_leaves_daily_sales),
+      T(test_order_without_address_is_applied_with_a_null_address),
   };
 #undef T
   return cmocka_run_group_tests(tests, NULL, NULL);
