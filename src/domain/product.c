@@ -72,7 +72,11 @@ int tl_product_decide(const tl_product_state *s, const tl_cmd *c, tl_decision *d
     int64_t held = tl_product_reserved_for(s, c->order_id);
     if (c->kind == TL_CMD_RESERVE_STOCK) {
       if (held > 0) return TL_OK; /* one reservation per order: a repeat changes nothing */
-      int64_t available = s->stock - s->reserved;
+      /* stock >= reserved >= 0 in every state decide leads to; a damaged log can hold any
+       * stock, so the difference saturates instead of overflowing. */
+      int64_t available;
+      if (__builtin_sub_overflow(s->stock, s->reserved, &available))
+        available = s->reserved > 0 ? INT64_MIN : INT64_MAX;
       if (c->quantity <= available) {
         data = stock_event(s, c->order_id, c->quantity);
         d->events[0].type = "StockReserved";

@@ -620,6 +620,32 @@ static void test_evolve_refuses_counts_that_overflow(void **s) {
   tl_product_state_clear(&st);
 }
 
+/* A folded state with extreme stock (only a damaged log holds one): the available units
+ * saturate instead of overflowing int64 (undefined behaviour before, seen in
+ * tests/fuzz/fuzz_evolve.c, which now decides every command on the states it folds). */
+static void test_reserve_on_extreme_stock_saturates_available(void **s) {
+  (void)s;
+  tl_product_state st;
+  tl_product_state_init(&st);
+  assert_int_equal(fold_text(&st, "ProductCreated",
+                             "{\"productId\":\"p\",\"name\":\"n\",\"category\":\"c\","
+                             "\"price\":1,\"stock\":-9223372036854775808}",
+                             T_CREATED),
+                   TL_OK);
+  assert_int_equal(fold_text(&st, "StockReserved", "{\"orderId\":\"" ORDER_A "\",\"quantity\":1}",
+                             T_STOCK),
+                   TL_OK);
+  tl_cmd c;
+  stock_cmd(&c, TL_CMD_RESERVE_STOCK, ORDER_B, 1);
+  tl_decision d = {0};
+  assert_int_equal(tl_product_decide(&st, &c, &d), TL_OK);
+  assert_int_equal(d.n_events, 1);
+  assert_string_equal(d.events[0].type, "StockReservationRejected");
+  assert_true(json_integer_value(json_object_get(d.events[0].data, "available")) == INT64_MIN);
+  tl_decision_clear(&d);
+  tl_product_state_clear(&st);
+}
+
 /* Found by tests/fuzz/fuzz_evolve.c: strings longer than the state's buffers were cut, which
  * can name another product or split a UTF-8 sequence. They are refused. */
 static void test_evolve_refuses_strings_that_do_not_fit(void **s) {
@@ -771,6 +797,7 @@ int main(void) {
       cmocka_unit_test(test_evolve_second_reservation_for_an_order_replaces_it),
       cmocka_unit_test(test_evolve_refuses_counts_that_overflow),
       cmocka_unit_test(test_evolve_refuses_strings_that_do_not_fit),
+      cmocka_unit_test(test_reserve_on_extreme_stock_saturates_available),
       cmocka_unit_test(test_available_never_negative_over_random_commands),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
