@@ -16,7 +16,9 @@
  *    event type;
  *  - a product's reserved units are the sum of its reservations; restock and commit move the
  *    stock by exactly their quantity;
- *  - the order view (GET /orders/{id}/state) renders for every state, and copies are equal.
+ *  - the order view (GET /orders/{id}/state) renders for every state, and copies are equal;
+ *  - every command is decided on the folded states without undefined behaviour: refused with a
+ *    problem, or answered with events.
  */
 #include "fuzz_common.h"
 
@@ -73,6 +75,9 @@ static void shadow_remove(shadow *sh, const char *oid) {
   sh->order_id[i] = sh->order_id[sh->n];
   sh->units[i] = sh->units[sh->n];
 }
+
+/* The order a stock command of check_decisions is for: the first one holding units, if any. */
+static char sh_first_order[TL_ULID_LEN + 1];
 
 static void shadow_clear(shadow *sh) {
   for (int i = 0; i < sh->n; i++) free(sh->order_id[i]);
@@ -192,6 +197,33 @@ static void fold_product(tl_product_state *s, shadow *sh, const char *type, cons
     FUZZ_CHECK(tl_product_reserved_for(s, oid) == shadow_get(sh, oid), "reservation of %s", oid);
 }
 
+/* decide must cope with every state the fold can reach: each command is refused or answered
+ * with well-formed events. */
+static void check_decisions(const tl_order_state *o, const tl_product_state *p) {
+  static tl_cmd c;
+  for (int k = 0; k < 2 * TL_CMD__COUNT; k++) {
+    memset(&c, 0, sizeof c);
+    c.kind = (tl_cmd_kind)(k % TL_CMD__COUNT);
+    if (c.kind == TL_CMD_PLACE_ORDER) continue; /* needs a catalog: fuzz_commands.c covers it */
+    /* Stock commands for an order holding units, then for one holding none. */
+    snprintf(c.order_id, sizeof c.order_id, "%s", k < TL_CMD__COUNT ? sh_first_order : "new");
+    snprintf(c.text, sizeof c.text, "%s", c.kind == TL_CMD_REJECT_ORDER ? "OUT_OF_STOCK" : "x");
+    c.quantity = 1;
+    tl_decision d = {0};
+    int rc = tl_cmd_is_order(c.kind) ? tl_order_decide(o, &c, NULL, NULL, &d)
+                                     : tl_product_decide(p, &c, &d);
+    if (rc == TL_OK) {
+      for (int i = 0; i < d.n_events; i++)
+        FUZZ_CHECK(d.events[i].type && json_is_object(d.events[i].data), "%s: event %d",
+                   tl_cmd_name(c.kind), i);
+    } else {
+      FUZZ_CHECK(d.problem.status >= 400 && d.problem.code, "%s: refusal without a problem",
+                 tl_cmd_name(c.kind));
+    }
+    tl_decision_clear(&d);
+  }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char *text = fuzz_strndup(data, size);
   tl_order_state order;
@@ -218,6 +250,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     line = next;
   }
   check_order_view(&order);
+  snprintf(sh_first_order, sizeof sh_first_order, "%s", sh.n ? sh.order_id[0] : "o");
+  check_decisions(&order, &product);
   tl_order_state_clear(&order);
   tl_product_state_clear(&product);
   shadow_clear(&sh);
