@@ -140,7 +140,9 @@ def test_stream_read_with_from_version_and_limit(shared, lifecycle):
     st, _, evs = shared.get("/streams/order-%s?fromVersion=5" % oid)
     assert st == 200 and evs == []
     # The product stream moves with the stock: created, reserved, committed by the shipment.
+    # The saga commits the stock after OrderShipped, asynchronously: wait until it is idle.
     pid = lifecycle["product"]["productId"]
+    shared.idle_head()
     st, _, pevs = shared.get("/streams/product-" + pid)
     assert [(e["version"], e["type"]) for e in pevs] == [
         (1, "ProductCreated"), (2, "StockReserved"), (3, "StockCommitted")], pevs
