@@ -2,11 +2,14 @@
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
 JOBS       ?= $(shell nproc)
 LISTEN     ?= 127.0.0.1:8080
 DATA       ?= ./data
 
-.PHONY: all deps run test test-asan test-tsan bench clean format
+.PHONY: all deps run test test-asan test-tsan fuzz bench clean format
 
 all: $(BUILD)/Makefile
 	cmake --build $(BUILD) -j $(JOBS)
@@ -20,8 +23,18 @@ deps:
 run: deps all
 	$(BUILD)/twinlane serve --data $(DATA) --listen $(LISTEN)
 
+# The libFuzzer targets (tests/fuzz/) need clang: a build of their own.
+define fuzz_build
+	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DTL_FUZZ=ON
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+endef
+
+# ctest, then every fuzz target for a few seconds so none of them rots.
 test: deps all
 	cd $(BUILD) && ctest --output-on-failure
+	$(fuzz_build)
+	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) bash scripts/fuzz.sh $(FUZZ_BUILD)
 
 test-asan: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTL_SANITIZE=ON
@@ -34,11 +47,17 @@ test-tsan: deps
 	cmake --build $(TSAN_BUILD) -j $(JOBS)
 	cd $(TSAN_BUILD) && ctest --output-on-failure -E bench_smoke
 
+# Every fuzz target for FUZZ_SECONDS (default 60) from its seed corpus; see scripts/fuzz.sh.
+fuzz: deps
+	$(fuzz_build)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh $(FUZZ_BUILD)
+
 bench: deps all
 	bash bench/run.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)
 
 format:
-	clang-format -i src/*.c src/*/*.c src/*/*.h tests/unit/*.c bench/*.c
+	clang-format -i src/*.c src/*/*.c src/*/*.h tests/unit/*.c tests/fuzz/*.c tests/fuzz/*.h \
+	  bench/*.c

@@ -3,8 +3,10 @@
 # that are missing. Safe to run again; runs `apt-get update` once before the first install.
 set -euo pipefail
 
+# clang builds the fuzz targets; libclang-rt-dev holds libFuzzer and the sanitizer runtimes
+# (clang only recommends it, and recommendations are not installed here).
 PKGS=(cmake make gcc pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
-      libcmocka-dev python3 python3-pytest)
+      libcmocka-dev python3 python3-pytest clang libclang-rt-dev)
 [ "${1:-}" = "--bench" ] && PKGS+=(valgrind)
 
 missing=()

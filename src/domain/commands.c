@@ -222,12 +222,10 @@ int tl_cmd_decode(tl_cmd_kind kind, const char *path_id, const json_t *body, tl_
                   tl_problem *p) {
   memset(out, 0, sizeof *out);
   out->kind = kind;
-  if (path_id) {
-    size_t n = strlen(path_id);
-    if (n >= sizeof out->id) n = sizeof out->id - 1;
-    memcpy(out->id, path_id, n);
-    out->id[n] = '\0';
-  }
+  /* A path id longer than any aggregate id names no aggregate. It must not be cut to fit: the
+   * prefix could be another product's id, and the command would act on that one. */
+  bool path_too_long = path_id && strlen(path_id) >= sizeof out->id;
+  if (path_id && !path_too_long) memcpy(out->id, path_id, strlen(path_id) + 1);
   if (!json_is_object(body)) {
     tl_problem_set(p, 400, "MALFORMED_JSON", "The body must be a JSON object.");
     return TL_E_INVALID;
@@ -254,6 +252,11 @@ int tl_cmd_decode(tl_cmd_kind kind, const char *path_id, const json_t *body, tl_
     tl_problem_set(p, 400, "VALIDATION_FAILED", "The command has %zu invalid field(s).",
                    json_array_size(p->errors));
     return TL_E_INVALID;
+  }
+  if (path_too_long) { /* answered as for any id that was never created */
+    if (tl_cmd_is_order(kind)) tl_problem_set(p, 404, "ORDER_NOT_FOUND", "No order has this id.");
+    else tl_problem_set(p, 404, "PRODUCT_NOT_FOUND", "No product has this id.");
+    return TL_E_NOTFOUND;
   }
   return TL_OK;
 }

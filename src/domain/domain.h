@@ -94,9 +94,11 @@ typedef struct tl_cmd {
 } tl_cmd;
 
 /* Decodes and validates body (a JSON object) for a command of kind on the aggregate named by
- * path_id (NULL for creations). Returns 0 with *out filled, or TL_E_INVALID with *p holding a
- * 400 VALIDATION_FAILED problem listing every field error. *out must be released with
- * tl_cmd_clear in both cases. */
+ * path_id (NULL for creations). Returns 0 with *out filled (out->id is exactly path_id), or
+ * TL_E_INVALID with *p holding a 400 VALIDATION_FAILED problem listing every field error, or
+ * TL_E_NOTFOUND with a 404 ORDER_NOT_FOUND / PRODUCT_NOT_FOUND problem when the body is valid
+ * but path_id is too long to be any aggregate's id (more than TL_PRODUCT_ID_MAX bytes). *out
+ * must be released with tl_cmd_clear in every case. */
 int tl_cmd_decode(tl_cmd_kind kind, const char *path_id, const json_t *body, tl_cmd *out,
                   tl_problem *p);
 void tl_cmd_clear(tl_cmd *c);
@@ -174,7 +176,9 @@ int tl_product_decide(const tl_product_state *s, const tl_cmd *c, tl_decision *d
 
 /* Folds one event (type, data, recorded time) into s and increments s->version. Unknown types
  * bump the version and the update time only. Returns 0, or TL_E_INVALID if data lacks a field
- * the type needs (the state is then unchanged apart from the version). */
+ * the type needs, has a string too long for the state (strings are never cut) or a count that
+ * would overflow int64 (an order total, stock, reserved units); the state is then unchanged
+ * apart from the version. A second StockReserved for an order replaces its reservation. */
 int tl_order_evolve(tl_order_state *s, const char *type, const json_t *data, int64_t recorded_ms);
 int tl_product_evolve(tl_product_state *s, const char *type, const json_t *data,
                       int64_t recorded_ms);

@@ -159,6 +159,12 @@ int tl_order_decide(const tl_order_state *s, const tl_cmd *c, tl_product_lookup 
   }
 }
 
+/* Does the string fit a state buffer of size bytes? A string that does not is refused, never
+ * cut: a cut id names another aggregate, and a cut in a UTF-8 sequence is not text. */
+static bool fits(const char *v, size_t size) {
+  return strlen(v) < size;
+}
+
 static int evolve_placed(tl_order_state *s, const json_t *data, int64_t ms) {
   const char *oid = json_string_value(json_object_get(data, "orderId"));
   const char *cid = json_string_value(json_object_get(data, "customerId"));
@@ -166,6 +172,9 @@ static int evolve_placed(tl_order_state *s, const json_t *data, int64_t ms) {
   const json_t *items = json_object_get(data, "items");
   /* currency is in every OrderPlaced since schema v2; v1 events are upcast before they get here */
   if (!oid || !cid || !cur || !json_is_array(items)) return TL_E_INVALID;
+  if (!fits(oid, sizeof s->order_id) || !fits(cid, sizeof s->customer_id) ||
+      !fits(cur, sizeof s->currency))
+    return TL_E_INVALID;
   size_t n = json_array_size(items);
   if (n > TL_ORDER_MAX_ITEMS) return TL_E_INVALID;
   tl_order_line *lines = n ? calloc(n, sizeof *lines) : NULL;
@@ -181,7 +190,13 @@ static int evolve_placed(tl_order_state *s, const json_t *data, int64_t ms) {
     }
     memcpy(lines[i].product_id, pid, strlen(pid) + 1);
     lines[i].quantity = json_integer_value(json_object_get(it, "quantity"));
-    total += lines[i].quantity * lines[i].price_minor;
+    /* decide bounds every total far below int64; a stored one that overflows is refused. */
+    int64_t amount;
+    if (__builtin_mul_overflow(lines[i].quantity, lines[i].price_minor, &amount) ||
+        __builtin_add_overflow(total, amount, &total)) {
+      free(lines);
+      return TL_E_INVALID;
+    }
   }
   /* The state owns its own copy of the address: data may share it with the command, which
    * another thread (the HTTP request's) releases, and jansson's reference counts are not
@@ -213,8 +228,12 @@ int tl_order_evolve(tl_order_state *s, const char *type, const json_t *data, int
   else if (strcmp(type, "OrderReserved") == 0) s->status = TL_ORDER_RESERVED;
   else if (strcmp(type, "OrderRejected") == 0) {
     const char *reason = json_string_value(json_object_get(data, "reason"));
-    s->status = TL_ORDER_REJECTED;
-    snprintf(s->rejection_reason, sizeof s->rejection_reason, "%s", reason ? reason : "");
+    if (reason && !fits(reason, sizeof s->rejection_reason)) {
+      rc = TL_E_INVALID;
+    } else {
+      s->status = TL_ORDER_REJECTED;
+      snprintf(s->rejection_reason, sizeof s->rejection_reason, "%s", reason ? reason : "");
+    }
   } else if (strcmp(type, "PaymentConfirmed") == 0) s->status = TL_ORDER_PAID;
   else if (strcmp(type, "OrderShipped") == 0) s->status = TL_ORDER_SHIPPED;
   else if (strcmp(type, "OrderCancelled") == 0) s->status = TL_ORDER_CANCELLED;

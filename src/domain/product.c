@@ -72,7 +72,11 @@ int tl_product_decide(const tl_product_state *s, const tl_cmd *c, tl_decision *d
     int64_t held = tl_product_reserved_for(s, c->order_id);
     if (c->kind == TL_CMD_RESERVE_STOCK) {
       if (held > 0) return TL_OK; /* one reservation per order: a repeat changes nothing */
-      int64_t available = s->stock - s->reserved;
+      /* stock >= reserved >= 0 in every state decide leads to; a damaged log can hold any
+       * stock, so the difference saturates instead of overflowing. */
+      int64_t available;
+      if (__builtin_sub_overflow(s->stock, s->reserved, &available))
+        available = s->reserved > 0 ? INT64_MIN : INT64_MAX;
       if (c->quantity <= available) {
         data = stock_event(s, c->order_id, c->quantity);
         d->events[0].type = "StockReserved";
@@ -109,7 +113,10 @@ int tl_product_evolve(tl_product_state *s, const char *type, const json_t *data,
     const char *name = json_string_value(json_object_get(data, "name"));
     const char *cat = json_string_value(json_object_get(data, "category"));
     const char *cur = json_string_value(json_object_get(data, "currency"));
-    if (!id || !name || !cat ||
+    /* Strings that do not fit are refused, never cut (a cut id names another product). */
+    if (!id || !name || !cat || strlen(id) >= sizeof s->product_id ||
+        strlen(name) >= sizeof s->name || strlen(cat) >= sizeof s->category ||
+        (cur && strlen(cur) >= sizeof s->currency) ||
         tl_money_from_json(json_object_get(data, "price"), &s->price_minor) != TL_OK)
       return TL_E_INVALID;
     snprintf(s->product_id, sizeof s->product_id, "%s", id);
@@ -119,11 +126,20 @@ int tl_product_evolve(tl_product_state *s, const char *type, const json_t *data,
     s->stock = json_integer_value(json_object_get(data, "stock"));
     s->created_ms = recorded_ms;
   } else if (strcmp(type, "ProductRestocked") == 0) {
-    s->stock += json_integer_value(json_object_get(data, "quantity"));
+    /* Here and below: counts that would overflow int64 cannot come from decide; refused. */
+    int64_t stock;
+    if (__builtin_add_overflow(s->stock, json_integer_value(json_object_get(data, "quantity")),
+                               &stock))
+      return TL_E_INVALID;
+    s->stock = stock;
   } else if (strcmp(type, "StockReserved") == 0) {
     const char *oid = json_string_value(json_object_get(data, "orderId"));
     int64_t q = json_integer_value(json_object_get(data, "quantity"));
     if (!oid || q <= 0) return TL_E_INVALID;
+    /* One reservation per order: a second one replaces the first (decide never asks for it,
+     * but the fold must keep reserved equal to the sum of what the map holds). */
+    int64_t held = tl_product_reserved_for(s, oid), reserved;
+    if (__builtin_add_overflow(s->reserved, q - held, &reserved)) return TL_E_INVALID;
     if (!s->reservations) s->reservations = tl_map_new(0, free);
     int64_t *v = malloc(sizeof *v);
     if (!s->reservations || !v || tl_map_put(s->reservations, oid, v) != 0) {
@@ -131,13 +147,16 @@ int tl_product_evolve(tl_product_state *s, const char *type, const json_t *data,
       return TL_E_NOMEM;
     }
     *v = q;
-    s->reserved += q;
+    s->reserved = reserved;
   } else if (strcmp(type, "StockReleased") == 0 || strcmp(type, "StockCommitted") == 0) {
     const char *oid = json_string_value(json_object_get(data, "orderId"));
     if (!oid) return TL_E_INVALID;
     int64_t held = tl_product_reserved_for(s, oid);
-    s->reserved -= held;
-    if (strcmp(type, "StockCommitted") == 0) s->stock -= held; /* the units left, shipped */
+    bool commit = strcmp(type, "StockCommitted") == 0; /* the units left, shipped */
+    int64_t stock = s->stock;
+    if (commit && __builtin_sub_overflow(s->stock, held, &stock)) return TL_E_INVALID;
+    s->reserved -= held; /* held is part of reserved, the sum of the reservations */
+    s->stock = stock;
     if (held) tl_map_remove(s->reservations, oid);
   }
   s->updated_ms = recorded_ms;

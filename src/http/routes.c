@@ -5,6 +5,7 @@
  * A path that matches a pattern under another method is a 405 with Allow; no match is a 404.
  */
 #include "http/http_int.h"
+#include "http/route_match.h"
 
 #include "util/tl_buf.h"
 #include "util/tl_failpoint.h"
@@ -18,25 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #define DEFAULT_WAIT_MS 2000
 #define MAX_WAIT_MS 10000
 
-/* ---- small parsers ----------------------------------------------------------------------- */
-
-/* Parses a non-negative decimal integer (no sign, no spaces) up to max. */
-static int parse_uint(const char *s, int64_t max, int64_t *out) {
-  if (!s || !*s) return TL_E_INVALID;
-  int64_t v = 0;
-  for (const char *p = s; *p; p++) {
-    if (*p < '0' || *p > '9') return TL_E_INVALID;
-    if (v > (max - (*p - '0')) / 10) return TL_E_INVALID;
-    v = v * 10 + (*p - '0');
-  }
-  *out = v;
-  return TL_OK;
-}
+/* ---- small parsers (the pure ones are in route_match.c) ---------------------------------- */
 
 /* An optional integer query argument in [min, max] with a default; adds a field error. */
 static int int_arg(const tl_req *req, const char *name, int64_t min, int64_t max, int64_t def,
@@ -47,7 +34,7 @@ static int int_arg(const tl_req *req, const char *name, int64_t min, int64_t max
     return TL_OK;
   }
   int64_t v;
-  if (parse_uint(s, INT64_MAX, &v) != TL_OK || v < min || v > max) {
+  if (tl_route_parse_uint(s, INT64_MAX, &v) != TL_OK || v < min || v > max) {
     char msg[96];
     snprintf(msg, sizeof msg, "must be an integer from %lld to %lld", (long long)min,
              (long long)max);
@@ -69,36 +56,6 @@ static void set_position_headers(tl_resp *resp, int64_t version, int64_t positio
 }
 
 /* ---- commands ---------------------------------------------------------------------------- */
-
-static int is_json_content_type(const char *ct) {
-  if (!ct) return 0;
-  while (*ct == ' ') ct++;
-  size_t n = strlen("application/json");
-  return strncasecmp(ct, "application/json", n) == 0 && (ct[n] == '\0' || ct[n] == ';' ||
-                                                          ct[n] == ' ');
-}
-
-static int valid_idem_key(const char *k) {
-  size_t n = 0;
-  for (; k[n]; n++)
-    if ((unsigned char)k[n] < 0x20 || (unsigned char)k[n] > 0x7e || n >= 128) return 0;
-  return n > 0;
-}
-
-/* Parses If-Match: "<version>" (quotes optional, W/ refused). */
-static int parse_if_match(const char *s, int64_t *out) {
-  char buf[32];
-  size_t n = strlen(s);
-  if (n >= 2 && s[0] == '"' && s[n - 1] == '"') {
-    if (n - 2 >= sizeof buf) return TL_E_INVALID;
-    memcpy(buf, s + 1, n - 2);
-    buf[n - 2] = '\0';
-  } else {
-    if (n >= sizeof buf) return TL_E_INVALID;
-    memcpy(buf, s, n + 1);
-  }
-  return parse_uint(buf, INT64_MAX, out);
-}
 
 static void count_command(tl_cmd_kind kind, const tl_req *req, const tl_resp *resp) {
   atomic_fetch_add_explicit(&tl_g_stats.commands[kind][tl_outcome_of_status(resp->status)], 1,
@@ -148,7 +105,7 @@ static void command_finish(tl_req *req, tl_resp *resp) {
  * HTTP threads; then the request waits (suspended, holding no thread) for the writer. */
 /* The request's JSON body, or NULL after answering 415 (not application/json) or 400. */
 static json_t *json_body(tl_req *req, tl_resp *resp) {
-  if (!is_json_content_type(tl_req_header(req, "Content-Type"))) {
+  if (!tl_route_is_json_content_type(tl_req_header(req, "Content-Type"))) {
     tl_resp_error(resp, 415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json.");
     return NULL;
   }
@@ -179,12 +136,12 @@ static void run_command(tl_req *req, tl_resp *resp, tl_cmd_kind kind, const char
   json_decref(body);
   const char *im = tl_req_header(req, "If-Match");
   const char *key = tl_req_header(req, "Idempotency-Key");
-  if (rc == TL_OK && im && parse_if_match(im, &cr->if_match) != TL_OK) {
+  if (rc == TL_OK && im && tl_route_parse_if_match(im, &cr->if_match) != TL_OK) {
     tl_problem_field(&p, "If-Match", "must be a quoted version number, e.g. \"3\"");
     tl_problem_set(&p, 400, "VALIDATION_FAILED", "The If-Match header is malformed.");
     rc = TL_E_INVALID;
   }
-  if (rc == TL_OK && key && !valid_idem_key(key)) {
+  if (rc == TL_OK && key && !tl_route_valid_idem_key(key)) {
     tl_problem_field(&p, "Idempotency-Key", "must be 1 to 128 printable ASCII characters");
     tl_problem_set(&p, 400, "VALIDATION_FAILED", "The Idempotency-Key header is malformed.");
     rc = TL_E_INVALID;
@@ -335,7 +292,7 @@ static void run_query(tl_req *req, tl_resp *resp, tl_query_kind kind, query_fn f
   if (a) q.args = *a;
   const char *mp = tl_req_arg(req, "minPosition");
   if (!mp) mp = tl_req_header(req, "X-Min-Position");
-  if (mp && parse_uint(mp, INT64_MAX, &q.min_position) != TL_OK)
+  if (mp && tl_route_parse_uint(mp, INT64_MAX, &q.min_position) != TL_OK)
     tl_problem_field(&p, "minPosition", "must be a non-negative integer");
   int_arg(req, "waitMs", 0, MAX_WAIT_MS, DEFAULT_WAIT_MS, &q.wait_ms, &p);
   if (p.errors) {
@@ -553,7 +510,7 @@ static void h_state(tl_req *req, tl_resp *resp) {
   f.as_of_version = -1;
   f.as_of_ms = -1;
   const char *v = tl_req_arg(req, "asOfVersion"), *t = tl_req_arg(req, "asOf");
-  if (v && (parse_uint(v, INT64_MAX, &f.as_of_version) != TL_OK || f.as_of_version < 1))
+  if (v && (tl_route_parse_uint(v, INT64_MAX, &f.as_of_version) != TL_OK || f.as_of_version < 1))
     tl_problem_field(&p, "asOfVersion", "must be an integer >= 1");
   if (t && tl_time_parse(t, &f.as_of_ms) != TL_OK)
     tl_problem_field(&p, "asOf", "must be an ISO 8601 UTC time, e.g. 2026-11-22T10:30:00.123Z");
@@ -691,7 +648,7 @@ static int dlq_op(tl_req *req, tl_resp *resp, tl_dlq_op op, int64_t id, tl_dlq_r
 
 /* The {id} of /admin/dlq/{id}[/retry]; answers 404 and returns non-zero if it is no id. */
 static int dlq_id(tl_req *req, tl_resp *resp, int64_t *id) {
-  if (parse_uint(req->params[0], INT64_MAX, id) == TL_OK && *id > 0) return 0;
+  if (tl_route_parse_uint(req->params[0], INT64_MAX, id) == TL_OK && *id > 0) return 0;
   tl_resp_error(resp, 404, "DLQ_ENTRY_NOT_FOUND", "No parked event has this id.");
   return 1;
 }
@@ -887,58 +844,14 @@ static const route ROUTES[] = {
     {"GET", "/log", h_log},
 };
 
-#define MAX_SEGMENTS 8
-#define MAX_SEGMENT_LEN 256
-
-/* Splits path into segments (ignoring a trailing '/'). Returns the count, or -1 if the path has
- * too many or too long segments or an empty one. */
-static int split_path(const char *path, char seg[MAX_SEGMENTS][MAX_SEGMENT_LEN]) {
-  if (path[0] != '/') return -1;
-  int n = 0;
-  const char *p = path + 1;
-  if (*p == '\0') return 0;
-  for (;;) {
-    const char *e = strchr(p, '/');
-    size_t len = e ? (size_t)(e - p) : strlen(p);
-    if (len == 0) return (e == NULL || e[1] == '\0') && n > 0 ? n : -1;
-    if (n == MAX_SEGMENTS || len >= MAX_SEGMENT_LEN) return -1;
-    memcpy(seg[n], p, len);
-    seg[n][len] = '\0';
-    n++;
-    if (!e) return n;
-    p = e + 1;
-    if (*p == '\0') return n;
-  }
-}
-
-/* Does pattern match the segments? Walks the pattern in place (no copies): each '/'-separated
- * piece must equal the segment, or be "{}" which captures it into caps. */
-static int match(const char *pattern, char seg[MAX_SEGMENTS][MAX_SEGMENT_LEN], int n,
-                 const char *caps[2]) {
-  const char *p = pattern + 1;
-  int nc = 0;
-  for (int i = 0; i < n; i++) {
-    if (*p == '\0') return 0; /* the path is longer */
-    const char *e = strchr(p, '/');
-    size_t len = e ? (size_t)(e - p) : strlen(p);
-    if (len == 2 && p[0] == '{' && p[1] == '}') {
-      if (nc < 2) caps[nc++] = seg[i];
-    } else if (strlen(seg[i]) != len || memcmp(p, seg[i], len) != 0) {
-      return 0;
-    }
-    p = e ? e + 1 : p + len;
-  }
-  return *p == '\0';
-}
-
 void tl_route(tl_req *req, tl_resp *resp) {
-  char seg[MAX_SEGMENTS][MAX_SEGMENT_LEN];
-  int n = split_path(req->path, seg);
+  char seg[TL_ROUTE_MAX_SEGMENTS][TL_ROUTE_MAX_SEGMENT_LEN];
+  int n = tl_route_split_path(req->path, seg);
   if (n < 0) return tl_resp_error(resp, 404, "NOT_FOUND", "No such resource.");
   char allow[64] = "";
   for (size_t i = 0; i < TL_ARRAY_LEN(ROUTES); i++) {
-    const char *caps[2] = {NULL, NULL};
-    if (!match(ROUTES[i].pattern, seg, n, caps)) continue;
+    const char *caps[TL_ROUTE_MAX_CAPTURES] = {NULL, NULL};
+    if (!tl_route_match(ROUTES[i].pattern, seg, n, caps)) continue;
     if (strcmp(ROUTES[i].method, req->method) == 0 ||
         (strcmp(req->method, "HEAD") == 0 && strcmp(ROUTES[i].method, "GET") == 0)) {
       for (int k = 0; k < 2; k++)

@@ -18,7 +18,9 @@
 #include "util/tl_money.h"
 #include "util/tl_time.h"
 
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int step(tl_db *db, sqlite3_stmt *st, tl_err *err) {
@@ -35,6 +37,29 @@ static int step(tl_db *db, sqlite3_stmt *st, tl_err *err) {
 static const char *jstr(const json_t *o, const char *k) {
   const char *s = json_string_value(json_object_get(o, k));
   return s ? s : "";
+}
+
+/* An item's quantity and price (0 when absent or not money). */
+static void item_of(const json_t *it, int64_t *qty, int64_t *price) {
+  *qty = json_integer_value(json_object_get(it, "quantity"));
+  *price = 0;
+  tl_money_from_json(json_object_get(it, "price"), price);
+}
+
+/* The total of an OrderPlaced's items in minor units; false if a line or the sum overflows
+ * int64. decide bounds totals far below that and tl_order_evolve refuses such an event (no
+ * order was placed), so every projection skips it too instead of computing garbage. */
+static bool order_total(const json_t *d, int64_t *total) {
+  const json_t *items = json_object_get(d, "items");
+  *total = 0;
+  for (size_t i = 0; i < json_array_size(items); i++) {
+    int64_t qty, price, amount;
+    item_of(json_array_get(items, i), &qty, &price);
+    if (__builtin_mul_overflow(qty, price, &amount) ||
+        __builtin_add_overflow(*total, amount, total))
+      return false;
+  }
+  return true;
 }
 
 /* ---- orders ------------------------------------------------------------------------------ */
@@ -76,13 +101,13 @@ static int orders_placed(tl_db *db, const tl_event *ev, const json_t *d, tl_err 
   if (!view_items) return tl_err_set(err, TL_E_NOMEM, "out of memory");
   tl_buf names = {0}; /* every product name of the order, for full-text search */
   tl_buf_append(&names, "", 0);
-  int64_t total = 0;
+  int64_t total;
+  order_total(d, &total); /* the caller checked that it fits */
   for (size_t i = 0; i < json_array_size(items); i++) {
     const json_t *it = json_array_get(items, i);
     const char *pid = jstr(it, "productId");
-    int64_t price = 0, qty = json_integer_value(json_object_get(it, "quantity"));
-    tl_money_from_json(json_object_get(it, "price"), &price);
-    total += price * qty;
+    int64_t price, qty;
+    item_of(it, &qty, &price);
     sqlite3_bind_text(get_name, 1, pid, -1, SQLITE_STATIC);
     json_t *name = NULL;
     int step_rc = sqlite3_step(get_name);
@@ -107,7 +132,10 @@ static int orders_placed(tl_db *db, const tl_event *ev, const json_t *d, tl_err 
     }
   }
   char *items_text = tl_json_dumps(view_items);
-  char *ship_text = tl_json_dumps(json_object_get(d, "shippingAddress"));
+  /* Without an address (decide always writes one) the view says null: json_dumps(NULL) fails,
+   * and that must not pass for out of memory and stall the projector. */
+  const json_t *ship = json_object_get(d, "shippingAddress");
+  char *ship_text = ship ? tl_json_dumps(ship) : strdup("null");
   json_decref(view_items);
   int rc = TL_OK;
   if (!items_text || !ship_text) rc = tl_err_set(err, TL_E_NOMEM, "out of memory");
@@ -147,7 +175,9 @@ static int orders_placed(tl_db *db, const tl_event *ev, const json_t *d, tl_err 
 
 static int orders_apply(tl_db *db, const tl_event *ev, const json_t *d, tl_err *err) {
   const char *status = NULL;
-  if (strcmp(ev->type, "OrderPlaced") == 0) return orders_placed(db, ev, d, err);
+  int64_t total;
+  if (strcmp(ev->type, "OrderPlaced") == 0)
+    return order_total(d, &total) ? orders_placed(db, ev, d, err) : TL_OK;
   if (strcmp(ev->type, "ProductCreated") == 0) {
     STMT(st, SQL_ORD_NAME_PUT);
     sqlite3_bind_text(st, 1, jstr(d, "productId"), -1, SQLITE_STATIC);
@@ -230,10 +260,12 @@ static const char SQL_PROD_UNSOLD[] =
 
 static int products_placed(tl_db *db, const tl_event *ev, const json_t *d, tl_err *err) {
   const json_t *items = json_object_get(d, "items");
+  int64_t total;
+  if (!order_total(d, &total)) return TL_OK; /* not an order: see order_total */
   for (size_t i = 0; i < json_array_size(items); i++) {
     const json_t *it = json_array_get(items, i);
-    int64_t price = 0, qty = json_integer_value(json_object_get(it, "quantity"));
-    tl_money_from_json(json_object_get(it, "price"), &price);
+    int64_t price, qty;
+    item_of(it, &qty, &price);
     STMT(line, SQL_PROD_LINE);
     sqlite3_bind_text(line, 1, jstr(d, "orderId"), -1, SQLITE_STATIC);
     sqlite3_bind_text(line, 2, jstr(it, "productId"), -1, SQLITE_STATIC);
@@ -362,14 +394,8 @@ static int sales_add(tl_db *db, int64_t day, int64_t count, int64_t amount, tl_e
 
 static int sales_apply(tl_db *db, const tl_event *ev, const json_t *d, tl_err *err) {
   if (strcmp(ev->type, "OrderPlaced") == 0) {
-    int64_t total = 0;
-    const json_t *items = json_object_get(d, "items");
-    for (size_t i = 0; i < json_array_size(items); i++) {
-      int64_t price = 0;
-      const json_t *it = json_array_get(items, i);
-      tl_money_from_json(json_object_get(it, "price"), &price);
-      total += price * json_integer_value(json_object_get(it, "quantity"));
-    }
+    int64_t total;
+    if (!order_total(d, &total)) return TL_OK; /* not an order: see order_total */
     int64_t day = ev->recorded_ms / 86400000;
     STMT(st, SQL_SALES_ORDER);
     sqlite3_bind_text(st, 1, jstr(d, "orderId"), -1, SQLITE_STATIC);

@@ -229,7 +229,9 @@ json_t *tl_query_sales_daily(tl_db *db, int64_t from_day, int64_t to_day, tl_pro
 
 static json_t *product_view(sqlite3_stmt *st) {
   int64_t stock = sqlite3_column_int64(st, 5), reserved = sqlite3_column_int64(st, 6);
-  int64_t available = stock - reserved;
+  int64_t available; /* saturates: a damaged log can put any stock in the read model */
+  if (__builtin_sub_overflow(stock, reserved, &available))
+    available = reserved > 0 ? INT64_MIN : INT64_MAX;
   json_t *last = sqlite3_column_type(st, 9) == SQLITE_NULL ? json_null()
                                                            : iso_json(sqlite3_column_int64(st, 9));
   return json_pack("{s:s, s:s, s:s, s:o, s:s, s:I, s:I, s:b, s:I, s:o, s:o, s:I}", "productId",

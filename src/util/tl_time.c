@@ -3,6 +3,7 @@
 
 #include "util/tl_common.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -58,17 +59,15 @@ static int days_in_month(int64_t y, int m) {
   return dm[m - 1];
 }
 
-static int floor_div(int64_t a, int64_t b, int64_t *q) {
-  *q = a / b;
-  if ((a % b != 0) && ((a < 0) != (b < 0))) (*q)--;
-  return 0;
-}
-
 void tl_time_format(int64_t ms, char out[TL_ISO_LEN]) {
-  int64_t days, y;
+  int64_t y;
   int m, d;
-  floor_div(ms, 86400000, &days);
-  int64_t rem = ms - days * 86400000;
+  /* Floor division by hand: days * 86400000 would overflow for the earliest int64 times. */
+  int64_t days = ms / 86400000, rem = ms % 86400000;
+  if (rem < 0) {
+    rem += 86400000;
+    days--;
+  }
   civil_from_days(days, &y, &m, &d);
   int hh = (int)(rem / 3600000), mm = (int)(rem / 60000 % 60), ss = (int)(rem / 1000 % 60);
   int fff = (int)(rem % 1000);
@@ -80,6 +79,7 @@ void tl_time_format(int64_t ms, char out[TL_ISO_LEN]) {
 }
 
 void tl_date_format(int64_t days, char out[11]) {
+  assert(days >= TL_DAYS_MIN && days <= TL_DAYS_MAX); /* else the civil arithmetic overflows */
   int64_t y;
   int m, d;
   civil_from_days(days, &y, &m, &d);

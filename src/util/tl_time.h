@@ -17,7 +17,8 @@ struct timespec;
  * variable created with pthread_condattr_setclock(CLOCK_MONOTONIC). */
 void tl_deadline_in(struct timespec *out, int timeout_ms);
 
-/* Formats ms since the epoch into out (TL_ISO_LEN bytes). */
+/* Formats ms since the epoch into out (TL_ISO_LEN bytes). Any int64 is formatted; years
+ * outside 0000-9999 do not read back. */
 void tl_time_format(int64_t ms, char out[TL_ISO_LEN]);
 
 /* Parses an ISO 8601 UTC time: "YYYY-MM-DDTHH:MM:SS[.fff]Z" (also "+00:00"). Returns 0 and sets
@@ -27,7 +28,12 @@ int tl_time_parse(const char *s, int64_t *ms);
 /* Parses "YYYY-MM-DD" into days since the epoch; TL_E_INVALID on a bad or impossible date. */
 int tl_date_parse(const char *s, int64_t *days);
 
-/* Formats days since the epoch as "YYYY-MM-DD" (11 bytes with NUL). */
+/* The days an int64 of milliseconds can fall on: the range tl_date_format accepts. */
+#define TL_DAYS_MIN (INT64_MIN / 86400000 - 1)
+#define TL_DAYS_MAX (INT64_MAX / 86400000)
+
+/* Formats days since the epoch (TL_DAYS_MIN to TL_DAYS_MAX, asserted) as "YYYY-MM-DD" (11 bytes
+ * with NUL). */
 void tl_date_format(int64_t days, char out[11]);
 
 #endif

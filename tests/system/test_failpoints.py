@@ -97,6 +97,17 @@ def test_admin_api_validates_and_lists(make_server):
     assert armed(srv) == {}
 
 
+def test_refusal_quoting_a_quote_and_control_character_is_valid_json(make_server):
+    # Found by fuzzing (tests/fuzz/fuzz_money.c): tl_json_dumps took a quote followed by U+0001
+    # inside a string for an exact-money placeholder and wrote invalid JSON. The refusal quotes
+    # the action, so this answer was one.
+    srv = make_server(FP_ARGS)
+    st, h, b = srv.req("PUT", "/admin/failpoints/log.fsync", {"action": '"\u00019.99"x'})
+    b = assert_problem(st, h, b, 400, "VALIDATION_FAILED")
+    assert "action" in error_fields(b)
+    assert any('"\u00019.99"x' in e["message"] for e in b["errors"]), b
+
+
 # ---------------------------------------------------------------------- write-lane faults
 def test_failed_fsync_acknowledges_nothing_and_recovers(make_server):
     srv = make_server(FP_ARGS)

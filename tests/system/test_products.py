@@ -172,6 +172,19 @@ def test_restock_unknown_product_is_404(shared):
     assert shared.log_head() == head
 
 
+def test_restock_of_an_id_longer_than_64_is_404_not_its_prefix(shared):
+    # Found by fuzzing (tests/fuzz/fuzz_commands.c): the path id was cut to 64 characters, so
+    # this restocked the product named by the first 64.
+    pid = (uid("long") + "x" * 64)[:64]
+    shared.create_product(pid, stock=1)
+    head = shared.idle_head()
+    st, h, b = shared.post("/products/%sEXTRA/restock" % pid, {"quantity": 5})
+    assert_problem(st, h, b, 404, "PRODUCT_NOT_FOUND")
+    assert shared.log_head() == head
+    st, _, evs = shared.get("/streams/product-" + pid)
+    assert st == 200 and [e["type"] for e in evs] == ["ProductCreated"], evs
+
+
 @pytest.mark.parametrize("qty", [0, -1, 1.5, "3", None])
 def test_restock_invalid_quantity_is_400(shared, qty):
     pid = uid("prod")

@@ -687,14 +687,41 @@ static void test_non_object_body_is_malformed_json(void **s) {
   }
 }
 
-static void test_long_path_id_is_truncated_not_overflowed(void **s) {
+/* Found by tests/fuzz/fuzz_commands.c: a path id longer than 64 bytes was cut to 64, so
+ * POST /products/<64 chars>EXTRA/restock restocked the product named by the first 64. Such an
+ * id names no aggregate: 404 once the body is valid (400 before, as for any unknown id). */
+static void test_long_path_id_names_no_aggregate(void **s) {
   (void)s;
   char long_id[200];
   memset(long_id, 'z', sizeof long_id - 1);
   long_id[sizeof long_id - 1] = '\0';
+  char id65[TL_PRODUCT_ID_MAX + 2];
+  memset(id65, 'A', sizeof id65 - 1);
+  id65[sizeof id65 - 1] = '\0';
   tl_cmd c;
-  expect_ok(TL_CMD_SHIP, long_id, js("{\"trackingNumber\":\"t\"}"), &c);
-  assert_int_equal(strlen(c.id), TL_PRODUCT_ID_MAX);
+  tl_problem p;
+  assert_int_equal(decode(TL_CMD_SHIP, long_id, js("{\"trackingNumber\":\"t\"}"), &c, &p),
+                   TL_E_NOTFOUND);
+  assert_int_equal(p.status, 404);
+  assert_string_equal(p.code, "ORDER_NOT_FOUND");
+  assert_string_equal(c.id, "");
+  tl_problem_clear(&p);
+  tl_cmd_clear(&c);
+  assert_int_equal(decode(TL_CMD_RESTOCK, id65, js("{\"quantity\":5}"), &c, &p), TL_E_NOTFOUND);
+  assert_int_equal(p.status, 404);
+  assert_string_equal(p.code, "PRODUCT_NOT_FOUND");
+  assert_string_equal(c.id, "");
+  tl_problem_clear(&p);
+  tl_cmd_clear(&c);
+  /* An invalid body is still reported first, as for an unknown id of normal length. */
+  assert_int_equal(decode(TL_CMD_RESTOCK, id65, js("{\"quantity\":0}"), &c, &p), TL_E_INVALID);
+  assert_int_equal(p.status, 400);
+  tl_problem_clear(&p);
+  tl_cmd_clear(&c);
+  /* 64 bytes is the longest id and is taken exactly. */
+  id65[TL_PRODUCT_ID_MAX] = '\0';
+  expect_ok(TL_CMD_RESTOCK, id65, js("{\"quantity\":5}"), &c);
+  assert_string_equal(c.id, id65);
   tl_cmd_clear(&c);
 }
 
@@ -752,7 +779,7 @@ int main(void) {
       cmocka_unit_test(test_text_lengths_count_characters_not_bytes),
       cmocka_unit_test(test_several_errors_are_reported_together),
       cmocka_unit_test(test_non_object_body_is_malformed_json),
-      cmocka_unit_test(test_long_path_id_is_truncated_not_overflowed),
+      cmocka_unit_test(test_long_path_id_names_no_aggregate),
       cmocka_unit_test(test_command_names_and_lanes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

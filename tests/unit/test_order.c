@@ -594,6 +594,66 @@ static void test_evolve_order_placed_from_stored_text(void **s) {
   tl_order_state_clear(&st);
 }
 
+/* Found by tests/fuzz/fuzz_evolve.c (seen in review, confirmed by the target under UBSan): the
+ * total of a stored OrderPlaced could overflow int64. decide bounds it; such an event is
+ * refused and changes nothing but the version. */
+static void test_evolve_refuses_a_total_that_overflows(void **s) {
+  (void)s;
+  json_t *data = json_loads("{\"orderId\":\"" ORDER_ID "\",\"customerId\":\"" CUSTOMER_ID "\","
+                            "\"items\":[{\"productId\":\"a\",\"quantity\":9223372036854775807,"
+                            "\"price\":2}]}",
+                            0, NULL);
+  assert_non_null(data);
+  tl_order_state st;
+  tl_order_state_init(&st);
+  assert_int_equal(tl_order_evolve(&st, "OrderPlaced", data, 5000), TL_E_INVALID);
+  json_decref(data);
+  assert_int_equal(st.version, 1);
+  assert_int_equal(st.status, TL_ORDER_NONE);
+  assert_int_equal(st.n_items, 0);
+  assert_null(st.items);
+  tl_order_state_clear(&st);
+}
+
+/* Found by tests/fuzz/fuzz_evolve.c: ids, currency and reason longer than the state's buffers
+ * were cut, splitting UTF-8 sequences, and the order view (GET /orders/{id}/state) could not
+ * be built. They are refused. */
+static void test_evolve_refuses_strings_that_do_not_fit(void **s) {
+  (void)s;
+  const char *placed[] = {
+      "{\"orderId\":\"01HZY3J6C4Q6V9B8N7M5K3J2H\u00e91\",\"customerId\":\"c\",\"items\":[]}",
+      "{\"orderId\":\"o\",\"customerId\":\"" CUSTOMER_ID "x\",\"items\":[]}",
+      "{\"orderId\":\"o\",\"customerId\":\"c\",\"currency\":\"x\u20ac\",\"items\":[]}",
+  };
+  for (size_t i = 0; i < TL_ARRAY_LEN(placed); i++) {
+    json_t *data = json_loads(placed[i], 0, NULL);
+    assert_non_null(data);
+    tl_order_state st;
+    tl_order_state_init(&st);
+    assert_int_equal(tl_order_evolve(&st, "OrderPlaced", data, 5000), TL_E_INVALID);
+    json_decref(data);
+    assert_int_equal(st.status, TL_ORDER_NONE);
+    json_t *view = tl_order_state_json(&st);
+    assert_non_null(view);
+    json_decref(view);
+    tl_order_state_clear(&st);
+  }
+  tl_order_state st;
+  order_in(&st, TL_ORDER_PENDING);
+  char text[256];
+  char reason[TL_REASON_CODE_MAX + 2];
+  memset(reason, 'R', sizeof reason - 1);
+  reason[sizeof reason - 1] = '\0';
+  snprintf(text, sizeof text, "{\"orderId\":\"" ORDER_ID "\",\"reason\":\"%s\"}", reason);
+  json_t *data = json_loads(text, 0, NULL);
+  assert_non_null(data);
+  assert_int_equal(tl_order_evolve(&st, "OrderRejected", data, T_REJECTED), TL_E_INVALID);
+  json_decref(data);
+  assert_int_equal(st.status, TL_ORDER_PENDING);
+  assert_string_equal(st.rejection_reason, "");
+  tl_order_state_clear(&st);
+}
+
 static void test_evolve_unknown_type_only_bumps_version(void **s) {
   (void)s;
   tl_order_state st;
@@ -804,6 +864,8 @@ int main(void) {
       cmocka_unit_test(test_state_json_rejection_reason),
       cmocka_unit_test(test_state_json_of_empty_state),
       cmocka_unit_test(test_status_names_and_stream_names),
+      cmocka_unit_test(test_evolve_refuses_a_total_that_overflows),
+      cmocka_unit_test(test_evolve_refuses_strings_that_do_not_fit),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -548,6 +548,138 @@ static void test_stock_events_from_stored_text(void **s) {
   assert_null(st.reservations);
 }
 
+/* Folds one event given as stored text; returns evolve's result. */
+static int fold_text(tl_product_state *st, const char *type, const char *text, int64_t ms) {
+  json_t *data = json_loads(text, 0, NULL);
+  assert_non_null(data);
+  int rc = tl_product_evolve(st, type, data, ms);
+  json_decref(data);
+  return rc;
+}
+
+/* Found by tests/fuzz/fuzz_evolve.c: a second StockReserved for an order replaced its entry in
+ * the map but added to reserved, which then stayed above the sum of the reservations for good.
+ * decide never emits one (a repeat is a no-op), but the fold must stay consistent. */
+static void test_evolve_second_reservation_for_an_order_replaces_it(void **s) {
+  (void)s;
+  tl_product_state st;
+  created_product(&st);
+  assert_int_equal(fold_text(&st, "StockReserved", "{\"orderId\":\"" ORDER_A "\",\"quantity\":2}",
+                             T_STOCK),
+                   TL_OK);
+  assert_int_equal(fold_text(&st, "StockReserved", "{\"orderId\":\"" ORDER_A "\",\"quantity\":3}",
+                             T_STOCK + 1),
+                   TL_OK);
+  assert_int_equal(st.reserved, 3);
+  assert_int_equal(tl_product_reserved_for(&st, ORDER_A), 3);
+  assert_int_equal(fold_text(&st, "StockReleased", "{\"orderId\":\"" ORDER_A "\"}", T_STOCK + 2),
+                   TL_OK);
+  assert_int_equal(st.reserved, 0);
+  tl_product_state_clear(&st);
+}
+
+/* Found by tests/fuzz/fuzz_evolve.c (seen in review, confirmed by the target under UBSan):
+ * stock and reserved counts of a stored event could overflow int64. Such events cannot come
+ * from decide; they are refused and change nothing but the version. */
+static void test_evolve_refuses_counts_that_overflow(void **s) {
+  (void)s;
+  tl_product_state st;
+  created_product(&st);
+  int64_t stock = st.stock;
+  assert_int_equal(fold_text(&st, "ProductRestocked", "{\"quantity\":9223372036854775807}",
+                             T_RESTOCKED),
+                   TL_E_INVALID);
+  assert_int_equal(st.stock, stock);
+  assert_int_equal(st.version, 2);
+  assert_int_equal(fold_text(&st, "StockReserved",
+                             "{\"orderId\":\"" ORDER_A "\",\"quantity\":9223372036854775807}",
+                             T_STOCK),
+                   TL_OK);
+  assert_int_equal(fold_text(&st, "StockReserved",
+                             "{\"orderId\":\"" ORDER_B "\",\"quantity\":1}", T_STOCK + 1),
+                   TL_E_INVALID);
+  assert_true(st.reserved == INT64_MAX);
+  assert_int_equal(tl_product_reserved_for(&st, ORDER_B), 0);
+  tl_product_state_clear(&st);
+
+  tl_product_state_init(&st);
+  assert_int_equal(fold_text(&st, "ProductCreated",
+                             "{\"productId\":\"p\",\"name\":\"n\",\"category\":\"c\","
+                             "\"price\":1,\"stock\":-9223372036854775808}",
+                             T_CREATED),
+                   TL_OK);
+  assert_int_equal(fold_text(&st, "StockReserved", "{\"orderId\":\"" ORDER_A "\",\"quantity\":1}",
+                             T_STOCK),
+                   TL_OK);
+  assert_int_equal(fold_text(&st, "StockCommitted", "{\"orderId\":\"" ORDER_A "\"}", T_STOCK + 1),
+                   TL_E_INVALID);
+  assert_true(st.stock == INT64_MIN);
+  assert_int_equal(st.reserved, 1);
+  assert_int_equal(tl_product_reserved_for(&st, ORDER_A), 1);
+  assert_int_equal(st.updated_ms, T_STOCK);
+  tl_product_state_clear(&st);
+}
+
+/* A folded state with extreme stock (only a damaged log holds one): the available units
+ * saturate instead of overflowing int64 (undefined behaviour before, seen in
+ * tests/fuzz/fuzz_evolve.c, which now decides every command on the states it folds). */
+static void test_reserve_on_extreme_stock_saturates_available(void **s) {
+  (void)s;
+  tl_product_state st;
+  tl_product_state_init(&st);
+  assert_int_equal(fold_text(&st, "ProductCreated",
+                             "{\"productId\":\"p\",\"name\":\"n\",\"category\":\"c\","
+                             "\"price\":1,\"stock\":-9223372036854775808}",
+                             T_CREATED),
+                   TL_OK);
+  assert_int_equal(fold_text(&st, "StockReserved", "{\"orderId\":\"" ORDER_A "\",\"quantity\":1}",
+                             T_STOCK),
+                   TL_OK);
+  tl_cmd c;
+  stock_cmd(&c, TL_CMD_RESERVE_STOCK, ORDER_B, 1);
+  tl_decision d = {0};
+  assert_int_equal(tl_product_decide(&st, &c, &d), TL_OK);
+  assert_int_equal(d.n_events, 1);
+  assert_string_equal(d.events[0].type, "StockReservationRejected");
+  assert_true(json_integer_value(json_object_get(d.events[0].data, "available")) == INT64_MIN);
+  tl_decision_clear(&d);
+  tl_product_state_clear(&st);
+}
+
+/* Found by tests/fuzz/fuzz_evolve.c: strings longer than the state's buffers were cut, which
+ * can name another product or split a UTF-8 sequence. They are refused. */
+static void test_evolve_refuses_strings_that_do_not_fit(void **s) {
+  (void)s;
+  char text[1200];
+  char long_id[TL_PRODUCT_ID_MAX + 2];
+  memset(long_id, 'x', sizeof long_id - 1);
+  long_id[sizeof long_id - 1] = '\0';
+  const char *cases[][3] = {{long_id, "n", "USD"}, {"p", "n", "EURO"}};
+  for (size_t i = 0; i < TL_ARRAY_LEN(cases); i++) {
+    tl_product_state st;
+    tl_product_state_init(&st);
+    snprintf(text, sizeof text,
+             "{\"productId\":\"%s\",\"name\":\"%s\",\"category\":\"c\",\"price\":1,"
+             "\"currency\":\"%s\",\"stock\":1}",
+             cases[i][0], cases[i][1], cases[i][2]);
+    assert_int_equal(fold_text(&st, "ProductCreated", text, T_CREATED), TL_E_INVALID);
+    assert_string_equal(st.product_id, "");
+    assert_int_equal(st.stock, 0);
+    tl_product_state_clear(&st);
+  }
+  /* 200 characters of 4 bytes: the longest name decide accepts still fits. */
+  tl_product_state st;
+  tl_product_state_init(&st);
+  char name[801] = "";
+  for (int i = 0; i < 200; i++) strcat(name, "\xf0\x9f\x98\x80");
+  snprintf(text, sizeof text,
+           "{\"productId\":\"p\",\"name\":\"%s\",\"category\":\"c\",\"price\":1,\"stock\":1}",
+           name);
+  assert_int_equal(fold_text(&st, "ProductCreated", text, T_CREATED), TL_OK);
+  assert_string_equal(st.name, name);
+  tl_product_state_clear(&st);
+}
+
 /* A small deterministic generator (xorshift64*), so the sequence is the same everywhere. */
 static uint64_t rng_next(uint64_t *x) {
   *x ^= *x >> 12;
@@ -662,6 +794,10 @@ int main(void) {
       cmocka_unit_test(test_commit_consumes_the_reservation_and_the_stock),
       cmocka_unit_test(test_stock_commands_on_missing_product_are_not_found),
       cmocka_unit_test(test_stock_events_from_stored_text),
+      cmocka_unit_test(test_evolve_second_reservation_for_an_order_replaces_it),
+      cmocka_unit_test(test_evolve_refuses_counts_that_overflow),
+      cmocka_unit_test(test_evolve_refuses_strings_that_do_not_fit),
+      cmocka_unit_test(test_reserve_on_extreme_stock_saturates_available),
       cmocka_unit_test(test_available_never_negative_over_random_commands),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -920,6 +920,53 @@ static void test_order_cancelled_leaves_daily_sales(void **state) {
   json_decref(h);
 }
 
+/* Found by tests/fuzz/fuzz_projections.c: an OrderPlaced without shippingAddress made the
+ * orders projection fail with "out of memory" (json_dumps of nothing), which would stall the
+ * projector for good. The view says null instead. */
+static void test_order_without_address_is_applied_with_a_null_address(void **state) {
+  fixture *f = *state;
+  product_created(f->db, 1, "sku-1", "Lamp", "lighting", "1.00", 5, ms_of("2026-11-22T10:00:00Z"));
+  apply(f->db, 2, "order-X", 1, "OrderPlaced",
+        "{\"orderId\":\"X\",\"customerId\":\"" CUST_A "\",\"currency\":\"USD\","
+        "\"items\":[{\"productId\":\"sku-1\",\"quantity\":2,\"price\":1.00}]}",
+        ms_of("2026-11-22T11:00:00Z"));
+  json_t *o = get_order(f->db, "X");
+  assert_true(json_is_null(json_object_get(o, "shippingAddress")));
+  assert_int_equal(money_of(json_object_get(o, "total")), 200);
+  json_decref(o);
+}
+
+/* Found by tests/fuzz/fuzz_projections.c (the total) and while fixing it (the available units):
+ * amounts and counts of a damaged log overflowed int64, undefined behaviour. An OrderPlaced whose
+ * total overflows is skipped by every projection, as tl_order_evolve refuses it; available
+ * saturates. */
+static void test_amounts_that_overflow_are_not_computed(void **state) {
+  fixture *f = *state;
+  int64_t t = ms_of("2026-11-22T10:00:00Z");
+  apply(f->db, 1, "product-p", 1, "ProductCreated",
+        "{\"productId\":\"p\",\"name\":\"n\",\"category\":\"c\",\"price\":1,"
+        "\"stock\":-9223372036854775808}",
+        t);
+  apply(f->db, 2, "product-p", 2, "StockReserved",
+        "{\"productId\":\"p\",\"orderId\":\"Y\",\"quantity\":1}", t);
+  apply(f->db, 3, "order-Y", 1, "OrderPlaced",
+        "{\"orderId\":\"Y\",\"customerId\":\"" CUST_A "\",\"items\":[{\"productId\":\"p\","
+        "\"quantity\":9223372036854775807,\"price\":2}],\"shippingAddress\":" ADDRESS "}",
+        t);
+  expect_checkpoints(f->db, 3);
+  tl_problem p = {0};
+  assert_null(tl_query_order(f->db, "Y", &p));
+  assert_int_equal(p.status, 404);
+  tl_problem_clear(&p);
+  json_t *v = get_product(f->db, "p");
+  assert_true(int_of(v, "available") == INT64_MIN);
+  assert_int_equal(int_of(v, "salesCount"), 0);
+  json_decref(v);
+  json_t *sales = get_sales(f->db, "2026-11-22", "2026-11-22");
+  expect_sales(sales, "2026-11-22", 0, 0);
+  json_decref(sales);
+}
+
 int main(void) {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
   const struct CMUnitTest tests[] = {
@@ -940,6 +987,8 @@ int main(void) {
       T(test_search_finds_every_item_of_a_large_order),
       T(test_sales_daily_counts_orders_on_their_utc_date),
       T(test_order_cancelled_leaves_daily_sales),
+      T(test_order_without_address_is_applied_with_a_null_address),
+      T(test_amounts_that_overflow_are_not_computed),
   };
 #undef T
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -80,6 +80,85 @@ static void test_money_format(void **s) {
   json_decref(j);
 }
 
+/* Found by tests/fuzz/fuzz_money.c: an absolute slack let amounts far below a cent pass as 0
+ * cents, though they have more than two decimals. */
+static void test_money_refuses_tiny_fractions(void **s) {
+  (void)s;
+  int rc;
+  const char *bad[] = {"1.5e-27", "0.000000000001", "-0.0000000001", "1e-300"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    money(bad[i], &rc);
+    if (rc != TL_E_INVALID) fail_msg("%s was accepted", bad[i]);
+  }
+  const char *zero[] = {"0", "0.0", "-0.0", "0e5", "0.00"};
+  for (size_t i = 0; i < sizeof zero / sizeof zero[0]; i++) {
+    assert_int_equal(money(zero[i], &rc), 0);
+    assert_int_equal(rc, TL_OK);
+  }
+  assert_int_equal(money("0.01", &rc), 1);
+  assert_int_equal(rc, TL_OK);
+  assert_int_equal(money("-0.01", &rc), -1);
+  assert_int_equal(rc, TL_OK);
+}
+
+/* Reads the placeholder text after the mark; returns the result code. */
+static int mark(const char *text, int64_t *minor) {
+  char buf[64];
+  snprintf(buf, sizeof buf, "\x01%s", text);
+  json_t *j = json_string(buf);
+  assert_non_null(j);
+  int rc = tl_money_from_json(j, minor);
+  json_decref(j);
+  return rc;
+}
+
+/* Found by tests/fuzz/fuzz_money.c: INT64_MIN made a placeholder that could not be read back,
+ * and (seen in review, confirmed by the target's reference parser) 20 digits wrapped around
+ * uint64 and read as a small amount. */
+static void test_money_placeholder_limits(void **s) {
+  (void)s;
+  int64_t v = 0;
+  const int64_t ends[] = {INT64_MIN, INT64_MIN + 1, -1, 0, 1, INT64_MAX};
+  for (size_t i = 0; i < sizeof ends / sizeof ends[0]; i++) {
+    json_t *j = tl_money_to_json(ends[i]);
+    v = 12345;
+    assert_int_equal(tl_money_from_json(j, &v), TL_OK);
+    assert_true(v == ends[i]);
+    json_decref(j);
+  }
+  assert_int_equal(mark("-92233720368547758.08", &v), TL_OK);
+  assert_true(v == INT64_MIN);
+  assert_int_equal(mark("92233720368547758.07", &v), TL_OK);
+  assert_true(v == INT64_MAX);
+  assert_int_equal(mark("92233720368547758.08", &v), TL_E_INVALID);
+  assert_int_equal(mark("-92233720368547758.09", &v), TL_E_INVALID);
+  assert_int_equal(mark("184467440737095516.16", &v), TL_E_INVALID); /* 2^64: was 0 */
+  assert_int_equal(mark("184467440737095516.19", &v), TL_E_INVALID); /* was 3 */
+  assert_int_equal(mark("1000000000000000000000.00", &v), TL_E_INVALID);
+}
+
+/* Found by tests/fuzz/fuzz_money.c: tl_json_dumps rewrote any quote followed by U+0001 (a quote
+ * escaped inside a string, a member name, a malformed amount) as if it opened a placeholder,
+ * and wrote invalid JSON. Only whole string values made by tl_money_to_json are numbers. */
+static void test_json_dumps_rewrites_only_placeholders(void **s) {
+  (void)s;
+  json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:o}", "q", "x\"\x01" "9.99\"y", "lead",
+                        "\x01" "007.00", "long", "\x01" "123456789012345678.00",
+                        "\x01" "1.00", "key", "a", tl_money_to_json(-5));
+  assert_non_null(j);
+  char *t = tl_json_dumps(j);
+  assert_non_null(t);
+  assert_string_equal(t, "{\"q\":\"x\\\"\\u00019.99\\\"y\",\"lead\":\"\\u0001007.00\","
+                         "\"long\":\"\\u0001123456789012345678.00\",\"\\u00011.00\":\"key\","
+                         "\"a\":-0.05}");
+  json_t *back = json_loads(t, 0, NULL);
+  assert_non_null(back);
+  assert_string_equal(json_string_value(json_object_get(back, "q")), "x\"\x01" "9.99\"y");
+  json_decref(back);
+  free(t);
+  json_decref(j);
+}
+
 static void test_ulid(void **s) {
   (void)s;
   char a[27], b[27];
@@ -212,15 +291,46 @@ static void test_map_lru_trim_and_each(void **state) {
   assert_int_equal(g_freed, 4);
 }
 
+/* Found by tests/fuzz/fuzz_time.c: floor division by multiplying back overflowed (undefined
+ * behaviour, reported under make test-asan) for the earliest int64 times; dates are formatted
+ * over the whole range of days such times fall on. */
+static void test_time_format_extremes(void **s) {
+  (void)s;
+  char iso[TL_ISO_LEN];
+  tl_time_format(-1, iso);
+  assert_string_equal(iso, "1969-12-31T23:59:59.999Z");
+  tl_time_format(-86400000, iso);
+  assert_string_equal(iso, "1969-12-31T00:00:00.000Z");
+  tl_time_format(INT64_MIN, iso);
+  assert_int_equal(strlen(iso), TL_ISO_LEN - 1);
+  tl_time_format(INT64_MAX, iso);
+  assert_int_equal(strlen(iso), TL_ISO_LEN - 1);
+  int64_t ms;
+  assert_int_equal(tl_time_parse("9999-12-31T23:59:59.999Z", &ms), TL_OK);
+  tl_time_format(ms, iso);
+  assert_string_equal(iso, "9999-12-31T23:59:59.999Z");
+  char date[11];
+  tl_date_format(TL_DAYS_MIN, date);
+  assert_int_equal(strlen(date), 10);
+  tl_date_format(TL_DAYS_MAX, date);
+  assert_int_equal(strlen(date), 10);
+  tl_date_format(-1, date);
+  assert_string_equal(date, "1969-12-31");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_money_two_decimals_exact),
       cmocka_unit_test(test_money_refuses_precision_and_junk),
       cmocka_unit_test(test_money_format),
+      cmocka_unit_test(test_money_refuses_tiny_fractions),
+      cmocka_unit_test(test_money_placeholder_limits),
+      cmocka_unit_test(test_json_dumps_rewrites_only_placeholders),
       cmocka_unit_test(test_ulid),
       cmocka_unit_test(test_uuid_and_product_id),
       cmocka_unit_test(test_time_roundtrip),
       cmocka_unit_test(test_map_lru_trim_and_each),
+      cmocka_unit_test(test_time_format_extremes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
