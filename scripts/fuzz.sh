@@ -38,6 +38,7 @@ for t in "${targets[@]}"; do
   if [ ! -x "$bin" ]; then
     echo "fuzz: $bin is missing (configure with -DTL_FUZZ=ON)" >&2
     failed+=("$t")
+    summary+=("$(printf '%-14s MISSING %s' "$t" "$bin")")
     continue
   fi
   mkdir -p "$work" "$artifacts"

@@ -12,7 +12,8 @@
  * Invariants:
  *  - a JSON number is accepted exactly when its decimal text is a whole number of cents of at
  *    most TL_MONEY_MAX_MINOR, and then gives that number (checked against an exact decimal
- *    parser here, for literals of at most 15 significant digits, which a double carries);
+ *    parser here, for literals of at most 15 significant digits, which a double carries, and
+ *    off a whole cent by at least 1e-14 of the amount, which its rounding cannot hide);
  *  - a placeholder is accepted exactly when it is "-?D+.DD" and fits an int64, and formatting
  *    the amount gives the same text back (up to leading zeros and the sign of zero);
  *  - every amount survives tl_money_to_json -> tl_money_from_json, and, up to
@@ -91,7 +92,11 @@ static ref_verdict ref_number(const char *s, int64_t *cents) {
     if (k < -18) return REF_REFUSE; /* mant < 10^15 cannot be a multiple of 10^19 */
     int64_t p = 1;
     for (int i = 0; i < -k; i++) p *= 10;
-    if (mant % p != 0) return REF_REFUSE;
+    int64_t rem = mant % p, off = rem < p - rem ? rem : p - rem; /* from the nearest cent */
+    /* A double holds the amount to about 1e-16 of its size, and tl_money_from_json allows
+     * 1e-15: an offset under 1e-14 of the amount may or may not be seen (9999999999.00001
+     * passes as 9999999999.00). Any third decimal is far above that. */
+    if (off != 0) return (__int128)off * 100000000000000 > mant ? REF_REFUSE : REF_UNKNOWN;
     mant /= p;
   } else {
     for (int i = 0; i < k; i++) {
