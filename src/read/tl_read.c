@@ -215,23 +215,35 @@ int tl_projection_index(const char *name) {
 
 enum { APPLIED = 0, REFUSED = 1 }; /* else: a negative TL_E code, the batch must fail */
 
-/* Applies ev to projection i inside a savepoint. REFUSED (the projection's own failure, rolled
- * back, message in *why) or a storage failure of the savepoint itself (err set). */
-static int apply_guarded(tl_read *r, int i, const tl_event *ev, const json_t *data, tl_err *why,
-                         tl_err *err) {
+/* Applies ev to projection i in the caller's open savepoint (its fail point is skipped when
+ * `fp` is 0: it was evaluated already). 0, or the projection's own failure (message in *why). */
+static int apply_one(tl_read *r, int i, const tl_event *ev, const json_t *data, int fp,
+                     tl_err *why) {
+  if (!data)
+    return tl_err_set(why, TL_E_INVALID, "event %lld has unreadable data", (long long)ev->position);
+  if (fp && tl_fp(r->fp_apply[i]))
+    return tl_err_set(why, TL_E_IO, "apply failed at event %lld (fail point %s)",
+                      (long long)ev->position, r->fp_apply[i]);
+  return tl_projections[i]->apply(r->w, ev, data, why);
+}
+
+/* Ends the open savepoint: kept (ok) or rolled back. A storage failure of the savepoint itself
+ * is returned (err set). */
+static int end_savepoint(tl_read *r, int ok, tl_err *err) {
+  if (ok) return run(r->w, SQL_SP_RELEASE, "release savepoint", err);
+  int rc = run(r->w, SQL_SP_ROLLBACK, "roll back savepoint", err);
+  return rc == TL_OK ? run(r->w, SQL_SP_RELEASE, "release savepoint", err) : rc;
+}
+
+/* Applies ev to projection i inside a savepoint of its own. APPLIED, REFUSED (the projection's
+ * own failure, rolled back, message in *why) or a storage failure of the savepoint (err set). */
+static int apply_guarded(tl_read *r, int i, const tl_event *ev, const json_t *data, int fp,
+                         tl_err *why, tl_err *err) {
   int rc = run(r->w, SQL_SP_BEGIN, "savepoint", err);
   if (rc != TL_OK) return rc;
-  if (!data)
-    rc = tl_err_set(why, TL_E_INVALID, "event %lld has unreadable data", (long long)ev->position);
-  else if (tl_fp(r->fp_apply[i]))
-    rc = tl_err_set(why, TL_E_IO, "apply failed at event %lld (fail point %s)",
-                    (long long)ev->position, r->fp_apply[i]);
-  else
-    rc = tl_projections[i]->apply(r->w, ev, data, why);
-  if (rc == TL_OK) return run(r->w, SQL_SP_RELEASE, "release savepoint", err);
-  int rb = run(r->w, SQL_SP_ROLLBACK, "roll back savepoint", err);
-  if (rb == TL_OK) rb = run(r->w, SQL_SP_RELEASE, "release savepoint", err);
-  return rb == TL_OK ? REFUSED : rb;
+  int applied = apply_one(r, i, ev, data, fp, why) == TL_OK;
+  rc = end_savepoint(r, applied, err);
+  return rc != TL_OK ? rc : applied ? APPLIED : REFUSED;
 }
 
 /* Parks ev for projection i in the dead-letter table. */
@@ -322,23 +334,36 @@ static int apply_event(void *arg, const tl_event *ev) {
     if (!b->held[i] && ev->position > b->cp[i]) needed = 1;
   if (!needed) return 0;
   json_t *data = json_loads(ev->data, 0, NULL);
-  for (int i = 0; i < tl_projections_count; i++) {
+  /* The common case in one savepoint: every projection that wants the event applies it. */
+  int failed = -1;
+  tl_err failed_why = {0};
+  int rc = run(r->w, SQL_SP_BEGIN, "savepoint", &b->err);
+  for (int i = 0; rc == TL_OK && i < tl_projections_count && failed < 0; i++)
+    if (!b->held[i] && ev->position > b->cp[i] &&
+        apply_one(r, i, ev, data, 1, &failed_why) != TL_OK)
+      failed = i;
+  if (rc == TL_OK) rc = end_savepoint(r, failed < 0, &b->err);
+  /* One failed: the event is undone, and each projection applies it in a savepoint of its own
+   * so that the failing one is rolled back alone (its fail point is not asked twice). */
+  for (int i = 0; rc == TL_OK && i < tl_projections_count; i++) {
     if (b->held[i] || ev->position <= b->cp[i]) continue;
     assert(ev->position == b->cp[i] + 1);
-    tl_err why = {0};
-    int rc = apply_guarded(r, i, ev, data, &why, &b->err);
-    if (rc == APPLIED) {
+    tl_err why = i == failed ? failed_why : (tl_err){0};
+    int outcome = failed < 0    ? APPLIED
+                  : i == failed ? REFUSED
+                                : apply_guarded(r, i, ev, data, i > failed, &why, &b->err);
+    if (outcome == APPLIED) {
       b->cp[i] = ev->position;
       b->rec[i] = ev->recorded_ms;
       if (r->fail[i].position == ev->position) memset(&r->fail[i], 0, sizeof r->fail[i]);
-    } else if (rc == REFUSED) {
+    } else if (outcome == REFUSED) {
       on_refused(b, i, ev, &why);
-      if (b->rc != TL_OK) break;
+      rc = b->rc;
     } else {
-      b->rc = rc;
-      break;
+      rc = outcome;
     }
   }
+  if (rc != TL_OK && b->rc == TL_OK) b->rc = rc;
   json_decref(data);
   if (b->rc != TL_OK) return 1;
   if (b->n < BATCH_EVENTS) b->recorded[b->n] = ev->recorded_ms;
@@ -433,7 +458,7 @@ static int retry_event(void *arg, const tl_event *ev) {
   c->found = 1;
   json_t *data = json_loads(ev->data, 0, NULL);
   tl_err err = {0};
-  c->rc = apply_guarded(c->r, c->proj, ev, data, &c->why, &err);
+  c->rc = apply_guarded(c->r, c->proj, ev, data, 1, &c->why, &err);
   if (c->rc < 0) c->why = err;
   json_decref(data);
   return 1; /* one event */
@@ -539,18 +564,10 @@ static int dlq_run(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err) {
 
 /* Takes and runs the pending projector task, if any. */
 static void serve_task(tl_read *r, tl_log_reader *reader) {
-  pthread_mutex_lock(&r->lock);
-  tl_proj_task *t = r->task;
-  if (t) t->taken = 1;
-  pthread_mutex_unlock(&r->lock);
-  if (!t) return;
-  int rc = t->run(r, reader, t->arg, &t->err);
-  pthread_mutex_lock(&r->lock);
-  t->rc = rc;
-  t->done = 1;
-  r->task = NULL;
-  pthread_cond_broadcast(&r->cond);
-  pthread_mutex_unlock(&r->lock);
+  tl_job *job = tl_handoff_take(&r->tasks);
+  if (!job) return;
+  tl_proj_task *t = (tl_proj_task *)job;
+  tl_handoff_finish(&r->tasks, job, t->run(r, reader, t->arg, &job->err));
 }
 
 void tl_read_publish_rebuilt(tl_read *r, int i, int64_t position, int64_t recorded_ms) {
@@ -617,14 +634,7 @@ static void *projector_main(void *arg) {
   }
   tl_log_reader_release(r->log, reader);
   fire_waiters(r); /* stopping: everyone still waiting times out */
-  pthread_mutex_lock(&r->lock);
-  if (r->task && !r->task->taken) { /* a task nobody will run */
-    r->task->rc = tl_err_set(&r->task->err, TL_E_CLOSED, "the server is shutting down");
-    r->task->done = 1;
-    r->task = NULL;
-    pthread_cond_broadcast(&r->cond);
-  }
-  pthread_mutex_unlock(&r->lock);
+  tl_handoff_close(&r->tasks);
   return NULL;
 }
 
@@ -663,7 +673,7 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
   r->rng = (unsigned)tl_mono_ns();
   atomic_store(&r->rebuilding, -1);
   pthread_mutex_init(&r->lock, NULL);
-  pthread_mutex_init(&r->task_callers, NULL);
+  tl_handoff_init(&r->tasks);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -722,7 +732,7 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
   if (rc != TL_OK) {
     tl_db_close(r->w);
     pthread_cond_destroy(&r->cond);
-    pthread_mutex_destroy(&r->task_callers);
+    tl_handoff_destroy(&r->tasks);
     pthread_mutex_destroy(&r->lock);
     free(r);
     return rc;
@@ -764,7 +774,7 @@ void tl_read_close(tl_read *r) {
   }
   tl_db_close(r->w);
   pthread_cond_destroy(&r->cond);
-  pthread_mutex_destroy(&r->task_callers);
+  tl_handoff_destroy(&r->tasks);
   pthread_mutex_destroy(&r->lock);
   free(r);
 }
@@ -883,37 +893,13 @@ int tl_read_status(tl_read *r, tl_proj_status *out, int max) {
   return tl_projections_count;
 }
 
+static void wake_projector(void *log) {
+  tl_log_wake(log);
+}
+
 int tl_read_run_task(tl_read *r, tl_proj_task *t, int timeout_ms, tl_err *err) {
-  t->taken = t->done = 0;
-  pthread_mutex_lock(&r->task_callers);
-  struct timespec deadline;
-  tl_deadline_in(&deadline, timeout_ms);
-  pthread_mutex_lock(&r->lock);
-  int rc = TL_OK;
-  if (atomic_load(&r->stopping)) {
-    rc = tl_err_set(err, TL_E_CLOSED, "the server is shutting down");
-  } else {
-    r->task = t;
-    tl_log_wake(r->log);
-    while (!t->done) {
-      /* Once the projector took the task it finishes it (bounded by storage); before, the
-       * deadline withdraws it. */
-      if (!t->taken && pthread_cond_timedwait(&r->cond, &r->lock, &deadline) == ETIMEDOUT &&
-          !t->taken) {
-        r->task = NULL;
-        rc = tl_err_set(err, TL_E_TIMEOUT, "the projector did not take the operation in time");
-        break;
-      }
-      if (t->taken && !t->done) pthread_cond_wait(&r->cond, &r->lock);
-    }
-    if (t->done) {
-      rc = t->rc;
-      if (rc != TL_OK && err) *err = t->err;
-    }
-  }
-  pthread_mutex_unlock(&r->lock);
-  pthread_mutex_unlock(&r->task_callers);
-  return rc;
+  if (atomic_load(&r->stopping)) return tl_err_set(err, TL_E_CLOSED, "shutting down");
+  return tl_handoff_run(&r->tasks, &t->job, timeout_ms, wake_projector, r->log, err);
 }
 
 int tl_read_dlq(tl_read *r, tl_dlq_op op, int64_t id, int timeout_ms, tl_dlq_result *out,
@@ -932,35 +918,15 @@ static const char SQL_DLQ_LIST[] =
 json_t *tl_query_dlq(tl_db *db, const char *projection, int limit, tl_problem *p) {
   tl_err err = {0};
   sqlite3_stmt *st = tl_db_stmt(db, SQL_DLQ_LIST, &err);
-  json_t *arr = json_array();
-  if (!st || !arr) {
-    json_decref(arr);
+  if (!st) {
     tl_problem_set(p, 503, "READ_MODEL_UNAVAILABLE", "%s", err.msg);
     return NULL;
   }
   if (projection) sqlite3_bind_text(st, 1, projection, -1, SQLITE_STATIC);
   sqlite3_bind_int(st, 2, limit);
-  int s;
-  while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-    char first[TL_ISO_LEN], last[TL_ISO_LEN];
-    tl_time_format(sqlite3_column_int64(st, 7), first);
-    tl_time_format(sqlite3_column_int64(st, 8), last);
-    json_array_append_new(
-        arr, json_pack("{s:I, s:s, s:I, s:s, s:s, s:s, s:i, s:s, s:s}", "id",
-                       (json_int_t)sqlite3_column_int64(st, 0), "projection",
-                       (const char *)sqlite3_column_text(st, 1), "position",
-                       (json_int_t)sqlite3_column_int64(st, 2), "stream",
-                       (const char *)sqlite3_column_text(st, 3), "type",
-                       (const char *)sqlite3_column_text(st, 4), "error",
-                       (const char *)sqlite3_column_text(st, 5), "attempts",
-                       sqlite3_column_int(st, 6), "firstFailedAt", first, "lastFailedAt", last));
-  }
-  sqlite3_reset(st);
-  if (s != SQLITE_DONE) {
-    json_decref(arr);
+  json_t *arr = tl_db_dead_letters(db, st, "projection", &err);
+  if (!arr)
     tl_problem_set(p, 503, "READ_MODEL_UNAVAILABLE", "The dead-letter queue cannot be read.");
-    return NULL;
-  }
   return arr;
 }
 

@@ -7,6 +7,7 @@
 
 #include "read/tl_read.h"
 #include "util/tl_failpoint.h"
+#include "util/tl_handoff.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -40,10 +41,9 @@ typedef struct tl_proj_fail {
 /* Work handed to the projector thread (DLQ operations, a rebuild's swap): it runs between two
  * batches, with the projector's connection and log reader, so it never races with applying. */
 typedef struct tl_proj_task {
+  tl_job job; /* first: the handoff's part */
   int (*run)(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err);
   void *arg;
-  int taken, done, rc;
-  tl_err err;
 } tl_proj_task;
 
 struct tl_read {
@@ -66,12 +66,11 @@ struct tl_read {
   tl_proj_fail fail[TL_MAX_PROJECTIONS];
   _Atomic int64_t applied; /* the minimum of the checkpoints */
 
-  pthread_mutex_t lock; /* guards the waiters, the pool, the task slot (cond: all) */
+  pthread_mutex_t lock; /* guards the waiters and the pool (cond: both) */
   pthread_cond_t cond;
   tl_waiter *waiters; /* asynchronous waits, unordered */
   tl_conn_node *pool;
-  tl_proj_task *task;           /* the pending projector task, if any */
-  pthread_mutex_t task_callers; /* one task at a time */
+  tl_handoff tasks; /* projector tasks (DLQ operations, a rebuild's swap) */
 
   /* A rebuild in progress (rebuild.c): the projection's index or -1, and how far it got. */
   _Atomic int rebuilding;

@@ -4,11 +4,11 @@
 #include "saga/tl_saga.h"
 
 #include "util/tl_failpoint.h"
+#include "util/tl_handoff.h"
 #include "util/tl_slog.h"
 #include "util/tl_time.h"
 
 #include <assert.h>
-#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -45,16 +45,15 @@ struct tl_pm_batch {
 
 /* A dead-letter operation handed to a runner thread (retry or drop one parked step). */
 typedef struct pm_task {
+  tl_job job; /* first: the handoff's part */
   int drop;
   int64_t id;
-  int taken, done, rc;
   tl_saga_dlq_result result;
-  tl_err err;
 } pm_task;
 
 typedef struct pm_runner {
   tl_saga *saga;
-  pm_task *task; /* pending operation, guarded by saga->lock */
+  tl_handoff tasks; /* dead-letter operations for this runner's thread */
   const tl_pm_def *def;
   /* The failing step, if any (runner thread only). */
   int64_t fail_position, park_position;
@@ -77,9 +76,6 @@ struct tl_saga {
   tl_saga_opts opts;
   char path[PATH_MAX];
   _Atomic int stopping;
-  pthread_mutex_t lock; /* the runners' task slots (cond: their completion) */
-  pthread_cond_t cond;
-  pthread_mutex_t callers; /* one dead-letter operation at a time */
   int n;
   pm_runner runners[MAX_PMS];
 };
@@ -370,7 +366,7 @@ static int exec_id(pm_runner *r, const char *sql, int64_t id, tl_err *err) {
 /* Retries (re-runs the step against the manager's state as it is now, with the same
  * idempotency keys) or drops one parked step of r. */
 static int run_task(pm_runner *r, tl_log_reader *reader, tl_pm_batch *b, pm_task *t) {
-  tl_err *err = &t->err;
+  tl_err *err = &t->job.err;
   int rc = tl_db_exec(r->db, "BEGIN IMMEDIATE", err);
   sqlite3_stmt *st = rc == TL_OK ? tl_db_stmt(r->db, SQL_DLQ_POS, err) : NULL;
   if (rc == TL_OK && !st) rc = TL_E_IO;
@@ -419,19 +415,8 @@ static int run_task(pm_runner *r, tl_log_reader *reader, tl_pm_batch *b, pm_task
 }
 
 static void serve_task(pm_runner *r, tl_log_reader *reader, tl_pm_batch *b) {
-  tl_saga *s = r->saga;
-  pthread_mutex_lock(&s->lock);
-  pm_task *t = r->task;
-  if (t) t->taken = 1;
-  pthread_mutex_unlock(&s->lock);
-  if (!t) return;
-  int rc = run_task(r, reader, b, t);
-  pthread_mutex_lock(&s->lock);
-  t->rc = rc;
-  t->done = 1;
-  r->task = NULL;
-  pthread_cond_broadcast(&s->cond);
-  pthread_mutex_unlock(&s->lock);
+  tl_job *job = tl_handoff_take(&r->tasks);
+  if (job) tl_handoff_finish(&r->tasks, job, run_task(r, reader, b, (pm_task *)job));
 }
 
 static void *runner_main(void *arg) {
@@ -478,14 +463,7 @@ static void *runner_main(void *arg) {
   }
   tl_log_reader_release(s->log, reader);
   tl_pm_batch_free(b);
-  pthread_mutex_lock(&s->lock);
-  if (r->task && !r->task->taken) { /* an operation nobody will run */
-    r->task->rc = tl_err_set(&r->task->err, TL_E_CLOSED, "the server is shutting down");
-    r->task->done = 1;
-    r->task = NULL;
-    pthread_cond_broadcast(&s->cond);
-  }
-  pthread_mutex_unlock(&s->lock);
+  tl_handoff_close(&r->tasks);
   return NULL;
 }
 
@@ -514,13 +492,6 @@ int tl_saga_start(tl_saga **out, tl_log *log, tl_writer *writer, const char *dir
   if (!s) return tl_err_set(err, TL_E_NOMEM, "out of memory");
   s->log = log;
   s->writer = writer;
-  pthread_mutex_init(&s->lock, NULL);
-  pthread_mutex_init(&s->callers, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&s->cond, &ca);
-  pthread_condattr_destroy(&ca);
   s->opts = (tl_saga_opts){.retry_base_ms = 200, .retry_cap_ms = 30000, .retry_attempts = 8};
   if (opts && opts->retry_base_ms > 0) s->opts.retry_base_ms = opts->retry_base_ms;
   if (opts && opts->retry_cap_ms > 0) s->opts.retry_cap_ms = opts->retry_cap_ms;
@@ -538,6 +509,7 @@ int tl_saga_start(tl_saga **out, tl_log *log, tl_writer *writer, const char *dir
     r->def = tl_process_managers[i];
     snprintf(r->fp_step, sizeof r->fp_step, "saga.%s.step", r->def->name);
     r->rng = (unsigned)tl_mono_ns() + (unsigned)i;
+    tl_handoff_init(&r->tasks);
     s->n++;
     rc = open_runner(r, path, err);
     if (rc == TL_OK) atomic_store(&r->dlq_depth, dlq_depth(r));
@@ -565,11 +537,13 @@ void tl_saga_stop(tl_saga *s) {
   for (int i = 0; i < s->n; i++) {
     if (s->runners[i].started) pthread_join(s->runners[i].thread, NULL);
     tl_db_close(s->runners[i].db);
+    tl_handoff_destroy(&s->runners[i].tasks);
   }
-  pthread_cond_destroy(&s->cond);
-  pthread_mutex_destroy(&s->callers);
-  pthread_mutex_destroy(&s->lock);
   free(s);
+}
+
+static void wake_runner(void *log) {
+  tl_log_wake(log);
 }
 
 int tl_saga_dlq_op(tl_saga *s, int drop, int64_t id, int timeout_ms, tl_saga_dlq_result *out,
@@ -591,34 +565,10 @@ int tl_saga_dlq_op(tl_saga *s, int drop, int64_t id, int timeout_ms, tl_saga_dlq
   tl_db_close(db);
   if (!st) return TL_E_IO;
   if (!r) return TL_OK; /* not found */
+  if (atomic_load(&s->stopping)) return tl_err_set(err, TL_E_CLOSED, "shutting down");
   pm_task t = {.drop = drop, .id = id};
-  struct timespec deadline;
-  tl_deadline_in(&deadline, timeout_ms);
-  pthread_mutex_lock(&s->callers);
-  pthread_mutex_lock(&s->lock);
-  int rc = TL_OK;
-  if (atomic_load(&s->stopping)) {
-    rc = tl_err_set(err, TL_E_CLOSED, "the server is shutting down");
-  } else {
-    r->task = &t;
-    tl_log_wake(s->log);
-    while (!t.done) {
-      if (!t.taken && pthread_cond_timedwait(&s->cond, &s->lock, &deadline) == ETIMEDOUT &&
-          !t.taken) {
-        r->task = NULL;
-        rc = tl_err_set(err, TL_E_TIMEOUT, "the process manager did not take the operation");
-        break;
-      }
-      if (t.taken && !t.done) pthread_cond_wait(&s->cond, &s->lock);
-    }
-    if (t.done) {
-      rc = t.rc;
-      if (rc != TL_OK && err) *err = t.err;
-      *out = t.result;
-    }
-  }
-  pthread_mutex_unlock(&s->lock);
-  pthread_mutex_unlock(&s->callers);
+  int rc = tl_handoff_run(&r->tasks, &t.job, timeout_ms, wake_runner, s->log, err);
+  if (rc == TL_OK) *out = t.result;
   return rc;
 }
 
@@ -645,31 +595,11 @@ int tl_saga_status(tl_saga *s, tl_pm_status *out, int max) {
 json_t *tl_saga_dlq(tl_saga *s, int limit, tl_err *err) {
   tl_db *db = NULL;
   if (tl_db_open(&db, s->path, 1, "NORMAL", err) != TL_OK) return NULL;
-  json_t *arr = json_array();
   sqlite3_stmt *st = tl_db_stmt(db, SQL_DLQ_LIST, err);
-  int step = SQLITE_ERROR;
-  if (st && arr) {
+  json_t *arr = NULL;
+  if (st) {
     sqlite3_bind_int(st, 1, limit);
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-      char first[TL_ISO_LEN], last[TL_ISO_LEN];
-      tl_time_format(sqlite3_column_int64(st, 7), first);
-      tl_time_format(sqlite3_column_int64(st, 8), last);
-      json_array_append_new(
-          arr, json_pack("{s:I, s:s, s:I, s:s, s:s, s:s, s:i, s:s, s:s}", "id",
-                         (json_int_t)sqlite3_column_int64(st, 0), "processManager",
-                         (const char *)sqlite3_column_text(st, 1), "position",
-                         (json_int_t)sqlite3_column_int64(st, 2), "stream",
-                         (const char *)sqlite3_column_text(st, 3), "type",
-                         (const char *)sqlite3_column_text(st, 4), "error",
-                         (const char *)sqlite3_column_text(st, 5), "attempts",
-                         sqlite3_column_int(st, 6), "firstFailedAt", first, "lastFailedAt", last));
-    }
-    sqlite3_reset(st);
-  }
-  if (step != SQLITE_DONE) {
-    if (err && !err->msg[0]) tl_err_set(err, TL_E_IO, "%s", sqlite3_errmsg(db->db));
-    json_decref(arr);
-    arr = NULL;
+    arr = tl_db_dead_letters(db, st, "processManager", err);
   }
   tl_db_close(db);
   return arr;

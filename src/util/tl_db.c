@@ -1,6 +1,8 @@
 /* tl_db.c: SQLite connection and statement-cache helpers. */
 #include "util/tl_db.h"
 
+#include "util/tl_time.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,4 +103,30 @@ char *tl_db_column_strdup(sqlite3_stmt *st, int col) {
   if (n) memcpy(s, t, (size_t)n);
   s[n] = '\0';
   return s;
+}
+
+json_t *tl_db_dead_letters(tl_db *d, sqlite3_stmt *st, const char *owner_key, tl_err *err) {
+  json_t *arr = json_array();
+  int step = SQLITE_NOMEM;
+  while (arr && (step = sqlite3_step(st)) == SQLITE_ROW) {
+    char first[TL_ISO_LEN], last[TL_ISO_LEN];
+    tl_time_format(sqlite3_column_int64(st, 7), first);
+    tl_time_format(sqlite3_column_int64(st, 8), last);
+    json_array_append_new(
+        arr, json_pack("{s:I, s:s, s:I, s:s, s:s, s:s, s:i, s:s, s:s}", "id",
+                       (json_int_t)sqlite3_column_int64(st, 0), owner_key,
+                       (const char *)sqlite3_column_text(st, 1), "position",
+                       (json_int_t)sqlite3_column_int64(st, 2), "stream",
+                       (const char *)sqlite3_column_text(st, 3), "type",
+                       (const char *)sqlite3_column_text(st, 4), "error",
+                       (const char *)sqlite3_column_text(st, 5), "attempts",
+                       sqlite3_column_int(st, 6), "firstFailedAt", first, "lastFailedAt", last));
+  }
+  sqlite3_reset(st);
+  if (step != SQLITE_DONE) {
+    json_decref(arr);
+    tl_db_fail(d, step, "read dead letters", err);
+    return NULL;
+  }
+  return arr;
 }

@@ -8,6 +8,7 @@
 
 #include "util/tl_common.h"
 
+#include <jansson.h>
 #include <sqlite3.h>
 
 #define TL_DB_STMT_CACHE 48
@@ -43,6 +44,12 @@ sqlite3_stmt *tl_db_stmt(tl_db *d, const char *sql, tl_err *err);
 /* Records sqlite3_errmsg into err with code TL_E_IO (or TL_E_CONFLICT for a constraint
  * violation); returns that code. */
 int tl_db_fail(tl_db *d, int sqlite_rc, const char *what, tl_err *err);
+
+/* Steps st (bound, selecting id, owner, position, stream, type, error, attempts,
+ * first_failed_at, last_failed_at) to its end: the dead letters of a projection's or a process
+ * manager's queue as a JSON array, the owner under `owner_key` ("projection",
+ * "processManager"), times in ISO 8601. NULL (err set) on a storage error. st is reset. */
+json_t *tl_db_dead_letters(tl_db *d, sqlite3_stmt *st, const char *owner_key, tl_err *err);
 
 /* sqlite3_column_text copied into a new malloc'd string ("" for NULL); NULL if out of memory. */
 char *tl_db_column_strdup(sqlite3_stmt *st, int col);
