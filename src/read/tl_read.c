@@ -2,8 +2,9 @@
  * tl_read.c: the read store and its projector thread (see tl_read.h).
  *
  * One thread applies the log to every projection, in batches, one read.db transaction per
- * batch. Each (event, projection) application runs inside a SAVEPOINT, so a projection that
- * fails on an event is rolled back alone: it sits out the rest of the batch and retries that
+ * batch. An event is applied to all its projections inside one SAVEPOINT; if one fails, the
+ * event is undone and re-applied projection by projection, each in a savepoint of its own, so
+ * that the failing projection is rolled back alone: it sits out the rest of the batch and retries that
  * event after an exponential backoff with jitter, while the other projections go on. After
  * `retry_attempts` failures the event is parked in rm_dlq (same transaction as the checkpoint
  * that moves past it) and the projection continues with the next event. Storage failures of

@@ -5,8 +5,8 @@
  * The projector thread consumes the log in position order, in batches of up to 512 events.
  * Each batch is one read.db transaction that applies every event to every projection whose
  * checkpoint is below it and moves those checkpoints in the same transaction, so a crash or a
- * replay never applies an event twice and never skips one. Each (event, projection) runs in a
- * savepoint: a projection that fails on an event is retried with exponential backoff and
+ * replay never applies an event twice and never skips one. Savepoints isolate the projections
+ * (see tl_read.c): a projection that fails on an event is retried with exponential backoff and
  * jitter while the others go on; after `retry_attempts` failures the event is parked in the
  * dead-letter table rm_dlq and the projection continues (see docs/projections.md). Read models
  * are derived data: they use synchronous=NORMAL (a crash may lose the last batches, never
