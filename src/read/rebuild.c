@@ -141,6 +141,7 @@ static void *rebuild_main(void *arg) {
   free(arg);
   tl_read *r = a.r;
   int proj = a.proj;
+  tl_thread_name("tl-rebuild");
   tl_err err = {0};
   if (proj >= 0) {
     rebuild_one(r, proj, &err);

@@ -606,6 +606,7 @@ static int64_t idle_ms(tl_read *r, int64_t next_deadline_ns) {
 
 static void *projector_main(void *arg) {
   tl_read *r = arg;
+  tl_thread_name("tl-projector");
   tl_log_reader *reader = NULL;
   tl_err err = {0};
   int backoff = 10;

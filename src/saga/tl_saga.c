@@ -422,6 +422,7 @@ static void serve_task(pm_runner *r, tl_log_reader *reader, tl_pm_batch *b) {
 static void *runner_main(void *arg) {
   pm_runner *r = arg;
   tl_saga *s = r->saga;
+  tl_thread_name("tl-saga");
   tl_log_reader *reader = NULL;
   tl_err err = {0};
   tl_pm_batch *b = tl_pm_batch_new();

@@ -1,6 +1,8 @@
 /* tl_common.c: error recording shared by all modules. */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "util/tl_common.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -27,4 +29,10 @@ const char *tl_strerror(int code) {
   case TL_E_TIMEOUT: return "TL_E_TIMEOUT";
   default: return "TL_E_UNKNOWN";
   }
+}
+
+void tl_thread_name(const char *name) {
+  char n[16];
+  snprintf(n, sizeof n, "%s", name);
+  (void)pthread_setname_np(pthread_self(), n);
 }

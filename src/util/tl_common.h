@@ -32,6 +32,10 @@ int tl_err_set(tl_err *err, int code, const char *fmt, ...) __attribute__((forma
 /* Static name of a status code ("TL_E_IO"), for logs. */
 const char *tl_strerror(int code);
 
+/* Names the calling thread (at most 15 bytes) so that top, perf and gdb tell the roles apart;
+ * best effort. */
+void tl_thread_name(const char *name);
+
 #define TL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

@@ -684,6 +684,7 @@ static void process_batch(tl_writer *w, tl_cmd_request *list, batch *b) {
 
 static void *writer_main(void *arg) {
   tl_writer *w = arg;
+  tl_thread_name("tl-writer");
   batch b;
   memset(&b, 0, sizeof b);
   for (;;) {
