@@ -59,6 +59,8 @@ void tl_req_resume(tl_req *req);
 /* True once the server is stopping: handlers must answer at once instead of suspending. */
 int tl_req_stopping(const tl_req *req);
 
+/* Fills resp with a body already rendered (malloc'd text, ownership taken) and status. */
+void tl_resp_text(tl_resp *resp, int status, const char *content_type, char *body);
 /* Fills resp with a JSON body (reference stolen) and status. */
 void tl_resp_json(tl_resp *resp, int status, json_t *body);
 /* Fills resp with the problem's body (problem+json) and clears the problem. */

@@ -93,8 +93,8 @@ static void command_finish(tl_req *req, tl_resp *resp) {
     snprintf(status, sizeof status, "%d", cr->status);
     snprintf(pos, sizeof pos, "%lld", (long long)cr->position);
     tl_slog(cr->status >= 500 ? TL_SLOG_ERROR : TL_SLOG_INFO, req->correlation_id, "command",
-            "command", tl_cmd_name(cr->cmd.kind), "id", cr->cmd.id, "status", status,
-            "position", pos, NULL);
+            "command", tl_cmd_name(cr->cmd.kind), "id", cr->cmd.id, "status", status, "position",
+            pos, NULL);
   }
   count_command(cr->cmd.kind, req, resp);
   free_cmd_request(cr);
@@ -198,7 +198,7 @@ typedef struct qargs {
   int in_stock; /* -1: no filter */
 } qargs;
 
-typedef json_t *(*query_fn)(tl_db *db, const tl_req *req, const qargs *a, tl_problem *p);
+typedef int (*query_fn)(tl_db *db, const tl_req *req, const qargs *a, tl_jw *out, tl_problem *p);
 
 /* A query's state across a read-your-writes wait. */
 typedef struct query_state {
@@ -221,23 +221,30 @@ static void query_answer(tl_req *req, tl_resp *resp, const query_state *q) {
   tl_read *rd = req->app->read;
   /* Meta first: the answer reflects at least this position (the snapshot the query reads is
    * taken after it). */
-  json_t *meta = tl_read_meta(rd, q->proj);
+  tl_read_meta meta = tl_read_meta_of(rd, q->proj);
   tl_db *db = NULL;
   tl_err err = {0};
   if (tl_read_conn_acquire(rd, &db, &err) != TL_OK) {
-    json_decref(meta);
     tl_resp_error(resp, 503, "READ_MODEL_UNAVAILABLE", err.msg);
     return count_query(q->kind, req, resp);
   }
-  json_t *out = q->fn(db, req, &q->args, &p);
+  tl_jw out = {0};
+  tl_jw_object(&out);
+  int rc = q->fn(db, req, &q->args, &out, &p);
   tl_read_conn_release(rd, db);
-  if (!out) {
-    json_decref(meta);
+  if (rc != TL_OK) {
+    tl_jw_free(&out);
     tl_resp_problem(resp, &p);
-  } else {
-    json_object_set_new(out, "meta", meta);
-    tl_resp_json(resp, 200, out);
+    return count_query(q->kind, req, resp);
   }
+  tl_jw_key(&out, "meta");
+  tl_read_meta_write(&meta, &out);
+  tl_jw_end(&out);
+  char *body = tl_jw_take(&out);
+  if (!body)
+    tl_resp_error(resp, 503, "OUT_OF_MEMORY", "The server is out of memory.");
+  else
+    tl_resp_text(resp, 200, "application/json", body);
   count_query(q->kind, req, resp);
 }
 
@@ -262,8 +269,10 @@ static void query_wait_done(void *arg, int rc) {
 
 static void query_after_wait(tl_req *req, tl_resp *resp) {
   query_state *q = req->state;
-  if (req->wait_rc != TL_OK) stale(req, resp, q);
-  else query_answer(req, resp, q);
+  if (req->wait_rc != TL_OK)
+    stale(req, resp, q);
+  else
+    query_answer(req, resp, q);
   free(q);
   req->state = NULL;
 }
@@ -284,10 +293,12 @@ static int query_projection(tl_query_kind kind) {
 
 /* Runs a read-lane query: minPosition / waitMs (waiting suspended, woken by the projector),
  * a query connection, meta, metrics. */
-static void run_query(tl_req *req, tl_resp *resp, tl_query_kind kind, query_fn fn,
-                      const qargs *a) {
+static void run_query(tl_req *req, tl_resp *resp, tl_query_kind kind, query_fn fn, const qargs *a) {
   tl_problem p = {0};
-  query_state q = {.kind = kind, .proj = query_projection(kind), .fn = fn, .min_position = 0,
+  query_state q = {.kind = kind,
+                   .proj = query_projection(kind),
+                   .fn = fn,
+                   .min_position = 0,
                    .wait_ms = DEFAULT_WAIT_MS};
   if (a) q.args = *a;
   const char *mp = tl_req_arg(req, "minPosition");
@@ -318,17 +329,17 @@ static void run_query(tl_req *req, tl_resp *resp, tl_query_kind kind, query_fn f
   }
 }
 
-static json_t *q_order(tl_db *db, const tl_req *req, const qargs *a, tl_problem *p) {
+static int q_order(tl_db *db, const tl_req *req, const qargs *a, tl_jw *out, tl_problem *p) {
   (void)a;
-  return tl_query_order(db, req->params[0], p);
+  return tl_query_order(db, req->params[0], out, p);
 }
 
 static void h_get_order(tl_req *req, tl_resp *resp) {
   run_query(req, resp, TL_Q_ORDER, q_order, NULL);
 }
 
-static json_t *q_customer(tl_db *db, const tl_req *req, const qargs *a, tl_problem *p) {
-  return tl_query_customer_orders(db, req->params[0], (int)a->limit, a->cursor, p);
+static int q_customer(tl_db *db, const tl_req *req, const qargs *a, tl_jw *out, tl_problem *p) {
+  return tl_query_customer_orders(db, req->params[0], (int)a->limit, a->cursor, out, p);
 }
 
 static void h_customer_orders(tl_req *req, tl_resp *resp) {
@@ -342,25 +353,27 @@ static void h_customer_orders(tl_req *req, tl_resp *resp) {
   run_query(req, resp, TL_Q_CUSTOMER_ORDERS, q_customer, &a);
 }
 
-static json_t *q_search(tl_db *db, const tl_req *req, const qargs *a, tl_problem *p) {
+static int q_search(tl_db *db, const tl_req *req, const qargs *a, tl_jw *out, tl_problem *p) {
   (void)req;
-  return tl_query_search(db, a->text, (int)a->limit, p);
+  return tl_query_search(db, a->text, (int)a->limit, out, p);
 }
 
 static void h_search(tl_req *req, tl_resp *resp) {
   tl_problem p = {0};
   qargs a = {0};
   a.text = tl_req_arg(req, "q");
-  if (!a.text || !*a.text) tl_problem_field(&p, "q", "is required");
-  else if (strlen(a.text) > 500) tl_problem_field(&p, "q", "must be at most 500 characters");
+  if (!a.text || !*a.text)
+    tl_problem_field(&p, "q", "is required");
+  else if (strlen(a.text) > 500)
+    tl_problem_field(&p, "q", "must be at most 500 characters");
   int_arg(req, "limit", 1, 100, 20, &a.limit, &p);
   if (p.errors) return validation_failed(resp, &p);
   run_query(req, resp, TL_Q_SEARCH, q_search, &a);
 }
 
-static json_t *q_sales(tl_db *db, const tl_req *req, const qargs *a, tl_problem *p) {
+static int q_sales(tl_db *db, const tl_req *req, const qargs *a, tl_jw *out, tl_problem *p) {
   (void)req;
-  return tl_query_sales_daily(db, a->from_day, a->to_day, p);
+  return tl_query_sales_daily(db, a->from_day, a->to_day, out, p);
 }
 
 static void h_sales_daily(tl_req *req, tl_resp *resp) {
@@ -380,9 +393,9 @@ static void h_sales_daily(tl_req *req, tl_resp *resp) {
   run_query(req, resp, TL_Q_SALES_DAILY, q_sales, &a);
 }
 
-static json_t *q_products(tl_db *db, const tl_req *req, const qargs *a, tl_problem *p) {
-  return tl_query_products(db, tl_req_arg(req, "category"), a->in_stock, (int)a->limit,
-                           a->cursor, p);
+static int q_products(tl_db *db, const tl_req *req, const qargs *a, tl_jw *out, tl_problem *p) {
+  return tl_query_products(db, tl_req_arg(req, "category"), a->in_stock, (int)a->limit, a->cursor,
+                           out, p);
 }
 
 static void h_products(tl_req *req, tl_resp *resp) {
@@ -392,16 +405,19 @@ static void h_products(tl_req *req, tl_resp *resp) {
   a.cursor = tl_req_arg(req, "cursor");
   const char *in_stock = tl_req_arg(req, "inStock");
   a.in_stock = -1;
-  if (in_stock && strcmp(in_stock, "true") == 0) a.in_stock = 1;
-  else if (in_stock && strcmp(in_stock, "false") == 0) a.in_stock = 0;
-  else if (in_stock) tl_problem_field(&p, "inStock", "must be true or false");
+  if (in_stock && strcmp(in_stock, "true") == 0)
+    a.in_stock = 1;
+  else if (in_stock && strcmp(in_stock, "false") == 0)
+    a.in_stock = 0;
+  else if (in_stock)
+    tl_problem_field(&p, "inStock", "must be true or false");
   if (p.errors) return validation_failed(resp, &p);
   run_query(req, resp, TL_Q_PRODUCTS, q_products, &a);
 }
 
-static json_t *q_product(tl_db *db, const tl_req *req, const qargs *a, tl_problem *p) {
+static int q_product(tl_db *db, const tl_req *req, const qargs *a, tl_jw *out, tl_problem *p) {
   (void)a;
-  return tl_query_product(db, req->params[0], p);
+  return tl_query_product(db, req->params[0], out, p);
 }
 
 static void h_product(tl_req *req, tl_resp *resp) {
@@ -453,8 +469,7 @@ static void answer_events(tl_req *req, tl_resp *resp, tl_query_kind kind, const 
     resp->status = 200;
     resp->content_type = "application/json";
     resp->body = b.data; /* ownership moves to the response */
-    snprintf(resp->position, sizeof resp->position, "%lld",
-             (long long)tl_log_head(req->app->log));
+    snprintf(resp->position, sizeof resp->position, "%lld", (long long)tl_log_head(req->app->log));
   }
   atomic_fetch_add_explicit(&tl_g_stats.queries[kind][tl_outcome_of_status(resp->status)], 1,
                             memory_order_relaxed);
@@ -528,7 +543,8 @@ static void h_state(tl_req *req, tl_resp *resp) {
     if (rc == 1) rc = TL_OK; /* stopped at the requested point */
     tl_log_reader_release(req->app->log, r);
   }
-  if (rc != TL_OK) tl_resp_error(resp, 503, "STORAGE_UNAVAILABLE", err.msg);
+  if (rc != TL_OK)
+    tl_resp_error(resp, 503, "STORAGE_UNAVAILABLE", err.msg);
   else if (f.s.version == 0)
     tl_resp_error(resp, 404, "ORDER_NOT_FOUND", "The order did not exist at that point.");
   else {
@@ -537,8 +553,8 @@ static void h_state(tl_req *req, tl_resp *resp) {
   }
   tl_order_state_clear(&f.s);
 done:
-  atomic_fetch_add_explicit(&tl_g_stats.queries[TL_Q_STATE][tl_outcome_of_status(resp->status)],
-                            1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&tl_g_stats.queries[TL_Q_STATE][tl_outcome_of_status(resp->status)], 1,
+                            memory_order_relaxed);
   tl_hist_observe(&tl_g_stats.query_seconds[TL_Q_STATE], (double)(tl_mono_ns() - t0) / 1e9);
 }
 
@@ -550,11 +566,11 @@ static void h_health(tl_req *req, tl_resp *resp) {
 }
 
 static json_t *projection_json(const tl_proj_status *s) {
-  return json_pack("{s:s, s:i, s:I, s:I, s:I, s:s, s:I, s:i, s:I, s:o}", "name", s->name,
-                   "version", s->version, "position", (json_int_t)s->position, "lagEvents",
-                   (json_int_t)s->lag_events, "lagMs", (json_int_t)s->lag_ms, "status",
-                   s->status, "dlqDepth", (json_int_t)s->dlq_depth, "failedAttempts",
-                   s->attempts, "retries", (json_int_t)s->retries, "rebuildPosition",
+  return json_pack("{s:s, s:i, s:I, s:I, s:I, s:s, s:I, s:i, s:I, s:o}", "name", s->name, "version",
+                   s->version, "position", (json_int_t)s->position, "lagEvents",
+                   (json_int_t)s->lag_events, "lagMs", (json_int_t)s->lag_ms, "status", s->status,
+                   "dlqDepth", (json_int_t)s->dlq_depth, "failedAttempts", s->attempts, "retries",
+                   (json_int_t)s->retries, "rebuildPosition",
                    s->rebuild_position >= 0 ? json_integer(s->rebuild_position) : json_null());
 }
 
@@ -566,8 +582,7 @@ static void h_rebuild(tl_req *req, tl_resp *resp) {
   if (rc == TL_E_CLOSED)
     return tl_resp_error(resp, 503, "SHUTTING_DOWN", "The server is shutting down.");
   if (rc != TL_OK) return tl_resp_error(resp, 503, "READ_MODEL_UNAVAILABLE", err.msg);
-  tl_resp_json(resp, 202, json_pack("{s:s, s:s}", "name", req->params[0], "status",
-                                    "rebuilding"));
+  tl_resp_json(resp, 202, json_pack("{s:s, s:s}", "name", req->params[0], "status", "rebuilding"));
 }
 
 static void h_ready(tl_req *req, tl_resp *resp) {
@@ -576,16 +591,16 @@ static void h_ready(tl_req *req, tl_resp *resp) {
   json_t *laggards = json_array();
   for (int i = 0; i < n && i < 16; i++)
     if (st[i].lag_ms > req->app->ready_lag_ms)
-      json_array_append_new(laggards, json_pack("{s:s, s:I, s:I}", "name", st[i].name,
-                                                "lagEvents", (json_int_t)st[i].lag_events,
-                                                "lagMs", (json_int_t)st[i].lag_ms));
+      json_array_append_new(
+          laggards, json_pack("{s:s, s:I, s:I}", "name", st[i].name, "lagEvents",
+                              (json_int_t)st[i].lag_events, "lagMs", (json_int_t)st[i].lag_ms));
   tl_pm_status pm[8];
   int npm = tl_saga_status(req->app->saga, pm, 8);
   for (int i = 0; i < npm && i < 8; i++)
     if (pm[i].lag_ms > req->app->ready_lag_ms)
-      json_array_append_new(laggards, json_pack("{s:s, s:I, s:I}", "name", pm[i].name,
-                                                "lagEvents", (json_int_t)pm[i].lag_events,
-                                                "lagMs", (json_int_t)pm[i].lag_ms));
+      json_array_append_new(
+          laggards, json_pack("{s:s, s:I, s:I}", "name", pm[i].name, "lagEvents",
+                              (json_int_t)pm[i].lag_events, "lagMs", (json_int_t)pm[i].lag_ms));
   /* Parked events do not make the server unready (every instance would be: they share the
    * data), but they are reported so that an operator sees them. */
   json_t *dlq = json_object();
@@ -594,13 +609,15 @@ static void h_ready(tl_req *req, tl_resp *resp) {
   for (int i = 0; i < npm && i < 8; i++)
     if (pm[i].dlq_depth > 0) json_object_set_new(dlq, pm[i].name, json_integer(pm[i].dlq_depth));
   if (json_array_size(laggards) > 0) {
-    tl_resp_json(resp, 503, json_pack("{s:s, s:o, s:o}", "status", "not-ready", "laggards",
-                                      laggards, "dlq", dlq));
+    tl_resp_json(
+        resp, 503,
+        json_pack("{s:s, s:o, s:o}", "status", "not-ready", "laggards", laggards, "dlq", dlq));
     resp->retry_after = 1;
   } else {
     json_decref(laggards);
-    tl_resp_json(resp, 200, json_pack("{s:s, s:I, s:o}", "status", "ready", "position",
-                                      (json_int_t)tl_log_head(req->app->log), "dlq", dlq));
+    tl_resp_json(resp, 200,
+                 json_pack("{s:s, s:I, s:o}", "status", "ready", "position",
+                           (json_int_t)tl_log_head(req->app->log), "dlq", dlq));
   }
 }
 
@@ -639,9 +656,12 @@ static int dlq_op(tl_req *req, tl_resp *resp, tl_dlq_op op, int64_t id, tl_dlq_r
   tl_err err = {0};
   int rc = tl_read_dlq(req->app->read, op, id, DLQ_OP_TIMEOUT_MS, res, &err);
   if (rc == TL_OK) return 0;
-  if (rc == TL_E_CLOSED) tl_resp_error(resp, 503, "SHUTTING_DOWN", "The server is shutting down.");
-  else if (rc == TL_E_TIMEOUT) tl_resp_error(resp, 503, "PROJECTOR_BUSY", err.msg);
-  else tl_resp_error(resp, 503, "READ_MODEL_UNAVAILABLE", err.msg);
+  if (rc == TL_E_CLOSED)
+    tl_resp_error(resp, 503, "SHUTTING_DOWN", "The server is shutting down.");
+  else if (rc == TL_E_TIMEOUT)
+    tl_resp_error(resp, 503, "PROJECTOR_BUSY", err.msg);
+  else
+    tl_resp_error(resp, 503, "READ_MODEL_UNAVAILABLE", err.msg);
   resp->retry_after = 1;
   return 1;
 }
@@ -683,8 +703,9 @@ static void pm_dlq_op(tl_req *req, tl_resp *resp, int drop) {
   if (!res.found)
     return tl_resp_error(resp, 404, "DLQ_ENTRY_NOT_FOUND", "No parked step has this id.");
   if (drop) return tl_resp_json(resp, 204, NULL);
-  tl_resp_json(resp, 200, json_pack("{s:i, s:i, s:i}", "found", res.found, "applied",
-                                    res.applied, "failed", res.failed));
+  tl_resp_json(resp, 200,
+               json_pack("{s:i, s:i, s:i}", "found", res.found, "applied", res.applied, "failed",
+                         res.failed));
 }
 
 static void h_pm_dlq_retry(tl_req *req, tl_resp *resp) {
@@ -764,8 +785,8 @@ static void h_failpoint_put(tl_req *req, tl_resp *resp) {
   } else if (tl_fp_set(req->params[0], action, &err) != TL_OK) {
     tl_problem_field(&p, tl_fp_known(req->params[0]) ? "action" : "point", err.msg);
   } else {
-    tl_slog(TL_SLOG_WARN, req->correlation_id, "fail point set", "point", req->params[0],
-            "action", action, NULL);
+    tl_slog(TL_SLOG_WARN, req->correlation_id, "fail point set", "point", req->params[0], "action",
+            action, NULL);
     tl_fp_info f = {0};
     json_t *out = tl_fp_get(req->params[0], &f) == TL_OK
                       ? failpoint_json(&f)
@@ -785,8 +806,7 @@ static void h_failpoint_delete(tl_req *req, tl_resp *resp) {
     tl_problem_field(&p, "point", err.msg);
     return validation_failed(resp, &p);
   }
-  tl_slog(TL_SLOG_WARN, req->correlation_id, "fail point cleared", "point", req->params[0],
-          NULL);
+  tl_slog(TL_SLOG_WARN, req->correlation_id, "fail point cleared", "point", req->params[0], NULL);
   tl_resp_json(resp, 204, NULL);
 }
 

@@ -54,6 +54,13 @@ int tl_req_stopping(const tl_req *req) {
   return atomic_load(&req->http->stopping);
 }
 
+void tl_resp_text(tl_resp *resp, int status, const char *content_type, char *body) {
+  resp->status = status;
+  resp->content_type = content_type;
+  free(resp->body);
+  resp->body = body;
+}
+
 void tl_resp_json(tl_resp *resp, int status, json_t *body) {
   resp->status = status;
   resp->content_type = "application/json";

@@ -4,8 +4,8 @@
  * One thread applies the log to every projection, in batches, one read.db transaction per
  * batch. An event is applied to all its projections inside one SAVEPOINT; if one fails, the
  * event is undone and re-applied projection by projection, each in a savepoint of its own, so
- * that the failing projection is rolled back alone: it sits out the rest of the batch and retries that
- * event after an exponential backoff with jitter, while the other projections go on. After
+ * that the failing projection is rolled back alone: it sits out the rest of the batch and retries
+ * that event after an exponential backoff with jitter, while the other projections go on. After
  * `retry_attempts` failures the event is parked in rm_dlq (same transaction as the checkpoint
  * that moves past it) and the projection continues with the next event. Storage failures of
  * the batch itself (BEGIN/COMMIT, a savepoint) roll everything back and retry the batch.
@@ -853,7 +853,7 @@ static int64_t lag_ms_at(tl_read *r, int64_t position, int64_t recorded_ms, int6
   return lag > 0 ? lag : 0;
 }
 
-json_t *tl_read_meta(tl_read *r, int proj) {
+tl_read_meta tl_read_meta_of(tl_read *r, int proj) {
   if (proj < 0 || proj >= tl_projections_count) { /* the slowest projection */
     proj = 0;
     for (int i = 1; i < tl_projections_count; i++)
@@ -861,14 +861,23 @@ json_t *tl_read_meta(tl_read *r, int proj) {
   }
   int64_t pos = atomic_load(&r->checkpoint[proj]);
   int64_t rec = atomic_load(&r->recorded_ms[proj]);
-  json_t *as_of = json_null();
-  if (pos > 0 && rec > 0) {
-    char iso[TL_ISO_LEN];
-    tl_time_format(rec, iso);
-    as_of = json_string(iso);
-  }
-  return json_pack("{s:I, s:o, s:I}", "position", (json_int_t)pos, "dataAsOf", as_of, "lagMs",
-                   (json_int_t)lag_ms_at(r, pos, rec, tl_now_ms()));
+  return (tl_read_meta){.position = pos,
+                        .recorded_ms = pos > 0 && rec > 0 ? rec : 0,
+                        .lag_ms = lag_ms_at(r, pos, rec, tl_now_ms())};
+}
+
+void tl_read_meta_write(const tl_read_meta *m, tl_jw *out) {
+  tl_jw_object(out);
+  tl_jw_key(out, "position");
+  tl_jw_int(out, m->position);
+  tl_jw_key(out, "dataAsOf");
+  if (m->recorded_ms > 0)
+    tl_jw_time(out, m->recorded_ms);
+  else
+    tl_jw_null(out);
+  tl_jw_key(out, "lagMs");
+  tl_jw_int(out, m->lag_ms);
+  tl_jw_end(out);
 }
 
 int tl_read_status(tl_read *r, tl_proj_status *out, int max) {

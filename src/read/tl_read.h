@@ -20,6 +20,7 @@
 
 #include "log/tl_log.h"
 #include "util/tl_db.h"
+#include "util/tl_jw.h"
 #include "util/tl_problem.h"
 
 #include <jansson.h>
@@ -60,9 +61,9 @@ typedef struct tl_proj_status {
   int64_t lag_events;
   int64_t lag_ms;
   int64_t dlq_depth;
-  uint64_t retries;   /* failed applications since start */
-  int attempts;       /* failed attempts on the event it is stuck at (0: none) */
-  const char *status; /* "running", "retrying" while an event keeps failing, "rebuilding" */
+  uint64_t retries;         /* failed applications since start */
+  int attempts;             /* failed attempts on the event it is stuck at (0: none) */
+  const char *status;       /* "running", "retrying" while an event keeps failing, "rebuilding" */
   int64_t rebuild_position; /* while rebuilding: how far the new copy got */
 } tl_proj_status;
 
@@ -110,9 +111,14 @@ typedef void (*tl_read_wait_fn)(void *arg, int rc);
 int tl_read_wait_async(tl_read *r, int proj, int64_t min_position, int timeout_ms,
                        tl_read_wait_fn fn, void *arg);
 
-/* The "meta" object of an answer read from projection `proj` (-1: the slowest one):
- * {position, dataAsOf, lagMs}. New reference. */
-json_t *tl_read_meta(tl_read *r, int proj);
+/* What the "meta" object of an answer read from projection `proj` (-1: the slowest one) says:
+ * {position, dataAsOf (null when recorded_ms is 0), lagMs}. */
+typedef struct tl_read_meta {
+  int64_t position, recorded_ms, lag_ms;
+} tl_read_meta;
+tl_read_meta tl_read_meta_of(tl_read *r, int proj);
+/* Writes meta as the value of the member the caller just keyed. */
+void tl_read_meta_write(const tl_read_meta *m, tl_jw *out);
 
 /* Fills up to max statuses; returns how many projections there are. */
 int tl_read_status(tl_read *r, tl_proj_status *out, int max);
@@ -170,16 +176,18 @@ int tl_projection_setup(tl_db *db, const tl_projection_def *def, tl_err *err);
 /* A projection's stored checkpoint, or -1 on error. */
 int64_t tl_projection_checkpoint(tl_db *db, const char *name);
 
-/* ---- queries (queries.c): each answers a new JSON object or sets *p and returns NULL ------ */
+/* ---- queries (queries.c) ------------------------------------------------------------------
+ * Each writes the members of its answer into out, whose object the caller opened, and returns
+ * 0; or sets *p and returns a TL_E code (whatever it wrote must then be dropped). */
 
-json_t *tl_query_order(tl_db *db, const char *order_id, tl_problem *p);
-json_t *tl_query_customer_orders(tl_db *db, const char *customer_id, int limit,
-                                 const char *cursor, tl_problem *p);
-json_t *tl_query_search(tl_db *db, const char *q, int limit, tl_problem *p);
-json_t *tl_query_sales_daily(tl_db *db, int64_t from_day, int64_t to_day, tl_problem *p);
+int tl_query_order(tl_db *db, const char *order_id, tl_jw *out, tl_problem *p);
+int tl_query_customer_orders(tl_db *db, const char *customer_id, int limit, const char *cursor,
+                             tl_jw *out, tl_problem *p);
+int tl_query_search(tl_db *db, const char *q, int limit, tl_jw *out, tl_problem *p);
+int tl_query_sales_daily(tl_db *db, int64_t from_day, int64_t to_day, tl_jw *out, tl_problem *p);
 /* in_stock: 1 only products with available > 0, 0 only those without, -1 all. */
-json_t *tl_query_products(tl_db *db, const char *category, int in_stock, int limit,
-                          const char *cursor, tl_problem *p);
-json_t *tl_query_product(tl_db *db, const char *product_id, tl_problem *p);
+int tl_query_products(tl_db *db, const char *category, int in_stock, int limit, const char *cursor,
+                      tl_jw *out, tl_problem *p);
+int tl_query_product(tl_db *db, const char *product_id, tl_jw *out, tl_problem *p);
 
 #endif

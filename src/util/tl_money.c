@@ -123,10 +123,24 @@ char *tl_json_dumps(const json_t *j) {
 }
 
 void tl_money_format(int64_t minor, char *buf, size_t len) {
-  const char *sign = minor < 0 ? "-" : "";
   uint64_t a = minor < 0 ? (uint64_t)(-(minor + 1)) + 1 : (uint64_t)minor;
-  snprintf(buf, len, "%s%llu.%02llu", sign, (unsigned long long)(a / 100),
-           (unsigned long long)(a % 100));
+  /* Right to left into tmp: "-" (at most 1) + 18 digits + "." + 2 digits. */
+  char tmp[32];
+  char *p = tmp + sizeof tmp;
+  *--p = (char)('0' + a % 10);
+  *--p = (char)('0' + a / 10 % 10);
+  *--p = '.';
+  uint64_t units = a / 100;
+  do {
+    *--p = (char)('0' + units % 10);
+    units /= 10;
+  } while (units);
+  if (minor < 0) *--p = '-';
+  size_t n = (size_t)(tmp + sizeof tmp - p);
+  if (len == 0) return;
+  if (n >= len) n = len - 1; /* truncated, as snprintf would */
+  memcpy(buf, p, n);
+  buf[n] = '\0';
 }
 
 int tl_currency_valid(const char *s) {

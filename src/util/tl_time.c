@@ -71,6 +71,18 @@ void tl_time_format(int64_t ms, char out[TL_ISO_LEN]) {
   civil_from_days(days, &y, &m, &d);
   int hh = (int)(rem / 3600000), mm = (int)(rem / 60000 % 60), ss = (int)(rem / 1000 % 60);
   int fff = (int)(rem % 1000);
+  int yy = (int)(y % 10000);
+  if (yy >= 0) { /* every year a server meets: digits by hand, no printf on the query path */
+    static const char D[] = "0123456789";
+    char *o = out;
+    *o++ = D[yy / 1000], *o++ = D[yy / 100 % 10], *o++ = D[yy / 10 % 10], *o++ = D[yy % 10];
+    *o++ = '-', *o++ = D[m / 10], *o++ = D[m % 10], *o++ = '-', *o++ = D[d / 10];
+    *o++ = D[d % 10], *o++ = 'T', *o++ = D[hh / 10], *o++ = D[hh % 10], *o++ = ':';
+    *o++ = D[mm / 10], *o++ = D[mm % 10], *o++ = ':', *o++ = D[ss / 10], *o++ = D[ss % 10];
+    *o++ = '.', *o++ = D[fff / 100], *o++ = D[fff / 10 % 10], *o++ = D[fff % 10], *o++ = 'Z';
+    *o = '\0';
+    return;
+  }
   char tmp[96];
   snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", (int)(y % 10000), m, d, hh, mm,
            ss, fff);
@@ -144,9 +156,12 @@ int tl_time_parse(const char *s, int64_t *ms) {
     if (ndig == 0 || ndig > 9) return TL_E_INVALID;
     for (int i = ndig; i < 3; i++) frac *= 10;
   }
-  if (*p == 'Z' || *p == 'z') p++;
-  else if (strcmp(p, "+00:00") == 0) p += 6;
-  else return TL_E_INVALID;
+  if (*p == 'Z' || *p == 'z')
+    p++;
+  else if (strcmp(p, "+00:00") == 0)
+    p += 6;
+  else
+    return TL_E_INVALID;
   if (*p != '\0') return TL_E_INVALID;
   *ms = days * 86400000 + (int64_t)hh * 3600000 + mi * 60000 + ss * 1000 + frac;
   return TL_OK;

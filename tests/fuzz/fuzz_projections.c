@@ -110,29 +110,40 @@ static char *digest(void) {
   return out;
 }
 
-/* A query's answer is valid JSON text, or it is a problem with a status. */
-static void check_answer(json_t *answer, tl_problem *p, const char *what) {
-  if (!answer) {
+/* A query's answer is valid JSON text once the caller's object is closed, or it is a problem
+ * with a status. */
+static void check_answer(tl_jw *w, int rc, tl_problem *p, const char *what) {
+  if (rc != TL_OK) {
     FUZZ_CHECK(p->status >= 400 && p->code, "%s: no answer and no problem", what);
     tl_problem_clear(p);
+    tl_jw_free(w);
     return;
   }
-  char *text = tl_json_dumps(answer);
-  FUZZ_CHECK(text, "%s: tl_json_dumps", what);
+  tl_jw_end(w);
+  char *text = tl_jw_take(w);
+  FUZZ_CHECK(text, "%s: no text", what);
   json_error_t je;
   json_t *back = json_loads(text, 0, &je);
-  FUZZ_CHECK(back, "%s answered invalid JSON: %s (%s)", what, text, je.text);
+  FUZZ_CHECK(back && json_is_object(back), "%s answered invalid JSON: %s (%s)", what, text,
+             je.text);
   json_decref(back);
   free(text);
-  json_decref(answer);
 }
+
+/* Runs one query into a fresh writer and checks its answer. */
+#define CHECK_QUERY(what, fn, ...)                         \
+  do {                                                     \
+    tl_jw w_ = {.depth = 0};                                        \
+    tl_jw_object(&w_);                                     \
+    check_answer(&w_, fn(__VA_ARGS__, &w_, &p), &p, what); \
+  } while (0)
 
 static void run_queries(event *evs, int n) {
   tl_problem p = {0};
-  check_answer(tl_query_products(db, NULL, -1, 100, NULL, &p), &p, "products");
-  check_answer(tl_query_products(db, NULL, 1, 100, NULL, &p), &p, "products in stock");
-  check_answer(tl_query_sales_daily(db, T0 / 86400000, (T0 + MAX_EVENTS * HOUR_MS) / 86400000, &p),
-               &p, "daily sales");
+  CHECK_QUERY("products", tl_query_products, db, NULL, -1, 100, NULL);
+  CHECK_QUERY("products in stock", tl_query_products, db, NULL, 1, 100, NULL);
+  CHECK_QUERY("daily sales", tl_query_sales_daily, db, T0 / 86400000,
+              (T0 + MAX_EVENTS * HOUR_MS) / 86400000);
   for (int i = 0; i < n; i++) {
     const json_t *d = evs[i].data;
     const char *oid = json_string_value(json_object_get(d, "orderId"));
@@ -140,19 +151,20 @@ static void run_queries(event *evs, int n) {
     const char *pid = json_string_value(json_object_get(d, "productId"));
     const char *cat = json_string_value(json_object_get(d, "category"));
     const char *name = json_string_value(json_object_get(d, "name"));
-    if (oid) check_answer(tl_query_order(db, oid, &p), &p, "order");
-    if (cid) check_answer(tl_query_customer_orders(db, cid, 100, NULL, &p), &p, "customer");
-    if (pid) check_answer(tl_query_product(db, pid, &p), &p, "product");
-    if (cat) check_answer(tl_query_products(db, cat, -1, 100, NULL, &p), &p, "category");
-    if (name) check_answer(tl_query_search(db, name, 100, &p), &p, "search");
+    if (oid) CHECK_QUERY("order", tl_query_order, db, oid);
+    if (cid) CHECK_QUERY("customer", tl_query_customer_orders, db, cid, 100, NULL);
+    if (pid) CHECK_QUERY("product", tl_query_product, db, pid);
+    if (cat) CHECK_QUERY("category", tl_query_products, db, cat, -1, 100, NULL);
+    if (name) CHECK_QUERY("search", tl_query_search, db, name, 100);
   }
 }
 
 /* The counting rule: each day counts its live orders. Returns the number of days that do not. */
 static int64_t wrong_days(void) {
   sqlite3_stmt *st = NULL;
-  const char *sql = "SELECT count(*) FROM rm_daily_sales d WHERE d.order_count !="
-                    " (SELECT count(*) FROM rm_sales_orders s WHERE s.day = d.day AND s.live)";
+  const char *sql =
+      "SELECT count(*) FROM rm_daily_sales d WHERE d.order_count !="
+      " (SELECT count(*) FROM rm_sales_orders s WHERE s.day = d.day AND s.live)";
   FUZZ_CHECK(sqlite3_prepare_v2(db->db, sql, -1, &st, NULL) == SQLITE_OK, "%s",
              sqlite3_errmsg(db->db));
   FUZZ_CHECK(sqlite3_step(st) == SQLITE_ROW, "%s", sqlite3_errmsg(db->db));

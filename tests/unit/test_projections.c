@@ -23,8 +23,9 @@
 
 #define CUST_A "123e4567-e89b-12d3-a456-426614174000"
 #define CUST_B "9b2f0c1e-4a6d-4c8b-9f1e-2d3c4b5a6978"
-#define ADDRESS                                                                                 \
-  "{\"street\":\"1 Main St\",\"city\":\"Springfield\",\"country\":\"US\",\"postalCode\":\"12345\"}"
+#define ADDRESS           \
+  "{\"street\":\"1 Main " \
+  "St\",\"city\":\"Springfield\",\"country\":\"US\",\"postalCode\":\"12345\"}"
 
 typedef struct fixture {
   char dir[64];
@@ -132,8 +133,8 @@ static void order_placed(tl_db *db, int64_t pos, const char *oid, const char *ci
 }
 
 /* PaymentConfirmed, OrderShipped or OrderCancelled at stream version version. */
-static void order_event(tl_db *db, int64_t pos, const char *type, const char *oid,
-                        int64_t version, int64_t ms) {
+static void order_event(tl_db *db, int64_t pos, const char *type, const char *oid, int64_t version,
+                        int64_t ms) {
   const char *key = strcmp(type, "PaymentConfirmed") == 0 ? "paymentId"
                     : strcmp(type, "OrderShipped") == 0   ? "trackingNumber"
                                                           : "reason";
@@ -180,6 +181,30 @@ static json_int_t int_of(const json_t *obj, const char *key) {
   return json_integer_value(v);
 }
 
+/* Runs a query the way the HTTP layer does (an open object, the query's members, closed) and
+ * parses the text: the tests check what a client receives. NULL when the query set a problem. */
+#define ANSWER(p, fn, ...)                        \
+  ({                                              \
+    tl_jw w_ = {.depth = 0};                               \
+    tl_jw_object(&w_);                            \
+    parse_answer(&w_, fn(__VA_ARGS__, &w_, (p))); \
+  })
+
+static json_t *parse_answer(tl_jw *w, int rc) {
+  if (rc != TL_OK) {
+    tl_jw_free(w);
+    return NULL;
+  }
+  tl_jw_end(w);
+  char *text = tl_jw_take(w);
+  assert_non_null(text);
+  json_error_t je;
+  json_t *j = json_loads(text, 0, &je);
+  if (!j) fail_msg("invalid JSON answer: %s (%s)", text, je.text);
+  free(text);
+  return j;
+}
+
 static json_t *must(json_t *answer, tl_problem *p) {
   if (!answer) fail_msg("query failed: %d %s %s", p->status, p->code ? p->code : "", p->detail);
   return answer;
@@ -187,42 +212,42 @@ static json_t *must(json_t *answer, tl_problem *p) {
 
 static json_t *get_product(tl_db *db, const char *pid) {
   tl_problem p = {0};
-  json_t *v = must(tl_query_product(db, pid, &p), &p);
+  json_t *v = must(ANSWER(&p, tl_query_product, db, pid), &p);
   tl_problem_clear(&p);
   return v;
 }
 
 static json_t *get_order(tl_db *db, const char *oid) {
   tl_problem p = {0};
-  json_t *v = must(tl_query_order(db, oid, &p), &p);
+  json_t *v = must(ANSWER(&p, tl_query_order, db, oid), &p);
   tl_problem_clear(&p);
   return v;
 }
 
 static json_t *get_sales(tl_db *db, const char *from, const char *to) {
   tl_problem p = {0};
-  json_t *v = must(tl_query_sales_daily(db, day_of(from), day_of(to), &p), &p);
+  json_t *v = must(ANSWER(&p, tl_query_sales_daily, db, day_of(from), day_of(to)), &p);
   tl_problem_clear(&p);
   return v;
 }
 
 static json_t *get_search(tl_db *db, const char *q, int limit) {
   tl_problem p = {0};
-  json_t *v = must(tl_query_search(db, q, limit, &p), &p);
+  json_t *v = must(ANSWER(&p, tl_query_search, db, q, limit), &p);
   tl_problem_clear(&p);
   return v;
 }
 
 static json_t *get_products(tl_db *db, const char *category, int limit, const char *cursor) {
   tl_problem p = {0};
-  json_t *v = must(tl_query_products(db, category, -1, limit, cursor, &p), &p);
+  json_t *v = must(ANSWER(&p, tl_query_products, db, category, -1, limit, cursor), &p);
   tl_problem_clear(&p);
   return v;
 }
 
 static json_t *get_customer(tl_db *db, const char *cid, int limit, const char *cursor) {
   tl_problem p = {0};
-  json_t *v = must(tl_query_customer_orders(db, cid, limit, cursor, &p), &p);
+  json_t *v = must(ANSWER(&p, tl_query_customer_orders, db, cid, limit, cursor), &p);
   tl_problem_clear(&p);
   return v;
 }
@@ -267,12 +292,12 @@ static char *snapshot(tl_db *db, const char *oid, const char *pid) {
   tl_problem p = {0};
   json_t *all = json_array();
   json_t *answers[] = {
-      tl_query_order(db, oid, &p),
-      tl_query_customer_orders(db, CUST_A, 50, NULL, &p),
-      tl_query_search(db, "espresso tea", 50, &p),
-      tl_query_sales_daily(db, day_of("2026-11-20"), day_of("2026-11-25"), &p),
-      tl_query_products(db, NULL, -1, 50, NULL, &p),
-      tl_query_product(db, pid, &p),
+      ANSWER(&p, tl_query_order, db, oid),
+      ANSWER(&p, tl_query_customer_orders, db, CUST_A, 50, NULL),
+      ANSWER(&p, tl_query_search, db, "espresso tea", 50),
+      ANSWER(&p, tl_query_sales_daily, db, day_of("2026-11-20"), day_of("2026-11-25")),
+      ANSWER(&p, tl_query_products, db, NULL, -1, 50, NULL),
+      ANSWER(&p, tl_query_product, db, pid),
   };
   for (size_t i = 0; i < TL_ARRAY_LEN(answers); i++)
     json_array_append_new(all, answers[i] ? answers[i] : json_null());
@@ -327,8 +352,8 @@ static void small_history(tl_db *db, const char *o1, const char *o2, int64_t t) 
                "[{\"productId\":\"p1\",\"quantity\":3,\"price\":0.10},"
                "{\"productId\":\"p2\",\"quantity\":1,\"price\":0.20}]",
                "0.50", t + 1000);
-  order_placed(db, 4, o2, CUST_A, "[{\"productId\":\"p1\",\"quantity\":2,\"price\":9.99}]",
-               "19.98", t + 2000);
+  order_placed(db, 4, o2, CUST_A, "[{\"productId\":\"p1\",\"quantity\":2,\"price\":9.99}]", "19.98",
+               t + 2000);
   product_restocked(db, 5, "p1", 2, 4, t + 3000);
   order_event(db, 6, "PaymentConfirmed", o1, 2, t + 4000);
   order_event(db, 7, "OrderCancelled", o2, 2, t + 5000);
@@ -402,7 +427,7 @@ static void test_event_older_than_checkpoint_is_ignored(void **state) {
   free(after);
 
   tl_problem p = {0};
-  assert_null(tl_query_order(f->db, o9, &p));
+  assert_null(ANSWER(&p, tl_query_order, f->db, o9));
   assert_int_equal(p.status, 404);
   tl_problem_clear(&p);
   json_t *p1 = get_product(f->db, "p1");
@@ -433,7 +458,7 @@ static void test_product_created_builds_product_view(void **state) {
   json_decref(v);
 
   tl_problem p = {0};
-  assert_null(tl_query_product(f->db, "p404", &p));
+  assert_null(ANSWER(&p, tl_query_product, f->db, "p404"));
   assert_int_equal(p.status, 404);
   assert_string_equal(p.code, "PRODUCT_NOT_FOUND");
   tl_problem_clear(&p);
@@ -577,8 +602,10 @@ static void test_products_rank_by_sales_count_then_id_with_category_filter(void 
     json_t *page = get_products(f->db, "x", 2, i ? cursor : NULL);
     assert_string_equal(ids_of(page, "productId", ids, sizeof ids), want_x[i]);
     const json_t *next = json_object_get(page, "nextCursor");
-    if (i == 0) snprintf(cursor, sizeof cursor, "%s", json_string_value(next));
-    else assert_true(json_is_null(next));
+    if (i == 0)
+      snprintf(cursor, sizeof cursor, "%s", json_string_value(next));
+    else
+      assert_true(json_is_null(next));
     json_decref(page);
   }
 
@@ -589,7 +616,7 @@ static void test_products_rank_by_sales_count_then_id_with_category_filter(void 
   json_decref(all);
 
   tl_problem p = {0};
-  assert_null(tl_query_products(f->db, NULL, -1, 2, "not-a-cursor", &p));
+  assert_null(ANSWER(&p, tl_query_products, f->db, NULL, -1, 2, "not-a-cursor"));
   assert_int_equal(p.status, 400);
   tl_problem_clear(&p);
 }
@@ -635,7 +662,7 @@ static void test_order_placed_builds_order_view(void **state) {
   json_decref(o);
 
   tl_problem p = {0};
-  assert_null(tl_query_order(f->db, "01ARZ3NDEKTSV4RRFFQ69G5FAV", &p));
+  assert_null(ANSWER(&p, tl_query_order, f->db, "01ARZ3NDEKTSV4RRFFQ69G5FAV"));
   assert_int_equal(p.status, 404);
   assert_string_equal(p.code, "ORDER_NOT_FOUND");
   tl_problem_clear(&p);
@@ -794,7 +821,7 @@ static void test_search_by_word_prefix_finds_the_order(void **state) {
   json_decref(r);
 
   tl_problem p = {0};
-  assert_null(tl_query_search(f->db, " -- ", 10, &p));
+  assert_null(ANSWER(&p, tl_query_search, f->db, " -- ", 10));
   assert_int_equal(p.status, 400);
   tl_problem_clear(&p);
 }
@@ -817,8 +844,7 @@ static void test_search_finds_every_item_of_a_large_order(void **state) {
     name[200] = '\0';
     product_created(f->db, 1 + i, pid, name, "bulk", "1", 100, t);
     o += (size_t)snprintf(items + o, sizeof items - o,
-                          "%s{\"productId\":\"%s\",\"quantity\":1,\"price\":1}", i ? "," : "",
-                          pid);
+                          "%s{\"productId\":\"%s\",\"quantity\":1,\"price\":1}", i ? "," : "", pid);
   }
   snprintf(items + o, sizeof items - o, "]");
   char o1[27];
@@ -927,7 +953,8 @@ static void test_order_without_address_is_applied_with_a_null_address(void **sta
   fixture *f = *state;
   product_created(f->db, 1, "sku-1", "Lamp", "lighting", "1.00", 5, ms_of("2026-11-22T10:00:00Z"));
   apply(f->db, 2, "order-X", 1, "OrderPlaced",
-        "{\"orderId\":\"X\",\"customerId\":\"" CUST_A "\",\"currency\":\"USD\","
+        "{\"orderId\":\"X\",\"customerId\":\"" CUST_A
+        "\",\"currency\":\"USD\","
         "\"items\":[{\"productId\":\"sku-1\",\"quantity\":2,\"price\":1.00}]}",
         ms_of("2026-11-22T11:00:00Z"));
   json_t *o = get_order(f->db, "X");
@@ -950,12 +977,13 @@ static void test_amounts_that_overflow_are_not_computed(void **state) {
   apply(f->db, 2, "product-p", 2, "StockReserved",
         "{\"productId\":\"p\",\"orderId\":\"Y\",\"quantity\":1}", t);
   apply(f->db, 3, "order-Y", 1, "OrderPlaced",
-        "{\"orderId\":\"Y\",\"customerId\":\"" CUST_A "\",\"items\":[{\"productId\":\"p\","
+        "{\"orderId\":\"Y\",\"customerId\":\"" CUST_A
+        "\",\"items\":[{\"productId\":\"p\","
         "\"quantity\":9223372036854775807,\"price\":2}],\"shippingAddress\":" ADDRESS "}",
         t);
   expect_checkpoints(f->db, 3);
   tl_problem p = {0};
-  assert_null(tl_query_order(f->db, "Y", &p));
+  assert_null(ANSWER(&p, tl_query_order, f->db, "Y"));
   assert_int_equal(p.status, 404);
   tl_problem_clear(&p);
   json_t *v = get_product(f->db, "p");

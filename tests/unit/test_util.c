@@ -7,6 +7,7 @@
 
 #include "util/tl_common.h"
 #include "util/tl_id.h"
+#include "util/tl_jw.h"
 #include "util/tl_map.h"
 #include "util/tl_money.h"
 #include "util/tl_time.h"
@@ -318,6 +319,60 @@ static void test_time_format_extremes(void **s) {
   assert_string_equal(date, "1969-12-31");
 }
 
+/* The writer places commas and brackets, escapes strings as JSON requires and writes numbers,
+ * money and times exactly; jansson must read back what it wrote. */
+static void test_json_writer(void **s) {
+  (void)s;
+  tl_jw w = {.depth = 0};
+  tl_jw_object(&w);
+  tl_jw_key(&w, "s");
+  tl_jw_string(&w, "q\"b\\n\n\t\x01\x1f caf\xc3\xa9");
+  tl_jw_key(&w, "min");
+  tl_jw_int(&w, INT64_MIN);
+  tl_jw_key(&w, "max");
+  tl_jw_int(&w, INT64_MAX);
+  tl_jw_key(&w, "zero");
+  tl_jw_int(&w, 0);
+  tl_jw_key(&w, "a");
+  tl_jw_array(&w);
+  tl_jw_array(&w);
+  tl_jw_end(&w);
+  tl_jw_object(&w);
+  tl_jw_end(&w);
+  tl_jw_bool(&w, true);
+  tl_jw_bool(&w, false);
+  tl_jw_null(&w);
+  tl_jw_money(&w, -5);
+  tl_jw_money(&w, 123456);
+  tl_jw_raw(&w, "{\"x\":[1,2]}", 11);
+  tl_jw_end(&w);
+  tl_jw_key(&w, "t");
+  tl_jw_time(&w, 1700000000123);
+  tl_jw_key(&w, "e");
+  tl_jw_string_n(&w, "ab\0cd", 5); /* a NUL inside a counted string is escaped, not an end */
+  tl_jw_end(&w);
+  char *text = tl_jw_take(&w);
+  assert_non_null(text);
+  assert_string_equal(text,
+                      "{\"s\":\"q\\\"b\\\\n\\n\\t\\u0001\\u001f caf\xc3\xa9\","
+                      "\"min\":-9223372036854775808,\"max\":9223372036854775807,\"zero\":0,"
+                      "\"a\":[[],{},true,false,null,-0.05,1234.56,{\"x\":[1,2]}],"
+                      "\"t\":\"2023-11-14T22:13:20.123Z\",\"e\":\"ab\\u0000cd\"}");
+  json_error_t je;
+  json_t *back = json_loads(text, JSON_ALLOW_NUL, &je);
+  assert_non_null(back);
+  assert_string_equal(json_string_value(json_object_get(back, "s")), "q\"b\\n\n\t\x01\x1f caf\xc3\xa9");
+  assert_true(json_integer_value(json_object_get(back, "min")) == INT64_MIN);
+  assert_int_equal(json_array_size(json_object_get(back, "a")), 8);
+  json_decref(back);
+  free(text);
+  /* Nothing written: no text; the writer is reusable after take and free. */
+  assert_null(tl_jw_take(&w));
+  tl_jw_array(&w);
+  tl_jw_free(&w);
+  assert_int_equal(w.depth, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_money_two_decimals_exact),
@@ -331,6 +386,7 @@ int main(void) {
       cmocka_unit_test(test_time_roundtrip),
       cmocka_unit_test(test_map_lru_trim_and_each),
       cmocka_unit_test(test_time_format_extremes),
+      cmocka_unit_test(test_json_writer),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
