@@ -14,58 +14,78 @@
 
 typedef struct fold_ctx {
   tl_fold *f;
-  int64_t upto; /* the largest of f->upto: later events end the fold */
-  int64_t in_txn;
+  int64_t chunk_end; /* the last event of the chunk (transaction) being folded */
+  /* A chunk is folded first without savepoints (fast: FTS5 flushes its pending terms at every
+   * savepoint). A projection that refuses an event stops that pass (refused); the chunk is
+   * rolled back and folded again with a savepoint per event and projection (careful), so that
+   * only the refused applications are left out, as the projector does. */
+  int careful;
+  int refused;
   int rc;
   tl_err err;
 } fold_ctx;
 
+/* Projection i applies ev in a savepoint of its own: a refusal is rolled back and counted. */
+static int apply_careful(fold_ctx *c, int i, const tl_event *ev, const json_t *data) {
+  tl_fold *f = c->f;
+  tl_err why = {0};
+  if (tl_db_exec(f->db, "SAVEPOINT fold", &c->err) != TL_OK) return TL_E_IO;
+  if (tl_projections[i]->apply(f->db, ev, data, &why) != TL_OK) {
+    f->errors[i]++;
+    if (tl_db_exec(f->db, "ROLLBACK TO fold", &c->err) != TL_OK) return TL_E_IO;
+  }
+  return tl_db_exec(f->db, "RELEASE fold", &c->err) != TL_OK ? TL_E_IO : TL_OK;
+}
+
 static int fold_event(void *arg, const tl_event *ev) {
   fold_ctx *c = arg;
   tl_fold *f = c->f;
-  if (ev->position > c->upto) return 1; /* done (the log grew meanwhile) */
+  if (ev->position > c->chunk_end) return 1; /* the chunk is done */
   if (f->stop && atomic_load(f->stop)) {
     c->rc = tl_err_set(&c->err, TL_E_CLOSED, "stopped");
     return 1;
   }
   if (f->fp_point) tl_fp(f->fp_point); /* delays only: a fold has no failure to inject */
   json_t *data = json_loads(ev->data, 0, NULL);
-  for (int i = 0; i < tl_projections_count; i++) {
+  for (int i = 0; i < tl_projections_count && c->rc == TL_OK && !c->refused; i++) {
     if (ev->position > f->upto[i]) continue;
     if (!data) {
       f->errors[i]++;
       continue;
     }
-    tl_err why = {0};
-    if (tl_db_exec(f->db, "SAVEPOINT fold", &c->err) != TL_OK) {
-      c->rc = TL_E_IO;
-      break;
-    }
-    if (tl_projections[i]->apply(f->db, ev, data, &why) != TL_OK) {
-      f->errors[i]++;
-      if (tl_db_exec(f->db, "ROLLBACK TO fold", &c->err) != TL_OK) {
-        c->rc = TL_E_IO;
-        break;
-      }
-    }
-    if (tl_db_exec(f->db, "RELEASE fold", &c->err) != TL_OK) {
-      c->rc = TL_E_IO;
-      break;
+    if (c->careful) {
+      c->rc = apply_careful(c, i, ev, data);
+    } else {
+      tl_err why = {0};
+      if (tl_projections[i]->apply(f->db, ev, data, &why) != TL_OK) c->refused = 1;
     }
   }
   json_decref(data);
-  if (c->rc != TL_OK) return 1;
+  if (c->rc != TL_OK || c->refused) return 1;
   f->position = ev->position;
   f->recorded_ms = ev->recorded_ms;
   if (f->progress) atomic_store(f->progress, ev->position);
-  if (++c->in_txn >= COMMIT_EVERY) {
-    c->in_txn = 0;
-    if (tl_db_exec(f->db, "COMMIT; BEGIN", &c->err) != TL_OK) {
-      c->rc = TL_E_IO;
-      return 1;
-    }
-  }
   return 0;
+}
+
+/* Folds events up to c->chunk_end inside the open transaction; stops early on a refusal in
+ * the fast pass (c->refused). */
+static int fold_chunk(fold_ctx *c, tl_log_reader *reader, tl_err *err) {
+  tl_fold *f = c->f;
+  while (f->position < c->chunk_end) {
+    int64_t before = f->position;
+    int rc = tl_log_read_all(reader, f->position + 1, READ_CHUNK, fold_event, c, err);
+    if (c->rc != TL_OK) {
+      *err = c->err;
+      return c->rc;
+    }
+    if (c->refused) return TL_OK;
+    if (rc < 0) return rc;
+    if (rc == TL_OK && f->position == before)
+      return tl_err_set(err, TL_E_IO, "the log ends at %lld, before %lld", (long long)before,
+                        (long long)c->chunk_end);
+  }
+  return TL_OK;
 }
 
 int tl_fold_run(tl_log *log, tl_fold *f, tl_err *err) {
@@ -76,24 +96,29 @@ int tl_fold_run(tl_log *log, tl_fold *f, tl_err *err) {
   tl_log_reader *reader = NULL;
   int rc = tl_log_reader_acquire(log, &reader, err);
   if (rc != TL_OK) return rc;
-  fold_ctx c = {.f = f, .upto = upto};
-  rc = tl_db_exec(f->db, "BEGIN", err);
+  fold_ctx c = {.f = f};
   while (rc == TL_OK && f->position < upto) {
-    int64_t before = f->position;
-    rc = tl_log_read_all(reader, f->position + 1, READ_CHUNK, fold_event, &c, err);
-    if (c.rc != TL_OK) {
-      rc = c.rc;
-      *err = c.err;
-    } else if (rc == 1) {
-      rc = TL_OK; /* reached upto */
-    } else if (rc == TL_OK && f->position == before) {
-      rc = tl_err_set(err, TL_E_IO, "the log ends at %lld, before %lld", (long long)before,
-                      (long long)upto);
+    /* One chunk: remembered so that a refusal can fold it again, carefully. */
+    int64_t position = f->position, recorded_ms = f->recorded_ms;
+    int64_t errors[TL_MAX_PROJECTIONS];
+    memcpy(errors, f->errors, sizeof errors);
+    c.chunk_end = upto - position > COMMIT_EVERY ? position + COMMIT_EVERY : upto;
+    c.careful = c.refused = 0;
+    rc = tl_db_exec(f->db, "BEGIN", err);
+    if (rc == TL_OK) rc = fold_chunk(&c, reader, err);
+    if (rc == TL_OK && c.refused) {
+      rc = tl_db_exec(f->db, "ROLLBACK", err);
+      f->position = position;
+      f->recorded_ms = recorded_ms;
+      memcpy(f->errors, errors, sizeof errors);
+      c.careful = 1;
+      c.refused = 0;
+      if (rc == TL_OK) rc = tl_db_exec(f->db, "BEGIN", err);
+      if (rc == TL_OK) rc = fold_chunk(&c, reader, err);
     }
+    if (rc == TL_OK) rc = tl_db_exec(f->db, "COMMIT", err);
   }
-  if (rc == TL_OK)
-    rc = tl_db_exec(f->db, "COMMIT", err);
-  else if (!sqlite3_get_autocommit(f->db->db))
+  if (rc != TL_OK && !sqlite3_get_autocommit(f->db->db))
     sqlite3_exec(f->db->db, "ROLLBACK", NULL, NULL, NULL);
   tl_log_reader_release(log, reader);
   return rc;

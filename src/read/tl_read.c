@@ -286,6 +286,14 @@ typedef struct batch_ctx {
   int n;
   int rc;
   tl_err err;
+  /* The batch runs first without savepoints (fast: FTS5 flushes its pending terms at every
+   * savepoint); the first refusal stops that pass, which is rolled back, and the batch runs
+   * again with savepoints (careful). The refusal is remembered so that the careful pass does
+   * not ask the projection (and its fail point) a second time. */
+  int careful;
+  int64_t refused_position; /* 0: none */
+  int refused_proj;
+  tl_err refused_why;
   int64_t recorded[BATCH_EVENTS]; /* of the events some projection applied, for the lag histogram */
 } batch_ctx;
 
@@ -325,6 +333,38 @@ static void on_refused(batch_ctx *b, int i, const tl_event *ev, const tl_err *wh
           tl_projections[i]->name, "position", pos, "attempts", att, "error", f->error, NULL);
 }
 
+/* The fast pass: every projection that wants the event applies it, no savepoint. Stops the
+ * batch at the first refusal (returns 1), remembering it for the careful pass. */
+static int apply_event_fast(batch_ctx *b, const tl_event *ev, const json_t *data) {
+  for (int i = 0; i < tl_projections_count; i++) {
+    if (b->held[i] || ev->position <= b->cp[i]) continue;
+    tl_err why = {0};
+    if (apply_one(b->r, i, ev, data, 1, &why) != TL_OK) {
+      b->refused_position = ev->position;
+      b->refused_proj = i;
+      b->refused_why = why;
+      return 1;
+    }
+  }
+  for (int i = 0; i < tl_projections_count; i++) {
+    if (b->held[i] || ev->position <= b->cp[i]) continue;
+    b->cp[i] = ev->position;
+    b->rec[i] = ev->recorded_ms;
+    if (b->r->fail[i].position == ev->position) memset(&b->r->fail[i], 0, sizeof b->r->fail[i]);
+  }
+  return 0;
+}
+
+/* Projection i on ev in the careful pass: the fast pass's refusal when it was this one. */
+static int apply_careful(batch_ctx *b, int i, const tl_event *ev, const json_t *data,
+                         tl_err *why) {
+  if (ev->position == b->refused_position && i == b->refused_proj) {
+    *why = b->refused_why;
+    return TL_E_INVALID;
+  }
+  return apply_one(b->r, i, ev, data, 1, why);
+}
+
 static int apply_event(void *arg, const tl_event *ev) {
   batch_ctx *b = arg;
   tl_read *r = b->r;
@@ -335,13 +375,21 @@ static int apply_event(void *arg, const tl_event *ev) {
     if (!b->held[i] && ev->position > b->cp[i]) needed = 1;
   if (!needed) return 0;
   json_t *data = json_loads(ev->data, 0, NULL);
+  if (!b->careful) {
+    int stop = apply_event_fast(b, ev, data);
+    json_decref(data);
+    if (stop) return 1;
+    if (b->n < BATCH_EVENTS) b->recorded[b->n] = ev->recorded_ms;
+    b->n++;
+    return 0;
+  }
   /* The common case in one savepoint: every projection that wants the event applies it. */
   int failed = -1;
   tl_err failed_why = {0};
   int rc = run(r->w, SQL_SP_BEGIN, "savepoint", &b->err);
   for (int i = 0; rc == TL_OK && i < tl_projections_count && failed < 0; i++)
     if (!b->held[i] && ev->position > b->cp[i] &&
-        apply_one(r, i, ev, data, 1, &failed_why) != TL_OK)
+        apply_careful(b, i, ev, data, &failed_why) != TL_OK)
       failed = i;
   if (rc == TL_OK) rc = end_savepoint(r, failed < 0, &b->err);
   /* One failed: the event is undone, and each projection applies it in a savepoint of its own
@@ -413,11 +461,29 @@ static int project_batch(tl_read *r, tl_log_reader *reader) {
   }
   proj_fail saved[MAX_PROJECTIONS];
   memcpy(saved, r->fail, sizeof saved);
+  batch_ctx first = *b; /* the state the careful pass starts from */
   b->last_position = start;
   tl_err err = {0};
   int rc = tl_db_exec(r->w, "BEGIN", &err);
   if (rc == TL_OK) {
     rc = tl_log_read_all(reader, start + 1, BATCH_EVENTS, apply_event, b, &err);
+    if (rc == 1 && b->rc == TL_OK && b->refused_position > 0) {
+      /* A projection refused an event in the fast pass: undo it, and run the batch again with
+       * a savepoint per event (rare: failures and fail points). */
+      int64_t pos = b->refused_position;
+      int proj = b->refused_proj;
+      tl_err why = b->refused_why;
+      rc = tl_db_exec(r->w, "ROLLBACK", &err);
+      memcpy(r->fail, saved, sizeof saved);
+      *b = first;
+      b->careful = 1;
+      b->refused_position = pos;
+      b->refused_proj = proj;
+      b->refused_why = why;
+      b->last_position = start;
+      if (rc == TL_OK) rc = tl_db_exec(r->w, "BEGIN", &err);
+      if (rc == TL_OK) rc = tl_log_read_all(reader, start + 1, BATCH_EVENTS, apply_event, b, &err);
+    }
     if (rc == 1 || b->rc != TL_OK) {
       rc = b->rc ? b->rc : TL_E_IO;
       err = b->err;
