@@ -217,8 +217,8 @@ def print_table(res):
     print(f"{'projection lag at fixed rate':<32} p50 {fmt(lag.get('projection_lag_p50_ms'))} ms   "
           f"p99 {fmt(lag.get('projection_lag_p99_ms'))} ms   at {fmt(lag.get('achieved_per_s'))} "
           f"commands/s achieved of {fmt(lag.get('target_per_s'))}/s wanted "
-          f"({pct(lag.get('achieved_ratio_to_target'))}; backlog at the end "
-          f"{fmt(lag.get('backlog_end'))})")
+          f"({pct(lag.get('achieved_ratio_to_target'))}; {fmt(lag.get('connections'))} "
+          f"connections; backlog at the end {fmt(lag.get('backlog_end'))})")
     od = ph["orders"]
     print(f"{'projection lag, durable writes':<32} p50 {fmt(od.get('projection_lag_p50_ms'))} ms   "
           f"p99 {fmt(od.get('projection_lag_p99_ms'))} ms   (phase 2, closed loop)")

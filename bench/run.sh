@@ -35,6 +35,8 @@
 #   BENCH_FLASH_STOCK      flash sale: units on sale (default 100)
 #   BENCH_FLASH_ORDERS     flash sale: single-unit orders placed (default 2000)
 #   BENCH_LAG_RATE         fixed rate: POST /orders per second wanted (default 20000)
+#   BENCH_LAG_CONNECTIONS  fixed rate: connections (default 512: one request in flight each, so
+#                          the rate they can offer is at most connections / latency)
 #   BENCH_SNAPSHOT_EVENTS  snapshots: events in the product stream (default 50000)
 #   BENCH_SNAPSHOT_EVERY   snapshots: events between snapshots (default 500, the server's)
 #   BENCH_PG               1: run bench/pg_baseline.sh (default), 0: skip it
@@ -66,6 +68,7 @@ KNOWN_ORDERS=${BENCH_KNOWN_ORDERS:-4000}
 FLASH_STOCK=${BENCH_FLASH_STOCK:-100}
 FLASH_ORDERS=${BENCH_FLASH_ORDERS:-2000}
 LAG_RATE=${BENCH_LAG_RATE:-20000}
+LAG_CONNECTIONS=${BENCH_LAG_CONNECTIONS:-512}
 SNAPSHOT_EVENTS=${BENCH_SNAPSHOT_EVENTS:-50000}
 SNAPSHOT_EVERY=${BENCH_SNAPSHOT_EVERY:-500}
 PG=${BENCH_PG:-1}
@@ -86,7 +89,8 @@ done
 for pair in "BENCH_CONNECTIONS=$CONNECTIONS" "BENCH_READS_PER_WRITE=$READS_PER_WRITE" \
             "BENCH_PRODUCTS=$PRODUCTS" "BENCH_KNOWN_ORDERS=$KNOWN_ORDERS" \
             "BENCH_FLASH_STOCK=$FLASH_STOCK" "BENCH_FLASH_ORDERS=$FLASH_ORDERS" \
-            "BENCH_SNAPSHOT_EVENTS=$SNAPSHOT_EVENTS" "BENCH_SNAPSHOT_EVERY=$SNAPSHOT_EVERY"; do
+            "BENCH_LAG_CONNECTIONS=$LAG_CONNECTIONS" "BENCH_SNAPSHOT_EVENTS=$SNAPSHOT_EVENTS" \
+            "BENCH_SNAPSHOT_EVERY=$SNAPSHOT_EVERY"; do
   [[ ${pair#*=} =~ ^[0-9]+$ ]] || die "${pair%%=*} must be a whole number"
 done
 [[ $PG == 0 || $PG == 1 ]] || die "BENCH_PG must be 0 or 1"
@@ -199,7 +203,8 @@ for i in $(seq 150); do
 done
 
 # run_bench NAME LABEL ARGS...: one twinlane-bench run against the server, its JSON in
-# $TMP/NAME.json. The bench stops at once (status 2) when the server died.
+# $TMP/NAME.json; --connections BENCH_CONNECTIONS unless ARGS say otherwise. The bench stops at
+# once (status 2) when the server died.
 run_bench() {
   local name=$1 label=$2 rc=0 t0
   shift 2
@@ -248,7 +253,8 @@ run_bench flash_sale "7. flash sale: ${FLASH_ORDERS} single-unit orders for ${FL
   --mode flash-sale --flash-stock "$FLASH_STOCK" --flash-orders "$FLASH_ORDERS" \
   --duration-s "$FLASH_LIMIT_S"
 run_bench projection_lag "8. fixed rate: POST /orders at ${LAG_RATE}/s, ${DURATION_S} s" \
-  --mode orders --rate "$LAG_RATE" --products "$PRODUCTS" --duration-s "$DURATION_S"
+  --mode orders --rate "$LAG_RATE" --connections "$LAG_CONNECTIONS" --products "$PRODUCTS" \
+  --duration-s "$DURATION_S"
 
 # The server's peak resident set over every HTTP phase, before it stops.
 RSS_KIB=$(awk '/^VmHWM:/ { print $2 }' "/proc/$SERVER_PID/status" 2>/dev/null || true)
@@ -323,7 +329,8 @@ meta=(--meta "date=$DATE" --meta "command=$COMMAND" --meta "revision=$REVISION"
       --meta "setting_connections=$CONNECTIONS" --meta "setting_reads_per_write=$READS_PER_WRITE"
       --meta "setting_products=$PRODUCTS" --meta "setting_known_orders=$KNOWN_ORDERS"
       --meta "setting_flash_stock=$FLASH_STOCK" --meta "setting_flash_orders=$FLASH_ORDERS"
-      --meta "setting_lag_rate_per_s=$LAG_RATE" --meta "setting_snapshot_events=$SNAPSHOT_EVENTS"
+      --meta "setting_lag_rate_per_s=$LAG_RATE" --meta "setting_lag_connections=$LAG_CONNECTIONS"
+      --meta "setting_snapshot_events=$SNAPSHOT_EVENTS"
       --meta "setting_snapshot_every=$SNAPSHOT_EVERY" --meta "setting_pg=$PG"
       --meta "setting_scale_events=${BENCH_SCALE_EVENTS:-}")
 rc=0
