@@ -52,8 +52,12 @@ fuzz: deps
 	$(fuzz_build)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh $(FUZZ_BUILD)
 
+# Every benchmark figure in one run (bench/README.md): the table, and bench/results/latest.json.
+# BENCH_PG=0 skips the PostgreSQL baseline.
+BENCH_PG ?= 1
 bench: deps all
-	bash bench/run.sh $(BUILD)
+	bash scripts/deps.sh --bench
+	BENCH_PG=$(BENCH_PG) bash bench/run.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)

@@ -76,7 +76,7 @@ enum {
 #define POOL_MAX 4096                /* recently placed orders, for GET /orders/{id} */
 #define POOL_MIN_AGE_NS 500000000ull /* a pooled order is read only once acked this long ago */
 #define N_CUSTOMERS 1000
-#define READS_SEED_ORDERS 500 /* orders placed in setup by --mode reads */
+#define READS_SEED_ORDERS 500 /* default --seed-orders: orders placed in setup by --mode reads */
 #define ERROR_SAMPLES 8       /* failed requests kept verbatim for the report */
 #define LAG_BUCKETS_MAX 128   /* buckets of one Prometheus histogram */
 #define PAY_MIN_AGE_NS 500000000ull /* mixed: an order is paid only once acked this long ago */
@@ -96,6 +96,21 @@ typedef enum { MODE_MIXED, MODE_HEALTH, MODE_ORDERS, MODE_READS, MODE_FLASH, MOD
 static const char *const mode_names[MODE_COUNT] = {"mixed", "health", "orders", "reads",
                                                    "flash-sale"};
 
+/* --reads: the queries a read is drawn from. READS_ALL is the mix of build_read(); any other
+ * value makes every read that one query, so that a phase measures a single query kind. */
+typedef enum {
+  READS_ALL,
+  READS_ORDER,
+  READS_CUSTOMER,
+  READS_SEARCH,
+  READS_PRODUCT,
+  READS_PRODUCTS,
+  READS_COUNT
+} reads_kind;
+
+static const char *const reads_names[READS_COUNT] = {"all",    "order",   "customer",
+                                                     "search", "product", "products"};
+
 typedef struct {
   const char *host;
   int port;
@@ -111,6 +126,9 @@ typedef struct {
   uint64_t rng_seed;
   int flash_stock;  /* flash-sale: units of the product on sale */
   int flash_orders; /* flash-sale: acknowledged orders wanted */
+  reads_kind reads; /* which queries the reads are */
+  int seed_orders;  /* reads mode: orders placed in setup so that there is something to read */
+  double rate_per_s; /* > 0: open loop, a request is due every 1/rate s; 0: closed loop */
 } bench_opts;
 
 /* ---------------------------------------------------------------------------------------------
@@ -917,6 +935,22 @@ typedef struct {
   uint64_t ack_ns;
 } pooled_order;
 
+/* Open loop (--rate): request k is due at t_load_start + k / rate, whatever the answers. An idle
+ * connection takes the oldest due request; when none is idle the request waits for one and is
+ * counted as queued. Latency runs from the due time, not from the send, so that a slow server
+ * cannot hide its queue by slowing the client down (coordinated omission). The due requests are
+ * a counter, not a queue: due(k) is a formula. */
+typedef struct {
+  double interval_ns;    /* 1e9 / rate */
+  uint64_t next;         /* index of the oldest due request not sent yet */
+  uint64_t queued_below; /* requests below this index found no idle connection when due */
+  /* Requests handed to a connection inside the measured window: */
+  uint64_t sent, queued;
+  hist send_delay; /* due time -> handed to a connection, us */
+  /* Requests due and not sent yet when the window opened and when it closed. */
+  uint64_t backlog_start, backlog_end;
+} open_loop;
+
 typedef struct {
   bench_opts o;
   struct sockaddr_storage addr;
@@ -948,6 +982,8 @@ typedef struct {
 
   req_stats cls[CLASS_COUNT];
   req_stats kinds[REQ_KIND_COUNT];
+  req_stats all; /* every class but ryw, whose latency runs from an acknowledgement */
+  open_loop loop;
   uint64_t commands_acked; /* successful commands in the load phase, for the ryw cadence */
   double window_s;         /* the measured window in seconds: what rates are per */
   uint64_t refused_not_reserved, refused_closed;
@@ -997,10 +1033,14 @@ static void note_error_sample(bench *b, const bench_conn *c, int status, const c
     if (*s == '\n' || *s == '\r') *s = ' ';
 }
 
-/* Does a request of kind `kind` that started at t_start and ended at t_done count? */
+/* Does a request of kind `kind` that started at t_start and ended at t_done count? Closed loop:
+ * when it started and ended inside the window. Open loop: when it ended inside the window; it
+ * may have been due before the window opened when the client runs behind its schedule, and its
+ * latency, from the due time, then says so. */
 static bool in_window(const bench *b, req_kind kind, uint64_t t_start, uint64_t t_done) {
-  return kind_info[kind].cls != CLASS_SETUP && b->measuring && t_start >= b->t_measure_start &&
-         t_done <= b->t_measure_end;
+  if (kind_info[kind].cls == CLASS_SETUP || !b->measuring || t_done > b->t_measure_end)
+    return false;
+  return b->o.rate_per_s > 0 ? t_done >= b->t_measure_start : t_start >= b->t_measure_start;
 }
 
 /* Counts the outcome of a request of kind `kind` that started at t_start and ended at t_done,
@@ -1011,10 +1051,11 @@ static void record(bench *b, req_kind kind, int status, bool refused, uint64_t l
                    uint64_t t_start, uint64_t t_done) {
   req_class cls = kind_info[kind].cls;
   if (!in_window(b, kind, t_start, t_done)) return;
-  req_stats *targets[2] = {&b->cls[cls], &b->kinds[kind]};
+  req_stats *targets[3] = {&b->cls[cls], &b->kinds[kind], &b->all};
+  int n_targets = cls == CLASS_RYW ? 2 : 3;
   bool ok = status >= 200 && status <= 299;
   uint64_t us = (t_done - lat_from) / 1000;
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < n_targets; i++) {
     req_stats *s = targets[i];
     if (ok) {
       s->ok++;
@@ -1186,23 +1227,35 @@ static const char *pick_pooled_order(bench *b, bench_conn *c, uint64_t now) {
   return NULL;
 }
 
+/* The first percentile of each query's band in the read mix of build_read(). */
+static const uint32_t reads_band[READS_COUNT] = {
+    [READS_ALL] = 0,     [READS_ORDER] = 0,    [READS_CUSTOMER] = 30,
+    [READS_SEARCH] = 50, [READS_PRODUCT] = 65, [READS_PRODUCTS] = 90,
+};
+
 /* One query of the read mix: by order id 30%, a customer's orders 20%, full-text search 15%,
- * one product 25%, the product list 10%. */
+ * one product 25%, the product list 10%; or always the query --reads names. Returns 1 when a
+ * request is ready, 0 when there is nothing to read yet (--reads order before any order is old
+ * enough: the connection tries again CONNECT_BACKOFF_MS later), -1 on a bug. */
 static int build_read(bench *b, bench_conn *c, uint64_t now) {
   char target[256];
-  uint32_t r = rand_below(&c->rng, 100);
+  uint32_t r = b->o.reads == READS_ALL ? rand_below(&c->rng, 100) : reads_band[b->o.reads];
   if (r < 30) {
     const char *id = pick_pooled_order(b, c, now);
     if (id != NULL) {
       snprintf(target, sizeof target, "/orders/%s", id);
-      return set_request(b, c, REQ_GET_ORDER, "GET", target, NULL, now);
+      return set_request(b, c, REQ_GET_ORDER, "GET", target, NULL, now) == 0 ? 1 : -1;
+    }
+    if (b->o.reads == READS_ORDER) {
+      c->retry_at_ns = now + CONNECT_BACKOFF_MS * 1000000ull;
+      return 0;
     }
     r = 65; /* no order old enough yet: read a product instead */
   }
   if (r < 50) {
     snprintf(target, sizeof target, "/customers/%s/orders?limit=20",
              b->customers[rand_below(&c->rng, N_CUSTOMERS)]);
-    return set_request(b, c, REQ_CUSTOMER_ORDERS, "GET", target, NULL, now);
+    return set_request(b, c, REQ_CUSTOMER_ORDERS, "GET", target, NULL, now) == 0 ? 1 : -1;
   }
   if (r < 65) {
     if (rand_below(&c->rng, 3) == 0)
@@ -1210,14 +1263,40 @@ static int build_read(bench *b, bench_conn *c, uint64_t now) {
                words[rand_below(&c->rng, N_WORDS)]);
     else
       snprintf(target, sizeof target, "/orders/search?q=widget&limit=20");
-    return set_request(b, c, REQ_SEARCH_ORDERS, "GET", target, NULL, now);
+    return set_request(b, c, REQ_SEARCH_ORDERS, "GET", target, NULL, now) == 0 ? 1 : -1;
   }
   if (r < 90) {
     snprintf(target, sizeof target, "/products/bench-p%u",
              rand_below(&c->rng, (uint32_t)b->o.products));
-    return set_request(b, c, REQ_GET_PRODUCT, "GET", target, NULL, now);
+    return set_request(b, c, REQ_GET_PRODUCT, "GET", target, NULL, now) == 0 ? 1 : -1;
   }
-  return set_request(b, c, REQ_LIST_PRODUCTS, "GET", "/products?limit=20", NULL, now);
+  int rc = set_request(b, c, REQ_LIST_PRODUCTS, "GET", "/products?limit=20", NULL, now);
+  return rc == 0 ? 1 : -1;
+}
+
+/* Open loop: the index of the first request not due at `now` (every request below it is due). */
+static uint64_t loop_due_end(const bench *b, uint64_t now) {
+  if (now < b->t_load_start) return 0;
+  return (uint64_t)((double)(now - b->t_load_start) / b->loop.interval_ns) + 1;
+}
+
+/* Open loop: when request k is due. */
+static uint64_t loop_due_ns(const bench *b, uint64_t k) {
+  return b->t_load_start + (uint64_t)((double)k * b->loop.interval_ns);
+}
+
+/* Open loop: how many requests fell due inside the measured window. */
+static uint64_t loop_due_in_window(const bench *b) {
+  if (!b->measuring) return 0;
+  uint64_t first =
+      b->t_measure_start > b->t_load_start ? loop_due_end(b, b->t_measure_start - 1) : 0;
+  return loop_due_end(b, b->t_measure_end - 1) - first;
+}
+
+/* Open loop: requests due at t and not handed to a connection yet. */
+static uint64_t loop_backlog(const bench *b, uint64_t t) {
+  uint64_t due = loop_due_end(b, t);
+  return due > b->loop.next ? due - b->loop.next : 0;
 }
 
 /* Chooses the next request of a load connection for the current phase and sets it up.
@@ -1264,12 +1343,14 @@ static int workload_next(bench *b, bench_conn *c, uint64_t now) {
     memcpy(c->order_id, c->ryw_order, ID_MAX);
     return rc == 0 ? 1 : -1;
   }
+  bool paced = b->o.rate_per_s > 0;
+  if (paced && b->loop.next >= loop_due_end(b, now)) return 0; /* nothing due yet */
   switch (b->o.mode) {
     case MODE_HEALTH:
-      rc = set_request(b, c, REQ_HEALTH, "GET", "/health", NULL, now);
+      rc = set_request(b, c, REQ_HEALTH, "GET", "/health", NULL, now) == 0 ? 1 : -1;
       break;
     case MODE_ORDERS:
-      rc = build_place_order(b, c, REQ_PLACE_ORDER, now);
+      rc = build_place_order(b, c, REQ_PLACE_ORDER, now) == 0 ? 1 : -1;
       break;
     case MODE_READS:
       rc = build_read(b, c, now);
@@ -1279,12 +1360,32 @@ static int workload_next(bench *b, bench_conn *c, uint64_t now) {
       if (rand_below(&c->rng, (uint32_t)b->o.reads_per_write + 1) != 0)
         rc = build_read(b, c, now);
       else if (rand_below(&c->rng, 5) == 0 && can_pay(c, now))
-        rc = build_confirm_payment(b, c, now); /* about 20% of writes */
+        rc = build_confirm_payment(b, c, now) == 0 ? 1 : -1; /* about 20% of writes */
       else
-        rc = build_place_order(b, c, REQ_PLACE_ORDER, now);
+        rc = build_place_order(b, c, REQ_PLACE_ORDER, now) == 0 ? 1 : -1;
       break;
   }
-  return rc == 0 ? 1 : -1;
+  if (rc == 1 && paced) {
+    /* The oldest due request goes out on this connection; its latency runs from its due time. */
+    open_loop *l = &b->loop;
+    uint64_t k = l->next++;
+    uint64_t due = loop_due_ns(b, k);
+    c->t_start_ns = due;
+    if (b->measuring && now >= b->t_measure_start && now < b->t_measure_end) {
+      l->sent++;
+      if (k < l->queued_below) l->queued++;
+      hist_record(&l->send_delay, now > due ? (now - due) / 1000 : 0);
+    }
+  }
+  return rc;
+}
+
+/* Open loop, after every idle connection had its chance: the requests due now that none of them
+ * took wait for a busy connection to answer; they are counted as queued when sent. */
+static void loop_note_backlog(bench *b, uint64_t now) {
+  if (b->o.rate_per_s <= 0 || b->ph != PH_LOAD) return;
+  uint64_t end = loop_due_end(b, now);
+  if (b->loop.next < end && b->loop.queued_below < end) b->loop.queued_below = end;
 }
 
 /* ---- socket handling ----------------------------------------------------------------------- */
@@ -1779,7 +1880,7 @@ static void on_response(bench *b, bench_conn *c, int status, const char *body, s
       }
       int64_t pos = answer_position(body, body_len, x_position);
       b->commands_acked++;
-      if (b->ph == PH_LOAD && pos >= 0 && b->o.ryw_every > 0 &&
+      if (b->ph == PH_LOAD && pos >= 0 && b->o.ryw_every > 0 && b->o.rate_per_s <= 0 &&
           b->commands_acked % (uint64_t)b->o.ryw_every == 0) {
         c->ryw_pending = true;
         memcpy(c->ryw_order, id, ID_MAX);
@@ -1913,6 +2014,10 @@ static void count_unanswered(bench *b, uint64_t now) {
     b->cls[cls].by_status[0]++;
     b->kinds[c->kind].errors++;
     b->kinds[c->kind].by_status[0]++;
+    if (cls != CLASS_RYW) {
+      b->all.errors++;
+      b->all.by_status[0]++;
+    }
     char why[96];
     snprintf(why, sizeof why, "no answer after %.1f s", (double)(now - c->t_start_ns) / 1e9);
     note_error_sample(b, c, 0, NULL, 0, why);
@@ -1977,10 +2082,10 @@ static void enter_seed_orders_or_load(bench *b, uint64_t now) {
     fprintf(stderr,
             "twinlane-bench: setup: waiting for the process managers to reach position %llu\n",
             (unsigned long long)b->setup_position);
-  } else if (b->o.mode == MODE_READS) {
+  } else if (b->o.mode == MODE_READS && b->o.seed_orders > 0) {
     b->ph = PH_SEED_ORDERS;
     b->seed_next = b->seed_done = b->seed_failed = 0;
-    b->seed_target = READS_SEED_ORDERS;
+    b->seed_target = b->o.seed_orders;
     fprintf(stderr, "twinlane-bench: setup: placing %d orders to read\n", b->seed_target);
   } else {
     enter_sync_or_load(b, now);
@@ -2145,9 +2250,11 @@ static void phase_tick(bench *b, uint64_t now) {
       }
       if (!b->want_metrics_before && now >= b->t_measure_start) {
         b->want_metrics_before = true;
+        if (b->o.rate_per_s > 0) b->loop.backlog_start = loop_backlog(b, b->t_measure_start);
         conn_kick(b, &b->conns[b->n_conns], now);
       }
       if (now >= b->t_measure_end) {
+        if (b->o.rate_per_s > 0) b->loop.backlog_end = loop_backlog(b, b->t_measure_end);
         b->ph = PH_DRAIN;
         b->want_metrics_after = true;
         b->t_drain_deadline = now + DRAIN_BUDGET_MS * 1000000ull;
@@ -2173,18 +2280,38 @@ static void phase_tick(bench *b, uint64_t now) {
   }
 }
 
-static int next_timeout_ms(const bench *b, uint64_t now) {
-  uint64_t next = now + 50000000ull; /* never sleep longer than 50 ms */
+/* How long the loop may sleep in epoll, in nanoseconds: until the next deadline of the phase, the
+ * next open-loop request due (when one is not already waiting for a busy connection: then an
+ * answer wakes the loop) or the next connection retry, and never longer than 50 ms. */
+static uint64_t next_timeout_ns(const bench *b, uint64_t now) {
+  uint64_t next = now + 50000000ull;
   if (b->ph == PH_LOAD) {
     if (!b->want_metrics_before && b->t_measure_start < next) next = b->t_measure_start;
     if (b->t_measure_end < next) next = b->t_measure_end;
+    if (b->o.rate_per_s > 0) {
+      uint64_t due = loop_due_ns(b, b->loop.next);
+      if (due > now && due < next) next = due;
+    }
   }
   for (int i = 0; i <= b->n_conns; i++) {
     const bench_conn *c = &b->conns[i];
     if (!c->busy && c->retry_at_ns > now && c->retry_at_ns < next) next = c->retry_at_ns;
   }
-  if (next <= now) return 0;
-  return (int)((next - now + 999999) / 1000000);
+  return next > now ? next - now : 0;
+}
+
+/* epoll_wait with a timeout in nanoseconds: epoll_pwait2 where the kernel has it (Linux 5.11),
+ * so that open-loop requests go out on time; else epoll_wait, rounding up to whole ms. */
+static int wait_events(int epfd, struct epoll_event *evs, int max, uint64_t timeout_ns) {
+  static bool no_pwait2;
+  if (!no_pwait2) {
+    struct timespec ts = {.tv_sec = (time_t)(timeout_ns / 1000000000ull),
+                          .tv_nsec = (long)(timeout_ns % 1000000000ull)};
+    int n = epoll_pwait2(epfd, evs, max, &ts, NULL);
+    if (n >= 0 || errno != ENOSYS) return n;
+    no_pwait2 = true;
+  }
+  return epoll_wait(epfd, evs, max, (int)((timeout_ns + 999999) / 1000000));
 }
 
 static int run(bench *b) {
@@ -2202,7 +2329,8 @@ static int run(bench *b) {
       bench_conn *c = &b->conns[i];
       if (!c->busy && now >= c->retry_at_ns) conn_kick(b, c, now);
     }
-    int n = epoll_wait(b->epfd, evs, (int)(sizeof evs / sizeof evs[0]), next_timeout_ms(b, now));
+    loop_note_backlog(b, now);
+    int n = wait_events(b->epfd, evs, (int)(sizeof evs / sizeof evs[0]), next_timeout_ns(b, now));
     if (n < 0) {
       if (errno == EINTR) continue;
       perror("twinlane-bench: epoll_wait");
@@ -2394,6 +2522,9 @@ static void print_report(const bench *b, const derived *d) {
   else
     printf("  warm-up=%gs  measured=%gs", b->o.warmup_s, b->o.duration_s);
   if (b->o.mode == MODE_MIXED) printf("  reads/write=%d", b->o.reads_per_write);
+  if ((b->o.mode == MODE_MIXED || b->o.mode == MODE_READS) && b->o.reads != READS_ALL)
+    printf("  reads=%s", reads_names[b->o.reads]);
+  if (b->o.rate_per_s > 0) printf("  open loop at %g/s", b->o.rate_per_s);
   if (b->o.mode != MODE_HEALTH && b->o.mode != MODE_FLASH) printf("  products=%d", b->o.products);
   printf("\n\n%-34s %9s %10s %9s %9s %9s %9s %7s %7s\n", "class", "ok", "ops/s", "p50 ms",
          "p99 ms", "p99.9 ms", "max ms", "errors", "refused");
@@ -2401,7 +2532,9 @@ static void print_report(const bench *b, const derived *d) {
     const req_stats *s = &b->cls[c];
     bool relevant = (b->o.mode == MODE_HEALTH) == (c == CLASS_HEALTH);
     if (!relevant && s->ok + s->errors == 0) continue;
-    if (c == CLASS_RYW && (b->o.mode == MODE_HEALTH || b->o.mode == MODE_READS)) continue;
+    if (c == CLASS_RYW &&
+        (b->o.mode == MODE_HEALTH || b->o.mode == MODE_READS || b->o.rate_per_s > 0))
+      continue;
     if (c == CLASS_COMMAND && b->o.mode == MODE_READS) continue;
     if (c == CLASS_QUERY && (b->o.mode == MODE_ORDERS || b->o.mode == MODE_FLASH)) continue;
     if (c == CLASS_RYW && b->o.mode == MODE_FLASH) continue;
@@ -2433,6 +2566,24 @@ static void print_report(const bench *b, const derived *d) {
     }
   }
   printf("\n");
+  if (b->o.rate_per_s > 0) {
+    const open_loop *l = &b->loop;
+    uint64_t due = loop_due_in_window(b);
+    char a[32], c[32];
+    fmt_ms(a, sizeof a, hist_quantile_us(&l->send_delay, 0.50) / 1000);
+    fmt_ms(c, sizeof c, hist_quantile_us(&l->send_delay, 0.99) / 1000);
+    printf("%-34s target %.1f/s, achieved %.1f/s (2xx answers in the window)\n", "open loop",
+           b->o.rate_per_s, (double)b->all.ok / b->window_s);
+    printf("  %-32s %llu due in the window, %llu sent (%llu of them queued: no idle connection "
+           "when due)\n",
+           "", (unsigned long long)due, (unsigned long long)l->sent,
+           (unsigned long long)l->queued);
+    printf("  %-32s backlog (due, not sent): %llu when the window opened, %llu when it closed\n",
+           "", (unsigned long long)l->backlog_start, (unsigned long long)l->backlog_end);
+    printf("  %-32s send delay after the due time p50 %s ms   p99 %s ms; latencies above run "
+           "from the due time\n",
+           "", a, c);
+  }
   if (b->o.mode == MODE_FLASH) {
     flash_verdict fv = flash_judge(b);
     print_flash(b, d, &fv);
@@ -2462,7 +2613,7 @@ static void print_report(const bench *b, const derived *d) {
       fmt_ms(c, sizeof c, hist_quantile_us(&ryw->latency, 0.99) / 1000);
       printf("%-34s p50 %s ms   p99 %s ms   (%llu reads, client: ack -> read answered)\n",
              "ryw lag", a, c, (unsigned long long)ryw->ok);
-    } else if (b->o.mode == MODE_MIXED || b->o.mode == MODE_ORDERS) {
+    } else if ((b->o.mode == MODE_MIXED || b->o.mode == MODE_ORDERS) && b->o.rate_per_s <= 0) {
       printf("%-34s n/a (no read-your-write read completed)\n", "ryw lag");
     }
     if (d->batch_ok)
@@ -2554,8 +2705,28 @@ static int write_json(const bench *b, const derived *d, const char *path) {
           mode_names[b->o.mode], b->n_conns, b->o.mode == MODE_FLASH ? 0 : b->o.warmup_s,
           b->window_s, b->o.reads_per_write,
           b->o.products);
+  fprintf(f, "  \"reads\": \"%s\",\n  \"seed_orders\": %d,\n", reads_names[b->o.reads],
+          b->o.mode == MODE_READS ? b->o.seed_orders : 0);
   fprintf(f, "  \"requests_per_s\": ");
   json_num(f, total_per_s);
+  fprintf(f, ",\n  \"requests\": ");
+  json_stats(f, b, &b->all);
+  fprintf(f, ",\n  \"rate_target_per_s\": ");
+  json_num(f, b->o.rate_per_s > 0 ? b->o.rate_per_s : NAN);
+  if (b->o.rate_per_s > 0) {
+    const open_loop *l = &b->loop;
+    uint64_t due = loop_due_in_window(b);
+    fprintf(f,
+            ",\n  \"rate_achieved_per_s\": %.6g,\n  \"rate_due\": %llu,\n  \"rate_sent\": %llu,"
+            "\n  \"rate_queued\": %llu,\n  \"rate_backlog_start\": %llu,\n"
+            "  \"rate_backlog_end\": %llu,\n  \"rate_send_delay_p50_ms\": ",
+            (double)b->all.ok / b->window_s, (unsigned long long)due,
+            (unsigned long long)l->sent, (unsigned long long)l->queued,
+            (unsigned long long)l->backlog_start, (unsigned long long)l->backlog_end);
+    json_num(f, hist_quantile_us(&l->send_delay, 0.50) / 1000);
+    fprintf(f, ",\n  \"rate_send_delay_p99_ms\": ");
+    json_num(f, hist_quantile_us(&l->send_delay, 0.99) / 1000);
+  }
   for (int c = 0; c < CLASS_COUNT; c++) {
     fprintf(f, ",\n  \"%s_per_s\": ", class_names[c]);
     json_num(f, (double)b->cls[c].ok / b->window_s);
@@ -2687,12 +2858,19 @@ static void usage(FILE *f) {
           "  --flash-stock N       flash-sale: units of the product on sale (default 100)\n"
           "  --flash-orders M      flash-sale: acknowledged single-unit orders to place\n"
           "                        (default 2000, at most %d); --duration-s bounds the placing\n"
+          "  --reads K             modes mixed and reads: all (the mix, default), or one of\n"
+          "                        order | customer | search | product | products: every read\n"
+          "                        is that query\n"
+          "  --seed-orders N       reads mode: orders placed in setup, all readable by\n"
+          "                        --reads order (default %d, at most %d)\n"
+          "  --rate R              open loop: R requests per second on a fixed schedule, latency\n"
+          "                        from each request's due time (default 0: closed loop)\n"
           "  --json FILE           also write the results to FILE as JSON\n"
           "  --help                this text\n"
           "exit status: 0 ok, 1 usage, 2 server unreachable or setup failed, 3 hard time\n"
           "limit, 4 more than 1%% of the measured requests failed or none completed,\n"
           "5 flash-sale: the orders or the stock did not settle as they must (MISMATCH)\n",
-          FLASH_ORDERS_MAX);
+          FLASH_ORDERS_MAX, READS_SEED_ORDERS, POOL_MAX);
 }
 
 static bool parse_int_opt(const char *s, int min, int max, int *out) {
@@ -2730,6 +2908,9 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
     O_RNG,
     O_FSTOCK,
     O_FORDERS,
+    O_READS,
+    O_SEED_ORDERS,
+    O_RATE,
     O_HELP
   };
   static const struct option longopts[] = {
@@ -2747,6 +2928,9 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
       {"rng-seed", required_argument, NULL, O_RNG},
       {"flash-stock", required_argument, NULL, O_FSTOCK},
       {"flash-orders", required_argument, NULL, O_FORDERS},
+      {"reads", required_argument, NULL, O_READS},
+      {"seed-orders", required_argument, NULL, O_SEED_ORDERS},
+      {"rate", required_argument, NULL, O_RATE},
       {"help", no_argument, NULL, O_HELP},
       {NULL, 0, NULL, 0},
   };
@@ -2761,7 +2945,9 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
                     .ryw_every = 100,
                     .rng_seed = 1,
                     .flash_stock = 100,
-                    .flash_orders = 2000};
+                    .flash_orders = 2000,
+                    .reads = READS_ALL,
+                    .seed_orders = READS_SEED_ORDERS};
   int ch, seed;
   bool ok = true;
   while (ok && (ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -2814,6 +3000,25 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
       case O_FORDERS:
         ok = parse_int_opt(optarg, 1, FLASH_ORDERS_MAX, &o->flash_orders);
         break;
+      case O_READS:
+        ok = false;
+        for (int r = 0; r < READS_COUNT; r++)
+          if (strcmp(optarg, reads_names[r]) == 0) {
+            o->reads = (reads_kind)r;
+            ok = true;
+          }
+        break;
+      case O_SEED_ORDERS:
+        ok = parse_int_opt(optarg, 0, POOL_MAX, &o->seed_orders);
+        break;
+      case O_RATE: {
+        char *end;
+        errno = 0;
+        o->rate_per_s = strtod(optarg, &end);
+        ok = errno == 0 && end != optarg && *end == '\0' && o->rate_per_s >= 0 &&
+             o->rate_per_s <= 10000000;
+        break;
+      }
       case O_HELP:
         usage(stdout);
         return 1;
@@ -2828,6 +3033,14 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
   if (!ok) return -1;
   if (optind < argc) {
     fprintf(stderr, "twinlane-bench: unexpected argument: %s\n", argv[optind]);
+    return -1;
+  }
+  if (o->rate_per_s > 0 && o->mode == MODE_FLASH) {
+    fprintf(stderr, "twinlane-bench: --rate does not apply to --mode flash-sale\n");
+    return -1;
+  }
+  if (o->reads == READS_ORDER && o->mode == MODE_READS && o->seed_orders == 0) {
+    fprintf(stderr, "twinlane-bench: --reads order in --mode reads needs --seed-orders > 0\n");
     return -1;
   }
   return 0;
@@ -2902,6 +3115,7 @@ int main(int argc, char **argv) {
   b->exit_code = 0;
   b->epfd = -1;
   b->window_s = b->o.duration_s;
+  if (b->o.rate_per_s > 0) b->loop.interval_ns = 1e9 / b->o.rate_per_s;
   if (b->o.mode == MODE_FLASH) {
     flash_state *f = &b->flash;
     struct timespec rt;

@@ -7,7 +7,9 @@ set -euo pipefail
 # (clang only recommends it, and recommendations are not installed here).
 PKGS=(cmake make gcc pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
       libcmocka-dev python3 python3-pytest clang libclang-rt-dev)
-[ "${1:-}" = "--bench" ] && PKGS+=(valgrind)
+# --bench: what bench/run.sh's scripts use: valgrind (instructions per request) and PostgreSQL
+# (the baseline of bench/pg_baseline.sh).
+[ "${1:-}" = "--bench" ] && PKGS+=(valgrind postgresql)
 
 missing=()
 for p in "${PKGS[@]}"; do
