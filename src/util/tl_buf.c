@@ -46,20 +46,36 @@ void tl_buf_printf(tl_buf *b, const char *fmt, ...) {
   b->len += (size_t)n;
 }
 
-void tl_buf_json_string(tl_buf *b, const char *s) {
+void tl_buf_json_string_n(tl_buf *b, const char *s, size_t n) {
+  static const char HEX[] = "0123456789abcdef";
   tl_buf_append(b, "\"", 1);
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (*p == '"' || *p == '\\') {
-      char e[2] = {'\\', (char)*p};
-      tl_buf_append(b, e, 2);
-    } else if (*p < 0x20) {
-      tl_buf_printf(b, "\\u%04x", *p);
-    } else {
-      tl_buf_append(b, (const char *)p, 1);
+  size_t run = 0; /* start of the bytes not yet copied */
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    tl_buf_append(b, s + run, i - run);
+    run = i + 1;
+    char e[6] = {'\\', (char)c, 0, 0, 0, 0};
+    size_t len = 2;
+    switch (c) {
+    case '"':
+    case '\\': break;
+    case '\n': e[1] = 'n'; break;
+    case '\r': e[1] = 'r'; break;
+    case '\t': e[1] = 't'; break;
+    case '\b': e[1] = 'b'; break;
+    case '\f': e[1] = 'f'; break;
+    default:
+      e[1] = 'u', e[2] = '0', e[3] = '0', e[4] = HEX[c >> 4], e[5] = HEX[c & 15];
+      len = 6;
     }
+    tl_buf_append(b, e, len);
   }
+  tl_buf_append(b, s + run, n - run);
   tl_buf_append(b, "\"", 1);
 }
+
+void tl_buf_json_string(tl_buf *b, const char *s) { tl_buf_json_string_n(b, s, strlen(s)); }
 
 void tl_buf_free(tl_buf *b) {
   free(b->data);

@@ -12,8 +12,10 @@ typedef struct tl_buf {
 
 void tl_buf_printf(tl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void tl_buf_append(tl_buf *b, const char *s, size_t n);
-/* Appends s as a JSON string literal (quotes, escapes for '"', '\\' and control characters). */
+/* Appends s as a JSON string literal (quotes, escapes for '"', '\\' and control characters;
+ * other bytes, UTF-8 included, as they are). The _n form takes n bytes, NULs included. */
 void tl_buf_json_string(tl_buf *b, const char *s);
+void tl_buf_json_string_n(tl_buf *b, const char *s, size_t n);
 /* Releases the data; the buffer can be reused. */
 void tl_buf_free(tl_buf *b);
 

@@ -63,31 +63,8 @@ void tl_jw_key(tl_jw *w, const char *key) {
 }
 
 void tl_jw_string_n(tl_jw *w, const char *s, size_t n) {
-  static const char HEX[] = "0123456789abcdef";
   begin_item(w);
-  tl_buf_append(&w->buf, "\"", 1);
-  size_t run = 0; /* start of the bytes not yet copied */
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    tl_buf_append(&w->buf, s + run, i - run);
-    run = i + 1;
-    char e[6] = {'\\', (char)c, 0, 0, 0, 0};
-    size_t len = 2;
-    switch (c) {
-      case '"':
-      case '\\': break;
-      case '\n': e[1] = 'n'; break;
-      case '\r': e[1] = 'r'; break;
-      case '\t': e[1] = 't'; break;
-      case '\b': e[1] = 'b'; break;
-      case '\f': e[1] = 'f'; break;
-      default: e[1] = 'u', e[2] = '0', e[3] = '0', e[4] = HEX[c >> 4], e[5] = HEX[c & 15]; len = 6;
-    }
-    tl_buf_append(&w->buf, e, len);
-  }
-  tl_buf_append(&w->buf, s + run, n - run);
-  tl_buf_append(&w->buf, "\"", 1);
+  tl_buf_json_string_n(&w->buf, s, n);
 }
 
 void tl_jw_string(tl_jw *w, const char *s) {
