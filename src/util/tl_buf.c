@@ -47,7 +47,7 @@ void tl_buf_printf(tl_buf *b, const char *fmt, ...) {
 }
 
 void tl_buf_json_string_n(tl_buf *b, const char *s, size_t n) {
-  static const char HEX[] = "0123456789abcdef";
+  static const char HEX[] = "0123456789ABCDEF"; /* as jansson writes \u escapes */
   tl_buf_append(b, "\"", 1);
   size_t run = 0; /* start of the bytes not yet copied */
   for (size_t i = 0; i < n; i++) {

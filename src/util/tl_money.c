@@ -1,9 +1,11 @@
 /* tl_money.c: conversion between JSON numbers and integer minor units. */
 #include "util/tl_money.h"
 
+#include "util/tl_buf.h"
 #include "util/tl_common.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -69,57 +71,143 @@ json_t *tl_money_to_json(int64_t minor) {
   return json_string(buf);
 }
 
-/* The end of the placeholder whose text starts at m (a match of MARK), or NULL if the match is
- * not one. A placeholder is a whole JSON string value: m is its opening quote (not a quote
- * escaped inside another string, as in "a\"\u0001"), the text after the mark is the amount as
- * tl_money_format writes it (-?[0-9]+.[0-9][0-9] with 1 to 17 digits before the point and no
- * leading zero: a JSON number any parser reads), then the closing quote, not followed by ':' (a
- * member name). before is the character that preceded m in the text json_dumps wrote (0 at its
- * start). Returns a pointer to the closing quote. */
-static const char *placeholder_end(const char *m, size_t mark_len, char before) {
-  if (before == '\\') return NULL; /* an escaped quote: m is inside a string */
-  const char *p = m + mark_len;
-  if (*p == '-') p++;
+/* True if the n bytes at s are an amount as tl_money_format writes it: -?[0-9]+.[0-9][0-9]
+ * with 1 to 17 digits before the point (an int64 of minor units) and no leading zero. Only such
+ * placeholders are written as numbers: the text is one any JSON parser reads. */
+static bool is_amount_text(const char *s, size_t n) {
+  const char *p = s, *e = s + n;
+  if (p < e && *p == '-') p++;
   const char *digits = p;
-  while (*p >= '0' && *p <= '9') p++;
-  /* An int64 of minor units has at most 17 digits before the point. */
-  if (p == digits || p - digits > 17 || (digits[0] == '0' && p - digits > 1) || p[0] != '.' ||
-      p[1] < '0' || p[1] > '9' || p[2] < '0' || p[2] > '9' || p[3] != '"' || p[4] == ':')
-    return NULL;
-  return p + 3;
+  while (p < e && *p >= '0' && *p <= '9') p++;
+  size_t nd = (size_t)(p - digits);
+  if (nd == 0 || nd > 17 || (digits[0] == '0' && nd > 1)) return false;
+  return e - p == 3 && p[0] == '.' && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9';
+}
+
+/* True if the n bytes at s are valid UTF-8 (no overlong forms, surrogates or code points past
+ * U+10FFFF): what jansson requires of a string it dumps. */
+static bool valid_utf8(const unsigned char *s, size_t n) {
+  for (size_t i = 0; i < n;) {
+    unsigned c = s[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t len;
+    uint32_t cp;
+    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07;
+    else return false;
+    if (n - i < len) return false;
+    for (size_t k = 1; k < len; k++) {
+      if ((s[i + k] & 0xC0) != 0x80) return false;
+      cp = cp << 6 | (s[i + k] & 0x3F);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+      return false;
+    i += len;
+  }
+  return true;
+}
+
+static bool dump_string(tl_buf *b, const char *s, size_t n) {
+  if (!valid_utf8((const unsigned char *)s, n)) return false;
+  tl_buf_json_string_n(b, s, n);
+  return true;
+}
+
+/* A real as jansson writes it with JSON_REAL_PRECISION(15): "%.15g", with ".0" added when the
+ * text would read back as an integer, and no '+' or leading zeros in the exponent. */
+static bool dump_real(tl_buf *b, double v) {
+  char t[48];
+  int len = snprintf(t, sizeof t, "%.15g", v);
+  if (len < 0 || (size_t)len + 3 >= sizeof t) return false;
+  if (!strchr(t, '.') && !strchr(t, 'e')) {
+    memcpy(t + len, ".0", 3);
+    len += 2;
+  }
+  char *start = strchr(t, 'e');
+  if (start) {
+    start++;
+    char *end = start + 1;
+    if (*start == '-') start++;
+    while (*end == '0') end++;
+    if (end != start) {
+      memmove(start, end, (size_t)len - (size_t)(end - t) + 1);
+      len -= (int)(end - start);
+    }
+  }
+  tl_buf_append(b, t, (size_t)len);
+  return true;
+}
+
+/* jansson's parser refuses deeper documents, so nothing twinlane dumps is deeper. */
+#define DUMP_MAX_DEPTH 2048
+
+static bool dump_value(tl_buf *b, const json_t *j, int depth) {
+  if (depth > DUMP_MAX_DEPTH) return false;
+  switch (json_typeof(j)) {
+  case JSON_OBJECT: {
+    tl_buf_append(b, "{", 1);
+    int first = 1;
+    for (void *it = json_object_iter((json_t *)j); it;
+         it = json_object_iter_next((json_t *)j, it)) {
+      if (!first) tl_buf_append(b, ",", 1);
+      first = 0;
+      if (!dump_string(b, json_object_iter_key(it), json_object_iter_key_len(it))) return false;
+      tl_buf_append(b, ":", 1);
+      if (!dump_value(b, json_object_iter_value(it), depth + 1)) return false;
+    }
+    tl_buf_append(b, "}", 1);
+    return true;
+  }
+  case JSON_ARRAY: {
+    tl_buf_append(b, "[", 1);
+    size_t n = json_array_size(j);
+    for (size_t i = 0; i < n; i++) {
+      if (i) tl_buf_append(b, ",", 1);
+      if (!dump_value(b, json_array_get(j, i), depth + 1)) return false;
+    }
+    tl_buf_append(b, "]", 1);
+    return true;
+  }
+  case JSON_STRING: {
+    const char *s = json_string_value(j);
+    size_t n = json_string_length(j);
+    if (n > 1 && s[0] == MONEY_MARK && is_amount_text(s + 1, n - 1)) {
+      tl_buf_append(b, s + 1, n - 1); /* a money placeholder: the exact number */
+      return true;
+    }
+    return dump_string(b, s, n);
+  }
+  case JSON_INTEGER: {
+    char t[24];
+    int len = snprintf(t, sizeof t, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
+    tl_buf_append(b, t, (size_t)len);
+    return true;
+  }
+  case JSON_REAL: return dump_real(b, json_real_value(j));
+  case JSON_TRUE: tl_buf_append(b, "true", 4); return true;
+  case JSON_FALSE: tl_buf_append(b, "false", 5); return true;
+  case JSON_NULL: tl_buf_append(b, "null", 4); return true;
+  }
+  return false;
 }
 
 char *tl_json_dumps(const json_t *j) {
-  char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
-  if (!s) return NULL;
-  /* Rewrite in place: "\u0001123.45" -> 123.45 (the output only shrinks). Jumps from mark to
-   * mark with strstr, copying the text between; a match that is not a placeholder (a string
-   * holding a quote and U+0001) is copied as it is. */
-  static const char MARK[] = "\"\\u0001";
-  char *r = strstr(s, MARK);
-  if (!r) return s;
-  char *w = r;
-  char before = r > s ? r[-1] : '\0'; /* the original character before the match at r */
-  while (r) {
-    const char *end = placeholder_end(r, sizeof MARK - 1, before);
-    if (end) {
-      r += sizeof MARK - 1;
-      while (r < end) *w++ = *r++;
-      r++; /* the closing quote */
-      before = '"';
-    } else {
-      *w++ = *r++; /* the quote; the search goes on after it */
-      before = '"';
-    }
-    char *next = strstr(r, MARK);
-    if (next && next > r) before = next[-1]; /* not yet overwritten: w <= r <= next - 1 */
-    size_t n = next ? (size_t)(next - r) : strlen(r);
-    memmove(w, r, n);
-    w += n;
-    r = next;
+  /* The same text as json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15))
+   * (the fuzz target fuzz_money checks it byte for byte), except that money placeholders come
+   * out as numbers; written in one pass into one buffer, without jansson's per-value
+   * callbacks and the rewrite pass the placeholders needed. */
+  if (!j) return NULL;
+  tl_buf b = {0};
+  if (!dump_value(&b, j, 0) || b.oom) {
+    tl_buf_free(&b);
+    return NULL;
   }
-  *w = '\0';
-  return s;
+  return b.data;
 }
 
 void tl_money_format(int64_t minor, char *buf, size_t len) {

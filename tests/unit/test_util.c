@@ -354,7 +354,7 @@ static void test_json_writer(void **s) {
   char *text = tl_jw_take(&w);
   assert_non_null(text);
   assert_string_equal(text,
-                      "{\"s\":\"q\\\"b\\\\n\\n\\t\\u0001\\u001f caf\xc3\xa9\","
+                      "{\"s\":\"q\\\"b\\\\n\\n\\t\\u0001\\u001F caf\xc3\xa9\","
                       "\"min\":-9223372036854775808,\"max\":9223372036854775807,\"zero\":0,"
                       "\"a\":[[],{},true,false,null,-0.05,1234.56,{\"x\":[1,2]}],"
                       "\"t\":\"2023-11-14T22:13:20.123Z\",\"e\":\"ab\\u0000cd\"}");
