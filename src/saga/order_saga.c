@@ -211,7 +211,10 @@ static int handle(tl_db *db, const tl_event *ev, const json_t *data, tl_pm_batch
   return TL_OK;
 }
 
-static const tl_pm_def ORDER_FULFILMENT = {"order_fulfilment", 1, SCHEMA, handle};
+static const char *const TYPES[] = {"OrderPlaced",    "StockReserved", "StockReservationRejected",
+                                    "OrderCancelled", "OrderShipped",  NULL};
+
+static const tl_pm_def ORDER_FULFILMENT = {"order_fulfilment", 1, SCHEMA, handle, TYPES};
 
 const tl_pm_def *const tl_process_managers[] = {&ORDER_FULFILMENT};
 const int tl_process_managers_count = 1;

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <time.h>
 
@@ -216,12 +217,22 @@ static int64_t dlq_depth(pm_runner *r) {
   return n;
 }
 
+/* True if the manager handles events of this type (the others are stepped over unread). */
+static bool handles(const tl_pm_def *def, const char *type) {
+  if (!def->types) return true;
+  for (const char *const *t = def->types; *t; t++)
+    if (strcmp(*t, type) == 0) return true;
+  return false;
+}
+
 static int handle_event(void *arg, const tl_event *ev) {
   handle_ctx *h = arg;
   assert(ev->position == h->last_position + 1);
-  json_t *data = json_loads(ev->data, 0, NULL);
-  json_t *meta = json_loads(ev->metadata, 0, NULL);
-  if (!data || !meta) {
+  /* Only the events the manager handles are parsed: most of the log is not its business. */
+  bool wanted = handles(h->r->def, ev->type);
+  json_t *data = wanted ? json_loads(ev->data, 0, NULL) : NULL;
+  json_t *meta = wanted ? json_loads(ev->metadata, 0, NULL) : NULL;
+  if (wanted && (!data || !meta)) {
     json_decref(data);
     json_decref(meta);
     h->rc = tl_err_set(&h->err, TL_E_IO, "event %lld is unreadable", (long long)ev->position);
@@ -245,7 +256,7 @@ static int handle_event(void *arg, const tl_event *ev) {
   if (tl_fp(h->r->fp_step))
     h->rc = tl_err_set(&h->err, TL_E_IO, "step failed at event %lld (fail point %s)",
                        (long long)ev->position, h->r->fp_step);
-  else
+  else if (wanted)
     h->rc = h->r->def->handle(h->r->db, ev, data, h->b, &h->err);
   json_decref(data);
   json_decref(meta);

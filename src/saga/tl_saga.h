@@ -42,6 +42,9 @@ typedef struct tl_pm_def {
    * (the batch is then retried). */
   int (*handle)(tl_db *db, const tl_event *ev, const json_t *data, tl_pm_batch *out,
                 tl_err *err);
+  /* The event types handle wants, NULL-terminated; the runtime steps over the others without
+   * parsing them. NULL: every event. */
+  const char *const *types;
 } tl_pm_def;
 
 extern const tl_pm_def *const tl_process_managers[];
