@@ -200,7 +200,9 @@ for name in ["orders", "products", "daily_sales"]:
     if swapped_count(name) != before + 1 or x["position"] < events:
         raise SystemExit(f"scale.sh: rebuild of {name} failed (see the server log): {x}")
     rebuild[name] = events / dt
-    print(f"rebuild  : {name:<12} {dt:7.2f} s: {events / dt:.0f} events/s")
+    sample_rss(server)
+    print(f"rebuild  : {name:<12} {dt:7.2f} s: {events / dt:.0f} events/s "
+          f"(VmHWM {peak_kb / 1024:.0f} MB)")
 sample_rss(server)
 stop(server)
 print(f"peak RSS : {peak_kb / 1024:.1f} MB (VmHWM; {catchup_peak_kb / 1024:.1f} MB by the end of "
