@@ -43,8 +43,13 @@ fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/twinlane-callgrind.XXXXXX")
 SERVER_PID=
+DRIVER_PID= # the Python driver, run in the background so signals act at once
 cleanup() {
   local rc=$?
+  if [[ -n $DRIVER_PID ]] && kill -0 "$DRIVER_PID" 2>/dev/null; then
+    kill -TERM "$DRIVER_PID" 2>/dev/null || true
+    wait "$DRIVER_PID" 2>/dev/null || true
+  fi
   if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill -TERM "$SERVER_PID" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
@@ -71,7 +76,7 @@ valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --dump-instr=no \
   --http-threads 1 --log-level warn >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 
-python3 - "$PORT" "$SERVER_PID" "$WORK" "$N" "$M" "$SEED_ORDERS" "$OUT_JSON" <<'PY'
+python3 - "$PORT" "$SERVER_PID" "$WORK" "$N" "$M" "$SEED_ORDERS" "$OUT_JSON" <<'PY' &
 import glob, http.client, json, os, random, subprocess, sys, time
 
 port, pid, work = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
@@ -195,6 +200,9 @@ with open(out_json, "w") as f:
     json.dump(res, f, indent=2)
     f.write("\n")
 PY
+DRIVER_PID=$!
+wait "$DRIVER_PID"
+DRIVER_PID=
 
 # A clean stop: SIGTERM, the server exits 0.
 kill -TERM "$SERVER_PID"

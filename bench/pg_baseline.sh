@@ -65,8 +65,13 @@ mkdir "$WORK/pg" "$WORK/sock" "$WORK/bench"
 [[ ${#AS[@]} -eq 0 ]] || chown nobody "$WORK/pg" "$WORK/sock"
 PGDATA=$WORK/pg/data
 
+PGBENCH_PID=
 cleanup() {
   local rc=$?
+  if [[ -n $PGBENCH_PID ]]; then
+    kill -TERM "$PGBENCH_PID" 2>/dev/null || true
+    wait "$PGBENCH_PID" 2>/dev/null || true
+  fi
   if [[ -f $PGDATA/postmaster.pid ]]; then
     "${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate -w -t 20 stop >/dev/null 2>&1 || true
     if [[ -f $PGDATA/postmaster.pid ]]; then # pg_ctl failed: the postmaster's own pid
@@ -139,8 +144,10 @@ SQL
 
 cd "$WORK/bench"
 "$PGBENCH" -h 127.0.0.1 -p "$PORT" -U postgres -n -M prepared -c "$CLIENTS" -j 2 \
-  -T "$SECONDS_RUN" -f insert.sql --log --log-prefix=txn postgres >pgbench.out 2>pgbench.err ||
-  { cat pgbench.out >&2; head -n 5 pgbench.err >&2; exit 1; }
+  -T "$SECONDS_RUN" -f insert.sql --log --log-prefix=txn postgres >pgbench.out 2>pgbench.err &
+PGBENCH_PID=$! # in the background so that a signal stops the script at once
+wait "$PGBENCH_PID" || { cat pgbench.out >&2; head -n 5 pgbench.err >&2; exit 1; }
+PGBENCH_PID=
 grep -E "^(number of (transactions|failed)|latency average|tps)" pgbench.out || true
 ROWS=$("${PSQL[@]}" -At -c "SELECT count(*) FROM events")
 echo "settings: $("${PSQL[@]}" -At -F ' ' -c "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name)

@@ -38,8 +38,13 @@ done
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/twinlane-scale.XXXXXX")
 PIDFILE=$WORK/pids
 : >"$PIDFILE"
+CHILD= # the generator or the Python driver, run in the background so signals act at once
 cleanup() {
   local rc=$? pid
+  if [[ -n $CHILD ]] && kill -0 "$CHILD" 2>/dev/null; then
+    kill -TERM "$CHILD" 2>/dev/null || true
+    wait "$CHILD" 2>/dev/null || true
+  fi
   # Only the servers this script started (their pids are recorded by the driver).
   while read -r pid; do
     [[ -n $pid ]] || continue
@@ -61,10 +66,12 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 echo "== scale: $EVENTS events in the log =="
-"$BUILD_DIR/twinlane-bench-genlog" --dir "$WORK/data" --events "$EVENTS" --json "$WORK/gen.json"
+"$BUILD_DIR/twinlane-bench-genlog" --dir "$WORK/data" --events "$EVENTS" --json "$WORK/gen.json" &
+CHILD=$!
+wait "$CHILD"
 echo "log size: $(du -sh "$WORK/data/events.db" | cut -f1)"
 
-python3 - "$BUILD_DIR/twinlane" "$WORK" "$OUT_JSON" <<'PY'
+python3 - "$BUILD_DIR/twinlane" "$WORK" "$OUT_JSON" <<'PY' &
 import json, os, signal, socket, subprocess, sys, time, urllib.request, urllib.error
 
 binary, work, out_json = sys.argv[1:4]
@@ -248,4 +255,7 @@ with open(out_json, "w") as f:
     json.dump(result, f, indent=2)
     f.write("\n")
 PY
+CHILD=$!
+wait "$CHILD"
+CHILD=
 echo "wrote $OUT_JSON"
