@@ -752,6 +752,10 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
   int rc = (n < 0 || (size_t)n >= sizeof r->path)
                ? tl_err_set(err, TL_E_INVALID, "data directory path too long")
                : tl_db_open(&r->w, r->path, 0, "NORMAL", err);
+  /* The projector's statement journals may grow with a statement (a rebuild's swap copies a
+   * whole projection in one INSERT ... SELECT): in a file they spill to disk past 64 KiB
+   * instead of holding every changed page in memory (+0.5 kB of RSS per order). */
+  if (rc == TL_OK) rc = tl_db_exec(r->w, "PRAGMA temp_store=FILE", err);
   assert(tl_projections_count <= MAX_PROJECTIONS);
   int64_t min_cp = INT64_MAX;
   for (int i = 0; rc == TL_OK && i < tl_projections_count; i++) {
