@@ -19,6 +19,8 @@
 #      BENCH_CG_SEED_ORDERS (default 200).
 # Exit 0, 77 (valgrind or python3 missing), else failure. Cleans up on any exit.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [[ $# -ne 2 ]]; then
   echo "usage: bash bench/callgrind.sh BUILD_DIR OUT_JSON" >&2
@@ -50,12 +52,7 @@ cleanup() {
     kill -TERM "$DRIVER_PID" 2>/dev/null || true
     wait "$DRIVER_PID" 2>/dev/null || true
   fi
-  if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
+  bench_stop "$SERVER_PID" 100
   if [[ $rc -ne 0 && -s $WORK/server.log ]]; then
     echo "--- tail of the server log ---" >&2
     tail -n 20 "$WORK/server.log" >&2
@@ -67,7 +64,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(bench_free_port)
 mkdir "$WORK/data"
 # --http-threads 1: one event loop, so that one client's requests always take the same path.
 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --dump-instr=no \

@@ -15,6 +15,8 @@
 # per-transaction log. BUILD_DIR is not used (the same calling convention as the other scripts).
 # Exit 0, 77 (PostgreSQL or pgbench missing), else failure. Cleans up on any exit.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [[ $# -ne 2 ]]; then
   echo "usage: bash bench/pg_baseline.sh BUILD_DIR OUT_JSON" >&2
@@ -49,7 +51,9 @@ for tool in "$PG_BIN/postgres" "$PG_BIN/pg_ctl" "$PG_BIN/psql" "$PGBENCH"; do
   fi
 done
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/twinlane-pg.XXXXXX")
+# Always under /tmp: PostgreSQL runs as an unprivileged user, who must reach the directory (a
+# caller's TMPDIR, such as run.sh's private one, may be closed to it).
+WORK=$(mktemp -d /tmp/twinlane-pg.XXXXXX)
 chmod 755 "$WORK"
 # initdb and postgres refuse to run as root: run them as nobody, in a directory it owns.
 AS=()
@@ -91,7 +95,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(bench_free_port)
 PG_VERSION=$("$PG_BIN/postgres" --version | sed -E 's/.* ([0-9]+(\.[0-9]+)?).*/\1/')
 echo "== PostgreSQL $PG_VERSION baseline: $CLIENTS clients, ${SECONDS_RUN} s =="
 

@@ -52,6 +52,8 @@ set -euo pipefail
 SERVER_TROUBLE=0 # 1: the server or a phase against it failed: its log is worth a look
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 BUILD_ARG=${1:-build}
 BUILD_DIR=$BUILD_ARG
 [[ $BUILD_DIR = /* ]] || BUILD_DIR="$PWD/$BUILD_DIR"
@@ -110,15 +112,7 @@ SERVER_PID=""
 
 stop_server() {
   [[ -n $SERVER_PID ]] || return 0
-  if kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do
-      kill -0 "$SERVER_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-  fi
-  wait "$SERVER_PID" 2>/dev/null || true
+  bench_stop "$SERVER_PID"
   SERVER_PID=""
 }
 
@@ -140,12 +134,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# A free TCP port on the loopback, from the kernel.
-free_port() {
-  python3 -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
 
 # Succeeds when GET /health on the server answers 200 within 2 s.
 health_ok() (
@@ -189,7 +177,7 @@ echo "source  : $REVISION"
 echo "build   : $BUILD_DIR"
 echo "date    : $DATE"
 
-PORT=$(free_port) || die "no free port found"
+PORT=$(bench_free_port) || die "no free port found"
 mkdir -p "$DATA"
 "$SERVER_BIN" serve --data "$DATA" --listen "127.0.0.1:$PORT" >"$LOG" 2>&1 &
 SERVER_PID=$!
