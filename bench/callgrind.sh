@@ -53,16 +53,11 @@ cleanup() {
     wait "$DRIVER_PID" 2>/dev/null || true
   fi
   bench_stop "$SERVER_PID" 100
-  if [[ $rc -ne 0 && -s $WORK/server.log ]]; then
-    echo "--- tail of the server log ---" >&2
-    tail -n 20 "$WORK/server.log" >&2
-  fi
+  bench_log_tail "$rc" "$WORK/server.log"
   rm -rf "$WORK"
   exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_traps cleanup
 
 PORT=$(bench_free_port)
 mkdir "$WORK/data"

@@ -18,3 +18,21 @@ bench_stop() {
   fi
   wait "$pid" 2>/dev/null || true
 }
+
+# bench_traps FN: runs FN on exit, and turns Ctrl-C and SIGTERM into exits (130, 143) so that
+# FN cleans up then too.
+bench_traps() {
+  # shellcheck disable=SC2064  # FN is meant to be expanded now
+  trap "$1" EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+# bench_log_tail RC FILE: after a failure (RC != 0), the last lines of the server log FILE on
+# stderr.
+bench_log_tail() {
+  if [[ $1 -ne 0 && -s $2 ]]; then
+    echo "--- tail of the server log ---" >&2
+    tail -n 20 "$2" >&2
+  fi
+}

@@ -91,9 +91,7 @@ cleanup() {
   rm -rf "$WORK"
   exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_traps cleanup
 
 PORT=$(bench_free_port)
 PG_VERSION=$("$PG_BIN/postgres" --version | sed -E 's/.* ([0-9]+(\.[0-9]+)?).*/\1/')

@@ -131,9 +131,7 @@ cleanup() {
   rm -rf "$TMP"
   exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_traps cleanup
 
 # Succeeds when GET /health on the server answers 200 within 2 s.
 health_ok() (

@@ -13,6 +13,8 @@
 # Writes a flat JSON object to OUT_JSON; prints a summary. Exit 0, 77 (a tool is missing), else
 # failure. Everything it starts is stopped and its temporary directory removed on any exit.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [[ $# -ne 2 ]]; then
   echo "usage: bash bench/scale.sh BUILD_DIR OUT_JSON" >&2
@@ -54,16 +56,11 @@ cleanup() {
       kill -KILL "$pid" 2>/dev/null || true
     fi
   done <"$PIDFILE"
-  if [[ $rc -ne 0 && -s $WORK/server.log ]]; then
-    echo "--- tail of the server log ---" >&2
-    tail -n 20 "$WORK/server.log" >&2
-  fi
+  bench_log_tail "$rc" "$WORK/server.log"
   rm -rf "$WORK"
   exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_traps cleanup
 
 echo "== scale: $EVENTS events in the log =="
 "$BUILD_DIR/twinlane-bench-genlog" --dir "$WORK/data" --events "$EVENTS" --json "$WORK/gen.json" &

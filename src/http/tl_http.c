@@ -62,15 +62,12 @@ void tl_resp_text(tl_resp *resp, int status, const char *content_type, char *bod
 }
 
 void tl_resp_json(tl_resp *resp, int status, json_t *body) {
-  resp->status = status;
-  resp->content_type = "application/json";
-  free(resp->body);
-  resp->body = body ? tl_json_dumps(body) : NULL;
+  char *text = body ? tl_json_dumps(body) : NULL;
   json_decref(body);
-  if (body && !resp->body) {
-    resp->status = 500;
-    resp->content_type = "application/problem+json";
-  }
+  if (body && !text)
+    tl_resp_text(resp, 500, "application/problem+json", NULL);
+  else
+    tl_resp_text(resp, status, "application/json", text);
 }
 
 void tl_resp_problem(tl_resp *resp, tl_problem *p) {
@@ -103,8 +100,7 @@ static int valid_correlation_id(const char *s) {
 
 static enum MHD_Result send_resp(struct MHD_Connection *conn, const tl_req *req, tl_resp *resp) {
   size_t len = resp->body ? strlen(resp->body) : 0;
-  struct MHD_Response *r =
-      MHD_create_response_from_buffer(len, resp->body, MHD_RESPMEM_MUST_FREE);
+  struct MHD_Response *r = MHD_create_response_from_buffer(len, resp->body, MHD_RESPMEM_MUST_FREE);
   if (!r) {
     free(resp->body);
     resp->body = NULL;
@@ -137,14 +133,15 @@ static void init_req(tl_req *req, struct MHD_Connection *conn, tl_http *h, const
   req->path = url;
   req->t0_ns = tl_mono_ns();
   const char *cid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Correlation-Id");
-  if (cid && valid_correlation_id(cid)) snprintf(req->correlation_id, sizeof req->correlation_id, "%s", cid);
-  else tl_uuid_v4(req->correlation_id);
+  if (cid && valid_correlation_id(cid))
+    snprintf(req->correlation_id, sizeof req->correlation_id, "%s", cid);
+  else
+    tl_uuid_v4(req->correlation_id);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls) {
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls) {
   tl_http *h = cls;
   conn_state *cs = *con_cls;
   if (!cs) {
@@ -256,12 +253,12 @@ int tl_http_start(tl_http **out, tl_app *app, const char *host, uint16_t port, i
   if (!h) return tl_err_set(err, TL_E_NOMEM, "out of memory");
   h->app = app;
   h->daemon = MHD_start_daemon(
-      MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
-      port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-      MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_CONNECTION_LIMIT, (unsigned)2048,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-      (unsigned)1024, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads, MHD_OPTION_END);
+      MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, port, NULL,
+      NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
+      (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+      MHD_OPTION_CONNECTION_LIMIT, (unsigned)2048, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+      MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_THREAD_POOL_SIZE,
+      (unsigned)threads, MHD_OPTION_END);
   if (!h->daemon) {
     free(h);
     return tl_err_set(err, TL_E_IO, "cannot listen on %s:%u", host, port);

@@ -35,6 +35,15 @@ static void col_string(tl_jw *w, sqlite3_stmt *st, int i) {
   tl_jw_string_n(w, s ? s : "", s ? (size_t)sqlite3_column_bytes(st, i) : 0);
 }
 
+/* Copies a text column into buf (cut to cap - 1 bytes; "" for NULL). */
+static void copy_col(sqlite3_stmt *st, int i, char *buf, size_t cap) {
+  const char *s = (const char *)sqlite3_column_text(st, i);
+  size_t n = s ? (size_t)sqlite3_column_bytes(st, i) : 0;
+  if (n >= cap) n = cap - 1;
+  if (n) memcpy(buf, s, n);
+  buf[n] = '\0';
+}
+
 /* A column holding JSON text written by a projection, or fallback when it is empty. */
 static void col_json(tl_jw *w, sqlite3_stmt *st, int i, const char *fallback) {
   const char *s = (const char *)sqlite3_column_text(st, i);
@@ -136,8 +145,7 @@ static int summary_page(tl_db *db, sqlite3_stmt *st, int limit, tl_jw *out, tl_p
       break;
     }
     summary(out, st);
-    const char *id = (const char *)sqlite3_column_text(st, 0);
-    snprintf(last, sizeof last, "%s", id ? id : "");
+    copy_col(st, 0, last, sizeof last);
     n++;
   }
   sqlite3_reset(st);
@@ -356,7 +364,8 @@ int tl_query_products(tl_db *db, const char *category, int in_stock, int limit, 
   if (category) sqlite3_bind_text(st, 4, category, -1, SQLITE_TRANSIENT);
   if (in_stock >= 0) sqlite3_bind_int(st, 5, in_stock);
   int rc, n = 0, more = 0;
-  char next_cursor[96] = "";
+  long long last_count = 0; /* the cursor's parts, of the last item */
+  char last_id[96] = "";
   tl_jw_key(out, "items");
   tl_jw_array(out);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -367,18 +376,20 @@ int tl_query_products(tl_db *db, const char *category, int in_stock, int limit, 
     tl_jw_object(out);
     product_members(out, st);
     tl_jw_end(out);
-    snprintf(
-        next_cursor, sizeof next_cursor, "%lld:%s", (long long)sqlite3_column_int64(st, 7),
-        (const char *)sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0) : "");
+    last_count = (long long)sqlite3_column_int64(st, 7);
+    copy_col(st, 0, last_id, sizeof last_id);
     n++;
   }
   sqlite3_reset(st);
   if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_error(db, p);
   tl_jw_end(out);
   tl_jw_key(out, "nextCursor");
-  if (more)
+  if (more) {
+    char next_cursor[128];
+    snprintf(next_cursor, sizeof next_cursor, "%lld:%s", last_count, last_id);
     tl_jw_string(out, next_cursor);
-  else
+  } else {
     tl_jw_null(out);
+  }
   return TL_OK;
 }
