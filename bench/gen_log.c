@@ -112,7 +112,7 @@ static void stage(tl_log *log, gen_batch *b, const char *stream, int64_t version
   for (int i = 0; i < d->n_events; i++) {
     if (b->n == b->cap) batch_flush(log, b);
     char event_id[TL_UUID_LEN + 1], correlation_id[TL_UUID_LEN + 1];
-    tl_uuid_v4(event_id);
+    tl_uuid_v7(recorded_ms, event_id); /* as the writer mints them */
     tl_uuid_v4(correlation_id); /* an HTTP request without X-Correlation-Id gets one */
     json_t *meta_j = json_pack("{s:s, s:s, s:o}", "eventId", event_id, "correlationId",
                                correlation_id, "causationId", json_null());

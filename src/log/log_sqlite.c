@@ -76,8 +76,10 @@ static int sq_open(void **impl, const tl_log_opts *opts, int64_t *head, tl_err *
     free(l);
     return tl_err_set(err, TL_E_INVALID, "data directory path too long");
   }
-  int rc = tl_db_open(&l->w, l->path, 0, opts->fsync_full ? "FULL" : "NORMAL", err);
+  const char *sync = opts->fsync_full ? "FULL" : "NORMAL";
+  int rc = tl_db_open(&l->w, l->path, 0, sync, err);
   if (rc == TL_OK) rc = tl_db_exec(l->w, SCHEMA, err);
+  if (rc == TL_OK) rc = tl_db_checkpoint_in_background(l->w, l->path, sync, err);
   sqlite3_stmt *st = NULL;
   if (rc == TL_OK) {
     st = tl_db_stmt(l->w, "SELECT COALESCE(MAX(position), 0) FROM events", err);
@@ -89,6 +91,8 @@ static int sq_open(void **impl, const tl_log_opts *opts, int64_t *head, tl_err *
     sqlite3_reset(st);
   }
   if (rc == TL_OK) rc = tl_db_open(&l->snap, l->path, 0, "NORMAL", err);
+  /* The writer's background checkpointer also takes the pages snapshots add to the WAL. */
+  if (rc == TL_OK) rc = tl_db_exec(l->snap, "PRAGMA wal_autocheckpoint=0", err);
   if (rc != TL_OK) {
     tl_db_close(l->snap);
     tl_db_close(l->w);
@@ -276,6 +280,32 @@ static int sq_read_all(void *rimpl, int64_t from_position, int limit, tl_event_f
   return emit_rows(d, st, fn, arg, err);
 }
 
+static int sq_read_begin(void *rimpl, tl_err *err) {
+  tl_db *d = rimpl;
+  /* A deferred BEGIN takes no lock: the first read (any table) starts the read transaction. */
+  int rc = tl_db_exec(d, "BEGIN", err);
+  if (rc != TL_OK) return rc;
+  sqlite3_stmt *st = tl_db_stmt(d, "SELECT 1 FROM events LIMIT 1", err);
+  if (!st) {
+    (void)tl_db_exec(d, "ROLLBACK", err);
+    return TL_E_IO;
+  }
+  int s = sqlite3_step(st);
+  sqlite3_reset(st);
+  if (s != SQLITE_ROW && s != SQLITE_DONE) {
+    tl_db_fail(d, s, "begin read", err);
+    (void)tl_db_exec(d, "ROLLBACK", NULL);
+    return TL_E_IO;
+  }
+  return TL_OK;
+}
+
+static void sq_read_end(void *rimpl) {
+  tl_db *d = rimpl;
+  if (!sqlite3_get_autocommit(d->db) && tl_db_exec(d, "COMMIT", NULL) != TL_OK)
+    (void)tl_db_exec(d, "ROLLBACK", NULL);
+}
+
 static int sq_idem_get(void *rimpl, const char *key, tl_idem_record *rec, tl_err *err) {
   tl_db *d = rimpl;
   sqlite3_stmt *st = tl_db_stmt(d, SQL_IDEM_GET, err);
@@ -312,6 +342,8 @@ const tl_log_backend tl_log_sqlite_backend = {
     .read_stream = sq_read_stream,
     .read_all = sq_read_all,
     .idem_get = sq_idem_get,
+    .read_begin = sq_read_begin,
+    .read_end = sq_read_end,
     .snapshots_put = sq_snapshots_put,
     .snapshot_get = sq_snapshot_get,
 };

@@ -233,6 +233,14 @@ int tl_log_read_all(tl_log_reader *r, int64_t from_position, int limit, tl_event
   return finish_read(&c, rc, err);
 }
 
+int tl_log_read_begin(tl_log_reader *r, tl_err *err) {
+  return r->be->read_begin ? r->be->read_begin(r->impl, err) : TL_OK;
+}
+
+void tl_log_read_end(tl_log_reader *r) {
+  if (r->be->read_end) r->be->read_end(r->impl);
+}
+
 int tl_log_idem_get(tl_log_reader *r, const char *key, tl_idem_record *rec, tl_err *err) {
   return r->be->idem_get(r->impl, key, rec, err);
 }

@@ -149,6 +149,14 @@ int tl_log_read_stream(tl_log_reader *r, const char *stream, int64_t from_versio
 int tl_log_read_all(tl_log_reader *r, int64_t from_position, int limit, tl_event_fn fn, void *arg,
                     tl_err *err);
 
+/* Groups the reads of r until tl_log_read_end into one read transaction: they see one snapshot
+ * of the log and pay for one transaction instead of one each (SQLite: the WAL read lock's
+ * fcntl calls). No append may run on the same connection in between (the writer reads its
+ * batch's keys and aggregates between the two, then appends). Returns 0 or TL_E_IO; after an
+ * error, reads still work, each on its own. */
+int tl_log_read_begin(tl_log_reader *r, tl_err *err);
+void tl_log_read_end(tl_log_reader *r);
+
 /* Looks up an idempotency key. Returns 0 with *rec filled (caller frees rec->body),
  * TL_E_NOTFOUND, or TL_E_IO. */
 int tl_log_idem_get(tl_log_reader *r, const char *key, tl_idem_record *rec, tl_err *err);

@@ -27,6 +27,10 @@ typedef struct tl_log_backend {
   int (*read_all)(void *rimpl, int64_t from_position, int limit, tl_event_fn fn, void *arg,
                   tl_err *err);
   int (*idem_get)(void *rimpl, const char *key, tl_idem_record *rec, tl_err *err);
+  /* Optional (NULL: every read stands alone): the reads of a handle between begin and end
+   * share one snapshot. */
+  int (*read_begin)(void *rimpl, tl_err *err);
+  void (*read_end)(void *rimpl);
   /* Snapshots: put replaces each stream's snapshot in one atomic write that need not be
    * durable yet; get reads the stored one (TL_E_NOTFOUND when there is none). */
   int (*snapshots_put)(void *impl, const tl_snapshot_in *snaps, size_t n, tl_err *err);

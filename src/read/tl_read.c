@@ -756,6 +756,7 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
    * whole projection in one INSERT ... SELECT): in a file they spill to disk past 64 KiB
    * instead of holding every changed page in memory (+0.5 kB of RSS per order). */
   if (rc == TL_OK) rc = tl_db_exec(r->w, "PRAGMA temp_store=FILE", err);
+  if (rc == TL_OK) rc = tl_db_checkpoint_in_background(r->w, r->path, "NORMAL", err);
   assert(tl_projections_count <= MAX_PROJECTIONS);
   int64_t min_cp = INT64_MAX;
   for (int i = 0; rc == TL_OK && i < tl_projections_count; i++) {

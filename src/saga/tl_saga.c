@@ -483,6 +483,7 @@ static void *runner_main(void *arg) {
 
 static int open_runner(pm_runner *r, const char *path, tl_err *err) {
   int rc = tl_db_open(&r->db, path, 0, "NORMAL", err);
+  if (rc == TL_OK) rc = tl_db_checkpoint_in_background(r->db, path, "NORMAL", err);
   if (rc == TL_OK) rc = tl_db_exec(r->db, CHECKPOINTS_SCHEMA, err);
   if (rc == TL_OK) rc = tl_db_exec(r->db, r->def->schema_sql, err);
   if (rc != TL_OK) return rc;

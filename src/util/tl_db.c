@@ -1,8 +1,11 @@
 /* tl_db.c: SQLite connection and statement-cache helpers. */
 #include "util/tl_db.h"
 
+#include "util/tl_slog.h"
 #include "util/tl_time.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,8 +52,39 @@ int tl_db_open(tl_db **out, const char *path, int readonly, const char *synchron
   return TL_OK;
 }
 
+struct tl_db_ckpt {
+  tl_db *own; /* the checkpointer's connection (used only by its thread) */
+  pthread_t thread;
+  pthread_mutex_t lock; /* guards wanted and stopping */
+  pthread_cond_t cond;
+  int wanted, stopping;
+  atomic_long done; /* checkpoints run by the thread */
+  /* Committing thread only (the WAL hook): the WAL size at the last commit, and the size at
+   * which the thread is woken next, so that it copies ~TL_DB_CKPT_PAGES new frames per run
+   * (each run sorts every frame of the WAL; waking it at each commit past the mark would). */
+  int last_pages, next_wake;
+};
+
+static void ckpt_stop(struct tl_db_ckpt *c) {
+  pthread_mutex_lock(&c->lock);
+  c->stopping = 1;
+  pthread_cond_signal(&c->cond);
+  pthread_mutex_unlock(&c->lock);
+  pthread_join(c->thread, NULL);
+  pthread_cond_destroy(&c->cond);
+  pthread_mutex_destroy(&c->lock);
+  tl_db_close(c->own);
+  free(c);
+}
+
 void tl_db_close(tl_db *d) {
   if (!d) return;
+  if (d->ckpt) {
+    /* The hook points at d->ckpt: remove it before the thread and its struct go. */
+    if (d->db) sqlite3_wal_hook(d->db, NULL, NULL);
+    ckpt_stop(d->ckpt);
+    d->ckpt = NULL;
+  }
   for (int i = 0; i < d->n_cache; i++) sqlite3_finalize(d->cache[i].stmt);
   if (d->db) sqlite3_close_v2(d->db);
   free(d);
@@ -129,4 +163,82 @@ json_t *tl_db_dead_letters(tl_db *d, sqlite3_stmt *st, const char *owner_key, tl
     return NULL;
   }
   return arr;
+}
+
+/* ---- background checkpoints ----------------------------------------------------------- */
+
+static void *ckpt_main(void *arg) {
+  struct tl_db_ckpt *c = arg;
+  tl_thread_name("tl-checkpoint");
+  pthread_mutex_lock(&c->lock);
+  for (;;) {
+    while (!c->wanted && !c->stopping) pthread_cond_wait(&c->cond, &c->lock);
+    if (c->stopping) break;
+    c->wanted = 0;
+    pthread_mutex_unlock(&c->lock);
+    int log_pages = 0, done_pages = 0;
+    int rc = sqlite3_wal_checkpoint_v2(c->own->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_pages,
+                                       &done_pages);
+    if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
+      /* Nothing is lost: the frames stay in the WAL, and the next commit asks again. */
+      char code[16];
+      snprintf(code, sizeof code, "%d", rc);
+      tl_slog(TL_SLOG_WARN, NULL, "background checkpoint failed", "error",
+              sqlite3_errmsg(c->own->db), "code", code, NULL);
+    }
+    atomic_fetch_add_explicit(&c->done, 1, memory_order_relaxed);
+    pthread_mutex_lock(&c->lock);
+  }
+  pthread_mutex_unlock(&c->lock);
+  return NULL;
+}
+
+/* SQLite's WAL hook: runs in the committing thread after each commit, with the WAL's size. */
+static int ckpt_hook(void *arg, sqlite3 *db, const char *name, int pages) {
+  struct tl_db_ckpt *c = arg;
+  if (pages < c->last_pages) c->next_wake = TL_DB_CKPT_PAGES; /* the WAL restarted */
+  c->last_pages = pages;
+  if (pages >= TL_DB_CKPT_BACKSTOP_PAGES) {
+    (void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+  } else if (pages >= c->next_wake) {
+    c->next_wake = pages + TL_DB_CKPT_PAGES;
+    pthread_mutex_lock(&c->lock);
+    if (!c->wanted) {
+      c->wanted = 1;
+      pthread_cond_signal(&c->cond);
+    }
+    pthread_mutex_unlock(&c->lock);
+  }
+  return SQLITE_OK;
+}
+
+int tl_db_checkpoint_in_background(tl_db *d, const char *path, const char *synchronous,
+                                   tl_err *err) {
+  if (d->ckpt) return tl_err_set(err, TL_E_INVALID, "%s: checkpointer already running", path);
+  struct tl_db_ckpt *c = calloc(1, sizeof *c);
+  if (!c) return tl_err_set(err, TL_E_NOMEM, "out of memory");
+  int rc = tl_db_open(&c->own, path, 0, synchronous, err);
+  if (rc != TL_OK) {
+    free(c);
+    return rc;
+  }
+  atomic_init(&c->done, 0);
+  c->next_wake = TL_DB_CKPT_PAGES;
+  pthread_mutex_init(&c->lock, NULL);
+  pthread_cond_init(&c->cond, NULL);
+  int prc = pthread_create(&c->thread, NULL, ckpt_main, c);
+  if (prc != 0) {
+    pthread_cond_destroy(&c->cond);
+    pthread_mutex_destroy(&c->lock);
+    tl_db_close(c->own);
+    free(c);
+    return tl_err_set(err, TL_E_IO, "cannot start the checkpointer of %s: %s", path, strerror(prc));
+  }
+  d->ckpt = c;
+  sqlite3_wal_hook(d->db, ckpt_hook, c); /* replaces the automatic checkpoint */
+  return TL_OK;
+}
+
+long tl_db_background_checkpoints(const tl_db *d) {
+  return d->ckpt ? atomic_load_explicit(&d->ckpt->done, memory_order_relaxed) : 0;
 }

@@ -13,8 +13,11 @@
 
 #define TL_DB_STMT_CACHE 48
 
+struct tl_db_ckpt; /* tl_db.c: a connection's background checkpointer */
+
 typedef struct tl_db {
   sqlite3 *db;
+  struct tl_db_ckpt *ckpt; /* NULL unless tl_db_checkpoint_in_background */
   struct {
     const char *sql; /* static string: compared by pointer */
     sqlite3_stmt *stmt;
@@ -33,6 +36,31 @@ int tl_db_init_library(tl_err *err);
  * *out is NULL. Free with tl_db_close. */
 int tl_db_open(tl_db **out, const char *path, int readonly, const char *synchronous, tl_err *err);
 void tl_db_close(tl_db *d);
+
+/* WAL pages at which a connection's background checkpointer is woken, and at which the
+ * committing thread checkpoints by itself. The second is needed even when the background
+ * thread keeps up: the WAL restarts from its beginning only after a checkpoint that copied
+ * every frame, and under steady commits the background one always finds a few new frames at
+ * its end. The committing thread's PASSIVE checkpoint copies just the frames the background
+ * thread has not, so the next commit restarts the WAL: at most ~16 MiB of WAL. */
+#define TL_DB_CKPT_PAGES 1000
+#define TL_DB_CKPT_BACKSTOP_PAGES 4000
+
+/* Moves the WAL checkpoints of d (a connection that commits) to a thread of their own with a
+ * connection of their own to path, opened with the given synchronous level: the thread that
+ * commits on d no longer copies WAL frames into the database file nor waits for that file's
+ * fsync (SQLite's automatic checkpoint does both inside the COMMIT that crosses 1000 pages).
+ * d's WAL hook wakes the thread once the WAL holds TL_DB_CKPT_PAGES pages; it runs a PASSIVE
+ * checkpoint, which never blocks writers or readers and is as durable as SQLite's own. When
+ * the WAL reaches TL_DB_CKPT_BACKSTOP_PAGES, the committing thread checkpoints (PASSIVE)
+ * itself, which restarts the WAL. Other connections that commit to the same file should set wal_autocheckpoint=0: the
+ * WAL they grow is counted by d's next commit. tl_db_close(d) stops the thread first. Call once
+ * per connection; returns 0, TL_E_IO or TL_E_NOMEM (d is unchanged on failure). */
+int tl_db_checkpoint_in_background(tl_db *d, const char *path, const char *synchronous,
+                                   tl_err *err);
+
+/* Checkpoints the background thread of d has run (0 without one). For tests and metrics. */
+long tl_db_background_checkpoints(const tl_db *d);
 
 /* Runs one or more statements without results. */
 int tl_db_exec(tl_db *d, const char *sql, tl_err *err);

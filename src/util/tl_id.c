@@ -8,14 +8,31 @@
 
 static const char CROCKFORD[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
-void tl_random_bytes(void *buf, size_t n) {
-  unsigned char *p = buf;
+static void random_fill(unsigned char *p, size_t n) {
   while (n > 0) {
     ssize_t got = getrandom(p, n, 0);
     if (got < 0) continue; /* EINTR; getrandom does not fail otherwise once the pool is ready */
     p += got;
     n -= (size_t)got;
   }
+}
+
+void tl_random_bytes(void *buf, size_t n) {
+  static _Thread_local unsigned char pool[512];
+  static _Thread_local size_t left; /* unused bytes at the end of pool */
+  unsigned char *p = buf;
+  if (n > sizeof pool / 2) {
+    random_fill(p, n);
+    return;
+  }
+  if (n > left) {
+    random_fill(pool, sizeof pool);
+    left = sizeof pool;
+  }
+  unsigned char *src = pool + sizeof pool - left;
+  memcpy(p, src, n);
+  memset(src, 0, n); /* a byte handed out is not kept */
+  left -= n;
 }
 
 static pthread_mutex_t ulid_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -61,12 +78,8 @@ bool tl_ulid_valid(const char *s) {
   return true;
 }
 
-void tl_uuid_v4(char out[TL_UUID_LEN + 1]) {
+static void uuid_format(const unsigned char b[16], char out[TL_UUID_LEN + 1]) {
   static const char hex[] = "0123456789abcdef";
-  unsigned char b[16];
-  tl_random_bytes(b, sizeof b);
-  b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-  b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
   int o = 0;
   for (int i = 0; i < 16; i++) {
     if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
@@ -75,6 +88,44 @@ void tl_uuid_v4(char out[TL_UUID_LEN + 1]) {
   }
   out[o] = '\0';
   assert(o == TL_UUID_LEN);
+}
+
+void tl_uuid_v4(char out[TL_UUID_LEN + 1]) {
+  unsigned char b[16];
+  tl_random_bytes(b, sizeof b);
+  b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+  b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+  uuid_format(b, out);
+}
+
+void tl_uuid_v7(int64_t ms, char out[TL_UUID_LEN + 1]) {
+  /* rand holds the 74 random bits as 10 bytes: 12 bits of rand_a (the low nibble of byte 0
+   * and byte 1), then 62 bits of rand_b (the low 6 bits of byte 2, bytes 3-9). */
+  static _Thread_local int64_t last_ms = -1;
+  static _Thread_local unsigned char rand[10];
+  if (ms <= last_ms) {
+    ms = last_ms;
+    for (int i = 9; i >= 0; i--) {
+      unsigned char top = i == 2 ? 0x3f : i == 0 ? 0x0f : 0xff;
+      if (rand[i] < top) {
+        rand[i]++;
+        break;
+      }
+      rand[i] = 0; /* carry; 74 bits do not overflow in practice */
+    }
+  } else {
+    last_ms = ms;
+    tl_random_bytes(rand, sizeof rand);
+    rand[0] &= 0x07; /* headroom for increments */
+    rand[2] &= 0x3f;
+  }
+  unsigned char b[16];
+  for (int i = 0; i < 6; i++) b[i] = (unsigned char)((uint64_t)ms >> (40 - 8 * i));
+  b[6] = (unsigned char)(0x70 | rand[0]);
+  b[7] = rand[1];
+  b[8] = (unsigned char)(0x80 | rand[2]);
+  memcpy(b + 9, rand + 3, 7);
+  uuid_format(b, out);
 }
 
 static bool is_hex(char c) {

@@ -19,6 +19,7 @@
 
 #include "domain/upcast.h"
 
+#include "util/tl_buf.h"
 #include "util/tl_map.h"
 #include "util/tl_money.h"
 #include "util/tl_slog.h"
@@ -380,6 +381,28 @@ static int touch(batch *b, const char *stream) {
   return 0;
 }
 
+/* An event's metadata as JSON text (malloc'd; NULL if out of memory):
+ * {"eventId":<UUIDv7>,"correlationId":"...","causationId":"..."|null}, the bytes jansson would
+ * write for that object. */
+static char *event_metadata(int64_t now_ms, const tl_cmd_request *req) {
+  char event_id[TL_UUID_LEN + 1];
+  tl_uuid_v7(now_ms, event_id);
+  tl_buf m = {0};
+  tl_buf_append(&m, "{\"eventId\":\"", 12);
+  tl_buf_append(&m, event_id, TL_UUID_LEN);
+  tl_buf_append(&m, "\",\"correlationId\":", 18);
+  tl_buf_json_string(&m, req->correlation_id ? req->correlation_id : "");
+  tl_buf_append(&m, ",\"causationId\":", 15);
+  if (req->causation_id) tl_buf_json_string(&m, req->causation_id);
+  else tl_buf_append(&m, "null", 4);
+  tl_buf_append(&m, "}", 1);
+  if (m.oom) {
+    tl_buf_free(&m);
+    return NULL;
+  }
+  return m.data;
+}
+
 /* Appends the decision's events to the batch, folding each into state. */
 static int stage_events(tl_writer *w, batch *b, tl_cmd_request *req, const char *stream,
                         tl_decision *d, int is_order, void *state) {
@@ -390,14 +413,8 @@ static int stage_events(tl_writer *w, batch *b, tl_cmd_request *req, const char 
   char *stream_copy = keep(b, strdup(stream));
   if (!stream_copy) return TL_E_NOMEM;
   for (int i = 0; i < d->n_events; i++) {
-    char event_id[TL_UUID_LEN + 1];
-    tl_uuid_v4(event_id);
     char *data = keep(b, tl_json_dumps(d->events[i].data));
-    json_t *meta_j = json_pack("{s:s, s:s, s:o}", "eventId", event_id, "correlationId",
-                               req->correlation_id ? req->correlation_id : "", "causationId",
-                               req->causation_id ? json_string(req->causation_id) : json_null());
-    char *meta = keep(b, meta_j ? tl_json_dumps(meta_j) : NULL);
-    json_decref(meta_j);
+    char *meta = keep(b, event_metadata(b->now_ms, req));
     if (!data || !meta) return TL_E_NOMEM;
     int64_t *version = is_order ? &((tl_order_state *)state)->version
                                 : &((tl_product_state *)state)->version;
@@ -615,11 +632,17 @@ static void process_batch(tl_writer *w, tl_cmd_request *list, batch *b) {
   batch_reset(b);
   b->now_ms = tl_now_ms();
   int n_requests = 0, n_writing = 0;
+  /* The batch's key look-ups and aggregate loads share one read transaction. If it cannot be
+   * begun, each read runs on its own (and fails on its own if storage is gone). */
+  tl_log_reader *reader = tl_log_writer_reader(w->log);
+  tl_err rerr = {0};
+  int grouped = tl_log_read_begin(reader, &rerr) == TL_OK;
   for (tl_cmd_request *r = list; r; r = r->next) {
     decide_one(w, b, r);
     n_requests++;
     if (r->n_events > 0) n_writing++;
   }
+  if (grouped) tl_log_read_end(reader);
 
   int failed = b->poisoned;
   if (!failed && (b->n_events > 0 || b->n_idem > 0)) {

@@ -11,7 +11,9 @@
  *    product id is 1 to 64 of [A-Za-z0-9_-]);
  *  - tl_ulid_new makes valid ULIDs, strictly increasing from one call to the next, whose time
  *    part is the largest time given so far (the generator never goes back);
- *  - tl_uuid_v4 makes valid version-4, variant-1 UUIDs.
+ *  - tl_uuid_v4 makes valid version-4, variant-1 UUIDs;
+ *  - tl_uuid_v7 makes valid version-7, variant-1 UUIDs, strictly increasing, whose first 48
+ *    bits are the largest time given so far.
  */
 #include "fuzz_common.h"
 
@@ -68,8 +70,19 @@ static int64_t ulid_ms(const char *u) {
   return ms;
 }
 
-static char last_ulid[TL_ULID_LEN + 1];
+static char last_ulid[TL_ULID_LEN + 1], last_v7[TL_UUID_LEN + 1];
 static int64_t max_ms = -1;
+
+/* The time part (first 48 bits: 12 hex digits around one dash) of a valid UUID. */
+static int64_t uuid_ms(const char *u) {
+  int64_t ms = 0;
+  for (int i = 0; i < 13; i++) {
+    if (u[i] == '-') continue;
+    char c = u[i];
+    ms = ms * 16 + (c <= '9' ? c - '0' : c - 'a' + 10);
+  }
+  return ms;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char *s = fuzz_strndup(data, size);
@@ -94,5 +107,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   tl_uuid_v4(v4);
   FUZZ_CHECK(ref_uuid(v4) && tl_uuid_valid(v4) && v4[14] == '4' && strchr("89ab", v4[19]),
              "generated UUID '%s'", v4);
+
+  char v7[TL_UUID_LEN + 1];
+  tl_uuid_v7(ms, v7);
+  FUZZ_CHECK(ref_uuid(v7) && v7[14] == '7' && strchr("89ab", v7[19]), "generated UUID '%s'", v7);
+  FUZZ_CHECK(uuid_ms(v7) == max_ms, "UUIDv7 '%s' has time %lld, not %lld", v7,
+             (long long)uuid_ms(v7), (long long)max_ms);
+  FUZZ_CHECK(strcmp(v7, last_v7) > 0, "UUIDv7 '%s' does not follow '%s'", v7, last_v7);
+  memcpy(last_v7, v7, sizeof v7);
   return 0;
 }

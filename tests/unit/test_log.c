@@ -1,5 +1,6 @@
-/* test_log.c: the event log's snapshot storage (log/tl_log.c, log/log_sqlite.c) on a real
- * events.db in a fresh mkdtemp directory: tl_log_snapshots_put and tl_log_snapshot_get.
+/* test_log.c: the event log's storage (log/tl_log.c, log/log_sqlite.c, util/tl_db.c) on a real
+ * events.db in a fresh mkdtemp directory: tl_log_snapshots_put and tl_log_snapshot_get, grouped
+ * reads (tl_log_read_begin/end) and the background WAL checkpointer.
  *
  * One snapshot per stream, replaced by the next; a failed write (fail point log.snapshot)
  * changes nothing; snapshots survive closing and reopening the log; writing them never touches
@@ -17,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct fixture {
@@ -148,12 +151,106 @@ static void test_failed_snapshot_write_changes_nothing(void **state) {
   assert_int_equal(tl_log_head(f->log), 5);
 }
 
+static int count_event(void *arg, const tl_event *ev) {
+  (void)ev;
+  (*(int *)arg)++;
+  return 0;
+}
+
+static void test_grouped_reads_see_one_snapshot(void **state) {
+  fixture *f = *state;
+  tl_err err = {0};
+  append(f, "product-a", 0, 3);
+  tl_log_reader *w = tl_log_writer_reader(f->log);
+  tl_log_reader *r = NULL;
+  assert_int_equal(tl_log_reader_acquire(f->log, &r, &err), TL_OK);
+  assert_int_equal(tl_log_read_begin(r, &err), TL_OK);
+  int n = 0;
+  assert_int_equal(tl_log_read_all(r, 1, 0, count_event, &n, &err), TL_OK);
+  assert_int_equal(n, 3);
+  append(f, "product-a", 3, 2); /* another connection commits meanwhile */
+  n = 0;
+  assert_int_equal(tl_log_read_all(r, 1, 0, count_event, &n, &err), TL_OK);
+  assert_int_equal(n, 3); /* still the snapshot the group began with */
+  tl_log_read_end(r);
+  n = 0;
+  assert_int_equal(tl_log_read_all(r, 1, 0, count_event, &n, &err), TL_OK);
+  assert_int_equal(n, 5);
+  tl_log_reader_release(f->log, r);
+
+  /* The writer's own reader: group, end, then append on the same connection. */
+  assert_int_equal(tl_log_read_begin(w, &err), TL_OK);
+  tl_idem_record rec = {0};
+  assert_int_equal(tl_log_idem_get(w, "no-such-key", &rec, &err), TL_E_NOTFOUND);
+  n = 0;
+  assert_int_equal(tl_log_read_stream(w, "product-a", 1, 0, count_event, &n, &err), TL_OK);
+  assert_int_equal(n, 5);
+  tl_log_read_end(w);
+  append(f, "product-a", 5, 1);
+  assert_int_equal(tl_log_head(f->log), 6);
+}
+
+static off_t file_size(const char *dir, const char *name) {
+  char p[128];
+  snprintf(p, sizeof p, "%s/%s", dir, name);
+  struct stat st;
+  return stat(p, &st) == 0 ? st.st_size : -1;
+}
+
+static void test_background_checkpoints(void **state) {
+  fixture *f = *state;
+  tl_err err = {0};
+  /* Commit ~4,600 pages in small transactions, as group commits do: past the wake-up mark
+   * and past the backstop. */
+  tl_db *db = NULL;
+  char path[128];
+  snprintf(path, sizeof path, "%s/ckpt.db", f->dir);
+  assert_int_equal(tl_db_open(&db, path, 0, "FULL", &err), TL_OK);
+  assert_int_equal(tl_db_checkpoint_in_background(db, path, "FULL", &err), TL_OK);
+  assert_int_equal(tl_db_checkpoint_in_background(db, path, "FULL", &err), TL_E_INVALID);
+  assert_int_equal(tl_db_exec(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)", &err), TL_OK);
+  for (int i = 0; i < 600; i++)
+    assert_int_equal(tl_db_exec(db,
+                                "BEGIN; INSERT INTO t(v) SELECT randomblob(3000) FROM"
+                                " (SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL"
+                                " SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL"
+                                " SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9 UNION ALL"
+                                " SELECT 10); COMMIT",
+                                &err),
+                     TL_OK);
+  /* The thread ran, and the WAL was restarted rather than holding every commit (18 MB). */
+  for (int i = 0; i < 500 && tl_db_background_checkpoints(db) == 0; i++)
+    nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+  assert_true(tl_db_background_checkpoints(db) > 0);
+  off_t wal = file_size(f->dir, "ckpt.db-wal");
+  assert_true(wal > 0);
+  assert_true(wal < (off_t)(TL_DB_CKPT_BACKSTOP_PAGES + 100) * 4120);
+  assert_true(file_size(f->dir, "ckpt.db") > 6000 * 1000); /* pages reached the database */
+  /* Closing stops the thread; everything is there when the file is opened again. */
+  tl_db_close(db);
+  assert_int_equal(tl_db_open(&db, path, 1, "FULL", &err), TL_OK);
+  sqlite3_stmt *st = tl_db_stmt(db, "SELECT count(*), sum(length(v)) FROM t", &err);
+  assert_non_null(st);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  assert_int_equal(sqlite3_column_int(st, 0), 6000);
+  assert_int_equal(sqlite3_column_int64(st, 1), 6000 * 3000);
+  sqlite3_reset(st);
+  tl_db_close(db);
+  const char *names[] = {"ckpt.db", "ckpt.db-wal", "ckpt.db-shm"};
+  for (size_t i = 0; i < TL_ARRAY_LEN(names); i++) {
+    snprintf(path, sizeof path, "%s/%s", f->dir, names[i]);
+    unlink(path);
+  }
+}
+
 int main(void) {
   tl_err err = {0};
   if (tl_db_init_library(&err) != TL_OK) return 1;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_snapshots_put_get_replace, setup, teardown),
       cmocka_unit_test_setup_teardown(test_failed_snapshot_write_changes_nothing, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_grouped_reads_see_one_snapshot, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_background_checkpoints, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -182,6 +182,31 @@ static void test_uuid_and_product_id(void **s) {
   tl_uuid_v4(u);
   assert_true(tl_uuid_valid(u));
   assert_int_equal(u[14], '4');
+  /* Version 7: the time in the first 48 bits, strictly increasing within a millisecond and
+   * across them, never going back even if the clock does. */
+  char v[37], prev[37];
+  tl_uuid_v7(0x0123456789abLL, prev);
+  assert_true(tl_uuid_valid(prev));
+  assert_memory_equal(prev, "01234567-89ab-7", 15);
+  assert_non_null(strchr("89ab", prev[19]));
+  for (int i = 0; i < 5000; i++) {
+    tl_uuid_v7(0x0123456789abLL + (i % 7 == 6) - (i % 11 == 10), v);
+    assert_true(tl_uuid_valid(v));
+    assert_int_equal(v[14], '7');
+    assert_non_null(strchr("89ab", v[19]));
+    assert_true(strcmp(prev, v) < 0);
+    memcpy(prev, v, sizeof v);
+  }
+  /* Buffered randomness: consecutive draws differ, large draws bypass the buffer. */
+  unsigned char r1[16], r2[16], big[4096];
+  tl_random_bytes(r1, sizeof r1);
+  tl_random_bytes(r2, sizeof r2);
+  assert_memory_not_equal(r1, r2, sizeof r1);
+  memset(big, 0, sizeof big);
+  tl_random_bytes(big, sizeof big);
+  int zeros = 0;
+  for (size_t i = 0; i < sizeof big; i++) zeros += big[i] == 0;
+  assert_true(zeros < 64); /* ~16 expected of 4096 random bytes */
   assert_true(tl_uuid_valid("123E4567-e89b-12d3-a456-426614174000"));
   assert_false(tl_uuid_valid("123e4567e89b12d3a456426614174000"));
   assert_false(tl_uuid_valid("123e4567-e89b-12d3-a456-42661417400g"));
