@@ -30,6 +30,15 @@ bool tl_cmd_is_order(tl_cmd_kind kind) {
          kind == TL_CMD_CANCEL || kind == TL_CMD_MARK_RESERVED || kind == TL_CMD_REJECT_ORDER;
 }
 
+void tl_cmd_init(tl_cmd *c) {
+  c->kind = 0;
+  c->id[0] = c->name[0] = c->category[0] = c->currency[0] = c->customer_id[0] = '\0';
+  c->text[0] = c->order_id[0] = '\0';
+  c->price_minor = c->quantity = 0;
+  c->n_items = 0;
+  c->shipping = NULL;
+}
+
 void tl_cmd_clear(tl_cmd *c) {
   json_decref(c->shipping);
   c->shipping = NULL;
@@ -220,7 +229,7 @@ static void decode_place_order(const json_t *b, tl_cmd *c, tl_problem *p) {
 
 int tl_cmd_decode(tl_cmd_kind kind, const char *path_id, const json_t *body, tl_cmd *out,
                   tl_problem *p) {
-  memset(out, 0, sizeof *out);
+  tl_cmd_init(out);
   out->kind = kind;
   /* A path id longer than any aggregate id names no aggregate. It must not be cut to fit: the
    * prefix could be another product's id, and the command would act on that one. */

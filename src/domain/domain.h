@@ -93,6 +93,11 @@ typedef struct tl_cmd {
   json_t *shipping; /* owned reference: the validated shippingAddress object */
 } tl_cmd;
 
+/* Empties a command: every scalar zero, every string empty, no lines. The large buffers are
+ * not cleared past their first byte (a tl_cmd is ~12 kB): nothing reads beyond a string's NUL
+ * or past n_items. */
+void tl_cmd_init(tl_cmd *c);
+
 /* Decodes and validates body (a JSON object) for a command of kind on the aggregate named by
  * path_id (NULL for creations). Returns 0 with *out filled (out->id is exactly path_id), or
  * TL_E_INVALID with *p holding a 400 VALIDATION_FAILED problem listing every field error, or

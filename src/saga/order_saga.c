@@ -10,8 +10,9 @@
  *   OrderCancelled            -> release every reservation (and any that is still to come)
  *   OrderShipped              -> commit the reservations: the units leave the stock
  *
- * Instance state: pm_order(order_id, phase, lines) where lines is a JSON array of
- * {"p": productId, "q": quantity, "s": "pending"|"reserved"|"rejected"|"released"|"committed"}.
+ * Instance state: pm_order(order_id, phase, lines) where lines holds one text line per product,
+ * "<state> <quantity> <productId>", state one of pending, reserved, rejected, released,
+ * committed (earlier versions stored a JSON array of {p, q, s}; it is still read).
  * Every decision depends only on the event and this state, so a replayed batch asks for the
  * same commands with the same idempotency keys.
  */
@@ -28,11 +29,70 @@ static const char SQL_PUT[] =
     "INSERT INTO pm_order(order_id, phase, lines) VALUES(?,?,?)"
     " ON CONFLICT(order_id) DO UPDATE SET phase = excluded.phase, lines = excluded.lines";
 
+/* One line per product of the order: its quantity and where its reservation stands. */
+typedef struct line {
+  char p[TL_PRODUCT_ID_MAX + 1];
+  int64_t q;
+  char s[12]; /* pending, reserved, rejected, released, committed */
+} line;
+
 typedef struct instance {
   char order_id[TL_ULID_LEN + 1];
   char phase[16]; /* reserving, reserved, rejected, cancelled, shipped */
-  json_t *lines;  /* owned */
+  int n;
+  line lines[TL_ORDER_MAX_ITEMS];
 } instance;
+
+/* Stored lines are text, one per product: "<state> <quantity> <productId>\n" (product ids have
+ * no blanks). Instances stored by earlier versions hold a JSON array of {p, q, s}; both read. */
+static int parse_json_lines(const char *text, instance *in) {
+  json_t *a = json_loads(text, 0, NULL);
+  size_t i;
+  json_t *l;
+  int ok = json_is_array(a) && json_array_size(a) <= TL_ORDER_MAX_ITEMS;
+  in->n = 0;
+  json_array_foreach(a, i, l) {
+    const char *pid = json_string_value(json_object_get(l, "p"));
+    const char *st = json_string_value(json_object_get(l, "s"));
+    if (!ok || !pid || !st || strlen(pid) > TL_PRODUCT_ID_MAX ||
+        strlen(st) >= sizeof in->lines[0].s) {
+      ok = 0;
+      break;
+    }
+    line *ln = &in->lines[in->n++];
+    memcpy(ln->p, pid, strlen(pid) + 1);
+    memcpy(ln->s, st, strlen(st) + 1);
+    ln->q = json_integer_value(json_object_get(l, "q"));
+  }
+  json_decref(a);
+  return ok ? TL_OK : TL_E_INVALID;
+}
+
+static int parse_lines(const char *text, instance *in) {
+  if (text[0] == '[') return parse_json_lines(text, in);
+  in->n = 0;
+  const char *c = text;
+  while (*c) {
+    if (in->n == TL_ORDER_MAX_ITEMS) return TL_E_INVALID;
+    line *ln = &in->lines[in->n];
+    size_t k = strcspn(c, " ");
+    if (k == 0 || k >= sizeof ln->s || c[k] != ' ') return TL_E_INVALID;
+    memcpy(ln->s, c, k);
+    ln->s[k] = '\0';
+    c += k + 1;
+    char *endq;
+    ln->q = strtoll(c, &endq, 10);
+    if (endq == c || *endq != ' ') return TL_E_INVALID;
+    c = endq + 1;
+    k = strcspn(c, "\n");
+    if (k == 0 || k > TL_PRODUCT_ID_MAX || c[k] != '\n') return TL_E_INVALID;
+    memcpy(ln->p, c, k);
+    ln->p[k] = '\0';
+    c += k + 1;
+    in->n++;
+  }
+  return TL_OK;
+}
 
 /* Loads the instance of order_id; returns 1 found, 0 none, or a negative TL_E code. */
 static int load(tl_db *db, const char *order_id, instance *in, tl_err *err) {
@@ -40,114 +100,103 @@ static int load(tl_db *db, const char *order_id, instance *in, tl_err *err) {
   if (!st) return TL_E_IO;
   sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
   int rc = sqlite3_step(st);
+  int parsed = TL_OK;
   if (rc == SQLITE_ROW) {
     snprintf(in->order_id, sizeof in->order_id, "%s", order_id);
     snprintf(in->phase, sizeof in->phase, "%s", (const char *)sqlite3_column_text(st, 0));
-    in->lines = json_loads((const char *)sqlite3_column_text(st, 1), 0, NULL);
+    parsed = parse_lines((const char *)sqlite3_column_text(st, 1), in);
   }
   sqlite3_reset(st);
   if (rc == SQLITE_DONE) return 0;
   if (rc != SQLITE_ROW) return tl_db_fail(db, rc, "load saga instance", err);
-  if (!in->lines) return tl_err_set(err, TL_E_IO, "saga instance %s is unreadable", order_id);
+  if (parsed != TL_OK) return tl_err_set(err, TL_E_IO, "saga instance %s is unreadable", order_id);
   return 1;
 }
 
 static int save(tl_db *db, const instance *in, tl_err *err) {
-  char *lines = json_dumps(in->lines, JSON_COMPACT);
-  if (!lines) return tl_err_set(err, TL_E_NOMEM, "out of memory");
-  sqlite3_stmt *st = tl_db_stmt(db, SQL_PUT, err);
-  int rc = TL_E_IO;
-  if (st) {
-    sqlite3_bind_text(st, 1, in->order_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, in->phase, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, lines, -1, SQLITE_STATIC);
-    int s = sqlite3_step(st);
-    sqlite3_reset(st);
-    rc = s == SQLITE_DONE ? TL_OK : tl_db_fail(db, s, "save saga instance", err);
+  char text[TL_ORDER_MAX_ITEMS * (sizeof in->lines[0].s + 21 + TL_PRODUCT_ID_MAX + 2) + 1];
+  size_t n = 0;
+  for (int i = 0; i < in->n; i++) {
+    const line *l = &in->lines[i];
+    int w = snprintf(text + n, sizeof text - n, "%s %lld %s\n", l->s, (long long)l->q, l->p);
+    if (w < 0 || (size_t)w >= sizeof text - n)
+      return tl_err_set(err, TL_E_INVALID, "saga lines too long");
+    n += (size_t)w;
   }
-  free(lines);
-  return rc;
+  text[n] = '\0';
+  sqlite3_stmt *st = tl_db_stmt(db, SQL_PUT, err);
+  if (!st) return TL_E_IO;
+  sqlite3_bind_text(st, 1, in->order_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, in->phase, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 3, text, (int)n, SQLITE_STATIC);
+  int s = sqlite3_step(st);
+  sqlite3_reset(st);
+  return s == SQLITE_DONE ? TL_OK : tl_db_fail(db, s, "save saga instance", err);
 }
 
-static const char *line_state(const json_t *l) {
-  return json_string_value(json_object_get(l, "s"));
-}
-
-static void set_state(json_t *l, const char *s) {
-  json_object_set_new(l, "s", json_string(s));
+static void set_state(line *l, const char *s) {
+  snprintf(l->s, sizeof l->s, "%s", s);
 }
 
 /* Asks for a stock command on every line in state `from`, moving it to `to`. */
 static int stock_commands(tl_pm_batch *b, instance *in, tl_cmd_kind kind, const char *verb,
                           const char *from, const char *to, tl_err *err) {
-  size_t i;
-  json_t *l;
-  json_array_foreach(in->lines, i, l) {
-    if (strcmp(line_state(l), from) != 0) continue;
-    const char *pid = json_string_value(json_object_get(l, "p"));
+  for (int i = 0; i < in->n; i++) {
+    line *l = &in->lines[i];
+    if (strcmp(l->s, from) != 0) continue;
     char suffix[96];
-    snprintf(suffix, sizeof suffix, "%s:%s", verb, pid);
-    tl_cmd *c = tl_pm_command(b, kind, pid, suffix);
+    snprintf(suffix, sizeof suffix, "%s:%s", verb, l->p);
+    tl_cmd *c = tl_pm_command(b, kind, l->p, suffix);
     if (!c) return tl_err_set(err, TL_E_NOMEM, "out of memory");
     snprintf(c->order_id, sizeof c->order_id, "%s", in->order_id);
-    c->quantity = json_integer_value(json_object_get(l, "q"));
+    c->quantity = l->q;
     set_state(l, to);
   }
   return TL_OK;
 }
 
 static int on_placed(tl_db *db, const json_t *d, tl_pm_batch *b, tl_err *err) {
-  instance in = {0};
+  instance in;
   const char *oid = json_string_value(json_object_get(d, "orderId"));
   if (!oid) return TL_OK;
   int found = load(db, oid, &in, err);
-  if (found != 0) {
-    json_decref(in.lines);
-    return found < 0 ? found : TL_OK; /* already started */
-  }
+  if (found != 0) return found < 0 ? found : TL_OK; /* already started */
   snprintf(in.order_id, sizeof in.order_id, "%s", oid);
   snprintf(in.phase, sizeof in.phase, "reserving");
-  in.lines = json_array();
+  in.n = 0;
   /* One line per product: an order may list a product twice. */
   size_t i;
   json_t *it;
   json_array_foreach(json_object_get(d, "items"), i, it) {
     const char *pid = json_string_value(json_object_get(it, "productId"));
     json_int_t q = json_integer_value(json_object_get(it, "quantity"));
-    if (!pid) continue;
-    size_t k;
-    json_t *l;
-    int merged = 0;
-    json_array_foreach(in.lines, k, l) {
-      if (strcmp(json_string_value(json_object_get(l, "p")), pid) == 0) {
-        json_object_set_new(l, "q", json_integer(json_integer_value(json_object_get(l, "q")) + q));
-        merged = 1;
-        break;
-      }
+    if (!pid || strlen(pid) > TL_PRODUCT_ID_MAX) continue;
+    int k = 0;
+    while (k < in.n && strcmp(in.lines[k].p, pid) != 0) k++;
+    if (k < in.n) {
+      in.lines[k].q += q;
+    } else if (in.n < TL_ORDER_MAX_ITEMS) {
+      line *l = &in.lines[in.n++];
+      memcpy(l->p, pid, strlen(pid) + 1);
+      l->q = q;
+      set_state(l, "pending");
     }
-    if (!merged)
-      json_array_append_new(in.lines, json_pack("{s:s, s:I, s:s}", "p", pid, "q", q, "s",
-                                                "pending"));
   }
   int rc = stock_commands(b, &in, TL_CMD_RESERVE_STOCK, "reserve", "pending", "pending", err);
   if (rc == TL_OK) rc = save(db, &in, err);
-  json_decref(in.lines);
   return rc;
 }
 
-static int on_stock_answer(tl_db *db, const json_t *d, int reserved, tl_pm_batch *b,
-                           tl_err *err) {
-  instance in = {0};
+static int on_stock_answer(tl_db *db, const json_t *d, int reserved, tl_pm_batch *b, tl_err *err) {
+  instance in;
   const char *oid = json_string_value(json_object_get(d, "orderId"));
   const char *pid = json_string_value(json_object_get(d, "productId"));
   if (!oid || !pid) return TL_OK;
   int found = load(db, oid, &in, err);
   if (found <= 0) return found;
-  size_t i;
-  json_t *l;
-  json_array_foreach(in.lines, i, l) {
-    if (strcmp(json_string_value(json_object_get(l, "p")), pid) == 0 &&
-        strcmp(line_state(l), "pending") == 0)
+  for (int i = 0; i < in.n; i++) {
+    line *l = &in.lines[i];
+    if (strcmp(l->p, pid) == 0 && strcmp(l->s, "pending") == 0)
       set_state(l, reserved ? "reserved" : "rejected");
   }
   int rc = TL_OK;
@@ -157,30 +206,32 @@ static int on_stock_answer(tl_db *db, const json_t *d, int reserved, tl_pm_batch
       rc = stock_commands(b, &in, TL_CMD_RELEASE_STOCK, "release", "reserved", "released", err);
   } else {
     int pending = 0, rejected = 0;
-    json_array_foreach(in.lines, i, l) {
-      pending += strcmp(line_state(l), "pending") == 0;
-      rejected += strcmp(line_state(l), "rejected") == 0;
+    for (int i = 0; i < in.n; i++) {
+      pending += strcmp(in.lines[i].s, "pending") == 0;
+      rejected += strcmp(in.lines[i].s, "rejected") == 0;
     }
     if (pending == 0 && rejected == 0) {
       snprintf(in.phase, sizeof in.phase, "reserved");
-      rc = tl_pm_command(b, TL_CMD_MARK_RESERVED, oid, "reserved") ? TL_OK
-                                                                     : tl_err_set(err, TL_E_NOMEM, "out of memory");
+      rc = tl_pm_command(b, TL_CMD_MARK_RESERVED, oid, "reserved")
+               ? TL_OK
+               : tl_err_set(err, TL_E_NOMEM, "out of memory");
     } else if (pending == 0) {
       snprintf(in.phase, sizeof in.phase, "rejected");
       rc = stock_commands(b, &in, TL_CMD_RELEASE_STOCK, "release", "reserved", "released", err);
       tl_cmd *c = rc == TL_OK ? tl_pm_command(b, TL_CMD_REJECT_ORDER, oid, "reject") : NULL;
-      if (c) snprintf(c->text, sizeof c->text, "OUT_OF_STOCK");
-      else if (rc == TL_OK) rc = tl_err_set(err, TL_E_NOMEM, "out of memory");
+      if (c)
+        snprintf(c->text, sizeof c->text, "OUT_OF_STOCK");
+      else if (rc == TL_OK)
+        rc = tl_err_set(err, TL_E_NOMEM, "out of memory");
     }
   }
   if (rc == TL_OK) rc = save(db, &in, err);
-  json_decref(in.lines);
   return rc;
 }
 
 /* OrderCancelled (release) and OrderShipped (commit). */
 static int on_order_closed(tl_db *db, const json_t *d, int shipped, tl_pm_batch *b, tl_err *err) {
-  instance in = {0};
+  instance in;
   const char *oid = json_string_value(json_object_get(d, "orderId"));
   if (!oid) return TL_OK;
   int found = load(db, oid, &in, err);
@@ -196,12 +247,10 @@ static int on_order_closed(tl_db *db, const json_t *d, int shipped, tl_pm_batch 
     }
     if (rc == TL_OK) rc = save(db, &in, err);
   }
-  json_decref(in.lines);
   return rc;
 }
 
-static int handle(tl_db *db, const tl_event *ev, const json_t *data, tl_pm_batch *b,
-                  tl_err *err) {
+static int handle(tl_db *db, const tl_event *ev, const json_t *data, tl_pm_batch *b, tl_err *err) {
   const char *t = ev->type;
   if (strcmp(t, "OrderPlaced") == 0) return on_placed(db, data, b, err);
   if (strcmp(t, "StockReserved") == 0) return on_stock_answer(db, data, 1, b, err);

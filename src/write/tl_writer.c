@@ -20,6 +20,7 @@
 #include "domain/upcast.h"
 
 #include "util/tl_buf.h"
+#include "util/tl_jw.h"
 #include "util/tl_map.h"
 #include "util/tl_money.h"
 #include "util/tl_slog.h"
@@ -28,6 +29,7 @@
 
 #include <assert.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,8 +116,16 @@ static void batch_free(batch *b) {
   free(b->touched);
 }
 
+_Static_assert(offsetof(tl_cmd_request, cmd) == 0 &&
+                   offsetof(tl_cmd_request, correlation_id) >= sizeof(tl_cmd),
+               "tl_cmd_request_init relies on cmd being first");
+
 void tl_cmd_request_init(tl_cmd_request *req) {
-  memset(req, 0, sizeof *req);
+  /* Everything after the command is small; the command is emptied without clearing its
+   * buffers (a memset of the whole request was 8 % of the saga's instructions). */
+  tl_cmd_init(&req->cmd);
+  memset((char *)req + offsetof(tl_cmd_request, correlation_id), 0,
+         sizeof *req - offsetof(tl_cmd_request, correlation_id));
   req->if_match = -1;
   sem_init(&req->done, 0, 0);
 }
@@ -461,32 +471,54 @@ static json_t *order_view(tl_writer *w, const tl_order_state *s) {
 }
 
 static char *success_body(tl_writer *w, const tl_cmd_request *req, const void *state) {
-  json_t *b = NULL;
   const tl_cmd *c = &req->cmd;
+  tl_jw j = {0};
+  tl_jw_object(&j);
   if (c->kind == TL_CMD_CREATE_PRODUCT) {
-    b = json_pack("{s:s, s:I, s:I}", "productId", c->id, "version", (json_int_t)req->version,
-                  "position", (json_int_t)req->position);
+    tl_jw_key(&j, "productId");
+    tl_jw_string(&j, c->id);
   } else if (c->kind == TL_CMD_RESERVE_STOCK || c->kind == TL_CMD_RELEASE_STOCK ||
              c->kind == TL_CMD_COMMIT_STOCK) {
     const tl_product_state *p = state;
-    b = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I}", "productId", c->id, "orderId", c->order_id,
-                  "reserved", (json_int_t)tl_product_reserved_for(p, c->order_id), "available",
-                  (json_int_t)(p->stock - p->reserved), "version", (json_int_t)req->version,
-                  "position", (json_int_t)req->position);
+    tl_jw_key(&j, "productId");
+    tl_jw_string(&j, c->id);
+    tl_jw_key(&j, "orderId");
+    tl_jw_string(&j, c->order_id);
+    tl_jw_key(&j, "reserved");
+    tl_jw_int(&j, tl_product_reserved_for(p, c->order_id));
+    tl_jw_key(&j, "available");
+    tl_jw_int(&j, p->stock - p->reserved);
   } else if (c->kind == TL_CMD_RESTOCK) {
     const tl_product_state *p = state;
-    b = json_pack("{s:s, s:I, s:I, s:I}", "productId", c->id, "stock", (json_int_t)p->stock,
-                  "version", (json_int_t)req->version, "position", (json_int_t)req->position);
+    tl_jw_key(&j, "productId");
+    tl_jw_string(&j, c->id);
+    tl_jw_key(&j, "stock");
+    tl_jw_int(&j, p->stock);
   } else {
     const tl_order_state *o = state;
-    b = json_pack("{s:s, s:s, s:I, s:I}", "orderId", o->order_id, "status",
-                  tl_order_status_name(o->status), "version", (json_int_t)req->version,
-                  "position", (json_int_t)req->position);
-    if (b && c->kind == TL_CMD_PLACE_ORDER) json_object_set_new(b, "order", order_view(w, o));
+    tl_jw_key(&j, "orderId");
+    tl_jw_string(&j, o->order_id);
+    tl_jw_key(&j, "status");
+    tl_jw_string(&j, tl_order_status_name(o->status));
   }
-  char *text = b ? tl_json_dumps(b) : NULL;
-  json_decref(b);
-  return text;
+  tl_jw_key(&j, "version");
+  tl_jw_int(&j, req->version);
+  tl_jw_key(&j, "position");
+  tl_jw_int(&j, req->position);
+  if (c->kind == TL_CMD_PLACE_ORDER) {
+    json_t *view = order_view(w, state);
+    char *text = view ? tl_json_dumps(view) : NULL;
+    json_decref(view);
+    if (!text) {
+      tl_jw_free(&j);
+      return NULL;
+    }
+    tl_jw_key(&j, "order");
+    tl_jw_raw(&j, text, strlen(text));
+    free(text);
+  }
+  tl_jw_end(&j);
+  return tl_jw_take(&j);
 }
 
 /* Answers req from a stored idempotency record. */

@@ -26,7 +26,8 @@
 typedef struct tl_writer tl_writer;
 
 typedef struct tl_cmd_request {
-  /* Input, owned by the submitter. */
+  /* Input, owned by the submitter. cmd first, correlation_id right after it:
+   * tl_cmd_request_init empties cmd and clears every byte from correlation_id on. */
   tl_cmd cmd;
   const char *correlation_id;
   const char *causation_id; /* the eventId that caused this command (process managers), or NULL */

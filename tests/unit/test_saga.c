@@ -481,6 +481,56 @@ static void test_unrelated_event_types_ask_nothing(void **state) {
   assert_int_equal(deliver(f, "StockReserved", "E3", stock_reserved(PROD_B, ORDER, QTY_B)), 1);
 }
 
+/* ---- stored instances ----------------------------------------------------------------------- */
+
+static void store_instance(fixture *f, const char *phase, const char *lines) {
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(
+      sqlite3_prepare_v2(f->db->db, "INSERT INTO pm_order VALUES(?,?,?)", -1, &st, NULL),
+      SQLITE_OK);
+  sqlite3_bind_text(st, 1, ORDER, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, phase, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 3, lines, -1, SQLITE_STATIC);
+  assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+  sqlite3_finalize(st);
+}
+
+static void test_instances_are_stored_as_lines_of_text(void **state) {
+  fixture *f = *state;
+  assert_int_equal(deliver(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 2);
+  char *text = instance_text(f, ORDER);
+  assert_non_null(text);
+  assert_string_equal(text, "reserving|pending 5 " PROD_A "\npending 1 " PROD_B "\n");
+  free(text);
+  assert_int_equal(deliver(f, "StockReserved", "E2", stock_reserved(PROD_B, ORDER, QTY_B)), 0);
+  text = instance_text(f, ORDER);
+  assert_string_equal(text, "reserving|pending 5 " PROD_A "\nreserved 1 " PROD_B "\n");
+  free(text);
+}
+
+static void test_an_instance_stored_as_json_by_an_earlier_version_goes_on(void **state) {
+  fixture *f = *state;
+  store_instance(f, "reserving",
+                 "[{\"p\":\"" PROD_A
+                 "\",\"q\":5,\"s\":\"reserved\"},"
+                 "{\"p\":\"" PROD_B "\",\"q\":1,\"s\":\"pending\"}]");
+  assert_int_equal(deliver(f, "StockReserved", "E2", stock_reserved(PROD_B, ORDER, QTY_B)), 1);
+  expect_cmd(f, 0, TL_CMD_MARK_RESERVED, ORDER, NULL, -1, NULL, "E2", "reserved");
+  char *text = instance_text(f, ORDER);
+  assert_string_equal(text, "reserved|reserved 5 " PROD_A "\nreserved 1 " PROD_B "\n");
+  free(text);
+  assert_int_equal(deliver(f, "OrderCancelled", "E3", order_event(ORDER, "reason", "r")), 2);
+  expect_cmd(f, 0, TL_CMD_RELEASE_STOCK, PROD_A, ORDER, QTY_A, NULL, "E3", "release:" PROD_A);
+}
+
+static void test_an_unreadable_instance_is_an_error_not_a_guess(void **state) {
+  fixture *f = *state;
+  store_instance(f, "reserving", "pending five " PROD_A "\n");
+  assert_int_equal(deliver_tx(f, "StockReserved", "E2", stock_reserved(PROD_A, ORDER, 5), 1),
+                   TL_E_IO);
+  assert_int_equal(tl_pm_batch_count(f->b), 0);
+}
+
 static void test_the_manager_is_registered(void **state) {
   (void)state;
   assert_int_equal(tl_process_managers_count, 1);
@@ -511,6 +561,9 @@ int main(void) {
       SAGA_TEST(test_replayed_rejection_and_cancellation_ask_the_same),
       SAGA_TEST(test_events_for_unknown_orders_ask_nothing),
       SAGA_TEST(test_unrelated_event_types_ask_nothing),
+      SAGA_TEST(test_instances_are_stored_as_lines_of_text),
+      SAGA_TEST(test_an_instance_stored_as_json_by_an_earlier_version_goes_on),
+      SAGA_TEST(test_an_unreadable_instance_is_an_error_not_a_guess),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
