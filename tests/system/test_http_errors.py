@@ -216,3 +216,22 @@ def test_chunked_body_over_one_mib_is_413(shared):
     st, h, b = _chunked_post(shared.port, chunks)
     assert_problem(st, h, b, 413)
     assert shared.log_head() == head
+
+
+def test_request_headers_up_to_12_kib_are_served_and_bigger_ones_get_431(shared):
+    """Each connection has a 16 KiB memory pool (tl_http.c): headers of 12 KiB fit, 20 KiB get
+    431 (from libmicrohttpd, not problem+json), and the server goes on serving."""
+    head = shared.idle_head()
+    for size, want in ((12 * 1024, 201), (20 * 1024, 431)):
+        conn = http.client.HTTPConnection("127.0.0.1", shared.port, timeout=30)
+        try:
+            body = json.dumps(product_body()).encode()
+            conn.request("POST", "/products", body=body,
+                         headers={"Content-Type": "application/json", "X-Padding": "p" * size})
+            r = conn.getresponse()
+            r.read()
+            assert r.status == want, (size, r.status)
+        finally:
+            conn.close()
+    assert shared.log_head() == head + 1  # only the accepted product was recorded
+    assert shared.get("/health")[0] == 200
