@@ -17,7 +17,8 @@
 # and reports each dump's total Ir divided by N or M.
 # Env: BENCH_CG_COMMANDS (N, default 300), BENCH_CG_QUERIES (M, default 500),
 #      BENCH_CG_SEED_ORDERS (default 200).
-# Exit 0, 77 (valgrind or python3 missing), else failure. Cleans up on any exit.
+# Exit 0, 77 (valgrind or python3 missing, or a sanitizer build: valgrind cannot run ASan or
+# TSan binaries), else failure. Cleans up on any exit.
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -41,6 +42,10 @@ done
 if [[ ! -x $BUILD_DIR/twinlane ]]; then
   echo "callgrind.sh: $BUILD_DIR/twinlane is missing (build the project first)" >&2
   exit 1
+fi
+if grep -qE '^TL_(SANITIZE|TSAN):BOOL=ON' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null; then
+  echo "callgrind.sh: skipped: $BUILD_DIR is a sanitizer build (valgrind cannot run it)" >&2
+  exit 77
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/twinlane-callgrind.XXXXXX")
