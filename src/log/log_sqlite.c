@@ -196,20 +196,24 @@ static int sq_snapshots_put(void *impl, const tl_snapshot_in *snaps, size_t n, t
   return rc;
 }
 
+/* Runs the cached one-row look-up sql for key: TL_OK with the row at hand (the caller reads it
+ * and resets the statement), TL_E_NOTFOUND, or TL_E_IO (both with the statement reset). */
+static int lookup(tl_db *d, const char *sql, const char *key, const char *what, sqlite3_stmt **out,
+                  tl_err *err) {
+  sqlite3_stmt *st = *out = tl_db_stmt(d, sql, err);
+  if (!st) return TL_E_IO;
+  sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) return TL_OK;
+  sqlite3_reset(st);
+  return rc == SQLITE_DONE ? TL_E_NOTFOUND : tl_db_fail(d, rc, what, err);
+}
+
 static int sq_snapshot_get(void *rimpl, const char *stream, tl_snapshot *out, tl_err *err) {
   tl_db *d = rimpl;
-  sqlite3_stmt *st = tl_db_stmt(d, SQL_GET_SNAPSHOT, err);
-  if (!st) return TL_E_IO;
-  sqlite3_bind_text(st, 1, stream, -1, SQLITE_TRANSIENT);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_DONE) {
-    sqlite3_reset(st);
-    return TL_E_NOTFOUND;
-  }
-  if (rc != SQLITE_ROW) {
-    sqlite3_reset(st);
-    return tl_db_fail(d, rc, "read snapshot", err);
-  }
+  sqlite3_stmt *st;
+  int rc = lookup(d, SQL_GET_SNAPSHOT, stream, "read snapshot", &st, err);
+  if (rc != TL_OK) return rc;
   out->version = sqlite3_column_int64(st, 0);
   out->schema_version = sqlite3_column_int(st, 1);
   out->state = tl_db_column_strdup(st, 2);
@@ -287,7 +291,7 @@ static int sq_read_begin(void *rimpl, tl_err *err) {
   if (rc != TL_OK) return rc;
   sqlite3_stmt *st = tl_db_stmt(d, "SELECT 1 FROM events LIMIT 1", err);
   if (!st) {
-    (void)tl_db_exec(d, "ROLLBACK", err);
+    (void)tl_db_exec(d, "ROLLBACK", NULL);
     return TL_E_IO;
   }
   int s = sqlite3_step(st);
@@ -308,18 +312,9 @@ static void sq_read_end(void *rimpl) {
 
 static int sq_idem_get(void *rimpl, const char *key, tl_idem_record *rec, tl_err *err) {
   tl_db *d = rimpl;
-  sqlite3_stmt *st = tl_db_stmt(d, SQL_IDEM_GET, err);
-  if (!st) return TL_E_IO;
-  sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_DONE) {
-    sqlite3_reset(st);
-    return TL_E_NOTFOUND;
-  }
-  if (rc != SQLITE_ROW) {
-    sqlite3_reset(st);
-    return tl_db_fail(d, rc, "read idempotency key", err);
-  }
+  sqlite3_stmt *st;
+  int rc = lookup(d, SQL_IDEM_GET, key, "read idempotency key", &st, err);
+  if (rc != TL_OK) return rc;
   snprintf(rec->fingerprint, sizeof rec->fingerprint, "%s",
            (const char *)sqlite3_column_text(st, 0));
   rec->status = sqlite3_column_int(st, 1);

@@ -176,9 +176,7 @@ static void *ckpt_main(void *arg) {
     if (c->stopping) break;
     c->wanted = 0;
     pthread_mutex_unlock(&c->lock);
-    int log_pages = 0, done_pages = 0;
-    int rc = sqlite3_wal_checkpoint_v2(c->own->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_pages,
-                                       &done_pages);
+    int rc = sqlite3_wal_checkpoint_v2(c->own->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
       /* Nothing is lost: the frames stay in the WAL, and the next commit asks again. */
       char code[16];

@@ -19,7 +19,6 @@
 
 #include "domain/upcast.h"
 
-#include "util/tl_buf.h"
 #include "util/tl_jw.h"
 #include "util/tl_map.h"
 #include "util/tl_money.h"
@@ -397,20 +396,17 @@ static int touch(batch *b, const char *stream) {
 static char *event_metadata(int64_t now_ms, const tl_cmd_request *req) {
   char event_id[TL_UUID_LEN + 1];
   tl_uuid_v7(now_ms, event_id);
-  tl_buf m = {0};
-  tl_buf_append(&m, "{\"eventId\":\"", 12);
-  tl_buf_append(&m, event_id, TL_UUID_LEN);
-  tl_buf_append(&m, "\",\"correlationId\":", 18);
-  tl_buf_json_string(&m, req->correlation_id ? req->correlation_id : "");
-  tl_buf_append(&m, ",\"causationId\":", 15);
-  if (req->causation_id) tl_buf_json_string(&m, req->causation_id);
-  else tl_buf_append(&m, "null", 4);
-  tl_buf_append(&m, "}", 1);
-  if (m.oom) {
-    tl_buf_free(&m);
-    return NULL;
-  }
-  return m.data;
+  tl_jw m = {0};
+  tl_jw_object(&m);
+  tl_jw_key(&m, "eventId");
+  tl_jw_string(&m, event_id);
+  tl_jw_key(&m, "correlationId");
+  tl_jw_string(&m, req->correlation_id ? req->correlation_id : "");
+  tl_jw_key(&m, "causationId");
+  if (req->causation_id) tl_jw_string(&m, req->causation_id);
+  else tl_jw_null(&m);
+  tl_jw_end(&m);
+  return tl_jw_take(&m);
 }
 
 /* Appends the decision's events to the batch, folding each into state. */
