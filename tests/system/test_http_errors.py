@@ -222,15 +222,21 @@ def test_request_headers_up_to_12_kib_are_served_and_bigger_ones_get_431(shared)
     """Each connection has a 16 KiB memory pool (tl_http.c): headers of 12 KiB fit, 20 KiB get
     431 (from libmicrohttpd, not problem+json), and the server goes on serving."""
     head = shared.idle_head()
-    for size, want in ((12 * 1024, 201), (20 * 1024, 431)):
+    for size, want in ((12 * 1024, {201}), (20 * 1024, {431, "reset"})):
         conn = http.client.HTTPConnection("127.0.0.1", shared.port, timeout=30)
         try:
             body = json.dumps(product_body()).encode()
-            conn.request("POST", "/products", body=body,
-                         headers={"Content-Type": "application/json", "X-Padding": "p" * size})
-            r = conn.getresponse()
-            r.read()
-            assert r.status == want, (size, r.status)
+            try:
+                conn.request("POST", "/products", body=body,
+                             headers={"Content-Type": "application/json", "X-Padding": "p" * size})
+                r = conn.getresponse()
+                r.read()
+                status = r.status
+            except (BrokenPipeError, ConnectionResetError):
+                # libmicrohttpd answers 431 and closes while the client may still be sending
+                # the rest: the client then sees the close (EPIPE / RST) before the answer.
+                status = "reset"
+            assert status in want, (size, status)
         finally:
             conn.close()
     assert shared.log_head() == head + 1  # only the accepted product was recorded
