@@ -10,7 +10,7 @@
 #   commands        N x POST /orders, each followed by a read of the order that waits
 #                   (minPosition) until the read model shows it RESERVED: the end-to-end cost of
 #                   a command (HTTP, validation, writer, fsync, projections, the saga's
-#                   reservations and mark_reserved, and that one read);
+#                   reserve_order, and that one read);
 #   order_view      M x GET /orders/{id}
 #   customer_history M x GET /customers/{id}/orders?limit=20
 #   search          M x GET /orders/search?q=widget&limit=20

@@ -13,12 +13,18 @@
 #include <string.h>
 
 static const char *const CMD_NAMES[TL_CMD__COUNT] = {
-    [TL_CMD_CREATE_PRODUCT] = "create_product", [TL_CMD_RESTOCK] = "restock",
-    [TL_CMD_PLACE_ORDER] = "place_order",       [TL_CMD_CONFIRM_PAYMENT] = "confirm_payment",
-    [TL_CMD_SHIP] = "ship",                     [TL_CMD_CANCEL] = "cancel",
-    [TL_CMD_RESERVE_STOCK] = "reserve_stock",   [TL_CMD_RELEASE_STOCK] = "release_stock",
-    [TL_CMD_COMMIT_STOCK] = "commit_stock",     [TL_CMD_MARK_RESERVED] = "mark_reserved",
+    [TL_CMD_CREATE_PRODUCT] = "create_product",
+    [TL_CMD_RESTOCK] = "restock",
+    [TL_CMD_PLACE_ORDER] = "place_order",
+    [TL_CMD_CONFIRM_PAYMENT] = "confirm_payment",
+    [TL_CMD_SHIP] = "ship",
+    [TL_CMD_CANCEL] = "cancel",
+    [TL_CMD_RESERVE_STOCK] = "reserve_stock",
+    [TL_CMD_RELEASE_STOCK] = "release_stock",
+    [TL_CMD_COMMIT_STOCK] = "commit_stock",
+    [TL_CMD_MARK_RESERVED] = "mark_reserved",
     [TL_CMD_REJECT_ORDER] = "reject_order",
+    [TL_CMD_RESERVE_ORDER] = "reserve_order",
 };
 
 const char *tl_cmd_name(tl_cmd_kind kind) {
@@ -27,7 +33,8 @@ const char *tl_cmd_name(tl_cmd_kind kind) {
 
 bool tl_cmd_is_order(tl_cmd_kind kind) {
   return kind == TL_CMD_PLACE_ORDER || kind == TL_CMD_CONFIRM_PAYMENT || kind == TL_CMD_SHIP ||
-         kind == TL_CMD_CANCEL || kind == TL_CMD_MARK_RESERVED || kind == TL_CMD_REJECT_ORDER;
+         kind == TL_CMD_CANCEL || kind == TL_CMD_MARK_RESERVED || kind == TL_CMD_REJECT_ORDER ||
+         kind == TL_CMD_RESERVE_ORDER;
 }
 
 void tl_cmd_init(tl_cmd *c) {

@@ -57,6 +57,8 @@ typedef enum {
   TL_CMD_COMMIT_STOCK,  /* product: the order shipped: its reserved units leave the stock */
   TL_CMD_MARK_RESERVED, /* order: every item is reserved */
   TL_CMD_REJECT_ORDER,  /* order: an item could not be reserved */
+  TL_CMD_RESERVE_ORDER, /* order: reserve every item's stock at once, all or nothing
+                         * (tl_order_decide_reservation); no-op unless PENDING */
   TL_CMD__COUNT
 } tl_cmd_kind;
 
@@ -178,6 +180,41 @@ int tl_order_decide(const tl_order_state *s, const tl_cmd *c, tl_product_lookup 
 /* Decides a product command against state s (version 0 = no such product). Returns 0, or
  * TL_E_CONFLICT (409 PRODUCT_EXISTS), TL_E_NOTFOUND (404 PRODUCT_NOT_FOUND). */
 int tl_product_decide(const tl_product_state *s, const tl_cmd *c, tl_decision *d);
+
+/* Units s can still reserve: stock - reserved (saturating on a damaged log). */
+int64_t tl_product_available(const tl_product_state *s);
+
+/* The stock decision of kind (reserve / release / commit) for order_id on the existing product
+ * s: *ev becomes StockReserved, StockReservationRejected (with `available`), StockReleased or
+ * StockCommitted with owned data, or has type NULL when nothing changes (the order already
+ * holds a reservation; nothing held to release or commit). quantity (>= 1) is the reserve's.
+ * Returns TL_OK or TL_E_NOMEM (ev empty). */
+int tl_product_decide_stock(const tl_product_state *s, tl_cmd_kind kind, const char *order_id,
+                            int64_t quantity, tl_new_event *ev);
+
+/* A decision over several streams: reserve_order decides the order and every product it lists
+ * in one step, so the writer appends their events in one batch (one commit). */
+typedef struct tl_reservation {
+  int n_stock;
+  struct {
+    const char *product_id; /* points into the order state's items */
+    tl_new_event event;
+  } stock[TL_ORDER_MAX_ITEMS];
+  tl_decision order; /* OrderReserved or OrderRejected; no event for a no-op; problem on refusal */
+} tl_reservation;
+
+/* Decides reserve_order for order s, all or nothing: lookup resolves each product. Quantities
+ * are summed per product (an order may list one twice). If every product exists and has the
+ * units available (or already holds them for this order): StockReserved on each product that
+ * does not hold them yet, then OrderReserved. Otherwise: StockReservationRejected on each
+ * product that lacks the units (with `available`), StockReleased on any that already held some
+ * for this order, then OrderRejected {reason: OUT_OF_STOCK}; products that would have fitted
+ * record nothing. An order that is not PENDING (settled, or cancelled first) decides nothing.
+ * Returns 0, or TL_E_NOTFOUND (404 ORDER_NOT_FOUND in r->order.problem) / TL_E_NOMEM.
+ * Release with tl_reservation_clear. */
+int tl_order_decide_reservation(const tl_order_state *s, tl_product_lookup lookup, void *lookup_ctx,
+                                tl_reservation *r);
+void tl_reservation_clear(tl_reservation *r);
 
 /* Folds one event (type, data, recorded time) into s and increments s->version. Unknown types
  * bump the version and the update time only. Returns 0, or TL_E_INVALID if data lacks a field

@@ -159,6 +159,72 @@ int tl_order_decide(const tl_order_state *s, const tl_cmd *c, tl_product_lookup 
   }
 }
 
+void tl_reservation_clear(tl_reservation *r) {
+  for (int i = 0; i < r->n_stock; i++) json_decref(r->stock[i].event.data);
+  r->n_stock = 0;
+  tl_decision_clear(&r->order);
+}
+
+int tl_order_decide_reservation(const tl_order_state *s, tl_product_lookup lookup, void *lookup_ctx,
+                                tl_reservation *r) {
+  r->n_stock = 0;
+  memset(&r->order, 0, sizeof r->order);
+  if (s->version == 0)
+    return refuse(&r->order, TL_E_NOTFOUND, 404, "ORDER_NOT_FOUND", "No order has this id.");
+  if (s->status != TL_ORDER_PENDING) return TL_OK; /* settled, or cancelled before this */
+
+  /* One quantity per product, in the order of first mention. */
+  int first[TL_ORDER_MAX_ITEMS];
+  int64_t qty[TL_ORDER_MAX_ITEMS];
+  const tl_product_state *ps[TL_ORDER_MAX_ITEMS];
+  int n = 0;
+  for (int i = 0; i < s->n_items && i < TL_ORDER_MAX_ITEMS; i++) {
+    int k = 0;
+    while (k < n && strcmp(s->items[first[k]].product_id, s->items[i].product_id) != 0) k++;
+    if (k == n) {
+      first[n] = i;
+      qty[n++] = 0;
+    }
+    if (__builtin_add_overflow(qty[k], s->items[i].quantity, &qty[k])) qty[k] = INT64_MAX;
+  }
+  /* Does every product have the units (a damaged log's quantity below 1 never does)? */
+  bool fits = n > 0;
+  for (int k = 0; k < n; k++) {
+    const tl_product_state *p = lookup ? lookup(lookup_ctx, s->items[first[k]].product_id) : NULL;
+    ps[k] = p && p->version > 0 ? p : NULL;
+    if (!ps[k] || qty[k] < 1)
+      fits = false;
+    else if (tl_product_reserved_for(ps[k], s->order_id) == 0 &&
+             qty[k] > tl_product_available(ps[k]))
+      fits = false;
+  }
+  for (int k = 0; k < n; k++) {
+    if (!ps[k] || qty[k] < 1) continue;
+    bool held = tl_product_reserved_for(ps[k], s->order_id) > 0;
+    /* Rejected: a product that had the units records nothing, one that held some gives them
+     * back. Reserved: each product records its reservation (none if it already holds one). */
+    if (!fits && !held && qty[k] <= tl_product_available(ps[k])) continue;
+    tl_cmd_kind kind = !fits && held ? TL_CMD_RELEASE_STOCK : TL_CMD_RESERVE_STOCK;
+    tl_new_event ev;
+    if (tl_product_decide_stock(ps[k], kind, s->order_id, qty[k], &ev) != TL_OK) {
+      tl_reservation_clear(r);
+      return refuse(&r->order, TL_E_NOMEM, 500, "INTERNAL", "Out of memory building an event.");
+    }
+    if (!ev.type) continue;
+    r->stock[r->n_stock].product_id = s->items[first[k]].product_id;
+    r->stock[r->n_stock++].event = ev;
+  }
+  int rc =
+      fits ? add_event(&r->order, "OrderReserved", json_pack("{s:s}", "orderId", s->order_id))
+           : add_event(&r->order, "OrderRejected",
+                       json_pack("{s:s, s:s}", "orderId", s->order_id, "reason", "OUT_OF_STOCK"));
+  if (rc != TL_OK) {
+    for (int i = 0; i < r->n_stock; i++) json_decref(r->stock[i].event.data);
+    r->n_stock = 0;
+  }
+  return rc;
+}
+
 /* Does the string fit a state buffer of size bytes? A string that does not is refused, never
  * cut: a cut id names another aggregate, and a cut in a UTF-8 sequence is not text. */
 static bool fits(const char *v, size_t size) {

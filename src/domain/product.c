@@ -35,6 +35,45 @@ static json_t *stock_event(const tl_product_state *s, const char *order_id, int6
                    (json_int_t)quantity);
 }
 
+int64_t tl_product_available(const tl_product_state *s) {
+  /* stock >= reserved >= 0 in every state decide leads to; a damaged log can hold any stock,
+   * so the difference saturates instead of overflowing. */
+  int64_t available;
+  if (__builtin_sub_overflow(s->stock, s->reserved, &available))
+    available = s->reserved > 0 ? INT64_MIN : INT64_MAX;
+  return available;
+}
+
+int tl_product_decide_stock(const tl_product_state *s, tl_cmd_kind kind, const char *order_id,
+                            int64_t quantity, tl_new_event *ev) {
+  ev->type = NULL;
+  ev->data = NULL;
+  int64_t held = tl_product_reserved_for(s, order_id);
+  if (kind == TL_CMD_RESERVE_STOCK) {
+    if (held > 0) return TL_OK; /* one reservation per order: a repeat changes nothing */
+    int64_t available = tl_product_available(s);
+    ev->data = stock_event(s, order_id, quantity);
+    if (quantity <= available) {
+      ev->type = "StockReserved";
+    } else {
+      ev->type = "StockReservationRejected";
+      if (ev->data && json_object_set_new(ev->data, "available", json_integer(available)) != 0) {
+        json_decref(ev->data);
+        ev->data = NULL;
+      }
+    }
+  } else {
+    if (held == 0) return TL_OK; /* nothing held: nothing to give back or ship */
+    ev->data = stock_event(s, order_id, held);
+    ev->type = kind == TL_CMD_RELEASE_STOCK ? "StockReleased" : "StockCommitted";
+  }
+  if (!ev->data) {
+    ev->type = NULL;
+    return TL_E_NOMEM;
+  }
+  return TL_OK;
+}
+
 int tl_product_decide(const tl_product_state *s, const tl_cmd *c, tl_decision *d) {
   json_t *data = NULL;
   switch (c->kind) {
@@ -69,27 +108,11 @@ int tl_product_decide(const tl_product_state *s, const tl_cmd *c, tl_decision *d
                      "A stock command needs an order and a quantity of at least 1.");
       return TL_E_INVALID;
     }
-    int64_t held = tl_product_reserved_for(s, c->order_id);
-    if (c->kind == TL_CMD_RESERVE_STOCK) {
-      if (held > 0) return TL_OK; /* one reservation per order: a repeat changes nothing */
-      /* stock >= reserved >= 0 in every state decide leads to; a damaged log can hold any
-       * stock, so the difference saturates instead of overflowing. */
-      int64_t available;
-      if (__builtin_sub_overflow(s->stock, s->reserved, &available))
-        available = s->reserved > 0 ? INT64_MIN : INT64_MAX;
-      if (c->quantity <= available) {
-        data = stock_event(s, c->order_id, c->quantity);
-        d->events[0].type = "StockReserved";
-      } else {
-        data = stock_event(s, c->order_id, c->quantity);
-        if (data) json_object_set_new(data, "available", json_integer(available));
-        d->events[0].type = "StockReservationRejected";
-      }
-    } else {
-      if (held == 0) return TL_OK; /* nothing held: nothing to give back or ship */
-      data = stock_event(s, c->order_id, held);
-      d->events[0].type = c->kind == TL_CMD_RELEASE_STOCK ? "StockReleased" : "StockCommitted";
-    }
+    tl_new_event ev;
+    if (tl_product_decide_stock(s, c->kind, c->order_id, c->quantity, &ev) != TL_OK) break;
+    if (!ev.type) return TL_OK; /* nothing to record */
+    d->events[0].type = ev.type;
+    data = ev.data;
     break;
   }
   default:

@@ -1,18 +1,24 @@
 /*
  * order_saga.c: the order-fulfilment process manager: stock reservation with compensation.
  *
- *   OrderPlaced               -> reserve each product's quantity (one command per product)
- *   StockReserved / ...Rejected (per product, for the order) -> record the answer; once every
- *                                product has answered:
- *                                  all reserved -> mark the order RESERVED
- *                                  any rejected -> release what was reserved, reject the order
- *                                                  (OUT_OF_STOCK)
- *   OrderCancelled            -> release every reservation (and any that is still to come)
- *   OrderShipped              -> commit the reservations: the units leave the stock
+ *   OrderPlaced     -> reserve_order: the writer reserves every product of the order in one
+ *                      decision, all or nothing, and appends StockReserved per product +
+ *                      OrderReserved, or StockReservationRejected (the products short of units)
+ *                      + OrderRejected (OUT_OF_STOCK); nothing if the order is no longer PENDING
+ *   OrderReserved / OrderRejected -> record the outcome on the instance's lines
+ *   OrderCancelled  -> release every reservation
+ *   OrderShipped    -> commit the reservations: the units leave the stock
+ *
+ * Instances started by earlier versions (phase "reserving") go on with the per-product flow
+ * they began: one reserve_stock per product, each StockReserved / StockReservationRejected
+ * recorded, then mark_reserved, or release_stock for what was reserved + reject_order; a
+ * cancelled or rejected instance releases reservations that land late.
  *
  * Instance state: pm_order(order_id, phase, lines) where lines holds one text line per product,
  * "<state> <quantity> <productId>", state one of pending, reserved, rejected, released,
- * committed (earlier versions stored a JSON array of {p, q, s}; it is still read).
+ * committed (earlier versions stored a JSON array of {p, q, s}; it is still read). Phases:
+ * reserving_order (waiting for reserve_order's outcome), reserving (the per-product flow),
+ * reserved, rejected, cancelled, shipped.
  * Every decision depends only on the event and this state, so a replayed batch asks for the
  * same commands with the same idempotency keys.
  */
@@ -38,7 +44,7 @@ typedef struct line {
 
 typedef struct instance {
   char order_id[TL_ULID_LEN + 1];
-  char phase[16]; /* reserving, reserved, rejected, cancelled, shipped */
+  char phase[16]; /* see the top of the file */
   int n;
   line lines[TL_ORDER_MAX_ITEMS];
 } instance;
@@ -162,7 +168,6 @@ static int on_placed(tl_db *db, const json_t *d, tl_pm_batch *b, tl_err *err) {
   int found = load(db, oid, &in, err);
   if (found != 0) return found < 0 ? found : TL_OK; /* already started */
   snprintf(in.order_id, sizeof in.order_id, "%s", oid);
-  snprintf(in.phase, sizeof in.phase, "reserving");
   in.n = 0;
   /* One line per product: an order may list a product twice. */
   size_t i;
@@ -182,9 +187,26 @@ static int on_placed(tl_db *db, const json_t *d, tl_pm_batch *b, tl_err *err) {
       set_state(l, "pending");
     }
   }
-  int rc = stock_commands(b, &in, TL_CMD_RESERVE_STOCK, "reserve", "pending", "pending", err);
-  if (rc == TL_OK) rc = save(db, &in, err);
-  return rc;
+  snprintf(in.phase, sizeof in.phase, "reserving_order");
+  if (!tl_pm_command(b, TL_CMD_RESERVE_ORDER, oid, "reserve"))
+    return tl_err_set(err, TL_E_NOMEM, "out of memory");
+  return save(db, &in, err);
+}
+
+/* OrderReserved / OrderRejected: reserve_order's outcome (the per-product flow already moved
+ * its instance on when it asked for mark_reserved / reject_order). */
+static int on_settled(tl_db *db, const json_t *d, int reserved, tl_pm_batch *b, tl_err *err) {
+  (void)b;
+  instance in;
+  const char *oid = json_string_value(json_object_get(d, "orderId"));
+  if (!oid) return TL_OK;
+  int found = load(db, oid, &in, err);
+  if (found <= 0 || strcmp(in.phase, "reserving_order") != 0) return found < 0 ? found : TL_OK;
+  snprintf(in.phase, sizeof in.phase, "%s", reserved ? "reserved" : "rejected");
+  for (int i = 0; i < in.n; i++)
+    if (strcmp(in.lines[i].s, "pending") == 0)
+      set_state(&in.lines[i], reserved ? "reserved" : "rejected");
+  return save(db, &in, err);
 }
 
 static int on_stock_answer(tl_db *db, const json_t *d, int reserved, tl_pm_batch *b, tl_err *err) {
@@ -194,6 +216,8 @@ static int on_stock_answer(tl_db *db, const json_t *d, int reserved, tl_pm_batch
   if (!oid || !pid) return TL_OK;
   int found = load(db, oid, &in, err);
   if (found <= 0) return found;
+  /* reserve_order's own stock events: its order event settles the instance. */
+  if (strcmp(in.phase, "reserving_order") == 0) return TL_OK;
   for (int i = 0; i < in.n; i++) {
     line *l = &in.lines[i];
     if (strcmp(l->p, pid) == 0 && strcmp(l->s, "pending") == 0)
@@ -237,7 +261,8 @@ static int on_order_closed(tl_db *db, const json_t *d, int shipped, tl_pm_batch 
   int found = load(db, oid, &in, err);
   if (found <= 0) return found;
   int rc = TL_OK;
-  if (strcmp(in.phase, "reserving") == 0 || strcmp(in.phase, "reserved") == 0) {
+  if (strcmp(in.phase, "reserving_order") == 0 || strcmp(in.phase, "reserving") == 0 ||
+      strcmp(in.phase, "reserved") == 0) {
     if (shipped) {
       snprintf(in.phase, sizeof in.phase, "shipped");
       rc = stock_commands(b, &in, TL_CMD_COMMIT_STOCK, "commit", "reserved", "committed", err);
@@ -255,13 +280,21 @@ static int handle(tl_db *db, const tl_event *ev, const json_t *data, tl_pm_batch
   if (strcmp(t, "OrderPlaced") == 0) return on_placed(db, data, b, err);
   if (strcmp(t, "StockReserved") == 0) return on_stock_answer(db, data, 1, b, err);
   if (strcmp(t, "StockReservationRejected") == 0) return on_stock_answer(db, data, 0, b, err);
+  if (strcmp(t, "OrderReserved") == 0) return on_settled(db, data, 1, b, err);
+  if (strcmp(t, "OrderRejected") == 0) return on_settled(db, data, 0, b, err);
   if (strcmp(t, "OrderCancelled") == 0) return on_order_closed(db, data, 0, b, err);
   if (strcmp(t, "OrderShipped") == 0) return on_order_closed(db, data, 1, b, err);
   return TL_OK;
 }
 
-static const char *const TYPES[] = {"OrderPlaced",    "StockReserved", "StockReservationRejected",
-                                    "OrderCancelled", "OrderShipped",  NULL};
+static const char *const TYPES[] = {"OrderPlaced",
+                                    "OrderReserved",
+                                    "OrderRejected",
+                                    "StockReserved",
+                                    "StockReservationRejected",
+                                    "OrderCancelled",
+                                    "OrderShipped",
+                                    NULL};
 
 static const tl_pm_def ORDER_FULFILMENT = {"order_fulfilment", 1, SCHEMA, handle, TYPES};
 

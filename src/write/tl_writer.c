@@ -453,6 +453,22 @@ static int stage_events(tl_writer *w, batch *b, tl_cmd_request *req, const char 
   return TL_OK;
 }
 
+/* Stages the product events of a reservation, each on its product's stream (loaded by the
+ * decision: a cache hit). The decision's events stay owned by r. */
+static int stage_stock_events(tl_writer *w, batch *b, tl_cmd_request *req, tl_reservation *r) {
+  for (int i = 0; i < r->n_stock; i++) {
+    int io_error = 0;
+    tl_product_state *p = load_product(w, r->stock[i].product_id, &io_error);
+    if (!p) return TL_E_IO;
+    char stream[96];
+    tl_stream_name(stream, sizeof stream, false, r->stock[i].product_id);
+    tl_decision one = {.n_events = 1, .events = {r->stock[i].event}};
+    int rc = stage_events(w, b, req, stream, &one, 0, p);
+    if (rc != TL_OK) return rc;
+  }
+  return TL_OK;
+}
+
 /* The order view of the API (items carry product names). New reference. */
 static json_t *order_view(tl_writer *w, const tl_order_state *s) {
   json_t *v = tl_order_state_json(s);
@@ -586,20 +602,33 @@ static void decide_one(tl_writer *w, batch *b, tl_cmd_request *req) {
     return;
   }
 
-  /* 4. The business rules. */
+  /* 4. The business rules. reserve_order decides the order and its products together; its
+   * decision on the order itself is r.order, the products' events come with it. */
   tl_decision d;
+  tl_reservation r;
+  tl_decision *dp = &d;
   memset(&d, 0, sizeof d);
+  r.n_stock = 0;
+  memset(&r.order, 0, sizeof r.order);
   lookup_ctx lc = {w, 0};
-  int rc = is_order ? tl_order_decide(state, c, lookup_product, &lc, &d)
-                    : tl_product_decide(state, c, &d);
+  int rc;
+  if (c->kind == TL_CMD_RESERVE_ORDER) {
+    rc = tl_order_decide_reservation(state, lookup_product, &lc, &r);
+    dp = &r.order;
+  } else {
+    rc = is_order ? tl_order_decide(state, c, lookup_product, &lc, &d)
+                  : tl_product_decide(state, c, &d);
+  }
   if (lc.io_error) {
+    tl_reservation_clear(&r);
     tl_decision_clear(&d);
     return fail(req, 503, "STORAGE_UNAVAILABLE", "The log is unavailable.");
   }
   if (rc != TL_OK) {
-    req->status = d.problem.status;
-    req->problem = d.problem;
-    memset(&d.problem, 0, sizeof d.problem);
+    req->status = dp->problem.status;
+    req->problem = dp->problem;
+    memset(&dp->problem, 0, sizeof dp->problem);
+    tl_reservation_clear(&r);
     tl_decision_clear(&d);
     return;
   }
@@ -617,7 +646,9 @@ static void decide_one(tl_writer *w, batch *b, tl_cmd_request *req) {
     memcpy(heap, state, is_order ? sizeof fresh_order : sizeof fresh_product);
     state = heap;
   }
-  rc = stage_events(w, b, req, stream, &d, is_order, state);
+  rc = stage_stock_events(w, b, req, &r);
+  if (rc == TL_OK) rc = stage_events(w, b, req, stream, dp, is_order, state);
+  tl_reservation_clear(&r);
   tl_decision_clear(&d);
   if (rc == TL_OK) {
     req->status = (c->kind == TL_CMD_PLACE_ORDER || c->kind == TL_CMD_CREATE_PRODUCT) ? 201 : 200;

@@ -237,13 +237,14 @@ def test_correlation_id_is_echoed_and_recorded(shared, pid):
     assert hist[0]["metadata"]["causationId"] is None
     assert hist[2]["metadata"]["causationId"] is None
     assert len({e["metadata"]["eventId"] for e in hist}) == 3
-    # OrderReserved was caused by the StockReserved that OrderPlaced caused.
+    # The saga's reserve_order, caused by OrderPlaced, appended StockReserved and OrderReserved.
     st, _, pevs = shared.get("/streams/product-" + pid)
     reserved = [e for e in pevs if e["type"] == "StockReserved" and e["data"]["orderId"] == oid]
     assert len(reserved) == 1, pevs
     assert reserved[0]["metadata"]["causationId"] == hist[0]["metadata"]["eventId"]
     assert reserved[0]["metadata"]["correlationId"] == cid
-    assert hist[1]["metadata"]["causationId"] == reserved[0]["metadata"]["eventId"]
+    assert hist[1]["metadata"]["causationId"] == hist[0]["metadata"]["eventId"]
+    assert hist[1]["position"] == reserved[0]["position"] + 1
 
 
 def test_correlation_id_is_generated_when_absent(shared, pid):

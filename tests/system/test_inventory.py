@@ -402,24 +402,29 @@ def test_rejected_order_causation_chain(shared):
     placed, refused, rejected = chain
     assert placed["position"] == b["position"]
     assert placed["metadata"]["causationId"] is None, placed
+    # One saga command (reserve_order) decided both: both are caused by OrderPlaced and were
+    # appended together, back to back.
     assert refused["metadata"]["causationId"] == placed["metadata"]["eventId"], refused
+    assert rejected["metadata"]["causationId"] == placed["metadata"]["eventId"], rejected
+    assert rejected["position"] == refused["position"] + 1, (refused, rejected)
     assert refused["data"]["orderId"] == oid and refused["data"]["quantity"] == 1, refused
     assert refused["data"]["available"] == 0, refused
-    assert rejected["metadata"]["causationId"] == refused["metadata"]["eventId"], rejected
     assert rejected["data"]["reason"] == "OUT_OF_STOCK", rejected
     assert len({e["metadata"]["eventId"] for e in chain}) == 3
 
     st, _, hist = shared.get("/orders/%s/history" % oid)
     assert st == 200, hist
     assert [e["type"] for e in hist] == ["OrderPlaced", "OrderRejected"], hist
-    assert hist[1]["metadata"]["causationId"] == refused["metadata"]["eventId"], hist
+    assert hist[1]["metadata"]["causationId"] == placed["metadata"]["eventId"], hist
 
     st, _, view = shared.query("/orders/" + oid, rejected["position"])
     assert st == 200, view
     assert view["status"] == "REJECTED" and view["rejectionReason"] == "OUT_OF_STOCK", view
 
 
-def test_partly_reservable_order_is_compensated(shared):
+def test_partly_reservable_order_reserves_nothing(shared):
+    """All or nothing: a product that has the units holds nothing for an order that another
+    product cannot serve, so there is nothing to compensate."""
     p1 = shared.create_product(uid("half"), price=4.00, stock=5)["productId"]
     p2 = shared.create_product(uid("none"), price=6.00, stock=0)["productId"]
     corr = "comp-" + uuid.uuid4().hex
@@ -435,26 +440,66 @@ def test_partly_reservable_order_is_compensated(shared):
     assert (v2["stock"], v2["available"], v2["inStock"]) == (0, 0, False), v2
 
     s1 = stream_events(shared, "product-" + p1)
-    assert [e["type"] for e in s1] == ["ProductCreated", "StockReserved", "StockReleased"], s1
-    assert s1[1]["data"] == {"productId": p1, "orderId": oid, "quantity": 3}, s1[1]
-    assert s1[2]["data"] == {"productId": p1, "orderId": oid, "quantity": 3}, s1[2]
-    f = fold_product(s1)
-    assert f["available"] == 5 and not f["held"]
+    assert [e["type"] for e in s1] == ["ProductCreated"], s1
     s2 = stream_events(shared, "product-" + p2)
     assert [e["type"] for e in s2] == ["ProductCreated", "StockReservationRejected"], s2
+    assert s2[1]["data"] == {"productId": p2, "orderId": oid, "quantity": 1, "available": 0}, s2
 
-    # The release and the rejection are caused by whichever stock answer came last.
-    placed = stream_events(shared, "order-" + oid)[0]
-    answers = sorted([s1[1], s2[1]], key=lambda e: e["position"])
-    for a in answers:
-        assert a["metadata"]["causationId"] == placed["metadata"]["eventId"], a
-    last = answers[-1]["metadata"]["eventId"]
-    assert s1[2]["metadata"]["causationId"] == last, (s1[2], answers)
     hist = stream_events(shared, "order-" + oid)
     assert [e["type"] for e in hist] == ["OrderPlaced", "OrderRejected"], hist
-    assert hist[1]["metadata"]["causationId"] == last, hist
-    for e in s1[1:] + s2[1:] + hist:
+    for e in (s2[1], hist[1]):
+        assert e["metadata"]["causationId"] == hist[0]["metadata"]["eventId"], e
+    assert hist[1]["position"] == s2[1]["position"] + 1
+    for e in s2[1:] + hist:
         assert e["metadata"]["correlationId"] == corr, e
+
+
+def test_order_of_several_products_is_reserved_in_one_step(shared):
+    p1 = shared.create_product(uid("two-a"), price=1.00, stock=10)["productId"]
+    p2 = shared.create_product(uid("two-b"), price=2.00, stock=10)["productId"]
+    # p1 listed twice: one reservation of the sum.
+    b = shared.place_order([(p1, 2, 1.00), (p2, 4, 2.00), (p1, 1, 1.00)])
+    oid = b["orderId"]
+    s = shared.wait_settled(oid)
+    assert s["status"] == "RESERVED", s
+    head = shared.idle_head()
+    assert product_view(shared, p1, head)["available"] == 7
+    assert product_view(shared, p2, head)["available"] == 6
+
+    placed = stream_events(shared, "order-" + oid)[0]
+    step = [e for e in shared.log_events(from_position=b["position"] + 1)
+            if e["metadata"]["causationId"] == placed["metadata"]["eventId"]]
+    assert [(e["stream"], e["type"]) for e in step] == [
+        ("product-" + p1, "StockReserved"), ("product-" + p2, "StockReserved"),
+        ("order-" + oid, "OrderReserved")], step
+    assert [e["position"] for e in step] == list(range(step[0]["position"],
+                                                       step[0]["position"] + 3)), step
+    assert step[0]["data"] == {"productId": p1, "orderId": oid, "quantity": 3}, step[0]
+    assert step[1]["data"] == {"productId": p2, "orderId": oid, "quantity": 4}, step[1]
+
+
+def test_flash_sale_of_two_products_is_all_or_nothing(server):
+    """Orders of two scarce products, concurrently: every order holds both or neither, and
+    neither product is ever oversold."""
+    pa = server.create_product(uid("pair-a"), price=1.00, stock=30)["productId"]
+    pb = server.create_product(uid("pair-b"), price=1.00, stock=50)["productId"]
+    bodies = []
+    for _ in range(200):
+        body = order_body(pa, qty=1, price=1.00)
+        body["items"].append({"productId": pb, "quantity": 2, "price": 1.00})
+        bodies.append(body)
+    results = place_concurrently(server.port, bodies)
+    assert all(r is not None and r[0] == 201 for r in results), \
+        [r for r in results if r is None or r[0] != 201][:3]
+    states = settle_all(server, [r[1]["orderId"] for r in results])
+    reserved = {o for o, s in states.items() if s["status"] == "RESERVED"}
+    assert len(reserved) == 25, collections.Counter(s["status"] for s in states.values())
+    fa = fold_product(stream_events(server, "product-" + pa))
+    fb = fold_product(stream_events(server, "product-" + pb))
+    assert set(fa["held"]) == reserved and set(fb["held"]) == reserved
+    assert (fa["available"], fb["available"]) == (5, 0), (fa["available"], fb["available"])
+    assert not fa["released"] and not fb["released"], "a rejected order held stock"
+    assert set(fb["rejected"]) == set(states) - reserved
 
 
 # ---------------------------------------------------------------------- 5. payment and shipping

@@ -55,7 +55,7 @@ def test_history(shared, lifecycle):
     assert [e["version"] for e in hist] == [1, 2, 3, 4]
     assert [e["position"] for e in hist] == lifecycle["positions"]
     assert [e["type"] for e in hist] == LIFECYCLE
-    # Client commands have no causation; the saga's OrderReserved has one (its StockReserved).
+    # Client commands have no causation; the saga's OrderReserved has one (OrderPlaced).
     assert [e["metadata"]["causationId"] is None for e in hist] == [True, False, True, True]
     times = [parse_time(e["recordedAt"]) for e in hist]
     assert times == sorted(times)

@@ -17,6 +17,7 @@
 #include "util/tl_time.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define ORDER_ID "01HZY3J6C4Q6V9B8N7M5K3J2H1"
@@ -467,6 +468,206 @@ static void test_product_command_is_not_an_order_command(void **s) {
   expect_refusal(TL_ORDER_PENDING, TL_CMD_RESTOCK, TL_E_INVALID, 400, "VALIDATION_FAILED");
 }
 
+/* ---- reserve_order: the order and its products in one decision ----------------------------- */
+
+static void reset_catalog(void) {
+  for (size_t i = 0; i < TL_ARRAY_LEN(catalog); i++) tl_product_state_clear(&catalog[i]);
+  catalog_init();
+}
+
+static tl_product_state *catalog_product(const char *id) {
+  return (tl_product_state *)lookup(NULL, id);
+}
+
+/* Decides reserve_order on s (must succeed) and folds every event: products into the catalog,
+ * the order's into s. Returns the events as "stream type quantity/available" lines (malloc). */
+static char *reserve_and_fold(tl_order_state *s) {
+  tl_reservation r;
+  int rc = tl_order_decide_reservation(s, lookup, NULL, &r);
+  if (rc != TL_OK) fail_msg("reserve_order refused: %d %s", rc, r.order.problem.detail);
+  char out[1024];
+  size_t n = 0;
+  for (int i = 0; i < r.n_stock; i++) {
+    const json_t *data = r.stock[i].event.data;
+    assert_string_equal(str_of(data, "orderId"), s->order_id);
+    assert_string_equal(str_of(data, "productId"), r.stock[i].product_id);
+    const json_t *avail = json_object_get(data, "available");
+    n += (size_t)snprintf(out + n, sizeof out - n, "%s %s %lld", r.stock[i].product_id,
+                          r.stock[i].event.type,
+                          (long long)json_integer_value(json_object_get(data, "quantity")));
+    if (avail)
+      n += (size_t)snprintf(out + n, sizeof out - n, "/%lld", (long long)json_integer_value(avail));
+    n += (size_t)snprintf(out + n, sizeof out - n, "\n");
+    assert_true(n < sizeof out);
+    tl_product_state *p = catalog_product(r.stock[i].product_id);
+    assert_non_null(p);
+    assert_int_equal(tl_product_evolve(p, r.stock[i].event.type, data, T_RESERVED), TL_OK);
+  }
+  for (int i = 0; i < r.order.n_events; i++) {
+    const char *reason = json_string_value(json_object_get(r.order.events[i].data, "reason"));
+    n += (size_t)snprintf(out + n, sizeof out - n, "order %s%s%s\n", r.order.events[i].type,
+                          reason ? " " : "", reason ? reason : "");
+    assert_true(n < sizeof out);
+    assert_int_equal(tl_order_evolve(s, r.order.events[i].type, r.order.events[i].data, T_RESERVED),
+                     TL_OK);
+  }
+  tl_reservation_clear(&r);
+  assert_int_equal(r.n_stock, 0);
+  assert_int_equal(r.order.n_events, 0);
+  out[n] = '\0';
+  return strdup(out);
+}
+
+static void expect_reservation(tl_order_state *s, const char *want) {
+  char *got = reserve_and_fold(s);
+  assert_non_null(got);
+  assert_string_equal(got, want);
+  free(got);
+}
+
+static void test_reserve_order_reserves_every_product_then_the_order(void **st) {
+  (void)st;
+  reset_catalog();
+  tl_order_state s;
+  order_in(&s, TL_ORDER_PENDING);
+  expect_reservation(&s,
+                     "sku-1 StockReserved 3\n"
+                     "sku-2 StockReserved 1\n"
+                     "order OrderReserved\n");
+  assert_int_equal(s.status, TL_ORDER_RESERVED);
+  assert_int_equal(tl_product_available(catalog_product("sku-1")), 7);
+  assert_int_equal(tl_product_reserved_for(catalog_product("sku-2"), ORDER_ID), 1);
+  /* Settled: deciding again records nothing. */
+  expect_reservation(&s, "");
+  tl_order_state_clear(&s);
+  reset_catalog();
+}
+
+static void test_reserve_order_is_all_or_nothing(void **st) {
+  (void)st;
+  reset_catalog();
+  catalog_product("sku-2")->stock = 0;
+  tl_order_state s;
+  order_in(&s, TL_ORDER_PENDING);
+  /* sku-1 had the 3 units: it records nothing for an order that sku-2 cannot serve. */
+  expect_reservation(&s,
+                     "sku-2 StockReservationRejected 1/0\n"
+                     "order OrderRejected OUT_OF_STOCK\n");
+  assert_int_equal(s.status, TL_ORDER_REJECTED);
+  assert_string_equal(s.rejection_reason, "OUT_OF_STOCK");
+  assert_int_equal(catalog_product("sku-1")->reserved, 0);
+  assert_int_equal(catalog_product("sku-1")->version, 1);
+  expect_reservation(&s, "");
+  tl_order_state_clear(&s);
+
+  /* Every product short of units records its rejection. */
+  reset_catalog();
+  catalog_product("sku-1")->stock = 2;
+  catalog_product("sku-2")->stock = 0;
+  order_in(&s, TL_ORDER_PENDING);
+  expect_reservation(&s,
+                     "sku-1 StockReservationRejected 3/2\n"
+                     "sku-2 StockReservationRejected 1/0\n"
+                     "order OrderRejected OUT_OF_STOCK\n");
+  tl_order_state_clear(&s);
+  reset_catalog();
+}
+
+static void test_reserve_order_sums_a_product_listed_twice(void **st) {
+  (void)st;
+  reset_catalog();
+  tl_order_state s;
+  order_in(&s, TL_ORDER_PENDING);
+  snprintf(s.items[1].product_id, sizeof s.items[1].product_id, "sku-1"); /* 3 + 1 of sku-1 */
+  catalog_product("sku-1")->stock = 4;
+  expect_reservation(&s, "sku-1 StockReserved 4\norder OrderReserved\n");
+  tl_order_state_clear(&s);
+
+  reset_catalog();
+  order_in(&s, TL_ORDER_PENDING);
+  snprintf(s.items[1].product_id, sizeof s.items[1].product_id, "sku-1");
+  catalog_product("sku-1")->stock = 3; /* each line alone fits, the sum does not */
+  expect_reservation(&s, "sku-1 StockReservationRejected 4/3\norder OrderRejected OUT_OF_STOCK\n");
+  tl_order_state_clear(&s);
+  reset_catalog();
+}
+
+/* A product that already holds this order's units (reserved by the per-product flow of an
+ * earlier version) is not reserved twice, and gives them back if the order is rejected. */
+static void test_reserve_order_with_a_reservation_already_held(void **st) {
+  (void)st;
+  reset_catalog();
+  json_t *held =
+      json_pack("{s:s, s:s, s:i}", "productId", "sku-1", "orderId", ORDER_ID, "quantity", 3);
+  assert_int_equal(tl_product_evolve(catalog_product("sku-1"), "StockReserved", held, T_PLACED),
+                   TL_OK);
+  tl_order_state s;
+  order_in(&s, TL_ORDER_PENDING);
+  expect_reservation(&s, "sku-2 StockReserved 1\norder OrderReserved\n");
+  assert_int_equal(catalog_product("sku-1")->reserved, 3);
+  tl_order_state_clear(&s);
+
+  reset_catalog();
+  assert_int_equal(tl_product_evolve(catalog_product("sku-1"), "StockReserved", held, T_PLACED),
+                   TL_OK);
+  catalog_product("sku-2")->stock = 0;
+  order_in(&s, TL_ORDER_PENDING);
+  expect_reservation(&s,
+                     "sku-1 StockReleased 3\n"
+                     "sku-2 StockReservationRejected 1/0\n"
+                     "order OrderRejected OUT_OF_STOCK\n");
+  assert_int_equal(catalog_product("sku-1")->reserved, 0);
+  json_decref(held);
+  tl_order_state_clear(&s);
+  reset_catalog();
+}
+
+static void test_reserve_order_of_a_product_that_does_not_exist(void **st) {
+  (void)st;
+  reset_catalog();
+  tl_order_state s;
+  order_in(&s, TL_ORDER_PENDING);
+  snprintf(s.items[1].product_id, sizeof s.items[1].product_id, "ghost"); /* version 0 */
+  expect_reservation(&s, "order OrderRejected OUT_OF_STOCK\n");
+  tl_order_state_clear(&s);
+  order_in(&s, TL_ORDER_PENDING);
+  snprintf(s.items[0].product_id, sizeof s.items[0].product_id, "nowhere"); /* lookup: NULL */
+  expect_reservation(&s, "order OrderRejected OUT_OF_STOCK\n");
+  assert_int_equal(catalog_product("sku-2")->version, 1); /* sku-2 fitted: nothing recorded */
+  tl_order_state_clear(&s);
+  reset_catalog();
+}
+
+static void test_reserve_order_decides_nothing_unless_pending(void **st) {
+  (void)st;
+  const tl_order_status settled[] = {TL_ORDER_RESERVED, TL_ORDER_REJECTED, TL_ORDER_PAID,
+                                     TL_ORDER_SHIPPED, TL_ORDER_CANCELLED};
+  for (size_t i = 0; i < TL_ARRAY_LEN(settled); i++) {
+    reset_catalog();
+    tl_order_state s;
+    order_in(&s, settled[i]);
+    int64_t version = s.version;
+    expect_reservation(&s, "");
+    assert_int_equal(s.version, version);
+    assert_int_equal(catalog_product("sku-1")->version, 1);
+    tl_order_state_clear(&s);
+  }
+  tl_order_state s;
+  order_in(&s, TL_ORDER_NONE);
+  tl_reservation r;
+  assert_int_equal(tl_order_decide_reservation(&s, lookup, NULL, &r), TL_E_NOTFOUND);
+  assert_int_equal(r.order.problem.status, 404);
+  assert_string_equal(r.order.problem.code, "ORDER_NOT_FOUND");
+  assert_int_equal(r.n_stock, 0);
+  assert_int_equal(r.order.n_events, 0);
+  tl_reservation_clear(&r);
+  assert_true(tl_cmd_is_order(TL_CMD_RESERVE_ORDER));
+  assert_string_equal(tl_cmd_name(TL_CMD_RESERVE_ORDER), "reserve_order");
+  /* tl_order_decide does not take it: only the multi-stream decision does. */
+  expect_refusal(TL_ORDER_PENDING, TL_CMD_RESERVE_ORDER, TL_E_INVALID, 400, "VALIDATION_FAILED");
+  reset_catalog();
+}
+
 /* ---- evolve -------------------------------------------------------------------------------- */
 
 static void test_evolve_folds_the_lifecycle(void **s) {
@@ -854,6 +1055,12 @@ int main(void) {
       cmocka_unit_test(test_reject_order_transitions),
       cmocka_unit_test(test_saga_commands_target_the_right_aggregate),
       cmocka_unit_test(test_product_command_is_not_an_order_command),
+      cmocka_unit_test(test_reserve_order_reserves_every_product_then_the_order),
+      cmocka_unit_test(test_reserve_order_is_all_or_nothing),
+      cmocka_unit_test(test_reserve_order_sums_a_product_listed_twice),
+      cmocka_unit_test(test_reserve_order_with_a_reservation_already_held),
+      cmocka_unit_test(test_reserve_order_of_a_product_that_does_not_exist),
+      cmocka_unit_test(test_reserve_order_decides_nothing_unless_pending),
       cmocka_unit_test(test_evolve_folds_the_lifecycle),
       cmocka_unit_test(test_evolve_order_placed_from_stored_text),
       cmocka_unit_test(test_evolve_reserved_and_rejected_from_stored_text),

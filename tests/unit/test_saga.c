@@ -7,7 +7,9 @@
  * quantity, text, idempotency key "pm:<eventId>:<suffix>", causation and correlation ids.
  *
  * The story of every test is one order O (correlation C) for two lines of product A (2 + 3)
- * and one of B (1); event ids are E1, E2, ... in log order. */
+ * and one of B (1); event ids are E1, E2, ... in log order. The saga reserves an order with
+ * one reserve_order command; instances that earlier versions started on the per-product flow
+ * (phase "reserving") are stored directly and must go on with it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -221,9 +223,38 @@ static char *commands_text(const fixture *f) {
   return s;
 }
 
-/* Places ORDER (E1) and answers both reservations (E2: A, E3: B), checking the steps. */
+/* Places ORDER (E1); the writer's reserve_order appends StockReserved for A (E2) and B (E3)
+ * and OrderReserved (E4). Checks every step. */
 static void place_and_reserve_all(fixture *f) {
-  assert_int_equal(deliver(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 2);
+  assert_int_equal(deliver(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 1);
+  expect_cmd(f, 0, TL_CMD_RESERVE_ORDER, ORDER, NULL, -1, NULL, "E1", "reserve");
+  assert_int_equal(deliver(f, "StockReserved", "E2", stock_reserved(PROD_A, ORDER, QTY_A)), 0);
+  assert_int_equal(deliver(f, "StockReserved", "E3", stock_reserved(PROD_B, ORDER, QTY_B)), 0);
+  assert_int_equal(deliver(f, "OrderReserved", "E4", json_pack("{s:s}", "orderId", ORDER)), 0);
+}
+
+static void store_instance_of(fixture *f, const char *order_id, const char *phase,
+                              const char *lines) {
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(
+      sqlite3_prepare_v2(f->db->db, "INSERT INTO pm_order VALUES(?,?,?)", -1, &st, NULL),
+      SQLITE_OK);
+  sqlite3_bind_text(st, 1, order_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, phase, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 3, lines, -1, SQLITE_STATIC);
+  assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+  sqlite3_finalize(st);
+}
+
+/* An instance of order_id that an earlier version started on the per-product flow: it asked
+ * reserve_stock for A (5) and B (1), no answer yet. */
+static void start_per_product(fixture *f, const char *order_id) {
+  store_instance_of(f, order_id, "reserving", "pending 5 " PROD_A "\npending 1 " PROD_B "\n");
+}
+
+/* The per-product flow's happy path: both answers, then mark_reserved. */
+static void reserve_per_product(fixture *f) {
+  start_per_product(f, ORDER);
   assert_int_equal(deliver(f, "StockReserved", "E2", stock_reserved(PROD_A, ORDER, QTY_A)), 0);
   assert_int_equal(deliver(f, "StockReserved", "E3", stock_reserved(PROD_B, ORDER, QTY_B)), 1);
   expect_cmd(f, 0, TL_CMD_MARK_RESERVED, ORDER, NULL, -1, NULL, "E3", "reserved");
@@ -231,35 +262,80 @@ static void place_and_reserve_all(fixture *f) {
 
 /* ---- OrderPlaced ---------------------------------------------------------------------------- */
 
-static void test_order_placed_reserves_each_product_once(void **state) {
+static void test_order_placed_reserves_the_whole_order_in_one_command(void **state) {
   fixture *f = *state;
-  assert_int_equal(deliver(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 2);
-  expect_cmd(f, 0, TL_CMD_RESERVE_STOCK, PROD_A, ORDER, QTY_A, NULL, "E1", "reserve:" PROD_A);
-  expect_cmd(f, 1, TL_CMD_RESERVE_STOCK, PROD_B, ORDER, QTY_B, NULL, "E1", "reserve:" PROD_B);
-  assert_null(tl_pm_batch_get(f->b, 2));
-  assert_string_not_equal(tl_pm_batch_get(f->b, 0)->fingerprint,
-                          tl_pm_batch_get(f->b, 1)->fingerprint);
+  assert_int_equal(deliver(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 1);
+  expect_cmd(f, 0, TL_CMD_RESERVE_ORDER, ORDER, NULL, 0, NULL, "E1", "reserve");
   assert_int_equal(instance_count(f), 1);
+  char *text = instance_text(f, ORDER);
+  assert_string_equal(text, "reserving_order|pending 5 " PROD_A "\npending 1 " PROD_B "\n");
+  free(text);
 
   /* The order's saga has started: a second OrderPlaced for it (another event) asks nothing. */
   assert_int_equal(deliver(f, "OrderPlaced", "E2", order_placed(ORDER, 3)), 0);
   assert_int_equal(instance_count(f), 1);
 }
 
-static void test_order_placed_for_one_product(void **state) {
+/* ---- reserve_order's outcome ---------------------------------------------------------------- */
+
+static void test_order_reserved_settles_the_instance(void **state) {
   fixture *f = *state;
-  assert_int_equal(deliver(f, "OrderPlaced", "E1", order_placed(ORDER, 1)), 1);
-  expect_cmd(f, 0, TL_CMD_RESERVE_STOCK, PROD_A, ORDER, 2, NULL, "E1", "reserve:" PROD_A);
-  /* Its one answer completes the reservation. */
-  assert_int_equal(deliver(f, "StockReserved", "E2", stock_reserved(PROD_A, ORDER, 2)), 1);
-  expect_cmd(f, 0, TL_CMD_MARK_RESERVED, ORDER, NULL, -1, NULL, "E2", "reserved");
+  place_and_reserve_all(f);
+  char *text = instance_text(f, ORDER);
+  assert_string_equal(text, "reserved|reserved 5 " PROD_A "\nreserved 1 " PROD_B "\n");
+  free(text);
+  /* Late duplicates change nothing. */
+  assert_int_equal(deliver(f, "StockReserved", "E5", stock_reserved(PROD_A, ORDER, QTY_A)), 0);
+  assert_int_equal(deliver(f, "OrderReserved", "E6", json_pack("{s:s}", "orderId", ORDER)), 0);
+  assert_int_equal(deliver(f, "OrderRejected", "E7", order_event(ORDER, "reason", "X")), 0);
+  text = instance_text(f, ORDER);
+  assert_string_equal(text, "reserved|reserved 5 " PROD_A "\nreserved 1 " PROD_B "\n");
+  free(text);
+}
+
+static void test_order_rejected_settles_the_instance_with_nothing_to_release(void **state) {
+  fixture *f = *state;
+  assert_int_equal(deliver(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 1);
+  /* reserve_order found B short: its rejection and the order's, nothing reserved. */
+  assert_int_equal(
+      deliver(f, "StockReservationRejected", "E2", stock_rejected(PROD_B, ORDER, QTY_B)), 0);
+  assert_int_equal(deliver(f, "OrderRejected", "E3", order_event(ORDER, "reason", "OUT_OF_STOCK")),
+                   0);
+  char *text = instance_text(f, ORDER);
+  assert_string_equal(text, "rejected|rejected 5 " PROD_A "\nrejected 1 " PROD_B "\n");
+  free(text);
+  /* Closed: nothing more to do for it. */
+  assert_int_equal(deliver(f, "OrderCancelled", "E4", order_event(ORDER, "reason", "x")), 0);
+  assert_int_equal(deliver(f, "OrderShipped", "E5", order_event(ORDER, "trackingNumber", "t")), 0);
+}
+
+static void test_cancel_before_reserve_order_decided_releases_nothing(void **state) {
+  fixture *f = *state;
+  assert_int_equal(deliver(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 1);
+  /* The order was cancelled before reserve_order ran: the writer decides nothing for it. */
+  assert_int_equal(deliver(f, "OrderCancelled", "E2", order_event(ORDER, "reason", "r")), 0);
+  char *text = instance_text(f, ORDER);
+  assert_string_equal(text, "cancelled|pending 5 " PROD_A "\npending 1 " PROD_B "\n");
+  free(text);
+  assert_int_equal(deliver(f, "OrderShipped", "E3", order_event(ORDER, "trackingNumber", "t")), 0);
+}
+
+/* ---- instances on the per-product flow (started by earlier versions) ------------------------ */
+
+static void test_per_product_answer_for_one_product_waits_for_the_other(void **state) {
+  fixture *f = *state;
+  start_per_product(f, ORDER);
+  assert_int_equal(deliver(f, "StockReserved", "E2", stock_reserved(PROD_A, ORDER, QTY_A)), 0);
+  char *text = instance_text(f, ORDER);
+  assert_string_equal(text, "reserving|reserved 5 " PROD_A "\npending 1 " PROD_B "\n");
+  free(text);
 }
 
 /* ---- answers of the products ---------------------------------------------------------------- */
 
 static void test_all_reserved_marks_the_order_after_the_last_answer(void **state) {
   fixture *f = *state;
-  place_and_reserve_all(f);
+  reserve_per_product(f);
   /* A late duplicate answer changes nothing: the order is already marked. */
   assert_int_equal(deliver(f, "StockReserved", "E4", stock_reserved(PROD_B, ORDER, QTY_B)), 0);
   assert_int_equal(deliver(f, "StockReserved", "E5", stock_reserved(PROD_A, ORDER, QTY_A)), 0);
@@ -267,7 +343,7 @@ static void test_all_reserved_marks_the_order_after_the_last_answer(void **state
 
 static void test_answers_in_the_other_order_also_mark_reserved(void **state) {
   fixture *f = *state;
-  assert_int_equal(deliver(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 2);
+  start_per_product(f, ORDER);
   assert_int_equal(deliver(f, "StockReserved", "E2", stock_reserved(PROD_B, ORDER, QTY_B)), 0);
   /* An answer for a product the order does not list is not an answer for it. */
   assert_int_equal(deliver(f, "StockReserved", "E3", stock_reserved("sku-z", ORDER, 1)), 0);
@@ -277,7 +353,7 @@ static void test_answers_in_the_other_order_also_mark_reserved(void **state) {
 
 static void test_a_rejection_releases_the_rest_and_rejects_the_order(void **state) {
   fixture *f = *state;
-  assert_int_equal(deliver(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 2);
+  start_per_product(f, ORDER);
   assert_int_equal(deliver(f, "StockReserved", "E2", stock_reserved(PROD_A, ORDER, QTY_A)), 0);
   assert_int_equal(
       deliver(f, "StockReservationRejected", "E3", stock_rejected(PROD_B, ORDER, QTY_B)), 2);
@@ -292,7 +368,7 @@ static void test_a_rejection_releases_the_rest_and_rejects_the_order(void **stat
 
 static void test_a_rejection_first_waits_for_the_other_answers(void **state) {
   fixture *f = *state;
-  assert_int_equal(deliver(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 2);
+  start_per_product(f, ORDER);
   assert_int_equal(
       deliver(f, "StockReservationRejected", "E2", stock_rejected(PROD_B, ORDER, QTY_B)), 0);
   /* A's reservation is only known now: it is released as the order is rejected. */
@@ -303,7 +379,7 @@ static void test_a_rejection_first_waits_for_the_other_answers(void **state) {
 
 static void test_all_rejected_rejects_without_releases(void **state) {
   fixture *f = *state;
-  assert_int_equal(deliver(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 2);
+  start_per_product(f, ORDER);
   assert_int_equal(
       deliver(f, "StockReservationRejected", "E2", stock_rejected(PROD_A, ORDER, QTY_A)), 0);
   assert_int_equal(
@@ -317,18 +393,31 @@ static void test_cancel_of_a_reserved_order_releases_every_product(void **state)
   fixture *f = *state;
   place_and_reserve_all(f);
   assert_int_equal(
-      deliver(f, "OrderCancelled", "E4", order_event(ORDER, "reason", "changed my mind")), 2);
+      deliver(f, "OrderCancelled", "E5", order_event(ORDER, "reason", "changed my mind")), 2);
+  expect_cmd(f, 0, TL_CMD_RELEASE_STOCK, PROD_A, ORDER, QTY_A, NULL, "E5", "release:" PROD_A);
+  expect_cmd(f, 1, TL_CMD_RELEASE_STOCK, PROD_B, ORDER, QTY_B, NULL, "E5", "release:" PROD_B);
+  /* Released once: a redelivered cancellation or a late answer give nothing back twice. */
+  assert_int_equal(deliver(f, "OrderCancelled", "E6", order_event(ORDER, "reason", "again")), 0);
+  assert_int_equal(deliver(f, "StockReserved", "E7", stock_reserved(PROD_A, ORDER, QTY_A)), 0);
+  assert_int_equal(deliver(f, "OrderShipped", "E8", order_event(ORDER, "trackingNumber", "t")), 0);
+}
+
+static void test_cancel_of_a_per_product_reservation_releases_every_product(void **state) {
+  fixture *f = *state;
+  reserve_per_product(f);
+  assert_int_equal(deliver(f, "OrderCancelled", "E4", order_event(ORDER, "reason", "r")), 2);
   expect_cmd(f, 0, TL_CMD_RELEASE_STOCK, PROD_A, ORDER, QTY_A, NULL, "E4", "release:" PROD_A);
   expect_cmd(f, 1, TL_CMD_RELEASE_STOCK, PROD_B, ORDER, QTY_B, NULL, "E4", "release:" PROD_B);
-  /* Released once: a redelivered cancellation or a late answer give nothing back twice. */
-  assert_int_equal(deliver(f, "OrderCancelled", "E5", order_event(ORDER, "reason", "again")), 0);
-  assert_int_equal(deliver(f, "StockReserved", "E6", stock_reserved(PROD_A, ORDER, QTY_A)), 0);
-  assert_int_equal(deliver(f, "OrderShipped", "E7", order_event(ORDER, "trackingNumber", "t")), 0);
+  /* mark_reserved's OrderReserved arrives after: it settles nothing more. */
+  assert_int_equal(deliver(f, "OrderReserved", "E5", json_pack("{s:s}", "orderId", ORDER)), 0);
+  char *text = instance_text(f, ORDER);
+  assert_string_equal(text, "cancelled|released 5 " PROD_A "\nreleased 1 " PROD_B "\n");
+  free(text);
 }
 
 static void test_cancel_while_reserving_releases_the_late_reservation(void **state) {
   fixture *f = *state;
-  assert_int_equal(deliver(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 2);
+  start_per_product(f, ORDER);
   assert_int_equal(deliver(f, "StockReserved", "E2", stock_reserved(PROD_A, ORDER, QTY_A)), 0);
   /* B is still pending: only A can be released now. */
   assert_int_equal(deliver(f, "OrderCancelled", "E3", order_event(ORDER, "reason", "r")), 1);
@@ -340,7 +429,7 @@ static void test_cancel_while_reserving_releases_the_late_reservation(void **sta
 
 static void test_cancel_before_any_answer(void **state) {
   fixture *f = *state;
-  assert_int_equal(deliver(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 2);
+  start_per_product(f, ORDER);
   assert_int_equal(deliver(f, "OrderCancelled", "E2", order_event(ORDER, "reason", "r")), 0);
   /* A rejected late answer holds nothing; a reserved one is released; neither marks nor
    * rejects the (cancelled) order. */
@@ -354,13 +443,13 @@ static void test_ship_of_a_reserved_order_commits_every_product(void **state) {
   fixture *f = *state;
   place_and_reserve_all(f);
   /* Payment is no business of the saga. */
-  assert_int_equal(deliver(f, "PaymentConfirmed", "E4", order_event(ORDER, "paymentId", "p")), 0);
-  assert_int_equal(deliver(f, "OrderShipped", "E5", order_event(ORDER, "trackingNumber", "1Z")), 2);
-  expect_cmd(f, 0, TL_CMD_COMMIT_STOCK, PROD_A, ORDER, QTY_A, NULL, "E5", "commit:" PROD_A);
-  expect_cmd(f, 1, TL_CMD_COMMIT_STOCK, PROD_B, ORDER, QTY_B, NULL, "E5", "commit:" PROD_B);
+  assert_int_equal(deliver(f, "PaymentConfirmed", "E5", order_event(ORDER, "paymentId", "p")), 0);
+  assert_int_equal(deliver(f, "OrderShipped", "E6", order_event(ORDER, "trackingNumber", "1Z")), 2);
+  expect_cmd(f, 0, TL_CMD_COMMIT_STOCK, PROD_A, ORDER, QTY_A, NULL, "E6", "commit:" PROD_A);
+  expect_cmd(f, 1, TL_CMD_COMMIT_STOCK, PROD_B, ORDER, QTY_B, NULL, "E6", "commit:" PROD_B);
   /* Committed once. */
-  assert_int_equal(deliver(f, "OrderShipped", "E6", order_event(ORDER, "trackingNumber", "1Z")), 0);
-  assert_int_equal(deliver(f, "OrderCancelled", "E7", order_event(ORDER, "reason", "r")), 0);
+  assert_int_equal(deliver(f, "OrderShipped", "E7", order_event(ORDER, "trackingNumber", "1Z")), 0);
+  assert_int_equal(deliver(f, "OrderCancelled", "E8", order_event(ORDER, "reason", "r")), 0);
 }
 
 /* ---- replay safety -------------------------------------------------------------------------- */
@@ -394,13 +483,12 @@ static size_t expect_replay_safe(fixture *f, const char *type, const char *event
 
 static void test_replayed_events_ask_for_the_same_commands(void **state) {
   fixture *f = *state;
-  assert_int_equal(expect_replay_safe(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 2);
-  expect_cmd(f, 1, TL_CMD_RESERVE_STOCK, PROD_B, ORDER, QTY_B, NULL, "E1", "reserve:" PROD_B);
+  assert_int_equal(expect_replay_safe(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 1);
+  expect_cmd(f, 0, TL_CMD_RESERVE_ORDER, ORDER, NULL, -1, NULL, "E1", "reserve");
   assert_int_equal(
       expect_replay_safe(f, "StockReserved", "E2", stock_reserved(PROD_A, ORDER, QTY_A)), 0);
   assert_int_equal(
-      expect_replay_safe(f, "StockReserved", "E3", stock_reserved(PROD_B, ORDER, QTY_B)), 1);
-  expect_cmd(f, 0, TL_CMD_MARK_RESERVED, ORDER, NULL, -1, NULL, "E3", "reserved");
+      expect_replay_safe(f, "OrderReserved", "E3", json_pack("{s:s}", "orderId", ORDER)), 0);
   assert_int_equal(
       expect_replay_safe(f, "OrderShipped", "E4", order_event(ORDER, "trackingNumber", "t")), 2);
   expect_cmd(f, 1, TL_CMD_COMMIT_STOCK, PROD_B, ORDER, QTY_B, NULL, "E4", "commit:" PROD_B);
@@ -408,7 +496,7 @@ static void test_replayed_events_ask_for_the_same_commands(void **state) {
 
 static void test_replayed_rejection_and_cancellation_ask_the_same(void **state) {
   fixture *f = *state;
-  assert_int_equal(deliver(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 2);
+  start_per_product(f, ORDER);
   assert_int_equal(deliver(f, "StockReserved", "E2", stock_reserved(PROD_A, ORDER, QTY_A)), 0);
   assert_int_equal(expect_replay_safe(f, "OrderCancelled", "E3", order_event(ORDER, "reason", "r")),
                    1);
@@ -416,7 +504,7 @@ static void test_replayed_rejection_and_cancellation_ask_the_same(void **state) 
       expect_replay_safe(f, "StockReserved", "E4", stock_reserved(PROD_B, ORDER, QTY_B)), 1);
   expect_cmd(f, 0, TL_CMD_RELEASE_STOCK, PROD_B, ORDER, QTY_B, NULL, "E4", "release:" PROD_B);
 
-  assert_int_equal(deliver(f, "OrderPlaced", "E5", order_placed(OTHER_ORDER, 3)), 2);
+  start_per_product(f, OTHER_ORDER);
   assert_int_equal(deliver(f, "StockReserved", "E6", stock_reserved(PROD_A, OTHER_ORDER, QTY_A)),
                    0);
   assert_int_equal(expect_replay_safe(f, "StockReservationRejected", "E7",
@@ -434,14 +522,18 @@ static void test_events_for_unknown_orders_ask_nothing(void **state) {
                    0);
   assert_int_equal(deliver(f, "OrderCancelled", "E3", order_event(ORDER, "reason", "r")), 0);
   assert_int_equal(deliver(f, "OrderShipped", "E4", order_event(ORDER, "trackingNumber", "t")), 0);
+  assert_int_equal(deliver(f, "OrderReserved", "E4a", json_pack("{s:s}", "orderId", ORDER)), 0);
+  assert_int_equal(deliver(f, "OrderRejected", "E4b", order_event(ORDER, "reason", "X")), 0);
   assert_int_equal(instance_count(f), 0); /* and remembers nothing */
 
   /* Another order's events do not touch this one. */
-  assert_int_equal(deliver(f, "OrderPlaced", "E5", order_placed(ORDER, 3)), 2);
+  assert_int_equal(deliver(f, "OrderPlaced", "E5", order_placed(ORDER, 3)), 1);
   char *before = instance_text(f, ORDER);
   assert_non_null(before);
   assert_int_equal(deliver(f, "StockReserved", "E6", stock_reserved(PROD_A, OTHER_ORDER, 1)), 0);
   assert_int_equal(deliver(f, "OrderCancelled", "E7", order_event(OTHER_ORDER, "reason", "r")), 0);
+  assert_int_equal(deliver(f, "OrderReserved", "E7a", json_pack("{s:s}", "orderId", OTHER_ORDER)),
+                   0);
   char *after = instance_text(f, ORDER);
   assert_non_null(after);
   assert_string_equal(after, before);
@@ -453,17 +545,17 @@ static void test_events_for_unknown_orders_ask_nothing(void **state) {
   assert_int_equal(deliver(f, "OrderPlaced", "E8", json_pack("{s:[]}", "items")), 0);
   assert_int_equal(deliver(f, "StockReserved", "E9", json_pack("{s:s}", "orderId", ORDER)), 0);
   assert_int_equal(deliver(f, "OrderCancelled", "E10", json_object()), 0);
+  assert_int_equal(deliver(f, "OrderReserved", "E11", json_object()), 0);
   assert_int_equal(instance_count(f), 1);
 }
 
 static void test_unrelated_event_types_ask_nothing(void **state) {
   fixture *f = *state;
-  assert_int_equal(deliver(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 2);
+  assert_int_equal(deliver(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 1);
   char *before = instance_text(f, ORDER);
   assert_non_null(before);
-  const char *types[] = {"ProductCreated",   "ProductRestocked", "StockReleased",
-                         "StockCommitted",   "OrderReserved",    "OrderRejected",
-                         "PaymentConfirmed", "OrderNoteAdded"};
+  const char *types[] = {"ProductCreated", "ProductRestocked", "StockReleased",
+                         "StockCommitted", "PaymentConfirmed", "OrderNoteAdded"};
   for (size_t i = 0; i < TL_ARRAY_LEN(types); i++) {
     char eid[16];
     snprintf(eid, sizeof eid, "U%zu", i);
@@ -477,43 +569,20 @@ static void test_unrelated_event_types_ask_nothing(void **state) {
   free(before);
   free(after);
   /* The saga still runs its course afterwards. */
-  assert_int_equal(deliver(f, "StockReserved", "E2", stock_reserved(PROD_A, ORDER, QTY_A)), 0);
-  assert_int_equal(deliver(f, "StockReserved", "E3", stock_reserved(PROD_B, ORDER, QTY_B)), 1);
+  assert_int_equal(deliver(f, "OrderReserved", "E2", json_pack("{s:s}", "orderId", ORDER)), 0);
+  after = instance_text(f, ORDER);
+  assert_string_equal(after, "reserved|reserved 5 " PROD_A "\nreserved 1 " PROD_B "\n");
+  free(after);
 }
 
 /* ---- stored instances ----------------------------------------------------------------------- */
 
-static void store_instance(fixture *f, const char *phase, const char *lines) {
-  sqlite3_stmt *st = NULL;
-  assert_int_equal(
-      sqlite3_prepare_v2(f->db->db, "INSERT INTO pm_order VALUES(?,?,?)", -1, &st, NULL),
-      SQLITE_OK);
-  sqlite3_bind_text(st, 1, ORDER, -1, SQLITE_STATIC);
-  sqlite3_bind_text(st, 2, phase, -1, SQLITE_STATIC);
-  sqlite3_bind_text(st, 3, lines, -1, SQLITE_STATIC);
-  assert_int_equal(sqlite3_step(st), SQLITE_DONE);
-  sqlite3_finalize(st);
-}
-
-static void test_instances_are_stored_as_lines_of_text(void **state) {
-  fixture *f = *state;
-  assert_int_equal(deliver(f, "OrderPlaced", "E1", order_placed(ORDER, 3)), 2);
-  char *text = instance_text(f, ORDER);
-  assert_non_null(text);
-  assert_string_equal(text, "reserving|pending 5 " PROD_A "\npending 1 " PROD_B "\n");
-  free(text);
-  assert_int_equal(deliver(f, "StockReserved", "E2", stock_reserved(PROD_B, ORDER, QTY_B)), 0);
-  text = instance_text(f, ORDER);
-  assert_string_equal(text, "reserving|pending 5 " PROD_A "\nreserved 1 " PROD_B "\n");
-  free(text);
-}
-
 static void test_an_instance_stored_as_json_by_an_earlier_version_goes_on(void **state) {
   fixture *f = *state;
-  store_instance(f, "reserving",
-                 "[{\"p\":\"" PROD_A
-                 "\",\"q\":5,\"s\":\"reserved\"},"
-                 "{\"p\":\"" PROD_B "\",\"q\":1,\"s\":\"pending\"}]");
+  store_instance_of(f, ORDER, "reserving",
+                    "[{\"p\":\"" PROD_A
+                    "\",\"q\":5,\"s\":\"reserved\"},"
+                    "{\"p\":\"" PROD_B "\",\"q\":1,\"s\":\"pending\"}]");
   assert_int_equal(deliver(f, "StockReserved", "E2", stock_reserved(PROD_B, ORDER, QTY_B)), 1);
   expect_cmd(f, 0, TL_CMD_MARK_RESERVED, ORDER, NULL, -1, NULL, "E2", "reserved");
   char *text = instance_text(f, ORDER);
@@ -525,7 +594,7 @@ static void test_an_instance_stored_as_json_by_an_earlier_version_goes_on(void *
 
 static void test_an_unreadable_instance_is_an_error_not_a_guess(void **state) {
   fixture *f = *state;
-  store_instance(f, "reserving", "pending five " PROD_A "\n");
+  store_instance_of(f, ORDER, "reserving", "pending five " PROD_A "\n");
   assert_int_equal(deliver_tx(f, "StockReserved", "E2", stock_reserved(PROD_A, ORDER, 5), 1),
                    TL_E_IO);
   assert_int_equal(tl_pm_batch_count(f->b), 0);
@@ -546,14 +615,18 @@ static void test_the_manager_is_registered(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_the_manager_is_registered),
-      SAGA_TEST(test_order_placed_reserves_each_product_once),
-      SAGA_TEST(test_order_placed_for_one_product),
+      SAGA_TEST(test_order_placed_reserves_the_whole_order_in_one_command),
+      SAGA_TEST(test_order_reserved_settles_the_instance),
+      SAGA_TEST(test_order_rejected_settles_the_instance_with_nothing_to_release),
+      SAGA_TEST(test_cancel_before_reserve_order_decided_releases_nothing),
+      SAGA_TEST(test_per_product_answer_for_one_product_waits_for_the_other),
       SAGA_TEST(test_all_reserved_marks_the_order_after_the_last_answer),
       SAGA_TEST(test_answers_in_the_other_order_also_mark_reserved),
       SAGA_TEST(test_a_rejection_releases_the_rest_and_rejects_the_order),
       SAGA_TEST(test_a_rejection_first_waits_for_the_other_answers),
       SAGA_TEST(test_all_rejected_rejects_without_releases),
       SAGA_TEST(test_cancel_of_a_reserved_order_releases_every_product),
+      SAGA_TEST(test_cancel_of_a_per_product_reservation_releases_every_product),
       SAGA_TEST(test_cancel_while_reserving_releases_the_late_reservation),
       SAGA_TEST(test_cancel_before_any_answer),
       SAGA_TEST(test_ship_of_a_reserved_order_commits_every_product),
@@ -561,7 +634,6 @@ int main(void) {
       SAGA_TEST(test_replayed_rejection_and_cancellation_ask_the_same),
       SAGA_TEST(test_events_for_unknown_orders_ask_nothing),
       SAGA_TEST(test_unrelated_event_types_ask_nothing),
-      SAGA_TEST(test_instances_are_stored_as_lines_of_text),
       SAGA_TEST(test_an_instance_stored_as_json_by_an_earlier_version_goes_on),
       SAGA_TEST(test_an_unreadable_instance_is_an_error_not_a_guess),
   };
