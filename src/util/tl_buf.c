@@ -21,7 +21,7 @@ static int reserve(tl_buf *b, size_t extra) {
   return 0;
 }
 
-void tl_buf_append(tl_buf *b, const char *s, size_t n) {
+void tl_buf_append_grow(tl_buf *b, const char *s, size_t n) {
   if (reserve(b, n)) return;
   memcpy(b->data + b->len, s, n);
   b->len += n;
@@ -46,13 +46,20 @@ void tl_buf_printf(tl_buf *b, const char *fmt, ...) {
   b->len += (size_t)n;
 }
 
+/* Bytes a JSON string literal must escape: control characters, '"' and '\\'. */
+static const unsigned char ESCAPE[256] = {
+    [0x00 ... 0x1f] = 1,
+    ['"'] = 1,
+    ['\\'] = 1,
+};
+
 void tl_buf_json_string_n(tl_buf *b, const char *s, size_t n) {
   static const char HEX[] = "0123456789ABCDEF"; /* as jansson writes \u escapes */
   tl_buf_append(b, "\"", 1);
   size_t run = 0; /* start of the bytes not yet copied */
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    if (!ESCAPE[c]) continue;
     tl_buf_append(b, s + run, i - run);
     run = i + 1;
     char e[6] = {'\\', (char)c, 0, 0, 0, 0};

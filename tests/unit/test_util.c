@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "util/tl_buf.h"
 #include "util/tl_common.h"
 #include "util/tl_id.h"
 #include "util/tl_jw.h"
@@ -344,6 +345,39 @@ static void test_time_format_extremes(void **s) {
   assert_string_equal(date, "1969-12-31");
 }
 
+/* Every ASCII byte, alone and inside text, is written as jansson writes it; appends cross the
+ * buffer's growth (inline fast path, then the growing one) without losing a byte. */
+static void test_json_strings_match_jansson_and_growth_keeps_every_byte(void **s) {
+  (void)s;
+  for (int c = 0; c < 128; c++) {
+    char in[3] = {'a', (char)c, 'z'};
+    json_t *j = json_stringn(in, sizeof in);
+    assert_non_null(j);
+    char *want = json_dumps(j, JSON_ENCODE_ANY);
+    json_decref(j);
+    tl_buf b = {0};
+    tl_buf_json_string_n(&b, in, sizeof in);
+    assert_false(b.oom);
+    assert_string_equal(b.data, want);
+    free(want);
+    tl_buf_free(&b);
+  }
+  tl_buf b = {0};
+  size_t want_len = 0;
+  for (int i = 0; i < 5000; i++) {
+    char piece[32];
+    int n = snprintf(piece, sizeof piece, "%d,", i);
+    tl_buf_append(&b, piece, (size_t)n);
+    want_len += (size_t)n;
+    assert_int_equal(b.len, want_len);
+    assert_true(b.cap > b.len);
+    assert_int_equal(b.data[b.len], '\0');
+  }
+  assert_memory_equal(b.data, "0,1,2,", 6);
+  assert_memory_equal(b.data + b.len - 5, "4999,", 5);
+  tl_buf_free(&b);
+}
+
 /* The writer places commas and brackets, escapes strings as JSON requires and writes numbers,
  * money and times exactly; jansson must read back what it wrote. */
 static void test_json_writer(void **s) {
@@ -412,6 +446,7 @@ int main(void) {
       cmocka_unit_test(test_map_lru_trim_and_each),
       cmocka_unit_test(test_time_format_extremes),
       cmocka_unit_test(test_json_writer),
+      cmocka_unit_test(test_json_strings_match_jansson_and_growth_keeps_every_byte),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
