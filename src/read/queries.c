@@ -55,7 +55,8 @@ static void col_json(tl_jw *w, sqlite3_stmt *st, int i, const char *fallback) {
 }
 
 /* Columns: order_id, customer_id, status, total_minor, currency, item_count, created_at,
- * updated_at, version. */
+ * updated_at, version. All of them are in the rm_orders_customer index (projections.c), so a
+ * customer page reads index entries only; keep the two lists together. */
 #define SUMMARY_COLS                                                                            \
   "o.order_id, o.customer_id, o.status, o.total_minor, o.currency, o.item_count, o.created_at," \
   " o.updated_at, o.version"
