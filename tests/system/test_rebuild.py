@@ -124,10 +124,12 @@ def test_rebuild_reapplies_parked_events(make_server):
     assert st == 200
     o = srv.place_order([(p["productId"], 1, 1)])
     head = srv.idle_head()
-    st, _, items = srv.get("/admin/dlq", {"projection": "orders"})
-    assert len(items) == 1 and items[0]["position"] == o["position"], items
+    # The query waits until the orders projection has passed head, i.e. has parked the event
+    # (idle_head only waits for the saga, which may finish before the projector's retry).
     st, _, v = srv.query("/orders/" + o["orderId"], head)
     assert st == 404, v  # the parked OrderPlaced never made the row
+    st, _, items = srv.get("/admin/dlq", {"projection": "orders"})
+    assert len(items) == 1 and items[0]["position"] == o["position"], items
     cli = subprocess.run([BIN, "projections", "--server", "127.0.0.1:%d" % srv.port, "rebuild",
                           "orders", "--wait"], capture_output=True, timeout=120)
     assert cli.returncode == 0 and b"orders: running" in cli.stdout, cli
