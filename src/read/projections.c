@@ -75,8 +75,11 @@ static const char ORDERS_SCHEMA[] =
      * are adjacent entries of this index, read without visiting the table's rows. */
     "CREATE INDEX IF NOT EXISTS rm_orders_customer ON rm_orders(customer_id, order_id, status,"
     " total_minor, currency, item_count, created_at, updated_at, version);"
+    /* Prefix indexes for query words of 2 to 8 characters: with one, FTS5 walks the prefix's
+     * doclist newest first and stops at the page's LIMIT; without, it merges the doclists of
+     * every term with that prefix first (every matching order: 100 ms at 40k orders). */
     "CREATE VIRTUAL TABLE IF NOT EXISTS rm_orders_fts"
-    " USING fts5(names, tokenize='unicode61', prefix='2 3');"
+    " USING fts5(names, tokenize='unicode61', prefix='2 3 4 5 6 7 8');"
     "CREATE TABLE IF NOT EXISTS rm_order_product_names("
     " product_id TEXT PRIMARY KEY, name TEXT NOT NULL) WITHOUT ROWID;";
 static const char ORDERS_RESET[] = "DROP TABLE IF EXISTS rm_orders;"
@@ -208,7 +211,7 @@ static const tl_rm_table ORDERS_TABLES[] = {
     {"rm_orders", "order_id", NULL, NULL},
     {"rm_orders_fts", "rid", "rowid AS rid, names", "rowid, names"},
     {"rm_order_product_names", "product_id", NULL, NULL}};
-static const tl_projection_def ORDERS = {"orders",      4, ORDERS_SCHEMA, ORDERS_RESET,
+static const tl_projection_def ORDERS = {"orders",      5, ORDERS_SCHEMA, ORDERS_RESET,
                                          ORDERS_TABLES, 3, orders_apply};
 
 /* ---- products ---------------------------------------------------------------------------- */

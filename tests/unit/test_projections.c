@@ -801,6 +801,40 @@ static void test_customer_page_reads_only_the_covering_index(void **state) {
   }
 }
 
+/* Prefixes of every length match, those with a prefix index (2 to 8 characters) and those
+ * without (1, and 9 and more); a longer word than the product's does not. Newest first. */
+static void test_search_matches_prefixes_of_every_length(void **state) {
+  fixture *f = *state;
+  int64_t t = ms_of("2026-11-22T10:00:00Z");
+  char o1[27], o2[27];
+  ulid_at("2026-11-22T10:00:01Z", o1);
+  ulid_at("2026-11-22T10:00:02Z", o2);
+  product_created(f->db, 1, "p1", "Extraordinarily Comfortable Chair", "home", "99.00", 5, t);
+  product_created(f->db, 2, "p2", "Extra Pillow", "home", "9.00", 5, t);
+  order_placed(f->db, 3, o1, CUST_A, "[{\"productId\":\"p1\",\"quantity\":1,\"price\":99.00}]",
+               "99.00", t + 1000);
+  order_placed(f->db, 4, o2, CUST_B, "[{\"productId\":\"p2\",\"quantity\":1,\"price\":9.00}]",
+               "9.00", t + 2000);
+  const char *word = "extraordinarily";
+  char q[32], ids[128], both[128];
+  snprintf(both, sizeof both, "%s %s", o2, o1);
+  for (size_t len = 1; len <= strlen(word); len++) {
+    snprintf(q, sizeof q, "%.*s", (int)len, word);
+    json_t *r = get_search(f->db, q, 10);
+    /* "e" .. "extra" also match the pillow's "Extra". */
+    const char *want = len <= 5 ? both : o1;
+    if (strcmp(ids_of(r, "orderId", ids, sizeof ids), want) != 0)
+      fail_msg("search %s: got [%s], want [%s]", q, ids, want);
+    json_decref(r);
+  }
+  json_t *r = get_search(f->db, "extraordinarilyx", 10);
+  assert_string_equal(ids_of(r, "orderId", ids, sizeof ids), "");
+  json_decref(r);
+  r = get_search(f->db, "extraordina comfo ch", 10);
+  assert_string_equal(ids_of(r, "orderId", ids, sizeof ids), o1);
+  json_decref(r);
+}
+
 static void test_search_by_word_prefix_finds_the_order(void **state) {
   fixture *f = *state;
   int64_t t = ms_of("2026-11-22T10:00:00Z");
@@ -1037,6 +1071,7 @@ int main(void) {
       T(test_payment_and_shipping_update_status_and_version),
       T(test_customer_history_is_newest_first_with_pagination),
       T(test_customer_page_reads_only_the_covering_index),
+      T(test_search_matches_prefixes_of_every_length),
       T(test_search_by_word_prefix_finds_the_order),
       T(test_search_finds_every_item_of_a_large_order),
       T(test_sales_daily_counts_orders_on_their_utc_date),
