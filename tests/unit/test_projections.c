@@ -132,6 +132,15 @@ static void order_placed(tl_db *db, int64_t pos, const char *oid, const char *ci
   apply(db, pos, stream, 1, "OrderPlaced", data, ms);
 }
 
+/* An order of one unit of product pid at price (JSON number text, also the total). */
+static void order_of_one(tl_db *db, int64_t pos, const char *oid, const char *cid,
+                         const char *pid, const char *price, int64_t ms) {
+  char items[256];
+  snprintf(items, sizeof items, "[{\"productId\":\"%s\",\"quantity\":1,\"price\":%s}]", pid,
+           price);
+  order_placed(db, pos, oid, cid, items, price, ms);
+}
+
 /* PaymentConfirmed, OrderShipped or OrderCancelled at stream version version. */
 static void order_event(tl_db *db, int64_t pos, const char *type, const char *oid, int64_t version,
                         int64_t ms) {
@@ -811,10 +820,8 @@ static void test_search_matches_prefixes_of_every_length(void **state) {
   ulid_at("2026-11-22T10:00:02Z", o2);
   product_created(f->db, 1, "p1", "Extraordinarily Comfortable Chair", "home", "99.00", 5, t);
   product_created(f->db, 2, "p2", "Extra Pillow", "home", "9.00", 5, t);
-  order_placed(f->db, 3, o1, CUST_A, "[{\"productId\":\"p1\",\"quantity\":1,\"price\":99.00}]",
-               "99.00", t + 1000);
-  order_placed(f->db, 4, o2, CUST_B, "[{\"productId\":\"p2\",\"quantity\":1,\"price\":9.00}]",
-               "9.00", t + 2000);
+  order_of_one(f->db, 3, o1, CUST_A, "p1", "99.00", t + 1000);
+  order_of_one(f->db, 4, o2, CUST_B, "p2", "9.00", t + 2000);
   const char *word = "extraordinarily";
   char q[32], ids[128], both[128];
   snprintf(both, sizeof both, "%s %s", o2, o1);
@@ -844,10 +851,8 @@ static void test_search_by_word_prefix_finds_the_order(void **state) {
   ulid_at("2026-11-22T10:00:03Z", o3);
   product_created(f->db, 1, "p1", "Espresso Machine", "kitchen", "9.99", 5, t);
   product_created(f->db, 2, "p2", "Green Tea", "drinks", "0.20", 5, t);
-  order_placed(f->db, 3, o1, CUST_A, "[{\"productId\":\"p1\",\"quantity\":1,\"price\":9.99}]",
-               "9.99", t + 1000);
-  order_placed(f->db, 4, o2, CUST_B, "[{\"productId\":\"p2\",\"quantity\":1,\"price\":0.20}]",
-               "0.20", t + 2000);
+  order_of_one(f->db, 3, o1, CUST_A, "p1", "9.99", t + 1000);
+  order_of_one(f->db, 4, o2, CUST_B, "p2", "0.20", t + 2000);
   order_placed(f->db, 5, o3, CUST_A,
                "[{\"productId\":\"p2\",\"quantity\":1,\"price\":0.20},"
                "{\"productId\":\"p1\",\"quantity\":1,\"price\":9.99}]",
