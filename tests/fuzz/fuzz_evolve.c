@@ -18,7 +18,10 @@
  *    stock by exactly their quantity;
  *  - the order view (GET /orders/{id}/state) renders for every state, and copies are equal;
  *  - every command is decided on the folded states without undefined behaviour: refused with a
- *    problem, or answered with events.
+ *    problem, or answered with events;
+ *  - reserve_order (every product of the order resolving to the folded product) decides
+ *    nothing unless the order is PENDING, then exactly one order event, and only events the
+ *    evolvers accept (product events on a copy of the product, the order's on a copy of it).
  */
 #include "fuzz_common.h"
 
@@ -224,6 +227,51 @@ static void check_decisions(const tl_order_state *o, const tl_product_state *p) 
   }
 }
 
+static const tl_product_state *lookup_fuzzed(void *ctx, const char *product_id) {
+  (void)product_id;
+  return ctx;
+}
+
+static void check_reservation(const tl_order_state *o, const tl_product_state *p, int64_t ms) {
+  tl_reservation r;
+  int rc = tl_order_decide_reservation(o, lookup_fuzzed, (void *)p, &r);
+  if (rc != TL_OK) {
+    FUZZ_CHECK((rc == TL_E_NOTFOUND && o->version == 0) || rc == TL_E_NOMEM,
+               "reserve_order refused with %d", rc);
+    FUZZ_CHECK(r.n_stock == 0 && r.order.n_events == 0, "a refusal with events");
+    tl_reservation_clear(&r);
+    return;
+  }
+  if (o->status != TL_ORDER_PENDING) {
+    FUZZ_CHECK(r.n_stock == 0 && r.order.n_events == 0, "reserve_order of a %s order decided",
+               tl_order_status_name(o->status));
+    tl_reservation_clear(&r);
+    return;
+  }
+  FUZZ_CHECK(r.order.n_events == 1 && r.n_stock <= o->n_items, "%d order events, %d stock",
+             r.order.n_events, r.n_stock);
+  char *snap = p->version > 0 ? tl_product_snapshot_encode(p) : NULL;
+  for (int i = 0; i < r.n_stock; i++) {
+    tl_product_state copy;
+    FUZZ_CHECK(snap && tl_product_snapshot_decode(&copy, TL_PRODUCT_SNAPSHOT_SCHEMA, snap) == TL_OK,
+               "a stock event for a product that does not exist");
+    const char *type = r.stock[i].event.type;
+    FUZZ_CHECK(tl_product_evolve(&copy, type, r.stock[i].event.data, ms) == TL_OK,
+               "reserve_order decided a %s the product refuses", type);
+    tl_product_state_clear(&copy);
+  }
+  free(snap);
+  tl_order_state copy;
+  tl_order_state_copy(&copy, o);
+  const char *type = r.order.events[0].type;
+  FUZZ_CHECK(tl_order_evolve(&copy, type, r.order.events[0].data, ms) == TL_OK,
+             "reserve_order decided a %s the order refuses", type);
+  FUZZ_CHECK(copy.status == TL_ORDER_RESERVED || copy.status == TL_ORDER_REJECTED,
+             "reserve_order left the order %s", tl_order_status_name(copy.status));
+  tl_order_state_clear(&copy);
+  tl_reservation_clear(&r);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char *text = fuzz_strndup(data, size);
   tl_order_state order;
@@ -252,6 +300,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check_order_view(&order);
   snprintf(sh_first_order, sizeof sh_first_order, "%s", sh.n ? sh.order_id[0] : "o");
   check_decisions(&order, &product);
+  check_reservation(&order, &product, ms + 1000);
   tl_order_state_clear(&order);
   tl_product_state_clear(&product);
   shadow_clear(&sh);
