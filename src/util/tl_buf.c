@@ -2,6 +2,8 @@
 #include "util/tl_buf.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,15 +55,37 @@ static const unsigned char ESCAPE[256] = {
     ['\\'] = 1,
 };
 
+/* Does any of the 8 bytes of x need an escape? (Bit tricks: a byte below 0x20, or equal to
+ * '"' or '\\'; bytes from 0x80, UTF-8, never do.) */
+static inline bool word_needs_escape(uint64_t x) {
+  const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+  uint64_t below_space = (x - ones * 0x20) & ~x & highs;
+  uint64_t q = x ^ (ones * '"'), bs = x ^ (ones * '\\');
+  uint64_t quote = (q - ones) & ~q & highs, backslash = (bs - ones) & ~bs & highs;
+  return (below_space | quote | backslash) != 0;
+}
+
 void tl_buf_json_string_n(tl_buf *b, const char *s, size_t n) {
   static const char HEX[] = "0123456789ABCDEF"; /* as jansson writes \u escapes */
   tl_buf_append(b, "\"", 1);
   size_t run = 0; /* start of the bytes not yet copied */
-  for (size_t i = 0; i < n; i++) {
+  size_t i = 0;
+  for (;;) {
+    /* Skip 8 clean bytes at a time (ids, names: most strings need no escape at all). */
+    while (i + 8 <= n) {
+      uint64_t x;
+      memcpy(&x, s + i, 8);
+      if (word_needs_escape(x)) break;
+      i += 8;
+    }
+    if (i >= n) break;
     unsigned char c = (unsigned char)s[i];
-    if (!ESCAPE[c]) continue;
+    if (!ESCAPE[c]) {
+      i++;
+      continue;
+    }
     tl_buf_append(b, s + run, i - run);
-    run = i + 1;
+    run = ++i;
     char e[6] = {'\\', (char)c, 0, 0, 0, 0};
     size_t len = 2;
     switch (c) {

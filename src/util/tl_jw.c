@@ -52,13 +52,11 @@ void tl_jw_end(tl_jw *w) {
   tl_buf_append(&w->buf, &c, 1);
 }
 
-void tl_jw_key(tl_jw *w, const char *key) {
+void tl_jw_key_quoted(tl_jw *w, const char *quoted, size_t n) {
   assert(!w->after_key);
+  assert(n >= 3 && quoted[0] == '"' && quoted[n - 1] == ':');
   begin_item(w);
-  size_t n = strlen(key);
-  tl_buf_append(&w->buf, "\"", 1);
-  tl_buf_append(&w->buf, key, n);
-  tl_buf_append(&w->buf, "\":", 2);
+  tl_buf_append(&w->buf, quoted, n);
   w->after_key = true;
 }
 

@@ -40,8 +40,11 @@ void tl_jw_array(tl_jw *w);
 /* Closes the innermost object or array. */
 void tl_jw_end(tl_jw *w);
 
-/* A member name inside an object: a trusted literal, not escaped. */
-void tl_jw_key(tl_jw *w, const char *key);
+/* A member name inside an object: a string literal, not escaped. The quotes and the colon are
+ * added at compile time, so writing a key is one append. */
+#define tl_jw_key(w, key) tl_jw_key_quoted((w), "\"" key "\":", sizeof("\"" key "\":") - 1)
+/* n bytes of a quoted member name and its colon ("\"key\":"), as tl_jw_key writes them. */
+void tl_jw_key_quoted(tl_jw *w, const char *quoted, size_t n);
 
 void tl_jw_string(tl_jw *w, const char *s);
 void tl_jw_string_n(tl_jw *w, const char *s, size_t n);
