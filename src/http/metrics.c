@@ -6,6 +6,8 @@
 
 #include <stdlib.h>
 
+_Static_assert(TL_CMD__COUNT <= TL_STATS_MAX_COMMANDS, "tl_g_stats has a row per command kind");
+
 char *tl_metrics_text(tl_app *app) {
   tl_buf b = {0};
   char labels[128];
