@@ -159,9 +159,13 @@ int tl_order_decide(const tl_order_state *s, const tl_cmd *c, tl_product_lookup 
   }
 }
 
-void tl_reservation_clear(tl_reservation *r) {
+static void drop_stock_events(tl_reservation *r) {
   for (int i = 0; i < r->n_stock; i++) json_decref(r->stock[i].event.data);
   r->n_stock = 0;
+}
+
+void tl_reservation_clear(tl_reservation *r) {
+  drop_stock_events(r);
   tl_decision_clear(&r->order);
 }
 
@@ -176,7 +180,8 @@ int tl_order_decide_reservation(const tl_order_state *s, tl_product_lookup looku
   /* One quantity per product, in the order of first mention. */
   int first[TL_ORDER_MAX_ITEMS];
   int64_t qty[TL_ORDER_MAX_ITEMS];
-  const tl_product_state *ps[TL_ORDER_MAX_ITEMS];
+  const tl_product_state *ps[TL_ORDER_MAX_ITEMS]; /* NULL: no such product */
+  bool held[TL_ORDER_MAX_ITEMS], lacks[TL_ORDER_MAX_ITEMS];
   int n = 0;
   for (int i = 0; i < s->n_items && i < TL_ORDER_MAX_ITEMS; i++) {
     int k = 0;
@@ -191,20 +196,16 @@ int tl_order_decide_reservation(const tl_order_state *s, tl_product_lookup looku
   bool fits = n > 0;
   for (int k = 0; k < n; k++) {
     const tl_product_state *p = lookup ? lookup(lookup_ctx, s->items[first[k]].product_id) : NULL;
-    ps[k] = p && p->version > 0 ? p : NULL;
-    if (!ps[k] || qty[k] < 1)
-      fits = false;
-    else if (tl_product_reserved_for(ps[k], s->order_id) == 0 &&
-             qty[k] > tl_product_available(ps[k]))
-      fits = false;
+    ps[k] = p && p->version > 0 && qty[k] >= 1 ? p : NULL;
+    held[k] = ps[k] && tl_product_reserved_for(ps[k], s->order_id) > 0;
+    lacks[k] = ps[k] && !held[k] && qty[k] > tl_product_available(ps[k]);
+    if (!ps[k] || lacks[k]) fits = false;
   }
   for (int k = 0; k < n; k++) {
-    if (!ps[k] || qty[k] < 1) continue;
-    bool held = tl_product_reserved_for(ps[k], s->order_id) > 0;
     /* Rejected: a product that had the units records nothing, one that held some gives them
      * back. Reserved: each product records its reservation (none if it already holds one). */
-    if (!fits && !held && qty[k] <= tl_product_available(ps[k])) continue;
-    tl_cmd_kind kind = !fits && held ? TL_CMD_RELEASE_STOCK : TL_CMD_RESERVE_STOCK;
+    if (!ps[k] || (!fits && !held[k] && !lacks[k])) continue;
+    tl_cmd_kind kind = !fits && held[k] ? TL_CMD_RELEASE_STOCK : TL_CMD_RESERVE_STOCK;
     tl_new_event ev;
     if (tl_product_decide_stock(ps[k], kind, s->order_id, qty[k], &ev) != TL_OK) {
       tl_reservation_clear(r);
@@ -218,10 +219,7 @@ int tl_order_decide_reservation(const tl_order_state *s, tl_product_lookup looku
       fits ? add_event(&r->order, "OrderReserved", json_pack("{s:s}", "orderId", s->order_id))
            : add_event(&r->order, "OrderRejected",
                        json_pack("{s:s, s:s}", "orderId", s->order_id, "reason", "OUT_OF_STOCK"));
-  if (rc != TL_OK) {
-    for (int i = 0; i < r->n_stock; i++) json_decref(r->stock[i].event.data);
-    r->n_stock = 0;
-  }
+  if (rc != TL_OK) drop_stock_events(r); /* keeps the problem add_event set */
   return rc;
 }
 
