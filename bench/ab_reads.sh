@@ -12,8 +12,10 @@
 #      printed), then 8 s of `twinlane-bench --mode reads --reads READS` (customer, search or
 #      order; default customer).
 # Prints one line per run. Exit 0, or non-zero when a server or the load generator fails.
-# Cleans up its servers and directories on any exit.
+# Cleans up its servers and directories on any exit (also Ctrl-C, SIGTERM).
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [[ $# -lt 3 ]]; then
   echo "usage: bash bench/ab_reads.sh BUILD_DIR BIN_A BIN_B [customer|search|order] [ROUNDS]" >&2
@@ -28,21 +30,16 @@ WORK=$(mktemp -d /tmp/tl-ab-reads.XXXXXX)
 PID=""
 
 cleanup() {
-  if [[ -n "$PID" ]] && kill -0 "$PID" 2>/dev/null; then
-    kill "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
-  fi
+  local rc=$?
+  bench_log_tail "$rc" "$WORK/server.log"
+  bench_stop "$PID"
   rm -rf "$WORK"
 }
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+bench_traps cleanup
 
 # start BIN DATA_DIR: starts a server, sets PID and PORT, waits for /health.
 start() {
-  PORT=$(free_port)
+  PORT=$(bench_free_port)
   "$1" serve --data "$2" --listen "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
   PID=$!
   for _ in $(seq 200); do
@@ -50,14 +47,12 @@ start() {
     kill -0 "$PID" 2>/dev/null || break
     sleep 0.05
   done
-  echo "ab_reads.sh: $1 did not start; its log:" >&2
-  tail -5 "$WORK/server.log" >&2
+  echo "ab_reads.sh: $1 did not start" >&2
   exit 1
 }
 
 stop() {
-  kill "$PID"
-  wait "$PID" 2>/dev/null || true
+  bench_stop "$PID"
   PID=""
 }
 
