@@ -29,10 +29,8 @@
 static int int_arg(const tl_req *req, const char *name, int64_t min, int64_t max, int64_t def,
                    int64_t *out, tl_problem *p) {
   const char *s = tl_req_arg(req, name);
-  if (!s) {
-    *out = def;
-    return TL_OK;
-  }
+  *out = def; /* also when s is invalid: callers read *out only without errors, but set it */
+  if (!s) return TL_OK;
   int64_t v;
   if (tl_route_parse_uint(s, INT64_MAX, &v) != TL_OK || v < min || v > max) {
     char msg[96];
