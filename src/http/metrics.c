@@ -89,8 +89,11 @@ char *tl_metrics_text(tl_app *app) {
       "# HELP tl_projection_dlq_depth Events parked in the projection's dead-letter queue.\n"
       "# TYPE tl_projection_dlq_depth gauge\n",
       "# HELP tl_projection_retries_total Failed applications of an event, retried or parked.\n"
-      "# TYPE tl_projection_retries_total counter\n"};
-  for (int m = 0; m < 5; m++) {
+      "# TYPE tl_projection_retries_total counter\n",
+      "# HELP tl_projection_tidy_steps_total Housekeeping steps run while the log is quiet"
+      " (orders: merges of the full-text index).\n"
+      "# TYPE tl_projection_tidy_steps_total counter\n"};
+  for (int m = 0; m < 6; m++) {
     tl_buf_printf(&b, "%s", HEADS[m]);
     for (int i = 0; i < n && i < 16; i++) {
       switch (m) {
@@ -98,7 +101,14 @@ char *tl_metrics_text(tl_app *app) {
       case 1: tl_buf_printf(&b, "tl_projection_lag_events{projection=\"%s\"} %lld\n", st[i].name, (long long)st[i].lag_events); break;
       case 2: tl_buf_printf(&b, "tl_projection_lag_seconds{projection=\"%s\"} %.3f\n", st[i].name, (double)st[i].lag_ms / 1000.0); break;
       case 3: tl_buf_printf(&b, "tl_projection_dlq_depth{projection=\"%s\"} %lld\n", st[i].name, (long long)st[i].dlq_depth); break;
-      default: tl_buf_printf(&b, "tl_projection_retries_total{projection=\"%s\"} %llu\n", st[i].name, (unsigned long long)st[i].retries); break;
+      case 4:
+        tl_buf_printf(&b, "tl_projection_retries_total{projection=\"%s\"} %llu\n", st[i].name,
+                      (unsigned long long)st[i].retries);
+        break;
+      default:
+        tl_buf_printf(&b, "tl_projection_tidy_steps_total{projection=\"%s\"} %llu\n", st[i].name,
+                      (unsigned long long)st[i].tidy_steps);
+        break;
       }
     }
   }

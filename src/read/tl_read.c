@@ -501,6 +501,7 @@ static int project_batch(tl_read *r, tl_log_reader *reader) {
     return -1;
   }
   int64_t now = tl_now_ms();
+  if (b->n > 0) r->last_batch_ns = tl_mono_ns();
   for (int k = 0; k < b->n && k < BATCH_EVENTS; k++)
     tl_hist_observe(&tl_g_stats.visible_lag, (double)(now - b->recorded[k]) / 1000.0);
   publish(r, b);
@@ -653,15 +654,63 @@ void tl_read_publish_rebuilt(tl_read *r, int i, int64_t position, int64_t record
   pthread_mutex_unlock(&r->lock);
 }
 
-/* How long the projector may sleep: until a waiter's deadline or a projection's retry, at most
- * a second. */
+/* ---- housekeeping (tl_projection_def.tidy) ------------------------------------------------ */
+
+#define TIDY_QUIET_MS 200 /* no batch applied for this long before a tidy step runs */
+#define TIDY_MIN_EVENTS                                                \
+  500 /* a new cycle once the projection moved this far (or a tenth of \
+         its position, whichever is more) since the last one ended */
+
+/* Whether projection i has a tidy cycle under way, or due. */
+static bool tidy_wanted(tl_read *r, int i) {
+  if (!tl_projections[i]->tidy || r->fail[i].attempts > 0 || atomic_load(&r->version_hold[i]))
+    return false;
+  if (r->tidy_running[i]) return true;
+  int64_t from = r->tidy_from[i];
+  int64_t due = from / 10 > TIDY_MIN_EVENTS ? from / 10 : TIDY_MIN_EVENTS;
+  return atomic_load(&r->checkpoint[i]) - from >= due;
+}
+
+/* Runs one tidy step, in a transaction of its own, once no batch was applied for
+ * TIDY_QUIET_MS. A step is short (the projection bounds it) and the loop checks the log
+ * between steps, so new events wait at most one step. Returns 1 if a step ran. */
+static int tidy_step(tl_read *r) {
+  if (tl_mono_ns() - r->last_batch_ns < (int64_t)TIDY_QUIET_MS * 1000000) return 0;
+  for (int i = 0; i < tl_projections_count; i++) {
+    if (!tidy_wanted(r, i)) continue;
+    tl_err err = {0};
+    int more = tl_db_exec(r->w, "BEGIN", &err);
+    if (more == TL_OK) more = tl_projections[i]->tidy(r->w, &err);
+    if (more >= 0) {
+      int rc = tl_db_exec(r->w, "COMMIT", &err);
+      if (rc != TL_OK) more = rc;
+    }
+    if (more < 0) {
+      if (!sqlite3_get_autocommit(r->w->db)) sqlite3_exec(r->w->db, "ROLLBACK", NULL, NULL, NULL);
+      /* Nothing is lost: queries answer the same, only slower; the next cycle tries again. */
+      tl_slog(TL_SLOG_WARN, NULL, "projection housekeeping failed", "projection",
+              tl_projections[i]->name, "error", err.msg, NULL);
+    }
+    atomic_fetch_add(&r->tidy_steps[i], 1);
+    r->tidy_running[i] = more > 0;
+    if (!r->tidy_running[i]) r->tidy_from[i] = atomic_load(&r->checkpoint[i]);
+    return 1;
+  }
+  return 0;
+}
+
+/* How long the projector may sleep: until a waiter's deadline, a projection's retry or the end
+ * of the quiet time before a due tidy step, at most a second. */
 static int64_t idle_ms(tl_read *r, int64_t next_deadline_ns) {
   int64_t now = tl_mono_ns(), until = next_deadline_ns;
   int64_t head = tl_log_head(r->log);
-  for (int i = 0; i < tl_projections_count; i++)
+  for (int i = 0; i < tl_projections_count; i++) {
     if (r->fail[i].attempts > 0 && atomic_load(&r->checkpoint[i]) < head &&
         r->fail[i].retry_at_ns < until)
       until = r->fail[i].retry_at_ns;
+    int64_t tidy_at = r->last_batch_ns + (int64_t)TIDY_QUIET_MS * 1000000;
+    if (tidy_wanted(r, i) && tidy_at < until) until = tidy_at;
+  }
   int64_t ms = 1000;
   if (until != INT64_MAX) {
     int64_t d = (until - now) / 1000000 + 1;
@@ -697,6 +746,7 @@ static void *projector_main(void *arg) {
     backoff = 10;
     if (n > 0) continue;
     /* Nothing to apply now (all caught up, or the ones behind wait for a retry). */
+    if (tidy_step(r)) continue;
     int64_t ms = idle_ms(r, next);
     if (ms > 0) tl_log_wait(r->log, head, (int)ms);
   }
@@ -970,6 +1020,7 @@ int tl_read_status(tl_read *r, tl_proj_status *out, int max) {
                                                    : "running",
         .rebuild_position =
             atomic_load(&r->rebuilding) == i ? atomic_load(&r->rebuild_position) : -1,
+        .tidy_steps = atomic_load(&r->tidy_steps[i]),
     };
   }
   return tl_projections_count;

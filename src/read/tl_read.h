@@ -49,6 +49,11 @@ typedef struct tl_projection_def {
   /* Applies ev (data already parsed) inside the projector's open transaction. Must be
    * deterministic and touch only this projection's tables. Returns 0 or a TL_E code. */
   int (*apply)(tl_db *db, const tl_event *ev, const json_t *data, tl_err *err);
+  /* Optional housekeeping of the projection's storage (NULL: none), which the projector runs
+   * only when the log has been quiet for a while: one bounded step per call, inside the
+   * projector's open transaction; the answers of queries must not change. Returns 1 when
+   * another step would do more, 0 when there is nothing left to do, or a TL_E code. */
+  int (*tidy)(tl_db *db, tl_err *err);
 } tl_projection_def;
 
 extern const tl_projection_def *const tl_projections[];
@@ -65,6 +70,7 @@ typedef struct tl_proj_status {
   int attempts;             /* failed attempts on the event it is stuck at (0: none) */
   const char *status;       /* "running", "retrying" while an event keeps failing, "rebuilding" */
   int64_t rebuild_position; /* while rebuilding: how far the new copy got */
+  uint64_t tidy_steps;      /* housekeeping steps run since start (tl_projection_def.tidy) */
 } tl_proj_status;
 
 /* How a failing projection is retried; 0 fields take the defaults (200 ms, 30 s, 8). */

@@ -66,6 +66,13 @@ struct tl_read {
   tl_proj_fail fail[TL_MAX_PROJECTIONS];
   _Atomic int64_t applied; /* the minimum of the checkpoints */
 
+  /* Housekeeping (tl_projection_def.tidy; projector thread): the checkpoint at which the last
+   * tidy cycle ended, whether a cycle is under way, and when the last batch was applied. */
+  int64_t tidy_from[TL_MAX_PROJECTIONS];
+  int tidy_running[TL_MAX_PROJECTIONS];
+  _Atomic uint64_t tidy_steps[TL_MAX_PROJECTIONS];
+  int64_t last_batch_ns;
+
   pthread_mutex_t lock; /* guards the waiters and the pool (cond: both) */
   pthread_cond_t cond;
   tl_waiter *waiters; /* asynchronous waits, unordered */

@@ -1,6 +1,8 @@
 """Read lane: order view, customer history, search, daily sales, product ranking, consistency."""
 
 import datetime as dt
+import os
+import sqlite3
 import time
 import uuid
 
@@ -106,6 +108,45 @@ def test_search_by_name_prefix(shared):
     assert search(word("nomatch"))["items"] == []
     assert search("%s %s" % (w1, word("nomatch")))["items"] == []  # every word must match
     assert len(search(w1, limit=1)["items"]) == 1
+
+
+
+def _fts_segments(data_dir):
+    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(data_dir, "read.db"), uri=True)
+    try:
+        return db.execute("SELECT count(DISTINCT segid) FROM rm_orders_fts_idx").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_search_index_is_merged_once_the_log_is_quiet(server):
+    """Every projector commit adds a segment to the full-text index; once no event arrived for a
+    while the projector merges them (tl_projection_tidy_steps_total counts the steps), and
+    searches answer the same, newest first."""
+    w1, w2 = word("tidy"), word("calm")
+    p = server.create_product(uid("prod"), name="%s Kettle" % w1.capitalize(), price=20, stock=10**6)
+    q = server.create_product(uid("prod"), name="%s Mug" % w2.capitalize(), price=5, stock=10**6)
+    with_p, with_q = [], []
+    for i in range(200):  # ~600 events: a tidy cycle is due (TIDY_MIN_EVENTS)
+        if i % 3:
+            with_p.append(server.place_order([(p["productId"], 1, 20)])["orderId"])
+        else:
+            with_q.append(server.place_order([(q["productId"], 1, 5)])["orderId"])
+    deadline = time.monotonic() + 30
+    while True:
+        steps = [int(v) for labels, v in server.metrics().get("tl_projection_tidy_steps_total", [])
+                 if labels == '{projection="orders"}']
+        assert steps, "no tl_projection_tidy_steps_total for orders in /metrics"
+        if steps[0] > 0 and _fts_segments(server.data_dir) == 1:
+            break
+        assert time.monotonic() < deadline, "search index not merged: %r steps, %d segments" % (
+            steps, _fts_segments(server.data_dir))
+        time.sleep(0.1)
+    head = server.log_head()
+    for text, ids in ((w1, with_p), (w2[:5], with_q)):
+        st, _, b = server.query("/orders/search", head, {"q": text, "limit": 100})
+        assert st == 200, b
+        assert [s["orderId"] for s in b["items"]] == ids[::-1][:100], text  # newest first
 
 
 @pytest.mark.parametrize("query", ["", "?q=", "?q=%20%20", "?q=abc&limit=0", "?q=abc&limit=101"])

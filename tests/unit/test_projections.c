@@ -890,6 +890,64 @@ static void test_search_by_word_prefix_finds_the_order(void **state) {
   tl_problem_clear(&p);
 }
 
+static int64_t fts_segments(tl_db *db) {
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(sqlite3_prepare_v2(db->db, "SELECT count(DISTINCT segid) FROM rm_orders_fts_idx",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  int64_t n = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return n;
+}
+
+/* The orders projection's tidy merges the full-text index's segments (one per commit here)
+ * into one, a bounded step at a time, and says when nothing is left; searches answer the same
+ * before and after. The other projections have no tidy. */
+static void test_tidy_merges_the_search_index_and_keeps_answers(void **state) {
+  fixture *f = *state;
+  int64_t t = ms_of("2026-11-22T10:00:00Z");
+  product_created(f->db, 1, "p1", "Espresso Machine", "kitchen", "9.99", 500, t);
+  product_created(f->db, 2, "p2", "Green Tea", "drinks", "0.20", 500, t);
+  for (int i = 0; i < 60; i++) {
+    char iso[32], oid[27];
+    snprintf(iso, sizeof iso, "2026-11-22T10:%02d:%02dZ", 1 + i / 60, i % 60);
+    ulid_at(iso, oid);
+    order_of_one(f->db, 3 + i, oid, i % 2 ? CUST_A : CUST_B, i % 3 ? "p1" : "p2",
+                 i % 3 ? "9.99" : "0.20", ms_of(iso));
+  }
+  assert_true(fts_segments(f->db) > 1);
+  static const char *const QUERIES[] = {"espr", "tea", "ma", "green te", "e"};
+  char before[5][2048], after[2048];
+  for (int q = 0; q < 5; q++) {
+    json_t *r = get_search(f->db, QUERIES[q], 100);
+    ids_of(r, "orderId", before[q], sizeof before[q]);
+    json_decref(r);
+  }
+  const tl_projection_def *orders = tl_projections[tl_projection_index("orders")];
+  assert_non_null(orders->tidy);
+  tl_err err = {0};
+  int steps = 0, more = 1;
+  while (more == 1 && steps < 1000) {
+    assert_int_equal(tl_db_exec(f->db, "BEGIN", &err), TL_OK);
+    more = orders->tidy(f->db, &err);
+    assert_int_equal(tl_db_exec(f->db, "COMMIT", &err), TL_OK);
+    steps++;
+  }
+  assert_int_equal(more, 0);
+  assert_true(steps >= 2); /* at least one step merged something */
+  assert_int_equal(fts_segments(f->db), 1);
+  assert_int_equal(orders->tidy(f->db, &err), 0); /* nothing left: a no-op */
+  for (int q = 0; q < 5; q++) {
+    json_t *r = get_search(f->db, QUERIES[q], 100);
+    assert_string_equal(ids_of(r, "orderId", after, sizeof after), before[q]);
+    json_decref(r);
+  }
+  assert_string_not_equal(before[1], "");
+  assert_null(tl_projections[tl_projection_index("products")]->tidy);
+  assert_null(tl_projections[tl_projection_index("daily_sales")]->tidy);
+}
+
 /* The search document of an order holds the names of all its items (up to 100 of up to 200
  * characters each), so an item late in a large order is found like the first one. */
 static void test_search_finds_every_item_of_a_large_order(void **state) {
@@ -1078,6 +1136,7 @@ int main(void) {
       T(test_customer_page_reads_only_the_covering_index),
       T(test_search_matches_prefixes_of_every_length),
       T(test_search_by_word_prefix_finds_the_order),
+      T(test_tidy_merges_the_search_index_and_keeps_answers),
       T(test_search_finds_every_item_of_a_large_order),
       T(test_sales_daily_counts_orders_on_their_utc_date),
       T(test_order_cancelled_leaves_daily_sales),
