@@ -28,6 +28,14 @@
 #define BATCH_EVENTS 512
 #define MAX_PROJECTIONS TL_MAX_PROJECTIONS
 #define DLQ_OP_ROWS 10000 /* rows one retry-all handles */
+/* Housekeeping (tl_projection_def.tidy): a step runs once no batch was applied for
+ * TIDY_QUIET_MS; a new cycle starts once the projection moved TIDY_MIN_EVENTS, or its position
+ * divided by TIDY_GROWTH, whichever is more, since the last one ended. A cycle may rewrite all
+ * of the projection's index (the orders' full-text index: ~70 bytes per order), so this bounds
+ * the rewriting to TIDY_GROWTH times that per order (~1.4 kB; an order writes ~40 kB). */
+#define TIDY_QUIET_MS 200
+#define TIDY_MIN_EVENTS 500
+#define TIDY_GROWTH 20
 
 typedef tl_waiter waiter;
 typedef tl_conn_node conn_node;
@@ -642,6 +650,9 @@ void tl_read_publish_rebuilt(tl_read *r, int i, int64_t position, int64_t record
   pthread_mutex_lock(&r->lock);
   memset(&r->fail[i], 0, sizeof r->fail[i]);
   atomic_store(&r->attempts[i], 0);
+  /* The swap rewrote the projection's tables: tidy them at the next quiet moment. */
+  r->tidy_from[i] = -TIDY_MIN_EVENTS;
+  r->tidy_running[i] = 0;
   if (position >= atomic_load(&r->checkpoint[i])) {
     atomic_store(&r->recorded_ms[i], recorded_ms);
     atomic_store(&r->checkpoint[i], position);
@@ -656,18 +667,13 @@ void tl_read_publish_rebuilt(tl_read *r, int i, int64_t position, int64_t record
 
 /* ---- housekeeping (tl_projection_def.tidy) ------------------------------------------------ */
 
-#define TIDY_QUIET_MS 200 /* no batch applied for this long before a tidy step runs */
-#define TIDY_MIN_EVENTS                                                \
-  500 /* a new cycle once the projection moved this far (or a tenth of \
-         its position, whichever is more) since the last one ended */
-
 /* Whether projection i has a tidy cycle under way, or due. */
 static bool tidy_wanted(tl_read *r, int i) {
   if (!tl_projections[i]->tidy || r->fail[i].attempts > 0 || atomic_load(&r->version_hold[i]))
     return false;
   if (r->tidy_running[i]) return true;
   int64_t from = r->tidy_from[i];
-  int64_t due = from / 10 > TIDY_MIN_EVENTS ? from / 10 : TIDY_MIN_EVENTS;
+  int64_t due = from / TIDY_GROWTH > TIDY_MIN_EVENTS ? from / TIDY_GROWTH : TIDY_MIN_EVENTS;
   return atomic_load(&r->checkpoint[i]) - from >= due;
 }
 

@@ -207,3 +207,30 @@ def test_new_projection_version_is_rebuilt_beside_the_old_copy(make_server, monk
     assert now == current
     st, _, r = srv.post("/admin/reconcile")
     assert r["clean"] is True, r
+
+
+def tidy_steps(srv):
+    steps = [int(v) for labels, v in srv.metrics().get("tl_projection_tidy_steps_total", [])
+             if labels == '{projection="orders"}']
+    assert len(steps) == 1, steps
+    return steps[0]
+
+
+def test_rebuilt_orders_are_tidied_at_the_next_quiet_moment(make_server):
+    """A tidy cycle (merging the search index) is due after 500 events, or after a rebuild swapped
+    the tables in: a small log never gets one until its orders projection is rebuilt."""
+    srv = make_server()
+    p = srv.create_product(uid("prod"), name="Quiet %s Lamp" % uid("w"), price=3, stock=1000)
+    ids = [srv.place_order([(p["productId"], 1, 3)])["orderId"] for _ in range(30)]
+    head = srv.idle_head()
+    time.sleep(0.5)  # the log has been quiet for longer than the projector waits before tidying
+    assert tidy_steps(srv) == 0
+    rebuild(srv, "orders")
+    wait_rebuilt(srv, "orders")
+    deadline = time.monotonic() + 10
+    while tidy_steps(srv) == 0:
+        assert time.monotonic() < deadline, "no tidy step after the rebuild"
+        time.sleep(0.05)
+    st, _, b = srv.query("/orders/search", head, {"q": "lamp", "limit": 100})
+    assert st == 200, b
+    assert [s["orderId"] for s in b["items"]] == ids[::-1], b
