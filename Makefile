@@ -9,13 +9,16 @@ JOBS       ?= $(shell nproc)
 LISTEN     ?= 127.0.0.1:8080
 DATA       ?= ./data
 
-.PHONY: all deps run test test-asan test-tsan fuzz bench clean format
+.PHONY: all build deps run test test-asan test-tsan fuzz bench clean format
 
 all: $(BUILD)/Makefile
 	cmake --build $(BUILD) -j $(JOBS)
 
 $(BUILD)/Makefile:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+# The same as `make`: without it, `make build` names the build directory and does nothing.
+build: all
 
 deps:
 	bash scripts/deps.sh
