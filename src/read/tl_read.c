@@ -667,9 +667,11 @@ void tl_read_publish_rebuilt(tl_read *r, int i, int64_t position, int64_t record
 
 /* ---- housekeeping (tl_projection_def.tidy) ------------------------------------------------ */
 
-/* Whether projection i has a tidy cycle under way, or due. */
+/* Whether projection i has a tidy cycle under way, or due. Not while a rebuild runs: it has the
+ * cores first (the swap makes a cycle due anyway). */
 static bool tidy_wanted(tl_read *r, int i) {
-  if (!tl_projections[i]->tidy || r->fail[i].attempts > 0 || atomic_load(&r->version_hold[i]))
+  if (!tl_projections[i]->tidy || r->fail[i].attempts > 0 || atomic_load(&r->version_hold[i]) ||
+      atomic_load(&r->rebuilding) >= 0)
     return false;
   if (r->tidy_running[i]) return true;
   int64_t from = r->tidy_from[i];

@@ -234,3 +234,47 @@ def test_rebuilt_orders_are_tidied_at_the_next_quiet_moment(make_server):
     st, _, b = srv.query("/orders/search", head, {"q": "lamp", "limit": 100})
     assert st == 200, b
     assert [s["orderId"] for s in b["items"]] == ids[::-1], b
+
+
+def settled_tidy_steps(srv, quiet=0.8, timeout=20.0):
+    """tl_projection_tidy_steps_total once it has stopped moving for `quiet` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = tidy_steps(srv), time.monotonic()
+    while time.monotonic() - since < quiet:
+        assert time.monotonic() < deadline, "tidy steps still moving after %.0f s" % timeout
+        time.sleep(0.05)
+        now = tidy_steps(srv)
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
+def test_no_tidy_while_a_rebuild_runs(make_server):
+    """The projector leaves its housekeeping while a rebuild runs in the background (the rebuild
+    has the cores first) and does it once the rebuild is over."""
+    srv = make_server(FP)
+    p = srv.create_product(uid("prod"), name="Busy %s Desk" % uid("w"), price=4, stock=10**6)
+    for _ in range(350):  # > 1,000 events: the rebuild folds in its own thread, not in the swap
+        srv.place_order([(p["productId"], 1, 4)])
+    srv.idle_head()
+    before = settled_tidy_steps(srv)
+    assert before > 0  # the first cycle (due after 500 events) ran at the first quiet moment
+    st, _, b = srv.req("PUT", "/admin/failpoints/projection.products.rebuild", {"action": "delay:50"})
+    assert st == 200, b
+    rebuild(srv, "products")
+    last = None
+    for _ in range(200):  # ~600 more events: the next cycle is due
+        last = srv.place_order([(p["productId"], 1, 4)])
+    head = srv.idle_head()
+    st, _, _ = srv.query("/orders/" + last["orderId"], head)  # the live orders model is there
+    assert st == 200
+    time.sleep(0.6)  # quiet for longer than the projector waits before tidying
+    assert status(srv, "products")["status"] == "rebuilding"
+    assert tidy_steps(srv) == before
+    st, _, b = srv.req("PUT", "/admin/failpoints/projection.products.rebuild", {"action": "off"})
+    assert st == 200, b
+    wait_rebuilt(srv, "products")
+    deadline = time.monotonic() + 10
+    while tidy_steps(srv) == before:
+        assert time.monotonic() < deadline, "no tidy step after the rebuild"
+        time.sleep(0.05)
