@@ -712,12 +712,12 @@ static int tidy_step(tl_read *r) {
 static int64_t idle_ms(tl_read *r, int64_t next_deadline_ns) {
   int64_t now = tl_mono_ns(), until = next_deadline_ns;
   int64_t head = tl_log_head(r->log);
+  int64_t tidy_at = r->last_batch_ns + (int64_t)TIDY_QUIET_MS * 1000000;
   for (int i = 0; i < tl_projections_count; i++) {
     if (r->fail[i].attempts > 0 && atomic_load(&r->checkpoint[i]) < head &&
         r->fail[i].retry_at_ns < until)
       until = r->fail[i].retry_at_ns;
-    int64_t tidy_at = r->last_batch_ns + (int64_t)TIDY_QUIET_MS * 1000000;
-    if (tidy_wanted(r, i) && tidy_at < until) until = tidy_at;
+    if (tidy_at < until && tidy_wanted(r, i)) until = tidy_at;
   }
   int64_t ms = 1000;
   if (until != INT64_MAX) {

@@ -50,9 +50,10 @@ typedef struct tl_projection_def {
    * deterministic and touch only this projection's tables. Returns 0 or a TL_E code. */
   int (*apply)(tl_db *db, const tl_event *ev, const json_t *data, tl_err *err);
   /* Optional housekeeping of the projection's storage (NULL: none), which the projector runs
-   * only when the log has been quiet for a while: one bounded step per call, inside the
-   * projector's open transaction; the answers of queries must not change. Returns 1 when
-   * another step would do more, 0 when there is nothing left to do, or a TL_E code. */
+   * only when the log has been quiet for a while and no rebuild runs: one bounded step per
+   * call, inside the projector's open transaction; the answers of queries must not change.
+   * Returns 1 when another step would do more, 0 when there is nothing left to do, or a TL_E
+   * code. */
   int (*tidy)(tl_db *db, tl_err *err);
 } tl_projection_def;
 
