@@ -284,6 +284,12 @@ class Server:
         assert st == 200, (st, text)
         return parse_metrics(text)
 
+    def metric(self, name, labels=""):
+        """The value of one /metrics series (summed if it repeats); fails if it is absent."""
+        samples = [v for lab, v in self.metrics().get(name, []) if lab == labels]
+        assert samples, "no %s%s in /metrics" % (name, labels)
+        return sum(samples)
+
     def idle_head(self, timeout=10.0):
         """Waits (bounded) until every process manager has handled the whole log and the log does
         not move any more, then returns the head position.  Use it before asserting that a command
