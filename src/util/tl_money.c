@@ -4,6 +4,7 @@
 #include "util/tl_buf.h"
 #include "util/tl_common.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -37,20 +38,18 @@ static int parse_mark(const char *s, int64_t *minor) {
   return TL_OK;
 }
 
-int tl_money_from_json(const json_t *j, int64_t *minor) {
-  if (json_is_string(j)) {
-    const char *s = json_string_value(j);
-    if (s[0] != MONEY_MARK) return TL_E_INVALID;
-    return parse_mark(s + 1, minor);
-  }
-  if (json_is_integer(j)) {
-    json_int_t v = json_integer_value(j);
-    if (v > TL_MONEY_MAX_MINOR / 100 || v < -TL_MONEY_MAX_MINOR / 100) return TL_E_INVALID;
-    *minor = (int64_t)v * 100;
-    return TL_OK;
-  }
-  if (!json_is_real(j)) return TL_E_INVALID;
-  double v = json_real_value(j);
+static int money_from_string(const char *s, int64_t *minor) {
+  if (s[0] != MONEY_MARK) return TL_E_INVALID;
+  return parse_mark(s + 1, minor);
+}
+
+static int money_from_integer(int64_t v, int64_t *minor) {
+  if (v > TL_MONEY_MAX_MINOR / 100 || v < -TL_MONEY_MAX_MINOR / 100) return TL_E_INVALID;
+  *minor = v * 100;
+  return TL_OK;
+}
+
+static int money_from_real(double v, int64_t *minor) {
   if (!isfinite(v)) return TL_E_INVALID;
   double cents = v * 100.0;
   if (fabs(cents) > (double)TL_MONEY_MAX_MINOR) return TL_E_INVALID;
@@ -62,6 +61,20 @@ int tl_money_from_json(const json_t *j, int64_t *minor) {
   if (fabs(cents - r) > fabs(cents) * 1e-15) return TL_E_INVALID;
   *minor = (int64_t)r;
   return TL_OK;
+}
+
+int tl_money_from_json(const json_t *j, int64_t *minor) {
+  if (json_is_string(j)) return money_from_string(json_string_value(j), minor);
+  if (json_is_integer(j)) return money_from_integer(json_integer_value(j), minor);
+  if (json_is_real(j)) return money_from_real(json_real_value(j), minor);
+  return TL_E_INVALID;
+}
+
+int tl_money_from_jv(const tl_jv *v, int64_t *minor) {
+  if (tl_jv_is(v, TL_JV_STRING)) return money_from_string(tl_jv_string(v), minor);
+  if (tl_jv_is(v, TL_JV_INTEGER)) return money_from_integer(tl_jv_integer(v), minor);
+  if (tl_jv_is(v, TL_JV_REAL)) return money_from_real(tl_jv_real(v), minor);
+  return TL_E_INVALID;
 }
 
 json_t *tl_money_to_json(int64_t minor) {
@@ -143,6 +156,21 @@ static bool dump_real(tl_buf *b, double v) {
   return true;
 }
 
+/* A string value: a money placeholder comes out as the exact number it holds. */
+static bool dump_string_value(tl_buf *b, const char *s, size_t n) {
+  if (n > 1 && s[0] == MONEY_MARK && is_amount_text(s + 1, n - 1)) {
+    tl_buf_append(b, s + 1, n - 1);
+    return true;
+  }
+  return dump_string(b, s, n);
+}
+
+static void dump_integer(tl_buf *b, int64_t v) {
+  char t[24];
+  int len = snprintf(t, sizeof t, "%" PRId64, v);
+  tl_buf_append(b, t, (size_t)len);
+}
+
 /* jansson's parser refuses deeper documents, so nothing twinlane dumps is deeper. */
 #define DUMP_MAX_DEPTH 2048
 
@@ -173,21 +201,8 @@ static bool dump_value(tl_buf *b, const json_t *j, int depth) {
     tl_buf_append(b, "]", 1);
     return true;
   }
-  case JSON_STRING: {
-    const char *s = json_string_value(j);
-    size_t n = json_string_length(j);
-    if (n > 1 && s[0] == MONEY_MARK && is_amount_text(s + 1, n - 1)) {
-      tl_buf_append(b, s + 1, n - 1); /* a money placeholder: the exact number */
-      return true;
-    }
-    return dump_string(b, s, n);
-  }
-  case JSON_INTEGER: {
-    char t[24];
-    int len = snprintf(t, sizeof t, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
-    tl_buf_append(b, t, (size_t)len);
-    return true;
-  }
+  case JSON_STRING: return dump_string_value(b, json_string_value(j), json_string_length(j));
+  case JSON_INTEGER: dump_integer(b, json_integer_value(j)); return true;
   case JSON_REAL: return dump_real(b, json_real_value(j));
   case JSON_TRUE: tl_buf_append(b, "true", 4); return true;
   case JSON_FALSE: tl_buf_append(b, "false", 5); return true;
@@ -204,6 +219,45 @@ char *tl_json_dumps(const json_t *j) {
   if (!j) return NULL;
   tl_buf b = {0};
   if (!dump_value(&b, j, 0) || b.oom) {
+    tl_buf_free(&b);
+    return NULL;
+  }
+  return b.data;
+}
+
+static bool dump_jv(tl_buf *b, const tl_jv *v) {
+  switch (v->type) {
+    case TL_JV_OBJECT:
+    case TL_JV_ARRAY: {
+      bool object = v->type == TL_JV_OBJECT, first = true;
+      tl_buf_append(b, object ? "{" : "[", 1);
+      TL_JV_FOREACH(m, v) {
+        if (!first) tl_buf_append(b, ",", 1);
+        first = false;
+        if (object) {
+          if (!dump_string(b, m->key, strlen(m->key))) return false;
+          tl_buf_append(b, ":", 1);
+        }
+        if (!dump_jv(b, m)) return false;
+      }
+      tl_buf_append(b, object ? "}" : "]", 1);
+      return true;
+    }
+    case TL_JV_STRING: return dump_string_value(b, tl_jv_string(v), tl_jv_string_len(v));
+    case TL_JV_INTEGER: dump_integer(b, tl_jv_integer(v)); return true;
+    case TL_JV_REAL: return dump_real(b, tl_jv_real(v));
+    case TL_JV_TRUE: tl_buf_append(b, "true", 4); return true;
+    case TL_JV_FALSE: tl_buf_append(b, "false", 5); return true;
+    case TL_JV_NULL: tl_buf_append(b, "null", 4); return true;
+  }
+  return false;
+}
+
+char *tl_jv_dumps(const tl_jv *v) {
+  /* Parsed documents are at most TL_JV_MAX_DEPTH deep: the recursion is bounded. */
+  if (!v) return NULL;
+  tl_buf b = {0};
+  if (!dump_jv(&b, v) || b.oom) {
     tl_buf_free(&b);
     return NULL;
   }

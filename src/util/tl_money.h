@@ -5,6 +5,8 @@
 #ifndef TL_MONEY_H
 #define TL_MONEY_H
 
+#include "util/tl_jv.h"
+
 #include <jansson.h>
 #include <stdint.h>
 
@@ -18,6 +20,8 @@
  * (a few ulps) of a whole number of cents, so any third decimal is refused across the whole
  * accepted range. */
 int tl_money_from_json(const json_t *j, int64_t *minor);
+/* The same for a parsed value of tl_jv.h. */
+int tl_money_from_jv(const tl_jv *v, int64_t *minor);
 
 /* A new JSON value for an exact amount. Doubles cannot carry every int64 number of cents, so
  * the value is a placeholder (a string "\x01<decimal text>") that tl_json_dumps writes out as
@@ -28,6 +32,10 @@ json_t *tl_money_to_json(int64_t minor);
 
 /* json_dumps (JSON_COMPACT) that writes money placeholders as exact numbers. Caller frees. */
 char *tl_json_dumps(const json_t *j);
+/* The same text for a value of tl_jv.h (that json_loads would have read as j), except that an
+ * object's repeated name is written each time (jansson keeps it once). Caller frees; NULL for
+ * NULL, invalid UTF-8 or out of memory. */
+char *tl_jv_dumps(const tl_jv *v);
 
 /* Writes "123.45" / "-0.05" into buf (at least 32 bytes). */
 void tl_money_format(int64_t minor, char *buf, size_t len);

@@ -1,0 +1,366 @@
+/*
+ * tl_jv.c: the one-pass JSON parser behind tl_jv.h.
+ *
+ * A recursive descent over the bytes, one node appended per value (a container's node is
+ * written before its members and its span filled in after them). Strings are decoded into the
+ * document's string buffer, which is sized before the parse so that it never moves: a decoded
+ * string and its NUL never take more bytes than the quoted text they come from. The rules
+ * follow jansson 2.14's load.c (what it accepts, how numbers are read), so that replacing
+ * json_loads changes no answer; fuzz_jv checks it.
+ */
+#include "util/tl_jv.h"
+
+#include "util/tl_common.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct parser {
+  const char *p, *end;
+  tl_jdoc *d;
+  char *out; /* the next free byte of d->str */
+  int rc;    /* TL_OK until the parse fails */
+} parser;
+
+static int fail(parser *ps, int rc) {
+  if (ps->rc == TL_OK) ps->rc = rc;
+  return rc;
+}
+
+static void skip_ws(parser *ps) {
+  while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r'))
+    ps->p++;
+}
+
+/* Appends a node; returns its index, or -1 when out of memory. */
+static long new_node(parser *ps, tl_jv_type type, const char *key) {
+  tl_jdoc *d = ps->d;
+  if (d->n == d->cap) {
+    size_t cap = d->cap ? d->cap * 2 : 64;
+    tl_jv *nodes = realloc(d->nodes, cap * sizeof *nodes);
+    if (!nodes) return -1;
+    d->nodes = nodes;
+    d->cap = cap;
+  }
+  tl_jv *v = &d->nodes[d->n];
+  memset(v, 0, sizeof *v);
+  v->type = type;
+  v->span = 1;
+  v->key = key;
+  return (long)d->n++;
+}
+
+static int hex4(const char *p, const char *end, uint32_t *out) {
+  if (end - p < 4) return -1;
+  uint32_t v = 0;
+  for (int i = 0; i < 4; i++) {
+    char c = p[i];
+    v <<= 4;
+    if (c >= '0' && c <= '9')
+      v |= (uint32_t)(c - '0');
+    else if (c >= 'a' && c <= 'f')
+      v |= (uint32_t)(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F')
+      v |= (uint32_t)(c - 'A' + 10);
+    else
+      return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+static char *put_utf8(char *o, uint32_t cp) {
+  if (cp < 0x80) {
+    *o++ = (char)cp;
+  } else if (cp < 0x800) {
+    *o++ = (char)(0xC0 | cp >> 6);
+    *o++ = (char)(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    *o++ = (char)(0xE0 | cp >> 12);
+    *o++ = (char)(0x80 | (cp >> 6 & 0x3F));
+    *o++ = (char)(0x80 | (cp & 0x3F));
+  } else {
+    *o++ = (char)(0xF0 | cp >> 18);
+    *o++ = (char)(0x80 | (cp >> 12 & 0x3F));
+    *o++ = (char)(0x80 | (cp >> 6 & 0x3F));
+    *o++ = (char)(0x80 | (cp & 0x3F));
+  }
+  return o;
+}
+
+/* The length of the valid UTF-8 sequence at p (first byte >= 0x80), or 0. */
+static size_t utf8_seq(const unsigned char *p, const unsigned char *end) {
+  unsigned c = p[0];
+  size_t len;
+  uint32_t cp;
+  if (c >= 0xC2 && c <= 0xDF)
+    len = 2, cp = c & 0x1F;
+  else if (c >= 0xE0 && c <= 0xEF)
+    len = 3, cp = c & 0x0F;
+  else if (c >= 0xF0 && c <= 0xF4)
+    len = 4, cp = c & 0x07;
+  else
+    return 0;
+  if ((size_t)(end - p) < len) return 0;
+  for (size_t k = 1; k < len; k++) {
+    if ((p[k] & 0xC0) != 0x80) return 0;
+    cp = cp << 6 | (p[k] & 0x3F);
+  }
+  if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+      (cp >= 0xD800 && cp <= 0xDFFF))
+    return 0;
+  return len;
+}
+
+/* A string at ps->p (its opening quote): decoded into the string buffer, NUL-terminated. A
+ * decoded NUL (\u0000) makes it invalid: jansson refuses it in values and in names. */
+static int parse_string(parser *ps, const char **out, uint32_t *out_len) {
+  const char *p = ps->p + 1, *end = ps->end;
+  char *o = ps->out, *start = ps->out;
+  for (;;) {
+    if (p == end) return fail(ps, TL_E_INVALID);
+    unsigned char c = (unsigned char)*p;
+    if (c == '"') break;
+    if (c < 0x20) return fail(ps, TL_E_INVALID);
+    if (c >= 0x80) {
+      size_t n = utf8_seq((const unsigned char *)p, (const unsigned char *)end);
+      if (!n) return fail(ps, TL_E_INVALID);
+      memcpy(o, p, n);
+      o += n;
+      p += n;
+      continue;
+    }
+    if (c != '\\') {
+      *o++ = (char)c;
+      p++;
+      continue;
+    }
+    if (++p == end) return fail(ps, TL_E_INVALID);
+    switch (*p++) {
+      case '"': *o++ = '"'; break;
+      case '\\': *o++ = '\\'; break;
+      case '/': *o++ = '/'; break;
+      case 'b': *o++ = '\b'; break;
+      case 'f': *o++ = '\f'; break;
+      case 'n': *o++ = '\n'; break;
+      case 'r': *o++ = '\r'; break;
+      case 't': *o++ = '\t'; break;
+      case 'u': {
+        uint32_t cp, low;
+        if (hex4(p, end, &cp) != 0) return fail(ps, TL_E_INVALID);
+        p += 4;
+        if (cp >= 0xD800 && cp <= 0xDBFF) { /* a high surrogate: its low half must follow */
+          if (end - p < 2 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, end, &low) != 0 ||
+              low < 0xDC00 || low > 0xDFFF)
+            return fail(ps, TL_E_INVALID);
+          p += 6;
+          cp = ((cp - 0xD800) << 10) + (low - 0xDC00) + 0x10000;
+        } else if ((cp >= 0xDC00 && cp <= 0xDFFF) || cp == 0) {
+          return fail(ps, TL_E_INVALID);
+        }
+        o = put_utf8(o, cp);
+        break;
+      }
+      default: return fail(ps, TL_E_INVALID);
+    }
+  }
+  *o++ = '\0';
+  ps->p = p + 1;
+  ps->out = o;
+  *out = start;
+  *out_len = (uint32_t)(o - 1 - start);
+  return TL_OK;
+}
+
+static bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+
+/* A number at ps->p into node v: an integer when it has neither fraction nor exponent (refused
+ * outside int64, as strtoll's ERANGE makes jansson refuse it), else a real read by strtod
+ * (refused when it overflows; an underflow reads as the small or zero result). */
+static int parse_number(parser *ps, tl_jv *v) {
+  const char *start = ps->p, *p = ps->p, *end = ps->end;
+  bool neg = false, real = false;
+  if (*p == '-') neg = true, p++;
+  if (p == end) return fail(ps, TL_E_INVALID);
+  if (*p == '0') {
+    p++;
+    if (p < end && is_digit(*p)) return fail(ps, TL_E_INVALID);
+  } else if (is_digit(*p)) {
+    while (p < end && is_digit(*p)) p++;
+  } else {
+    return fail(ps, TL_E_INVALID);
+  }
+  if (p < end && *p == '.') {
+    p++;
+    if (p == end || !is_digit(*p)) return fail(ps, TL_E_INVALID);
+    while (p < end && is_digit(*p)) p++;
+    real = true;
+  }
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    p++;
+    if (p < end && (*p == '+' || *p == '-')) p++;
+    if (p == end || !is_digit(*p)) return fail(ps, TL_E_INVALID);
+    while (p < end && is_digit(*p)) p++;
+    real = true;
+  }
+  ps->p = p;
+  if (!real) {
+    /* The negative side holds one more than the positive (INT64_MIN). */
+    const uint64_t limit = (uint64_t)INT64_MAX + (neg ? 1u : 0u);
+    uint64_t acc = 0;
+    for (const char *q = start + neg; q < p; q++) {
+      uint64_t digit = (uint64_t)(*q - '0');
+      if (acc > (limit - digit) / 10) return fail(ps, TL_E_INVALID);
+      acc = acc * 10 + digit;
+    }
+    v->type = TL_JV_INTEGER;
+    v->u.i = neg ? (acc ? -(int64_t)(acc - 1) - 1 : 0) : (int64_t)acc;
+    return TL_OK;
+  }
+  /* strtod needs a NUL after the number: a copy (on the stack unless it is very long). */
+  size_t n = (size_t)(p - start);
+  char small[64], *copy = n < sizeof small ? small : malloc(n + 1);
+  if (!copy) return fail(ps, TL_E_NOMEM);
+  memcpy(copy, start, n);
+  copy[n] = '\0';
+  errno = 0;
+  double r = strtod(copy, NULL);
+  int overflow = errno == ERANGE && (r == HUGE_VAL || r == -HUGE_VAL);
+  if (copy != small) free(copy);
+  if (overflow) return fail(ps, TL_E_INVALID);
+  v->type = TL_JV_REAL;
+  v->u.r = r;
+  return TL_OK;
+}
+
+static int parse_value(parser *ps, int depth, const char *key);
+
+/* An object or an array at ps->p (its opening bracket) whose node is at index at. */
+static int parse_members(parser *ps, long at, int depth, bool object) {
+  char close = object ? '}' : ']';
+  uint32_t count = 0;
+  ps->p++;
+  skip_ws(ps);
+  if (ps->p < ps->end && *ps->p == close) {
+    ps->p++;
+    return TL_OK;
+  }
+  for (;;) {
+    const char *key = NULL;
+    skip_ws(ps);
+    if (object) {
+      uint32_t key_len;
+      if (ps->p == ps->end || *ps->p != '"') return fail(ps, TL_E_INVALID);
+      if (parse_string(ps, &key, &key_len) != TL_OK) return ps->rc;
+      skip_ws(ps);
+      if (ps->p == ps->end || *ps->p != ':') return fail(ps, TL_E_INVALID);
+      ps->p++;
+    }
+    if (parse_value(ps, depth + 1, key) != TL_OK) return ps->rc;
+    count++;
+    skip_ws(ps);
+    if (ps->p == ps->end) return fail(ps, TL_E_INVALID);
+    char c = *ps->p++;
+    if (c == close) break;
+    if (c != ',') return fail(ps, TL_E_INVALID);
+  }
+  ps->d->nodes[at].count = count;
+  return TL_OK;
+}
+
+static int keyword(parser *ps, const char *word, size_t n) {
+  if ((size_t)(ps->end - ps->p) < n || memcmp(ps->p, word, n) != 0) return fail(ps, TL_E_INVALID);
+  ps->p += n;
+  return TL_OK;
+}
+
+/* One value at ps->p (after optional white space), a member called key when key is not NULL. */
+static int parse_value(parser *ps, int depth, const char *key) {
+  if (depth > TL_JV_MAX_DEPTH) return fail(ps, TL_E_INVALID);
+  skip_ws(ps);
+  if (ps->p == ps->end) return fail(ps, TL_E_INVALID);
+  long at = new_node(ps, TL_JV_NULL, key);
+  if (at < 0) return fail(ps, TL_E_NOMEM);
+  char c = *ps->p;
+  int rc;
+  switch (c) {
+    case '{':
+    case '[':
+      ps->d->nodes[at].type = c == '{' ? TL_JV_OBJECT : TL_JV_ARRAY;
+      rc = parse_members(ps, at, depth, c == '{');
+      break;
+    case '"': {
+      const char *s;
+      uint32_t len;
+      rc = parse_string(ps, &s, &len);
+      tl_jv *v = &ps->d->nodes[at];
+      v->type = TL_JV_STRING;
+      v->u.s = s;
+      v->len = len;
+      break;
+    }
+    case 't':
+      ps->d->nodes[at].type = TL_JV_TRUE;
+      rc = keyword(ps, "true", 4);
+      break;
+    case 'f':
+      ps->d->nodes[at].type = TL_JV_FALSE;
+      rc = keyword(ps, "false", 5);
+      break;
+    case 'n': rc = keyword(ps, "null", 4); break;
+    default:
+      if (c != '-' && !is_digit(c)) return fail(ps, TL_E_INVALID);
+      rc = parse_number(ps, &ps->d->nodes[at]);
+      break;
+  }
+  if (rc != TL_OK) return rc;
+  ps->d->nodes[at].span = (uint32_t)(ps->d->n - (size_t)at);
+  return TL_OK;
+}
+
+int tl_jdoc_parse(tl_jdoc *d, const char *text, size_t len, const tl_jv **root) {
+  *root = NULL;
+  d->n = 0;
+  if (len >= UINT32_MAX) return TL_E_INVALID; /* spans and lengths are 32-bit */
+  /* Every decoded string with its NUL fits in the bytes of its quoted text. */
+  if (d->str_cap < len + 1) {
+    char *str = malloc(len + 1);
+    if (!str) return TL_E_NOMEM;
+    free(d->str);
+    d->str = str;
+    d->str_cap = len + 1;
+  }
+  parser ps = {.p = text, .end = text + len, .d = d, .out = d->str, .rc = TL_OK};
+  skip_ws(&ps);
+  if (ps.p == ps.end || (*ps.p != '{' && *ps.p != '[')) return TL_E_INVALID;
+  if (parse_value(&ps, 1, NULL) != TL_OK) {
+    d->n = 0;
+    return ps.rc;
+  }
+  skip_ws(&ps);
+  if (ps.p != ps.end) {
+    d->n = 0;
+    return TL_E_INVALID;
+  }
+  *root = &d->nodes[0];
+  return TL_OK;
+}
+
+void tl_jdoc_free(tl_jdoc *d) {
+  free(d->nodes);
+  free(d->str);
+  memset(d, 0, sizeof *d);
+}
+
+const tl_jv *tl_jv_get(const tl_jv *object, const char *key) {
+  if (!tl_jv_is(object, TL_JV_OBJECT)) return NULL;
+  const tl_jv *found = NULL;
+  TL_JV_FOREACH(m, object) {
+    if (strcmp(m->key, key) == 0) found = m;
+  }
+  return found;
+}

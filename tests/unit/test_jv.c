@@ -1,0 +1,311 @@
+/* test_jv.c: the one-pass JSON view (util/tl_jv.c): what it reads, what it refuses (always
+ * checked against jansson's json_loads, which it replaces), and reuse of one document. The
+ * fuzz target fuzz_jv compares the two on arbitrary input. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "util/tl_common.h"
+#include "util/tl_jv.h"
+#include "util/tl_money.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char ORDER[] =
+    "{\"orderId\":\"01M84VHWWB7KGWYCV52BR88RN4\",\"customerId\":\"c-1\","
+    "\"items\":[{\"productId\":\"p91\",\"quantity\":3,\"price\":6.99},"
+    "{\"productId\":\"p24\",\"quantity\":2,\"price\":29}],"
+    "\"shippingAddress\":{\"street\":\"625 Bench Street\",\"city\":\"Lyon\"},"
+    "\"currency\":\"USD\",\"total\":168.93,\"gift\":false,\"note\":null}";
+
+static const tl_jv *parse(tl_jdoc *d, const char *text) {
+  const tl_jv *root = NULL;
+  assert_int_equal(tl_jdoc_parse(d, text, strlen(text), &root), TL_OK);
+  assert_non_null(root);
+  return root;
+}
+
+static void test_reads_an_order(void **s) {
+  (void)s;
+  tl_jdoc d = {0};
+  const tl_jv *o = parse(&d, ORDER);
+  assert_int_equal(o->type, TL_JV_OBJECT);
+  assert_int_equal(tl_jv_size(o), 8);
+  assert_string_equal(tl_jv_string(tl_jv_get(o, "orderId")), "01M84VHWWB7KGWYCV52BR88RN4");
+  assert_int_equal(tl_jv_string_len(tl_jv_get(o, "customerId")), 3);
+  assert_true(tl_jv_is(tl_jv_get(o, "gift"), TL_JV_FALSE));
+  assert_true(tl_jv_is(tl_jv_get(o, "note"), TL_JV_NULL));
+  assert_true(tl_jv_real(tl_jv_get(o, "total")) == 168.93);
+  /* Absent members and wrong types answer "nothing", and chain. */
+  assert_null(tl_jv_get(o, "missing"));
+  assert_null(tl_jv_string(tl_jv_get(o, "total")));
+  assert_int_equal(tl_jv_integer(tl_jv_get(o, "total")), 0); /* a real, as json_integer_value */
+  assert_null(tl_jv_get(tl_jv_get(o, "missing"), "x"));
+  assert_int_equal(tl_jv_size(tl_jv_get(o, "orderId")), 0);
+  int n = 0;
+  TL_JV_FOREACH(m, tl_jv_get(o, "orderId")) n++; /* a string has no members */
+  TL_JV_FOREACH(m, NULL) n++;
+  assert_int_equal(n, 0);
+
+  const char *pids[2] = {0};
+  int64_t qty[2] = {0}, price[2] = {0};
+  TL_JV_FOREACH(it, tl_jv_get(o, "items")) {
+    assert_null(it->key);
+    pids[n] = tl_jv_string(tl_jv_get(it, "productId"));
+    qty[n] = tl_jv_integer(tl_jv_get(it, "quantity"));
+    assert_int_equal(tl_money_from_jv(tl_jv_get(it, "price"), &price[n]), TL_OK);
+    n++;
+  }
+  assert_int_equal(n, 2);
+  assert_string_equal(pids[0], "p91");
+  assert_string_equal(pids[1], "p24");
+  assert_true(qty[0] == 3 && qty[1] == 2);
+  assert_true(price[0] == 699 && price[1] == 2900);
+  /* Members in document order, with their names. */
+  const char *names[8];
+  n = 0;
+  TL_JV_FOREACH(m, o) names[n++] = m->key;
+  assert_string_equal(names[0], "orderId");
+  assert_string_equal(names[3], "shippingAddress");
+  assert_string_equal(names[7], "note");
+  /* The address written back as tl_json_dumps writes what json_loads read. */
+  char *text = tl_jv_dumps(tl_jv_get(o, "shippingAddress"));
+  assert_string_equal(text, "{\"street\":\"625 Bench Street\",\"city\":\"Lyon\"}");
+  free(text);
+  tl_jdoc_free(&d);
+}
+
+static void test_strings_decode_as_jansson(void **s) {
+  (void)s;
+  static const char *const texts[] = {
+      "[\"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\t\"]",
+      "[\"\\u00e9\\u20AC\\ud83d\\ude00 caf\xc3\xa9 \xf0\x9f\x98\x80\"]",
+      "[\"\"]",
+      "[\"\\u001f\x7f\"]",
+      "{\"k\\u00e9y\":\"\\u0001\"}",
+  };
+  tl_jdoc d = {0};
+  for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+    const tl_jv *root = parse(&d, texts[i]);
+    json_t *j = json_loads(texts[i], 0, NULL);
+    assert_non_null(j);
+    const tl_jv *v = tl_jv_first(root);
+    const json_t *w =
+        json_is_array(j) ? json_array_get(j, 0) : json_object_iter_value(json_object_iter(j));
+    assert_int_equal(tl_jv_string_len(v), json_string_length(w));
+    assert_memory_equal(tl_jv_string(v), json_string_value(w), json_string_length(w));
+    if (json_is_object(j)) assert_string_equal(v->key, json_object_iter_key(json_object_iter(j)));
+    json_decref(j);
+  }
+  tl_jdoc_free(&d);
+}
+
+static void test_numbers_as_jansson(void **s) {
+  (void)s;
+  tl_jdoc d = {0};
+  const tl_jv *a = parse(&d,
+                         "[0,-0,9223372036854775807,-9223372036854775808,1.5,-0.0,1e2,"
+                         "2E-3,1e-400,0.1e1]");
+  json_t *j = json_loads(
+      "[0,-0,9223372036854775807,-9223372036854775808,1.5,-0.0,1e2,"
+      "2E-3,1e-400,0.1e1]",
+      0, NULL);
+  assert_non_null(j);
+  size_t i = 0;
+  TL_JV_FOREACH(v, a) {
+    const json_t *w = json_array_get(j, i++);
+    if (json_is_integer(w)) {
+      assert_int_equal(v->type, TL_JV_INTEGER);
+      assert_true(tl_jv_integer(v) == json_integer_value(w));
+    } else {
+      assert_int_equal(v->type, TL_JV_REAL);
+      double x = tl_jv_real(v), y = json_real_value(w);
+      assert_memory_equal(&x, &y, sizeof x);
+    }
+  }
+  assert_int_equal(i, 10);
+  json_decref(j);
+  tl_jdoc_free(&d);
+}
+
+/* Every text here is refused by json_loads(text, 0); tl_jdoc_parse must refuse it too. */
+static void test_refuses_what_jansson_refuses(void **s) {
+  (void)s;
+  static const char *const texts[] = {
+      "",
+      " ",
+      "1",
+      "\"s\"",
+      "true",
+      "null", /* no object or array at the top */
+      "[",
+      "[1,]",
+      "[,1]",
+      "{\"a\"}",
+      "{\"a\":}",
+      "{\"a\":1,}",
+      "{a:1}",
+      "[1 2]",
+      "[1]]",
+      "[1] x",
+      "[01]",
+      "[-]",
+      "[1.]",
+      "[.5]",
+      "[1e]",
+      "[1e+]",
+      "[+1]",
+      "[0x10]",
+      "[NaN]",
+      "[Infinity]",
+      "[9223372036854775808]",
+      "[-9223372036854775809]",
+      "[1e400]",
+      "[-1e400]",
+      "[truex]",
+      "[tru]",
+      "[nul]",
+      "[True]",
+      "[\"a\nb\"]",
+      "[\"a\x01\"]",
+      "[\"\\x\"]",
+      "[\"\\u12\"]",
+      "[\"\\u00G0\"]",
+      "[\"abc]",
+      "[\"\\ud800\"]",
+      "[\"\\ud800x\"]",
+      "[\"\\ud800\\u0041\"]",
+      "[\"\\udc00\"]",
+      "[\"\\u0000\"]",
+      "{\"\\u0000\":1}",
+      "[\"\xc3\"]",
+      "[\"\xc0\x80\"]",
+      "[\"\xed\xa0\x80\"]",
+      "[\"\xf4\x90\x80\x80\"]",
+      "[\"\x80\"]",
+      "[\xc3\xa9]",
+      "\xef\xbb\xbf[]", /* a BOM is not white space for jansson */
+  };
+  tl_jdoc d = {0};
+  for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+    json_t *j = json_loads(texts[i], 0, NULL);
+    if (j) fail_msg("the test's premise is wrong: json_loads reads %s", texts[i]);
+    const tl_jv *root = (const tl_jv *)1;
+    int rc = tl_jdoc_parse(&d, texts[i], strlen(texts[i]), &root);
+    if (rc != TL_E_INVALID) fail_msg("tl_jdoc_parse gives %d for %s", rc, texts[i]);
+    assert_null(root);
+  }
+  /* A NUL inside the given length is refused (json_loads would stop there). */
+  const tl_jv *root;
+  assert_int_equal(tl_jdoc_parse(&d, "[1]\0", 4, &root), TL_E_INVALID);
+  assert_int_equal(tl_jdoc_parse(&d, "[\"a\0\"]", 6, &root), TL_E_INVALID);
+  tl_jdoc_free(&d);
+}
+
+/* The last of repeated names wins (jansson keeps the last value); each repeat is a member. */
+static void test_repeated_names(void **s) {
+  (void)s;
+  tl_jdoc d = {0};
+  const tl_jv *o = parse(&d, "{\"a\":1,\"b\":2,\"a\":{\"c\":3}}");
+  assert_int_equal(tl_jv_size(o), 3);
+  assert_int_equal(tl_jv_integer(tl_jv_get(tl_jv_get(o, "a"), "c")), 3);
+  assert_int_equal(tl_jv_integer(tl_jv_get(o, "b")), 2);
+  tl_jdoc_free(&d);
+}
+
+/* jansson allows 2048 levels of values (the top one is the first); so does tl_jv. */
+static void test_depth_limit(void **s) {
+  (void)s;
+  for (int levels = TL_JV_MAX_DEPTH - 1; levels <= TL_JV_MAX_DEPTH + 1; levels++) {
+    for (int scalar = 0; scalar <= 1; scalar++) {
+      char *text = malloc((size_t)levels * 2 + 2);
+      assert_non_null(text);
+      size_t n = 0;
+      for (int i = 0; i < levels; i++) text[n++] = '[';
+      if (scalar) text[n++] = '1';
+      for (int i = 0; i < levels; i++) text[n++] = ']';
+      text[n] = '\0';
+      json_t *j = json_loads(text, 0, NULL);
+      tl_jdoc d = {0};
+      const tl_jv *root;
+      int rc = tl_jdoc_parse(&d, text, n, &root);
+      assert_int_equal(rc == TL_OK, j != NULL);
+      assert_int_equal(rc == TL_OK, levels + scalar <= TL_JV_MAX_DEPTH);
+      if (rc == TL_OK) assert_int_equal(root->span, levels + scalar);
+      json_decref(j);
+      tl_jdoc_free(&d);
+      free(text);
+    }
+  }
+}
+
+/* One document parsed again and again (as the projector does): a big document grows the
+ * buffers, the next small one reads right, a failed parse leaves no root. */
+static void test_reuse(void **s) {
+  (void)s;
+  tl_jdoc d = {0};
+  size_t n = 20000;
+  char *big = malloc(n * 12 + 16); /* "sNNNNN", with quotes and a comma: at most 9 bytes each */
+  assert_non_null(big);
+  size_t at = 0;
+  big[at++] = '[';
+  for (size_t i = 0; i < n; i++) at += (size_t)sprintf(big + at, "%s\"s%zu\"", i ? "," : "", i);
+  big[at++] = ']';
+  big[at] = '\0';
+  const tl_jv *root = parse(&d, big);
+  assert_int_equal(tl_jv_size(root), n);
+  assert_string_equal(tl_jv_string(root + n), "s19999");
+  root = parse(&d, "{\"x\":\"y\"}");
+  assert_string_equal(tl_jv_string(tl_jv_get(root, "x")), "y");
+  assert_int_equal(tl_jdoc_parse(&d, "{\"x\":", 5, &root), TL_E_INVALID);
+  assert_null(root);
+  root = parse(&d, "[]");
+  assert_int_equal(tl_jv_size(root), 0);
+  assert_null(tl_jv_first(root));
+  free(big);
+  tl_jdoc_free(&d);
+  tl_jdoc_free(&d); /* freeing twice is harmless */
+}
+
+/* tl_jv_dumps writes what tl_json_dumps writes for the tree json_loads reads. */
+static void test_dumps_as_tl_json_dumps(void **s) {
+  (void)s;
+  static const char *const texts[] = {
+      ORDER,
+      "[1.0, 1e300, -0.0, 0.1, 123456789012345678, \"\\u00e9\\n\", {}, [], [[{}]]]",
+      "{\"price\":\"\\u000112.50\",\"not\":\"\\u00011.5\",\"r\":2.50}",
+  };
+  tl_jdoc d = {0};
+  for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+    json_t *j = json_loads(texts[i], 0, NULL);
+    assert_non_null(j);
+    char *want = tl_json_dumps(j), *got = tl_jv_dumps(parse(&d, texts[i]));
+    assert_non_null(want);
+    assert_non_null(got);
+    assert_string_equal(got, want);
+    free(want);
+    free(got);
+    json_decref(j);
+  }
+  assert_null(tl_jv_dumps(NULL));
+  tl_jdoc_free(&d);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_reads_an_order),
+      cmocka_unit_test(test_strings_decode_as_jansson),
+      cmocka_unit_test(test_numbers_as_jansson),
+      cmocka_unit_test(test_refuses_what_jansson_refuses),
+      cmocka_unit_test(test_repeated_names),
+      cmocka_unit_test(test_depth_limit),
+      cmocka_unit_test(test_reuse),
+      cmocka_unit_test(test_dumps_as_tl_json_dumps),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
