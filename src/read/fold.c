@@ -23,10 +23,11 @@ typedef struct fold_ctx {
   int refused;
   int rc;
   tl_err err;
+  tl_jdoc doc; /* the data of the event being folded */
 } fold_ctx;
 
 /* Projection i applies ev in a savepoint of its own: a refusal is rolled back and counted. */
-static int apply_careful(fold_ctx *c, int i, const tl_event *ev, const json_t *data) {
+static int apply_careful(fold_ctx *c, int i, const tl_event *ev, const tl_jv *data) {
   tl_fold *f = c->f;
   tl_err why = {0};
   if (tl_db_exec(f->db, "SAVEPOINT fold", &c->err) != TL_OK) return TL_E_IO;
@@ -46,7 +47,7 @@ static int fold_event(void *arg, const tl_event *ev) {
     return 1;
   }
   if (f->fp_point) tl_fp(f->fp_point); /* delays only: a fold has no failure to inject */
-  json_t *data = json_loads(ev->data, 0, NULL);
+  const tl_jv *data = tl_read_parse_data(&c->doc, ev);
   for (int i = 0; i < tl_projections_count && c->rc == TL_OK && !c->refused; i++) {
     if (ev->position > f->upto[i]) continue;
     if (!data) {
@@ -60,7 +61,6 @@ static int fold_event(void *arg, const tl_event *ev) {
       if (tl_projections[i]->apply(f->db, ev, data, &why) != TL_OK) c->refused = 1;
     }
   }
-  json_decref(data);
   if (c->rc != TL_OK || c->refused) return 1;
   f->position = ev->position;
   f->recorded_ms = ev->recorded_ms;
@@ -121,6 +121,7 @@ int tl_fold_run(tl_log *log, tl_fold *f, tl_err *err) {
   if (rc != TL_OK && !sqlite3_get_autocommit(f->db->db))
     sqlite3_exec(f->db->db, "ROLLBACK", NULL, NULL, NULL);
   tl_log_reader_release(log, reader);
+  tl_jdoc_free(&c.doc);
   return rc;
 }
 

@@ -15,6 +15,7 @@
 #include "read/tl_read.h"
 
 #include "util/tl_buf.h"
+#include "util/tl_jw.h"
 #include "util/tl_money.h"
 #include "util/tl_time.h"
 
@@ -34,27 +35,26 @@ static int step(tl_db *db, sqlite3_stmt *st, tl_err *err) {
   sqlite3_stmt *var = tl_db_stmt(db, sql, err);                                                 \
   if (!var) return TL_E_IO
 
-static const char *jstr(const json_t *o, const char *k) {
-  const char *s = json_string_value(json_object_get(o, k));
+static const char *jstr(const tl_jv *o, const char *k) {
+  const char *s = tl_jv_string(tl_jv_get(o, k));
   return s ? s : "";
 }
 
 /* An item's quantity and price (0 when absent or not money). */
-static void item_of(const json_t *it, int64_t *qty, int64_t *price) {
-  *qty = json_integer_value(json_object_get(it, "quantity"));
+static void item_of(const tl_jv *it, int64_t *qty, int64_t *price) {
+  *qty = tl_jv_integer(tl_jv_get(it, "quantity"));
   *price = 0;
-  tl_money_from_json(json_object_get(it, "price"), price);
+  tl_money_from_jv(tl_jv_get(it, "price"), price);
 }
 
 /* The total of an OrderPlaced's items in minor units; false if a line or the sum overflows
  * int64. decide bounds totals far below that and tl_order_evolve refuses such an event (no
  * order was placed), so every projection skips it too instead of computing garbage. */
-static bool order_total(const json_t *d, int64_t *total) {
-  const json_t *items = json_object_get(d, "items");
+static bool order_total(const tl_jv *d, int64_t *total) {
   *total = 0;
-  for (size_t i = 0; i < json_array_size(items); i++) {
+  TL_JV_FOREACH(it, tl_jv_get(d, "items")) {
     int64_t qty, price, amount;
-    item_of(json_array_get(items, i), &qty, &price);
+    item_of(it, &qty, &price);
     if (__builtin_mul_overflow(qty, price, &amount) ||
         __builtin_add_overflow(*total, amount, total))
       return false;
@@ -100,51 +100,61 @@ static const char SQL_ORD_STATUS[] =
     " rejection_reason = COALESCE(?7, rejection_reason)"
     " WHERE order_id = ?5 AND last_position < ?6";
 
-static int orders_placed(tl_db *db, const tl_event *ev, const json_t *d, tl_err *err) {
+/* The order view's items: [{productId, name, quantity, price}], each product's name as the
+ * projection knows it when the order is placed; and every name, space-separated, for the
+ * full-text index. */
+static int order_items(tl_db *db, const tl_jv *items, tl_jw *view, tl_buf *names, tl_err *err) {
   STMT(get_name, SQL_ORD_NAME_GET);
-  const json_t *items = json_object_get(d, "items");
-  json_t *view_items = json_array();
-  if (!view_items) return tl_err_set(err, TL_E_NOMEM, "out of memory");
-  tl_buf names = {0}; /* every product name of the order, for full-text search */
-  tl_buf_append(&names, "", 0);
-  int64_t total;
-  order_total(d, &total); /* the caller checked that it fits */
-  for (size_t i = 0; i < json_array_size(items); i++) {
-    const json_t *it = json_array_get(items, i);
+  tl_jw_array(view);
+  TL_JV_FOREACH(it, items) {
     const char *pid = jstr(it, "productId");
     int64_t price, qty;
     item_of(it, &qty, &price);
     sqlite3_bind_text(get_name, 1, pid, -1, SQLITE_STATIC);
-    json_t *name = NULL;
     int step_rc = sqlite3_step(get_name);
-    if (step_rc == SQLITE_ROW) name = json_string((const char *)sqlite3_column_text(get_name, 0));
-    sqlite3_reset(get_name);
+    const char *name = step_rc == SQLITE_ROW ? (const char *)sqlite3_column_text(get_name, 0) : "";
+    size_t name_len = step_rc == SQLITE_ROW ? (size_t)sqlite3_column_bytes(get_name, 0) : 0;
     if (step_rc != SQLITE_ROW && step_rc != SQLITE_DONE) {
-      json_decref(view_items);
-      tl_buf_free(&names);
+      sqlite3_reset(get_name);
       return tl_db_fail(db, step_rc, "read product name", err);
     }
-    if (!name) name = json_string("");
-    if (name && json_string_length(name) > 0) {
-      if (names.len) tl_buf_append(&names, " ", 1);
-      tl_buf_append(&names, json_string_value(name), json_string_length(name));
+    if (!name) name = "", name_len = 0; /* a NULL column: out of memory in SQLite */
+    if (name_len > 0) {
+      if (names->len) tl_buf_append(names, " ", 1);
+      tl_buf_append(names, name, name_len);
     }
-    json_t *item = json_pack("{s:s, s:o, s:I, s:o}", "productId", pid, "name", name, "quantity",
-                             (json_int_t)qty, "price", tl_money_to_json(price));
-    if (!item || json_array_append_new(view_items, item) != 0 || names.oom) {
-      json_decref(view_items);
-      tl_buf_free(&names);
-      return tl_err_set(err, TL_E_NOMEM, "out of memory building an order view");
-    }
+    tl_jw_object(view);
+    tl_jw_key(view, "productId");
+    tl_jw_string(view, pid);
+    tl_jw_key(view, "name");
+    tl_jw_string_n(view, name, name_len);
+    tl_jw_key(view, "quantity");
+    tl_jw_int(view, qty);
+    tl_jw_key(view, "price");
+    tl_jw_money(view, price);
+    tl_jw_end(view);
+    sqlite3_reset(get_name); /* the name's text lives until the reset */
   }
-  char *items_text = tl_json_dumps(view_items);
-  /* Without an address (decide always writes one) the view says null: json_dumps(NULL) fails,
-   * and that must not pass for out of memory and stall the projector. */
-  const json_t *ship = json_object_get(d, "shippingAddress");
-  char *ship_text = ship ? tl_json_dumps(ship) : strdup("null");
-  json_decref(view_items);
-  int rc = TL_OK;
-  if (!items_text || !ship_text) rc = tl_err_set(err, TL_E_NOMEM, "out of memory");
+  tl_jw_end(view);
+  return TL_OK;
+}
+
+static int orders_placed(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err *err) {
+  const tl_jv *items = tl_jv_get(d, "items");
+  tl_jw view = {0};
+  tl_buf names = {0}; /* every product name of the order, for full-text search */
+  tl_buf_append(&names, "", 0);
+  int64_t total;
+  order_total(d, &total); /* the caller checked that it fits */
+  int rc = order_items(db, items, &view, &names, err);
+  char *items_text = rc == TL_OK ? tl_jw_take(&view) : NULL;
+  /* Without an address (decide always writes one) the view says null: dumping NULL fails, and
+   * that must not pass for out of memory and stall the projector. */
+  const tl_jv *ship = tl_jv_get(d, "shippingAddress");
+  char *ship_text = rc == TL_OK ? (ship ? tl_jv_dumps(ship) : strdup("null")) : NULL;
+  tl_jw_free(&view);
+  if (rc == TL_OK && (!items_text || !ship_text || names.oom))
+    rc = tl_err_set(err, TL_E_NOMEM, "out of memory building an order view");
   sqlite3_stmt *ins = rc == TL_OK ? tl_db_stmt(db, SQL_ORD_INSERT, err) : NULL;
   if (rc == TL_OK && !ins) rc = TL_E_IO;
   if (rc == TL_OK) {
@@ -153,9 +163,8 @@ static int orders_placed(tl_db *db, const tl_event *ev, const json_t *d, tl_err 
     sqlite3_bind_text(ins, 3, jstr(d, "customerId"), -1, SQLITE_STATIC);
     sqlite3_bind_int64(ins, 4, total);
     /* currency is in every OrderPlaced since schema v2 (v1 events are upcast on reading) */
-    sqlite3_bind_text(ins, 5, json_string_value(json_object_get(d, "currency")), -1,
-                      SQLITE_STATIC);
-    sqlite3_bind_int64(ins, 6, (sqlite3_int64)json_array_size(items));
+    sqlite3_bind_text(ins, 5, tl_jv_string(tl_jv_get(d, "currency")), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(ins, 6, (sqlite3_int64)tl_jv_size(items));
     sqlite3_bind_text(ins, 7, items_text, -1, SQLITE_STATIC);
     sqlite3_bind_text(ins, 8, ship_text, -1, SQLITE_STATIC);
     sqlite3_bind_int64(ins, 9, ev->recorded_ms);
@@ -179,7 +188,7 @@ static int orders_placed(tl_db *db, const tl_event *ev, const json_t *d, tl_err 
   return rc;
 }
 
-static int orders_apply(tl_db *db, const tl_event *ev, const json_t *d, tl_err *err) {
+static int orders_apply(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err *err) {
   const char *status = NULL;
   int64_t total;
   if (strcmp(ev->type, "OrderPlaced") == 0)
@@ -282,12 +291,10 @@ static const char SQL_PROD_UNSOLD[] =
     "   WHERE product_id = ?3 AND live = 1)"
     " WHERE product_id = ?3";
 
-static int products_placed(tl_db *db, const tl_event *ev, const json_t *d, tl_err *err) {
-  const json_t *items = json_object_get(d, "items");
+static int products_placed(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err *err) {
   int64_t total;
   if (!order_total(d, &total)) return TL_OK; /* not an order: see order_total */
-  for (size_t i = 0; i < json_array_size(items); i++) {
-    const json_t *it = json_array_get(items, i);
+  TL_JV_FOREACH(it, tl_jv_get(d, "items")) {
     int64_t price, qty;
     item_of(it, &qty, &price);
     STMT(line, SQL_PROD_LINE);
@@ -308,7 +315,7 @@ static int products_placed(tl_db *db, const tl_event *ev, const json_t *d, tl_er
   return TL_OK;
 }
 
-static int products_cancelled(tl_db *db, const json_t *d, tl_err *err) {
+static int products_cancelled(tl_db *db, const tl_jv *d, tl_err *err) {
   /* Collect the live lines first: the statements below change the rows being read. */
   struct {
     char product_id[65];
@@ -340,25 +347,25 @@ static int products_cancelled(tl_db *db, const json_t *d, tl_err *err) {
   return TL_OK;
 }
 
-static int products_apply(tl_db *db, const tl_event *ev, const json_t *d, tl_err *err) {
+static int products_apply(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err *err) {
   if (strcmp(ev->type, "ProductCreated") == 0) {
     int64_t price = 0;
-    tl_money_from_json(json_object_get(d, "price"), &price);
+    tl_money_from_jv(tl_jv_get(d, "price"), &price);
     STMT(st, SQL_PROD_INSERT);
     sqlite3_bind_text(st, 1, jstr(d, "productId"), -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, jstr(d, "name"), -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, jstr(d, "category"), -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, price);
-    sqlite3_bind_text(st, 5, json_object_get(d, "currency") ? jstr(d, "currency") : "USD", -1,
+    sqlite3_bind_text(st, 5, tl_jv_get(d, "currency") ? jstr(d, "currency") : "USD", -1,
                       SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, json_integer_value(json_object_get(d, "stock")));
+    sqlite3_bind_int64(st, 6, tl_jv_integer(tl_jv_get(d, "stock")));
     sqlite3_bind_int64(st, 7, ev->recorded_ms);
     sqlite3_bind_int64(st, 8, ev->recorded_ms);
     sqlite3_bind_int64(st, 9, ev->version);
     sqlite3_bind_int64(st, 10, ev->position);
     return step(db, st, err);
   }
-  int64_t dstock = 0, dreserved = 0, q = json_integer_value(json_object_get(d, "quantity"));
+  int64_t dstock = 0, dreserved = 0, q = tl_jv_integer(tl_jv_get(d, "quantity"));
   if (strcmp(ev->type, "ProductRestocked") == 0) dstock = q;
   else if (strcmp(ev->type, "StockReserved") == 0) dreserved = q;
   else if (strcmp(ev->type, "StockReleased") == 0) dreserved = -q;
@@ -415,7 +422,7 @@ static int sales_add(tl_db *db, int64_t day, int64_t count, int64_t amount, tl_e
   return step(db, st, err);
 }
 
-static int sales_apply(tl_db *db, const tl_event *ev, const json_t *d, tl_err *err) {
+static int sales_apply(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err *err) {
   if (strcmp(ev->type, "OrderPlaced") == 0) {
     int64_t total;
     if (!order_total(d, &total)) return TL_OK; /* not an order: see order_total */

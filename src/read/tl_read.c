@@ -205,13 +205,19 @@ int tl_projection_setup(tl_db *db, const tl_projection_def *def, tl_err *err) {
 }
 
 int tl_projection_apply_one(tl_db *db, const tl_projection_def *def, const tl_event *ev,
-                            const json_t *data, tl_err *err) {
+                            const tl_jv *data, tl_err *err) {
   int64_t cp = tl_projection_checkpoint(db, def->name);
   if (cp < 0) return tl_err_set(err, TL_E_IO, "cannot read checkpoint of %s", def->name);
   if (ev->position <= cp) return TL_OK; /* already applied: re-delivery changes nothing */
   int rc = def->apply(db, ev, data, err);
   if (rc == TL_OK) rc = tl_read_put_checkpoint(db, def, ev->position, ev->recorded_ms, err);
   return rc;
+}
+
+const tl_jv *tl_read_parse_data(tl_jdoc *doc, const tl_event *ev) {
+  const tl_jv *root = NULL;
+  tl_jdoc_parse(doc, ev->data, strlen(ev->data), &root);
+  return root;
 }
 
 int tl_projection_index(const char *name) {
@@ -226,7 +232,7 @@ enum { APPLIED = 0, REFUSED = 1 }; /* else: a negative TL_E code, the batch must
 
 /* Applies ev to projection i in the caller's open savepoint (its fail point is skipped when
  * `fp` is 0: it was evaluated already). 0, or the projection's own failure (message in *why). */
-static int apply_one(tl_read *r, int i, const tl_event *ev, const json_t *data, int fp,
+static int apply_one(tl_read *r, int i, const tl_event *ev, const tl_jv *data, int fp,
                      tl_err *why) {
   if (!data)
     return tl_err_set(why, TL_E_INVALID, "event %lld has unreadable data", (long long)ev->position);
@@ -246,7 +252,7 @@ static int end_savepoint(tl_read *r, int ok, tl_err *err) {
 
 /* Applies ev to projection i inside a savepoint of its own. APPLIED, REFUSED (the projection's
  * own failure, rolled back, message in *why) or a storage failure of the savepoint (err set). */
-static int apply_guarded(tl_read *r, int i, const tl_event *ev, const json_t *data, int fp,
+static int apply_guarded(tl_read *r, int i, const tl_event *ev, const tl_jv *data, int fp,
                          tl_err *why, tl_err *err) {
   int rc = run(r->w, SQL_SP_BEGIN, "savepoint", err);
   if (rc != TL_OK) return rc;
@@ -343,7 +349,7 @@ static void on_refused(batch_ctx *b, int i, const tl_event *ev, const tl_err *wh
 
 /* The fast pass: every projection that wants the event applies it, no savepoint. Stops the
  * batch at the first refusal (returns 1), remembering it for the careful pass. */
-static int apply_event_fast(batch_ctx *b, const tl_event *ev, const json_t *data) {
+static int apply_event_fast(batch_ctx *b, const tl_event *ev, const tl_jv *data) {
   for (int i = 0; i < tl_projections_count; i++) {
     if (b->held[i] || ev->position <= b->cp[i]) continue;
     tl_err why = {0};
@@ -364,8 +370,7 @@ static int apply_event_fast(batch_ctx *b, const tl_event *ev, const json_t *data
 }
 
 /* Projection i on ev in the careful pass: the fast pass's refusal when it was this one. */
-static int apply_careful(batch_ctx *b, int i, const tl_event *ev, const json_t *data,
-                         tl_err *why) {
+static int apply_careful(batch_ctx *b, int i, const tl_event *ev, const tl_jv *data, tl_err *why) {
   if (ev->position == b->refused_position && i == b->refused_proj) {
     *why = b->refused_why;
     return TL_E_INVALID;
@@ -382,11 +387,9 @@ static int apply_event(void *arg, const tl_event *ev) {
   for (int i = 0; i < tl_projections_count; i++)
     if (!b->held[i] && ev->position > b->cp[i]) needed = 1;
   if (!needed) return 0;
-  json_t *data = json_loads(ev->data, 0, NULL);
+  const tl_jv *data = tl_read_parse_data(&r->doc, ev);
   if (!b->careful) {
-    int stop = apply_event_fast(b, ev, data);
-    json_decref(data);
-    if (stop) return 1;
+    if (apply_event_fast(b, ev, data)) return 1;
     if (b->n < BATCH_EVENTS) b->recorded[b->n] = ev->recorded_ms;
     b->n++;
     return 0;
@@ -421,7 +424,6 @@ static int apply_event(void *arg, const tl_event *ev) {
     }
   }
   if (rc != TL_OK && b->rc == TL_OK) b->rc = rc;
-  json_decref(data);
   if (b->rc != TL_OK) return 1;
   if (b->n < BATCH_EVENTS) b->recorded[b->n] = ev->recorded_ms;
   b->n++;
@@ -532,11 +534,10 @@ typedef struct retry_ctx {
 static int retry_event(void *arg, const tl_event *ev) {
   retry_ctx *c = arg;
   c->found = 1;
-  json_t *data = json_loads(ev->data, 0, NULL);
+  const tl_jv *data = tl_read_parse_data(&c->r->doc, ev);
   tl_err err = {0};
   c->rc = apply_guarded(c->r, c->proj, ev, data, 1, &c->why, &err);
   if (c->rc < 0) c->why = err;
-  json_decref(data);
   return 1; /* one event */
 }
 
@@ -904,6 +905,7 @@ void tl_read_close(tl_read *r) {
     c = next;
   }
   tl_db_close(r->w);
+  tl_jdoc_free(&r->doc);
   pthread_cond_destroy(&r->cond);
   tl_handoff_destroy(&r->tasks);
   pthread_mutex_destroy(&r->lock);

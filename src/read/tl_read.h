@@ -20,6 +20,7 @@
 
 #include "log/tl_log.h"
 #include "util/tl_db.h"
+#include "util/tl_jv.h"
 #include "util/tl_jw.h"
 #include "util/tl_problem.h"
 
@@ -48,7 +49,7 @@ typedef struct tl_projection_def {
   int n_tables;
   /* Applies ev (data already parsed) inside the projector's open transaction. Must be
    * deterministic and touch only this projection's tables. Returns 0 or a TL_E code. */
-  int (*apply)(tl_db *db, const tl_event *ev, const json_t *data, tl_err *err);
+  int (*apply)(tl_db *db, const tl_event *ev, const tl_jv *data, tl_err *err);
   /* Optional housekeeping of the projection's storage (NULL: none), which the projector runs
    * only when the log has been quiet for a while and no rebuild runs: one bounded step per
    * call, inside the projector's open transaction; the answers of queries must not change.
@@ -177,7 +178,7 @@ void tl_read_conn_release(tl_read *r, tl_db *db);
  * transaction, unless the checkpoint is already at or past the event (then nothing changes).
  * Returns 0 or a TL_E code. Exposed for unit tests of projections. */
 int tl_projection_apply_one(tl_db *db, const tl_projection_def *def, const tl_event *ev,
-                            const json_t *data, tl_err *err);
+                            const tl_jv *data, tl_err *err);
 /* Creates a projection's tables and checkpoint row (version checked) on db. */
 int tl_projection_setup(tl_db *db, const tl_projection_def *def, tl_err *err);
 /* A projection's stored checkpoint, or -1 on error. */

@@ -56,6 +56,7 @@ struct tl_read {
   int started;
   _Atomic int stopping;
   unsigned rng; /* jitter (projector thread) */
+  tl_jdoc doc;  /* the data of the event being applied (projector thread) */
 
   /* Per projection: applied position, recorded time of that event, failure state. */
   _Atomic int64_t checkpoint[TL_MAX_PROJECTIONS];
@@ -96,6 +97,10 @@ int tl_read_rebuild_versions(tl_read *r, tl_err *err);
 /* Runs t on the projector thread and waits: TL_E_TIMEOUT if the projector did not take it in
  * timeout_ms (nothing happened), TL_E_CLOSED at shutdown, else t's result. */
 int tl_read_run_task(tl_read *r, tl_proj_task *t, int timeout_ms, tl_err *err);
+
+/* ev's data parsed into doc (valid until doc's next parse), or NULL when it is no JSON object
+ * or array json_loads would read (or memory ran out): every projection then refuses the event. */
+const tl_jv *tl_read_parse_data(tl_jdoc *doc, const tl_event *ev);
 
 /* Stores a projection's checkpoint (inside the caller's transaction). */
 int tl_read_put_checkpoint(tl_db *db, const tl_projection_def *def, int64_t position,

@@ -80,9 +80,10 @@ static int teardown(void **state) {
 /* Applies one event to every projection in its own transaction; the apply must succeed. */
 static void apply(tl_db *db, int64_t position, const char *stream, int64_t version,
                   const char *type, const char *data_text, int64_t recorded_ms) {
-  json_error_t je;
-  json_t *data = json_loads(data_text, 0, &je);
-  if (!data) fail_msg("bad event data in test: %s (%s)", data_text, je.text);
+  tl_jdoc doc = {0};
+  const tl_jv *data = NULL;
+  if (tl_jdoc_parse(&doc, data_text, strlen(data_text), &data) != TL_OK)
+    fail_msg("bad event data in test: %s", data_text);
   tl_event ev = {.position = position,
                  .stream = (char *)stream,
                  .version = version,
@@ -98,7 +99,7 @@ static void apply(tl_db *db, int64_t position, const char *stream, int64_t versi
     if (rc != TL_OK) fail_msg("%s: apply %s: %s", tl_projections[i]->name, type, err.msg);
   }
   assert_int_equal(tl_db_exec(db, "COMMIT", &err), TL_OK);
-  json_decref(data);
+  tl_jdoc_free(&doc);
 }
 
 static void product_created(tl_db *db, int64_t pos, const char *pid, const char *name,
