@@ -161,20 +161,18 @@ static int stock_commands(tl_pm_batch *b, instance *in, tl_cmd_kind kind, const 
   return TL_OK;
 }
 
-static int on_placed(tl_db *db, const json_t *d, tl_pm_batch *b, tl_err *err) {
+static int on_placed(tl_db *db, const tl_jv *d, tl_pm_batch *b, tl_err *err) {
   instance in;
-  const char *oid = json_string_value(json_object_get(d, "orderId"));
+  const char *oid = tl_jv_string(tl_jv_get(d, "orderId"));
   if (!oid) return TL_OK;
   int found = load(db, oid, &in, err);
   if (found != 0) return found < 0 ? found : TL_OK; /* already started */
   snprintf(in.order_id, sizeof in.order_id, "%s", oid);
   in.n = 0;
   /* One line per product: an order may list a product twice. */
-  size_t i;
-  json_t *it;
-  json_array_foreach(json_object_get(d, "items"), i, it) {
-    const char *pid = json_string_value(json_object_get(it, "productId"));
-    json_int_t q = json_integer_value(json_object_get(it, "quantity"));
+  TL_JV_FOREACH(it, tl_jv_get(d, "items")) {
+    const char *pid = tl_jv_string(tl_jv_get(it, "productId"));
+    int64_t q = tl_jv_integer(tl_jv_get(it, "quantity"));
     if (!pid || strlen(pid) > TL_PRODUCT_ID_MAX) continue;
     int k = 0;
     while (k < in.n && strcmp(in.lines[k].p, pid) != 0) k++;
@@ -195,10 +193,10 @@ static int on_placed(tl_db *db, const json_t *d, tl_pm_batch *b, tl_err *err) {
 
 /* OrderReserved / OrderRejected: reserve_order's outcome (the per-product flow already moved
  * its instance on when it asked for mark_reserved / reject_order). */
-static int on_settled(tl_db *db, const json_t *d, int reserved, tl_pm_batch *b, tl_err *err) {
+static int on_settled(tl_db *db, const tl_jv *d, int reserved, tl_pm_batch *b, tl_err *err) {
   (void)b;
   instance in;
-  const char *oid = json_string_value(json_object_get(d, "orderId"));
+  const char *oid = tl_jv_string(tl_jv_get(d, "orderId"));
   if (!oid) return TL_OK;
   int found = load(db, oid, &in, err);
   if (found <= 0 || strcmp(in.phase, "reserving_order") != 0) return found < 0 ? found : TL_OK;
@@ -209,10 +207,10 @@ static int on_settled(tl_db *db, const json_t *d, int reserved, tl_pm_batch *b, 
   return save(db, &in, err);
 }
 
-static int on_stock_answer(tl_db *db, const json_t *d, int reserved, tl_pm_batch *b, tl_err *err) {
+static int on_stock_answer(tl_db *db, const tl_jv *d, int reserved, tl_pm_batch *b, tl_err *err) {
   instance in;
-  const char *oid = json_string_value(json_object_get(d, "orderId"));
-  const char *pid = json_string_value(json_object_get(d, "productId"));
+  const char *oid = tl_jv_string(tl_jv_get(d, "orderId"));
+  const char *pid = tl_jv_string(tl_jv_get(d, "productId"));
   if (!oid || !pid) return TL_OK;
   int found = load(db, oid, &in, err);
   if (found <= 0) return found;
@@ -254,9 +252,9 @@ static int on_stock_answer(tl_db *db, const json_t *d, int reserved, tl_pm_batch
 }
 
 /* OrderCancelled (release) and OrderShipped (commit). */
-static int on_order_closed(tl_db *db, const json_t *d, int shipped, tl_pm_batch *b, tl_err *err) {
+static int on_order_closed(tl_db *db, const tl_jv *d, int shipped, tl_pm_batch *b, tl_err *err) {
   instance in;
-  const char *oid = json_string_value(json_object_get(d, "orderId"));
+  const char *oid = tl_jv_string(tl_jv_get(d, "orderId"));
   if (!oid) return TL_OK;
   int found = load(db, oid, &in, err);
   if (found <= 0) return found;
@@ -275,7 +273,7 @@ static int on_order_closed(tl_db *db, const json_t *d, int shipped, tl_pm_batch 
   return rc;
 }
 
-static int handle(tl_db *db, const tl_event *ev, const json_t *data, tl_pm_batch *b, tl_err *err) {
+static int handle(tl_db *db, const tl_event *ev, const tl_jv *data, tl_pm_batch *b, tl_err *err) {
   const char *t = ev->type;
   if (strcmp(t, "OrderPlaced") == 0) return on_placed(db, data, b, err);
   if (strcmp(t, "StockReserved") == 0) return on_stock_answer(db, data, 1, b, err);

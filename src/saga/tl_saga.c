@@ -65,6 +65,7 @@ typedef struct pm_runner {
   _Atomic int64_t dlq_depth;
   char fp_step[TL_FP_NAME_MAX]; /* "saga.<name>.step" */
   tl_db *db;
+  tl_jdoc data, meta; /* the event being handled, parsed (runner thread) */
   pthread_t thread;
   int started;
   _Atomic int64_t position;
@@ -230,23 +231,19 @@ static int handle_event(void *arg, const tl_event *ev) {
   assert(ev->position == h->last_position + 1);
   /* Only the events the manager handles are parsed: most of the log is not its business. */
   bool wanted = handles(h->r->def, ev->type);
-  json_t *data = wanted ? json_loads(ev->data, 0, NULL) : NULL;
-  json_t *meta = wanted ? json_loads(ev->metadata, 0, NULL) : NULL;
-  if (wanted && (!data || !meta)) {
-    json_decref(data);
-    json_decref(meta);
+  const tl_jv *data = NULL, *meta = NULL;
+  if (wanted && (tl_jdoc_parse(&h->r->data, ev->data, strlen(ev->data), &data) != TL_OK ||
+                 tl_jdoc_parse(&h->r->meta, ev->metadata, strlen(ev->metadata), &meta) != TL_OK)) {
     h->rc = tl_err_set(&h->err, TL_E_IO, "event %lld is unreadable", (long long)ev->position);
     return 1;
   }
-  const char *eid = json_string_value(json_object_get(meta, "eventId"));
-  const char *cid = json_string_value(json_object_get(meta, "correlationId"));
+  const char *eid = tl_jv_string(tl_jv_get(meta, "eventId"));
+  const char *cid = tl_jv_string(tl_jv_get(meta, "correlationId"));
   snprintf(h->b->event_id, sizeof h->b->event_id, "%s", eid ? eid : "");
   snprintf(h->b->correlation, sizeof h->b->correlation, "%s", cid ? cid : "");
   if (!eid) snprintf(h->b->event_id, sizeof h->b->event_id, "pos%lld", (long long)ev->position);
   h->b->ev = ev;
   if (!h->replay && ev->position == h->r->park_position) { /* failed too often: park it */
-    json_decref(data);
-    json_decref(meta);
     h->rc = park(h->r, ev, &h->err);
     if (h->rc != TL_OK) return 1;
     h->parked = 1;
@@ -258,8 +255,6 @@ static int handle_event(void *arg, const tl_event *ev) {
                        (long long)ev->position, h->r->fp_step);
   else if (wanted)
     h->rc = h->r->def->handle(h->r->db, ev, data, h->b, &h->err);
-  json_decref(data);
-  json_decref(meta);
   if (h->rc != TL_OK) {
     h->failed_position = ev->position;
     return 1;
@@ -550,6 +545,8 @@ void tl_saga_stop(tl_saga *s) {
   for (int i = 0; i < s->n; i++) {
     if (s->runners[i].started) pthread_join(s->runners[i].thread, NULL);
     tl_db_close(s->runners[i].db);
+    tl_jdoc_free(&s->runners[i].data);
+    tl_jdoc_free(&s->runners[i].meta);
     tl_handoff_destroy(&s->runners[i].tasks);
   }
   free(s);

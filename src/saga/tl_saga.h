@@ -28,6 +28,7 @@
 #include "domain/domain.h"
 #include "log/tl_log.h"
 #include "util/tl_db.h"
+#include "util/tl_jv.h"
 #include "write/tl_writer.h"
 
 #include <jansson.h>
@@ -40,8 +41,7 @@ typedef struct tl_pm_def {
   const char *schema_sql; /* instance tables (IF NOT EXISTS) */
   /* Handles one event inside the runtime's open saga.db transaction. Returns 0 or a TL_E code
    * (the batch is then retried). */
-  int (*handle)(tl_db *db, const tl_event *ev, const json_t *data, tl_pm_batch *out,
-                tl_err *err);
+  int (*handle)(tl_db *db, const tl_event *ev, const tl_jv *data, tl_pm_batch *out, tl_err *err);
   /* The event types handle wants, NULL-terminated; the runtime steps over the others without
    * parsing them. NULL: every event. */
   const char *const *types;

@@ -108,11 +108,15 @@ static int deliver_tx(fixture *f, const char *type, const char *event_id, json_t
                  .metadata = meta,
                  .recorded_ms = 1700000000000LL + f->position};
 
+  tl_jdoc doc = {0};
+  const tl_jv *view = NULL;
+  assert_int_equal(tl_jdoc_parse(&doc, text, strlen(text), &view), TL_OK);
   tl_err err = {0};
   assert_int_equal(tl_db_exec(f->db, "BEGIN IMMEDIATE", &err), TL_OK);
-  int rc = pm()->handle(f->db, &ev, data, f->b, &err);
+  int rc = pm()->handle(f->db, &ev, view, f->b, &err);
   if (rc != TL_OK) print_error("handle(%s) failed: %s\n", type, err.msg);
   assert_int_equal(tl_db_exec(f->db, commit && rc == TL_OK ? "COMMIT" : "ROLLBACK", &err), TL_OK);
+  tl_jdoc_free(&doc);
   free(text);
   free(meta);
   json_decref(data);
