@@ -42,13 +42,12 @@ static int exec_fmt(tl_db *db, tl_err *err, const char *fmt, ...) {
   return rc;
 }
 
-/* Replaces the rows of every table of d in main with those of rb (inside a transaction). */
+/* Fills every table of d in main, just created empty, with the rows of rb (inside a
+ * transaction). */
 static int copy_tables(tl_db *db, const tl_projection_def *d, tl_err *err) {
   int rc = TL_OK;
   for (int t = 0; rc == TL_OK && t < d->n_tables; t++) {
     const tl_rm_table *tb = &d->tables[t];
-    rc = exec_fmt(db, err, "DELETE FROM main.%s", tb->name);
-    if (rc != TL_OK) break;
     if (tb->copy)
       rc = exec_fmt(db, err, "INSERT INTO main.%s(%s) SELECT %s FROM rb.%s", tb->name, tb->copy,
                     tb->copy, tb->name);
@@ -68,11 +67,13 @@ static int swap_task(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err) 
   if (rc != TL_OK) return rc;
   rc = exec_fmt(r->w, err, "ATTACH DATABASE %Q AS rb", j->scratch);
   if (rc != TL_OK) return rc;
-  int new_version = atomic_load(&r->version_hold[j->proj]);
   rc = tl_db_exec(r->w, "BEGIN IMMEDIATE", err);
-  /* A new version of the projection: its old tables go, the new ones take their place. */
-  if (rc == TL_OK && new_version) rc = tl_db_exec(r->w, d->reset_sql, err);
-  if (rc == TL_OK && new_version) rc = tl_db_exec(r->w, d->schema_sql, err);
+  /* The live tables are dropped and created again (as they must be for a new version of the
+   * projection, whose tables may differ), then filled: dropping frees their pages without
+   * reading their rows, where a DELETE of the full-text index tokenizes every row again to
+   * remove it. */
+  if (rc == TL_OK) rc = tl_db_exec(r->w, d->reset_sql, err);
+  if (rc == TL_OK) rc = tl_db_exec(r->w, d->schema_sql, err);
   if (rc == TL_OK) rc = copy_tables(r->w, d, err);
   if (rc == TL_OK) rc = tl_read_put_checkpoint(r->w, d, j->fold.position, j->fold.recorded_ms, err);
   if (rc == TL_OK) rc = exec_fmt(r->w, err, "DELETE FROM rm_dlq WHERE projection = %Q", d->name);

@@ -52,10 +52,20 @@ def test_reconcile_finds_corruption_and_rebuild_fixes_it(make_server):
     assert st == 200 and r["clean"] is False, r
     bad = {t["table"]: t for pr in r["projections"] if pr["name"] == "orders" for t in pr["tables"]}
     assert sorted(bad["rm_orders"]["keys"]) == sorted([victim, orders[6]["orderId"]]), bad
+    st, _, found = srv.query("/orders/search", head, {"q": "plain widg", "limit": 100})
+    assert st == 200 and len(found["items"]) == 19, found  # orders[6]'s row is gone
     rebuild(srv, "orders")
     wait_rebuilt(srv, "orders")
     st, _, r = srv.post("/admin/reconcile")
     assert st == 200 and r["clean"] is True, r
+    # The swap dropped the full-text index and filled a new one: it agrees with its rows.
+    st, _, found = srv.query("/orders/search", head, {"q": "plain widg", "limit": 100})
+    assert st == 200 and {o["orderId"] for o in found["items"]} == {
+        o["orderId"] for o in orders}, found
+    db = sqlite3.connect(srv.data_dir + "/read.db", timeout=10)
+    db.execute("INSERT INTO rm_orders_fts(rm_orders_fts) VALUES('integrity-check')")
+    db.commit()
+    db.close()
     st, _, v = srv.query("/orders/" + victim, head)
     assert st == 200 and v["status"] == "RESERVED" and v["total"] == 2, v
     st, _, page = srv.query("/customers/%s/orders" % cust, head, {"limit": 100})
