@@ -121,7 +121,7 @@ static int step_done(tl_db *d, sqlite3_stmt *st, const char *what, tl_err *err) 
 static int sq_append(void *impl, const tl_log_batch *b, tl_err *err) {
   sqlite_log *l = impl;
   tl_db *d = l->w;
-  int rc = tl_db_exec(d, "BEGIN IMMEDIATE", err);
+  int rc = tl_db_run(d, "BEGIN IMMEDIATE", err);
   if (rc != TL_OK) return rc;
   for (size_t i = 0; i < b->n_events && rc == TL_OK; i++) {
     const tl_log_event_in *e = &b->events[i];
@@ -158,7 +158,7 @@ static int sq_append(void *impl, const tl_log_batch *b, tl_err *err) {
   /* log.fsync stands for a failed fsync of the WAL at COMMIT: nothing becomes durable. */
   if (rc == TL_OK && tl_fp("log.fsync"))
     rc = tl_err_set(err, TL_E_IO, "fsync failed (fail point log.fsync)");
-  if (rc == TL_OK) rc = tl_db_exec(d, "COMMIT", err);
+  if (rc == TL_OK) rc = tl_db_run(d, "COMMIT", err);
   if (rc != TL_OK) {
     /* Roll back whatever part was written; a failed COMMIT may already have rolled back. */
     if (!sqlite3_get_autocommit(d->db)) sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
@@ -177,7 +177,7 @@ static int sq_idem_expire(void *impl, int64_t before_ms, tl_err *err) {
 static int sq_snapshots_put(void *impl, const tl_snapshot_in *snaps, size_t n, tl_err *err) {
   sqlite_log *l = impl;
   tl_db *d = l->snap;
-  int rc = tl_db_exec(d, "BEGIN IMMEDIATE", err);
+  int rc = tl_db_run(d, "BEGIN IMMEDIATE", err);
   for (size_t i = 0; i < n && rc == TL_OK; i++) {
     sqlite3_stmt *st = tl_db_stmt(d, SQL_PUT_SNAPSHOT, err);
     if (!st) {
@@ -190,7 +190,7 @@ static int sq_snapshots_put(void *impl, const tl_snapshot_in *snaps, size_t n, t
     sqlite3_bind_text(st, 4, snaps[i].state, -1, SQLITE_STATIC);
     rc = step_done(d, st, "store snapshot", err);
   }
-  if (rc == TL_OK) rc = tl_db_exec(d, "COMMIT", err);
+  if (rc == TL_OK) rc = tl_db_run(d, "COMMIT", err);
   if (rc != TL_OK && !sqlite3_get_autocommit(d->db))
     sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
   return rc;
@@ -287,18 +287,18 @@ static int sq_read_all(void *rimpl, int64_t from_position, int limit, tl_event_f
 static int sq_read_begin(void *rimpl, tl_err *err) {
   tl_db *d = rimpl;
   /* A deferred BEGIN takes no lock: the first read (any table) starts the read transaction. */
-  int rc = tl_db_exec(d, "BEGIN", err);
+  int rc = tl_db_run(d, "BEGIN", err);
   if (rc != TL_OK) return rc;
   sqlite3_stmt *st = tl_db_stmt(d, "SELECT 1 FROM events LIMIT 1", err);
   if (!st) {
-    (void)tl_db_exec(d, "ROLLBACK", NULL);
+    (void)tl_db_run(d, "ROLLBACK", NULL);
     return TL_E_IO;
   }
   int s = sqlite3_step(st);
   sqlite3_reset(st);
   if (s != SQLITE_ROW && s != SQLITE_DONE) {
     tl_db_fail(d, s, "begin read", err);
-    (void)tl_db_exec(d, "ROLLBACK", NULL);
+    (void)tl_db_run(d, "ROLLBACK", NULL);
     return TL_E_IO;
   }
   return TL_OK;
@@ -306,8 +306,8 @@ static int sq_read_begin(void *rimpl, tl_err *err) {
 
 static void sq_read_end(void *rimpl) {
   tl_db *d = rimpl;
-  if (!sqlite3_get_autocommit(d->db) && tl_db_exec(d, "COMMIT", NULL) != TL_OK)
-    (void)tl_db_exec(d, "ROLLBACK", NULL);
+  if (!sqlite3_get_autocommit(d->db) && tl_db_run(d, "COMMIT", NULL) != TL_OK)
+    (void)tl_db_run(d, "ROLLBACK", NULL);
 }
 
 static int sq_idem_get(void *rimpl, const char *key, tl_idem_record *rec, tl_err *err) {

@@ -30,12 +30,12 @@ typedef struct fold_ctx {
 static int apply_careful(fold_ctx *c, int i, const tl_event *ev, const tl_jv *data) {
   tl_fold *f = c->f;
   tl_err why = {0};
-  if (tl_db_exec(f->db, "SAVEPOINT fold", &c->err) != TL_OK) return TL_E_IO;
+  if (tl_db_run(f->db, "SAVEPOINT fold", &c->err) != TL_OK) return TL_E_IO;
   if (tl_projections[i]->apply(f->db, ev, data, &why) != TL_OK) {
     f->errors[i]++;
-    if (tl_db_exec(f->db, "ROLLBACK TO fold", &c->err) != TL_OK) return TL_E_IO;
+    if (tl_db_run(f->db, "ROLLBACK TO fold", &c->err) != TL_OK) return TL_E_IO;
   }
-  return tl_db_exec(f->db, "RELEASE fold", &c->err) != TL_OK ? TL_E_IO : TL_OK;
+  return tl_db_run(f->db, "RELEASE fold", &c->err) != TL_OK ? TL_E_IO : TL_OK;
 }
 
 static int fold_event(void *arg, const tl_event *ev) {
@@ -104,19 +104,19 @@ int tl_fold_run(tl_log *log, tl_fold *f, tl_err *err) {
     memcpy(errors, f->errors, sizeof errors);
     c.chunk_end = upto - position > COMMIT_EVERY ? position + COMMIT_EVERY : upto;
     c.careful = c.refused = 0;
-    rc = tl_db_exec(f->db, "BEGIN", err);
+    rc = tl_db_run(f->db, "BEGIN", err);
     if (rc == TL_OK) rc = fold_chunk(&c, reader, err);
     if (rc == TL_OK && c.refused) {
-      rc = tl_db_exec(f->db, "ROLLBACK", err);
+      rc = tl_db_run(f->db, "ROLLBACK", err);
       f->position = position;
       f->recorded_ms = recorded_ms;
       memcpy(f->errors, errors, sizeof errors);
       c.careful = 1;
       c.refused = 0;
-      if (rc == TL_OK) rc = tl_db_exec(f->db, "BEGIN", err);
+      if (rc == TL_OK) rc = tl_db_run(f->db, "BEGIN", err);
       if (rc == TL_OK) rc = fold_chunk(&c, reader, err);
     }
-    if (rc == TL_OK) rc = tl_db_exec(f->db, "COMMIT", err);
+    if (rc == TL_OK) rc = tl_db_run(f->db, "COMMIT", err);
   }
   if (rc != TL_OK && !sqlite3_get_autocommit(f->db->db))
     sqlite3_exec(f->db->db, "ROLLBACK", NULL, NULL, NULL);

@@ -67,7 +67,7 @@ static int swap_task(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err) 
   if (rc != TL_OK) return rc;
   rc = exec_fmt(r->w, err, "ATTACH DATABASE %Q AS rb", j->scratch);
   if (rc != TL_OK) return rc;
-  rc = tl_db_exec(r->w, "BEGIN IMMEDIATE", err);
+  rc = tl_db_run(r->w, "BEGIN IMMEDIATE", err);
   /* The live tables are dropped and created again (as they must be for a new version of the
    * projection, whose tables may differ), then filled: dropping frees their pages without
    * reading their rows, where a DELETE of the full-text index tokenizes every row again to
@@ -77,7 +77,7 @@ static int swap_task(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err) 
   if (rc == TL_OK) rc = copy_tables(r->w, d, err);
   if (rc == TL_OK) rc = tl_read_put_checkpoint(r->w, d, j->fold.position, j->fold.recorded_ms, err);
   if (rc == TL_OK) rc = exec_fmt(r->w, err, "DELETE FROM rm_dlq WHERE projection = %Q", d->name);
-  if (rc == TL_OK) rc = tl_db_exec(r->w, "COMMIT", err);
+  if (rc == TL_OK) rc = tl_db_run(r->w, "COMMIT", err);
   if (rc != TL_OK && !sqlite3_get_autocommit(r->w->db))
     sqlite3_exec(r->w->db, "ROLLBACK", NULL, NULL, NULL);
   sqlite3_exec(r->w->db, "DETACH DATABASE rb", NULL, NULL, NULL);

@@ -86,7 +86,7 @@ int tl_read_reconcile(tl_read *r, json_t **report, tl_err *err) {
     sqlite3_free(q);
   }
   /* The snapshot of the live read models: checkpoints and tables as of this transaction. */
-  if (rc == TL_OK) rc = tl_db_exec(live, "BEGIN", err);
+  if (rc == TL_OK) rc = tl_db_run(live, "BEGIN", err);
   for (int i = 0; rc == TL_OK && i < tl_projections_count; i++) {
     f->upto[i] = tl_projection_checkpoint(live, tl_projections[i]->name);
     if (f->upto[i] < 0) rc = tl_err_set(err, TL_E_IO, "cannot read checkpoints");

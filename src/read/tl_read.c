@@ -116,15 +116,6 @@ static const char SQL_SP_BEGIN[] = "SAVEPOINT tl_apply";
 static const char SQL_SP_RELEASE[] = "RELEASE tl_apply";
 static const char SQL_SP_ROLLBACK[] = "ROLLBACK TO tl_apply";
 
-/* Runs a cached statement without results. */
-static int run(tl_db *db, const char *sql, const char *what, tl_err *err) {
-  sqlite3_stmt *st = tl_db_stmt(db, sql, err);
-  if (!st) return TL_E_IO;
-  int rc = sqlite3_step(st);
-  sqlite3_reset(st);
-  return rc == SQLITE_DONE ? TL_OK : tl_db_fail(db, rc, what, err);
-}
-
 int64_t tl_projection_checkpoint(tl_db *db, const char *name) {
   tl_err err = {0};
   sqlite3_stmt *st = tl_db_stmt(db, SQL_CP_GET, &err);
@@ -182,7 +173,7 @@ int tl_projection_setup(tl_db *db, const tl_projection_def *def, tl_err *err) {
   if (stored_version >= 0)
     tl_slog(TL_SLOG_WARN, NULL, "projection version changed; rebuilding from position 0",
             "projection", def->name, NULL);
-  rc = tl_db_exec(db, "BEGIN", err);
+  rc = tl_db_run(db, "BEGIN", err);
   if (rc == TL_OK) rc = tl_db_exec(db, def->reset_sql, err);
   if (rc == TL_OK) rc = tl_db_exec(db, def->schema_sql, err);
   if (rc == TL_OK) {
@@ -198,7 +189,7 @@ int tl_projection_setup(tl_db *db, const tl_projection_def *def, tl_err *err) {
   }
   if (rc == TL_OK) rc = tl_read_put_checkpoint(db, def, 0, -1, err);
   if (rc == TL_OK)
-    rc = tl_db_exec(db, "COMMIT", err);
+    rc = tl_db_run(db, "COMMIT", err);
   else
     sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
   return rc;
@@ -245,16 +236,16 @@ static int apply_one(tl_read *r, int i, const tl_event *ev, const tl_jv *data, i
 /* Ends the open savepoint: kept (ok) or rolled back. A storage failure of the savepoint itself
  * is returned (err set). */
 static int end_savepoint(tl_read *r, int ok, tl_err *err) {
-  if (ok) return run(r->w, SQL_SP_RELEASE, "release savepoint", err);
-  int rc = run(r->w, SQL_SP_ROLLBACK, "roll back savepoint", err);
-  return rc == TL_OK ? run(r->w, SQL_SP_RELEASE, "release savepoint", err) : rc;
+  if (ok) return tl_db_run(r->w, SQL_SP_RELEASE, err);
+  int rc = tl_db_run(r->w, SQL_SP_ROLLBACK, err);
+  return rc == TL_OK ? tl_db_run(r->w, SQL_SP_RELEASE, err) : rc;
 }
 
 /* Applies ev to projection i inside a savepoint of its own. APPLIED, REFUSED (the projection's
  * own failure, rolled back, message in *why) or a storage failure of the savepoint (err set). */
 static int apply_guarded(tl_read *r, int i, const tl_event *ev, const tl_jv *data, int fp,
                          tl_err *why, tl_err *err) {
-  int rc = run(r->w, SQL_SP_BEGIN, "savepoint", err);
+  int rc = tl_db_run(r->w, SQL_SP_BEGIN, err);
   if (rc != TL_OK) return rc;
   int applied = apply_one(r, i, ev, data, fp, why) == TL_OK;
   rc = end_savepoint(r, applied, err);
@@ -397,7 +388,7 @@ static int apply_event(void *arg, const tl_event *ev) {
   /* The common case in one savepoint: every projection that wants the event applies it. */
   int failed = -1;
   tl_err failed_why = {0};
-  int rc = run(r->w, SQL_SP_BEGIN, "savepoint", &b->err);
+  int rc = tl_db_run(r->w, SQL_SP_BEGIN, &b->err);
   for (int i = 0; rc == TL_OK && i < tl_projections_count && failed < 0; i++)
     if (!b->held[i] && ev->position > b->cp[i] &&
         apply_careful(b, i, ev, data, &failed_why) != TL_OK)
@@ -474,7 +465,7 @@ static int project_batch(tl_read *r, tl_log_reader *reader) {
   batch_ctx first = *b; /* the state the careful pass starts from */
   b->last_position = start;
   tl_err err = {0};
-  int rc = tl_db_exec(r->w, "BEGIN", &err);
+  int rc = tl_db_run(r->w, "BEGIN", &err);
   if (rc == TL_OK) {
     rc = tl_log_read_all(reader, start + 1, BATCH_EVENTS, apply_event, b, &err);
     if (rc == 1 && b->rc == TL_OK && b->refused_position > 0) {
@@ -483,7 +474,7 @@ static int project_batch(tl_read *r, tl_log_reader *reader) {
       int64_t pos = b->refused_position;
       int proj = b->refused_proj;
       tl_err why = b->refused_why;
-      rc = tl_db_exec(r->w, "ROLLBACK", &err);
+      rc = tl_db_run(r->w, "ROLLBACK", &err);
       memcpy(r->fail, saved, sizeof saved);
       *b = first;
       b->careful = 1;
@@ -491,7 +482,7 @@ static int project_batch(tl_read *r, tl_log_reader *reader) {
       b->refused_proj = proj;
       b->refused_why = why;
       b->last_position = start;
-      if (rc == TL_OK) rc = tl_db_exec(r->w, "BEGIN", &err);
+      if (rc == TL_OK) rc = tl_db_run(r->w, "BEGIN", &err);
       if (rc == TL_OK) rc = tl_log_read_all(reader, start + 1, BATCH_EVENTS, apply_event, b, &err);
     }
     if (rc == 1 || b->rc != TL_OK) {
@@ -502,7 +493,7 @@ static int project_batch(tl_read *r, tl_log_reader *reader) {
   for (int i = 0; rc == TL_OK && i < tl_projections_count; i++)
     if (b->cp[i] > atomic_load(&r->checkpoint[i]))
       rc = tl_read_put_checkpoint(r->w, tl_projections[i], b->cp[i], b->rec[i], &err);
-  if (rc == TL_OK) rc = tl_db_exec(r->w, "COMMIT", &err);
+  if (rc == TL_OK) rc = tl_db_run(r->w, "COMMIT", &err);
   if (rc != TL_OK) {
     if (!sqlite3_get_autocommit(r->w->db)) sqlite3_exec(r->w->db, "ROLLBACK", NULL, NULL, NULL);
     memcpy(r->fail, saved, sizeof saved); /* nothing of this batch happened */
@@ -596,7 +587,7 @@ int tl_read_refresh_dlq_depths(tl_read *r, tl_err *err) {
 
 static int dlq_run(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err) {
   dlq_op_arg *q = arg;
-  int rc = tl_db_exec(r->w, "BEGIN", err);
+  int rc = tl_db_run(r->w, "BEGIN", err);
   sqlite3_stmt *st =
       rc == TL_OK ? tl_db_stmt(r->w, q->op == TL_DLQ_RETRY_ALL ? SQL_DLQ_ALL : SQL_DLQ_ONE, err)
                   : NULL;
@@ -630,7 +621,7 @@ static int dlq_run(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err) {
   }
   free(rows);
   if (rc == TL_OK) rc = tl_read_refresh_dlq_depths(r, err);
-  if (rc == TL_OK) rc = tl_db_exec(r->w, "COMMIT", err);
+  if (rc == TL_OK) rc = tl_db_run(r->w, "COMMIT", err);
   if (rc != TL_OK) {
     if (!sqlite3_get_autocommit(r->w->db)) sqlite3_exec(r->w->db, "ROLLBACK", NULL, NULL, NULL);
     memset(&q->result, 0, sizeof q->result);
@@ -688,10 +679,10 @@ static int tidy_step(tl_read *r) {
   for (int i = 0; i < tl_projections_count; i++) {
     if (!tidy_wanted(r, i)) continue;
     tl_err err = {0};
-    int more = tl_db_exec(r->w, "BEGIN", &err);
+    int more = tl_db_run(r->w, "BEGIN", &err);
     if (more == TL_OK) more = tl_projections[i]->tidy(r->w, &err);
     if (more >= 0) {
-      int rc = tl_db_exec(r->w, "COMMIT", &err);
+      int rc = tl_db_run(r->w, "COMMIT", &err);
       if (rc != TL_OK) more = rc;
     }
     if (more < 0) {

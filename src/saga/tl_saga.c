@@ -318,14 +318,14 @@ static int put_checkpoint(pm_runner *r, int64_t position, tl_err *err) {
 /* One batch: returns the number of events handled, or -1 (rolled back, to retry). */
 static int run_batch(pm_runner *r, tl_log_reader *reader, tl_pm_batch *b) {
   handle_ctx h = {.r = r, .b = b, .last_position = atomic_load(&r->position)};
-  int rc = tl_db_exec(r->db, "BEGIN IMMEDIATE", &h.err);
+  int rc = tl_db_run(r->db, "BEGIN IMMEDIATE", &h.err);
   if (rc == TL_OK) {
     rc = tl_log_read_all(reader, h.last_position + 1, BATCH_EVENTS, handle_event, &h, &h.err);
     if (rc == 1 || h.rc != TL_OK) rc = h.rc ? h.rc : TL_E_IO;
   }
   if (rc == TL_OK) rc = run_commands(r, b);
   if (rc == TL_OK) rc = put_checkpoint(r, h.last_position, &h.err);
-  if (rc == TL_OK) rc = tl_db_exec(r->db, "COMMIT", &h.err);
+  if (rc == TL_OK) rc = tl_db_run(r->db, "COMMIT", &h.err);
   int n = (int)(h.last_position - atomic_load(&r->position));
   batch_reset(b);
   if (rc != TL_OK && h.failed_position > 0) { /* the step failed, not storage */
@@ -373,7 +373,7 @@ static int exec_id(pm_runner *r, const char *sql, int64_t id, tl_err *err) {
  * idempotency keys) or drops one parked step of r. */
 static int run_task(pm_runner *r, tl_log_reader *reader, tl_pm_batch *b, pm_task *t) {
   tl_err *err = &t->job.err;
-  int rc = tl_db_exec(r->db, "BEGIN IMMEDIATE", err);
+  int rc = tl_db_run(r->db, "BEGIN IMMEDIATE", err);
   sqlite3_stmt *st = rc == TL_OK ? tl_db_stmt(r->db, SQL_DLQ_POS, err) : NULL;
   if (rc == TL_OK && !st) rc = TL_E_IO;
   int64_t position = 0;
@@ -413,7 +413,7 @@ static int run_task(pm_runner *r, tl_log_reader *reader, tl_pm_batch *b, pm_task
       }
     }
   }
-  if (rc == TL_OK) rc = tl_db_exec(r->db, "COMMIT", err);
+  if (rc == TL_OK) rc = tl_db_run(r->db, "COMMIT", err);
   if (rc != TL_OK && !sqlite3_get_autocommit(r->db->db))
     sqlite3_exec(r->db->db, "ROLLBACK", NULL, NULL, NULL);
   if (rc == TL_OK) atomic_store(&r->dlq_depth, dlq_depth(r));

@@ -129,6 +129,15 @@ sqlite3_stmt *tl_db_stmt(tl_db *d, const char *sql, tl_err *err) {
   return NULL;
 }
 
+int tl_db_run(tl_db *d, const char *sql, tl_err *err) {
+  tl_err local = {0};
+  sqlite3_stmt *st = tl_db_stmt(d, sql, err ? err : &local);
+  if (!st) return err ? err->code : local.code;
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  return rc == SQLITE_DONE || rc == SQLITE_ROW ? TL_OK : tl_db_fail(d, rc, sql, err);
+}
+
 char *tl_db_column_strdup(sqlite3_stmt *st, int col) {
   const unsigned char *t = sqlite3_column_text(st, col);
   int n = sqlite3_column_bytes(st, col);
