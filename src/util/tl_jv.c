@@ -322,10 +322,15 @@ static int parse_value(parser *ps, int depth, const char *key) {
   return TL_OK;
 }
 
+/* Buffers larger than this are given back once a document a quarter of their size comes:
+ * one big event must not keep megabytes for the life of the thread that parsed it. */
+#define KEEP_BYTES (64 * 1024)
+
 int tl_jdoc_parse(tl_jdoc *d, const char *text, size_t len, const tl_jv **root) {
   *root = NULL;
   d->n = 0;
   if (len >= UINT32_MAX) return TL_E_INVALID; /* spans and lengths are 32-bit */
+  if (d->str_cap > KEEP_BYTES && len + 1 <= d->str_cap / 4) tl_jdoc_free(d);
   /* Every decoded string with its NUL fits in the bytes of its quoted text. */
   if (d->str_cap < len + 1) {
     char *str = malloc(len + 1);

@@ -73,7 +73,8 @@ typedef struct tl_jdoc {
 /* Parses the len bytes at text (a NUL among them makes the text invalid, as it would end
  * jansson's). Returns TL_OK and the top value in *root, TL_E_INVALID for text json_loads
  * refuses, or TL_E_NOMEM (*root is NULL then). The values of the previous parse are gone. The
- * document keeps the buffers of its largest parse until tl_jdoc_free. */
+ * document keeps its buffers for the next parse, unless they are over 64 KiB and four times
+ * what the new text needs. */
 int tl_jdoc_parse(tl_jdoc *d, const char *text, size_t len, const tl_jv **root);
 /* Releases the buffers; d can be parsed into again. */
 void tl_jdoc_free(tl_jdoc *d);

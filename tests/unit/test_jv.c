@@ -260,8 +260,10 @@ static void test_reuse(void **s) {
   const tl_jv *root = parse(&d, big);
   assert_int_equal(tl_jv_size(root), n);
   assert_string_equal(tl_jv_string(root + n), "s19999");
+  assert_true(d.str_cap > strlen(big) && d.cap > n);
   root = parse(&d, "{\"x\":\"y\"}");
   assert_string_equal(tl_jv_string(tl_jv_get(root, "x")), "y");
+  assert_true(d.str_cap < 1024 && d.cap < 1024); /* the big buffers were given back */
   assert_int_equal(tl_jdoc_parse(&d, "{\"x\":", 5, &root), TL_E_INVALID);
   assert_null(root);
   root = parse(&d, "[]");
