@@ -34,6 +34,7 @@
 #define TL_DOMAIN_H
 
 #include "util/tl_id.h"
+#include "util/tl_jw.h"
 #include "util/tl_problem.h"
 
 #include <jansson.h>
@@ -234,9 +235,16 @@ void tl_product_state_clear(tl_product_state *s);
 /* Units order_id holds on the product (0: no reservation). */
 int64_t tl_product_reserved_for(const tl_product_state *s, const char *order_id);
 
-/* The order as JSON (orderId, customerId, status, items [{productId, quantity, price}], total,
+/* The name of a product for an order view (NULL or "": unknown). */
+typedef const char *(*tl_order_name_fn)(void *arg, const char *product_id);
+
+/* Writes the order as the API shows it, one JSON object value, into out: orderId, customerId,
+ * status, items [{productId, quantity, price, and name when name_of is given}], total,
  * currency, shippingAddress, createdAt, updatedAt, version, rejectionReason (null unless
- * REJECTED)). New reference. */
+ * REJECTED). Running out of memory shows as tl_jw_failed(out). */
+void tl_order_state_write(const tl_order_state *s, tl_jw *out, tl_order_name_fn name_of, void *arg);
+/* The same view (without names) read back as a jansson tree, for tests. New reference, or
+ * NULL when out of memory. */
 json_t *tl_order_state_json(const tl_order_state *s);
 
 /* ---- Snapshots (snapshot.c) ------------------------------------------------------------------

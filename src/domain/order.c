@@ -305,20 +305,65 @@ int tl_order_evolve(tl_order_state *s, const char *type, const json_t *data, int
   return rc;
 }
 
+void tl_order_state_write(const tl_order_state *s, tl_jw *out, tl_order_name_fn name_of,
+                          void *arg) {
+  tl_jw_object(out);
+  tl_jw_key(out, "orderId");
+  tl_jw_string(out, s->order_id);
+  tl_jw_key(out, "customerId");
+  tl_jw_string(out, s->customer_id);
+  tl_jw_key(out, "status");
+  tl_jw_string(out, tl_order_status_name(s->status));
+  tl_jw_key(out, "items");
+  tl_jw_array(out);
+  for (int i = 0; i < s->n_items; i++) {
+    tl_jw_object(out);
+    tl_jw_key(out, "productId");
+    tl_jw_string(out, s->items[i].product_id);
+    tl_jw_key(out, "quantity");
+    tl_jw_int(out, s->items[i].quantity);
+    tl_jw_key(out, "price");
+    tl_jw_money(out, s->items[i].price_minor);
+    if (name_of) {
+      const char *name = name_of(arg, s->items[i].product_id);
+      tl_jw_key(out, "name");
+      tl_jw_string(out, name ? name : "");
+    }
+    tl_jw_end(out);
+  }
+  tl_jw_end(out);
+  tl_jw_key(out, "total");
+  tl_jw_money(out, s->total_minor);
+  tl_jw_key(out, "currency");
+  tl_jw_string(out, s->currency);
+  tl_jw_key(out, "shippingAddress");
+  char *ship = s->shipping ? tl_json_dumps(s->shipping) : NULL;
+  if (ship)
+    tl_jw_raw(out, ship, strlen(ship));
+  else if (s->shipping)
+    out->buf.oom = 1; /* the address could not be written: the view is incomplete */
+  else
+    tl_jw_null(out);
+  free(ship);
+  tl_jw_key(out, "createdAt");
+  tl_jw_time(out, s->created_ms);
+  tl_jw_key(out, "updatedAt");
+  tl_jw_time(out, s->updated_ms);
+  tl_jw_key(out, "version");
+  tl_jw_int(out, s->version);
+  tl_jw_key(out, "rejectionReason");
+  if (s->rejection_reason[0])
+    tl_jw_string(out, s->rejection_reason);
+  else
+    tl_jw_null(out);
+  tl_jw_end(out);
+}
+
 json_t *tl_order_state_json(const tl_order_state *s) {
-  char created[TL_ISO_LEN], updated[TL_ISO_LEN];
-  tl_time_format(s->created_ms, created);
-  tl_time_format(s->updated_ms, updated);
-  json_t *items = json_array();
-  for (int i = 0; i < s->n_items; i++)
-    json_array_append_new(items, json_pack("{s:s, s:I, s:o}", "productId", s->items[i].product_id,
-                                           "quantity", (json_int_t)s->items[i].quantity, "price",
-                                           tl_money_to_json(s->items[i].price_minor)));
-  return json_pack("{s:s, s:s, s:s, s:o, s:o, s:s, s:O, s:s, s:s, s:I, s:o}", "orderId",
-                   s->order_id, "customerId", s->customer_id, "status",
-                   tl_order_status_name(s->status), "items", items, "total",
-                   tl_money_to_json(s->total_minor), "currency", s->currency, "shippingAddress",
-                   s->shipping ? s->shipping : json_null(), "createdAt", created, "updatedAt",
-                   updated, "version", (json_int_t)s->version, "rejectionReason",
-                   s->rejection_reason[0] ? json_string(s->rejection_reason) : json_null());
+  tl_jw w = {0};
+  tl_order_state_write(s, &w, NULL, NULL);
+  char *text = tl_jw_take(&w);
+  json_t *j = text ? json_loads(text, 0, NULL) : NULL;
+  free(text);
+  return j;
 }

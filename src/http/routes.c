@@ -547,7 +547,13 @@ static void h_state(tl_req *req, tl_resp *resp) {
     tl_resp_error(resp, 404, "ORDER_NOT_FOUND", "The order did not exist at that point.");
   else {
     set_position_headers(resp, f.s.version, tl_log_head(req->app->log));
-    tl_resp_json(resp, 200, tl_order_state_json(&f.s));
+    tl_jw out = {0};
+    tl_order_state_write(&f.s, &out, NULL, NULL);
+    char *body = tl_jw_take(&out);
+    if (!body)
+      tl_resp_error(resp, 503, "OUT_OF_MEMORY", "The server is out of memory.");
+    else
+      tl_resp_text(resp, 200, "application/json", body);
   }
   tl_order_state_clear(&f.s);
 done:

@@ -469,17 +469,11 @@ static int stage_stock_events(tl_writer *w, batch *b, tl_cmd_request *req, tl_re
   return TL_OK;
 }
 
-/* The order view of the API (items carry product names). New reference. */
-static json_t *order_view(tl_writer *w, const tl_order_state *s) {
-  json_t *v = tl_order_state_json(s);
-  json_t *items = json_object_get(v, "items");
-  for (size_t i = 0; i < json_array_size(items); i++) {
-    json_t *it = json_array_get(items, i);
-    int ioe = 0;
-    const tl_product_state *p = load_product(w, s->items[i].product_id, &ioe);
-    json_object_set_new(it, "name", json_string(p ? p->name : ""));
-  }
-  return v;
+/* The name of a product for the order view (tl_order_name_fn; arg: the writer). */
+static const char *product_name(void *arg, const char *product_id) {
+  int io_error = 0;
+  const tl_product_state *p = load_product(arg, product_id, &io_error);
+  return p ? p->name : "";
 }
 
 static char *success_body(tl_writer *w, const tl_cmd_request *req, const void *state) {
@@ -518,16 +512,8 @@ static char *success_body(tl_writer *w, const tl_cmd_request *req, const void *s
   tl_jw_key(&j, "position");
   tl_jw_int(&j, req->position);
   if (c->kind == TL_CMD_PLACE_ORDER) {
-    json_t *view = order_view(w, state);
-    char *text = view ? tl_json_dumps(view) : NULL;
-    json_decref(view);
-    if (!text) {
-      tl_jw_free(&j);
-      return NULL;
-    }
     tl_jw_key(&j, "order");
-    tl_jw_raw(&j, text, strlen(text));
-    free(text);
+    tl_order_state_write(state, &j, product_name, w);
   }
   tl_jw_end(&j);
   return tl_jw_take(&j);
