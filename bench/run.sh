@@ -157,7 +157,13 @@ step_done() {
 now_s() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now_s)" 'BEGIN { printf "%.1f", b - a }'; }
 
-REVISION=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'unknown (no commit)')
+# "-dirty" when the tracked sources differ from the commit; the results this script writes into
+# bench/results/ do not count (a second run would otherwise always say dirty).
+REVISION=$(git -C "$ROOT" describe --always 2>/dev/null || echo 'unknown (no commit)')
+if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- . ':(exclude)bench/results' \
+  2>/dev/null) ]]; then
+  REVISION+="-dirty"
+fi
 COMMIT=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || true)
 CPUS=$(nproc)
 MODEL=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo 2>/dev/null | head -n 1)
