@@ -172,14 +172,13 @@ int tl_query_customer_orders(tl_db *db, const char *customer_id, int limit, cons
   return summary_page(db, st, limit, out, p);
 }
 
-/* FTS5 walks its doclists in rowid order, so "ORDER BY rowid DESC LIMIT n" inside the index
- * stops after n matches instead of sorting every match (rowid = seq = the position of
- * OrderPlaced, so this is newest first). */
-static const char SQL_SEARCH[] =
-    "SELECT " SUMMARY_COLS
-    " FROM rm_orders o WHERE o.seq IN ("
-    " SELECT rowid FROM rm_orders_fts WHERE rm_orders_fts MATCH ? ORDER BY rowid DESC LIMIT ?)"
-    " ORDER BY o.seq DESC";
+/* FTS5 walks its doclists in rowid order and tells SQLite it delivers "ORDER BY rowid DESC"
+ * itself, so the join below runs with the full-text index as the outer loop, newest first
+ * (rowid = seq = the position of OrderPlaced), looks each order up by its primary key and
+ * stops after n rows: no list of rowids to build and sort first. */
+static const char SQL_SEARCH[] = "SELECT " SUMMARY_COLS
+                                 " FROM rm_orders_fts f JOIN rm_orders o ON o.seq = f.rowid"
+                                 " WHERE rm_orders_fts MATCH ? ORDER BY f.rowid DESC LIMIT ?";
 
 /* Builds an FTS5 query where every word of q must match as a prefix: "word1"* "word2"*.
  * Words are runs of letters and digits (and any non-ASCII byte); everything else separates
