@@ -28,6 +28,11 @@ static inline void tl_buf_append(tl_buf *b, const char *s, size_t n) {
  * other bytes, UTF-8 included, as they are). The _n form takes n bytes, NULs included. */
 void tl_buf_json_string(tl_buf *b, const char *s);
 void tl_buf_json_string_n(tl_buf *b, const char *s, size_t n);
+/* The length of the UTF-8 sequence that starts the n bytes at s (n > 0): 1 for ASCII, 2 to 4
+ * for a valid multi-byte sequence, 0 when it is not valid UTF-8 (a stray continuation byte, an
+ * overlong form, a surrogate, a code point past U+10FFFF, a sequence cut off by n): the rules
+ * jansson applies to what it reads and dumps. */
+size_t tl_utf8_seq(const unsigned char *s, size_t n);
 /* Releases the data; the buffer can be reused. */
 void tl_buf_free(tl_buf *b);
 

@@ -10,6 +10,7 @@
  */
 #include "util/tl_jv.h"
 
+#include "util/tl_buf.h"
 #include "util/tl_common.h"
 
 #include <errno.h>
@@ -90,30 +91,6 @@ static char *put_utf8(char *o, uint32_t cp) {
   return o;
 }
 
-/* The length of the valid UTF-8 sequence at p (first byte >= 0x80), or 0. */
-static size_t utf8_seq(const unsigned char *p, const unsigned char *end) {
-  unsigned c = p[0];
-  size_t len;
-  uint32_t cp;
-  if (c >= 0xC2 && c <= 0xDF)
-    len = 2, cp = c & 0x1F;
-  else if (c >= 0xE0 && c <= 0xEF)
-    len = 3, cp = c & 0x0F;
-  else if (c >= 0xF0 && c <= 0xF4)
-    len = 4, cp = c & 0x07;
-  else
-    return 0;
-  if ((size_t)(end - p) < len) return 0;
-  for (size_t k = 1; k < len; k++) {
-    if ((p[k] & 0xC0) != 0x80) return 0;
-    cp = cp << 6 | (p[k] & 0x3F);
-  }
-  if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-      (cp >= 0xD800 && cp <= 0xDFFF))
-    return 0;
-  return len;
-}
-
 /* A string at ps->p (its opening quote): decoded into the string buffer, NUL-terminated. A
  * decoded NUL (\u0000) makes it invalid: jansson refuses it in values and in names. */
 static int parse_string(parser *ps, const char **out, uint32_t *out_len) {
@@ -125,7 +102,7 @@ static int parse_string(parser *ps, const char **out, uint32_t *out_len) {
     if (c == '"') break;
     if (c < 0x20) return fail(ps, TL_E_INVALID);
     if (c >= 0x80) {
-      size_t n = utf8_seq((const unsigned char *)p, (const unsigned char *)end);
+      size_t n = tl_utf8_seq((const unsigned char *)p, (size_t)(end - p));
       if (!n) return fail(ps, TL_E_INVALID);
       memcpy(o, p, n);
       o += n;

@@ -449,6 +449,31 @@ static void test_json_writer(void **s) {
   assert_int_equal(w.depth, 0);
 }
 
+/* tl_utf8_seq: the length of each valid sequence, 0 for everything jansson refuses. */
+static void test_utf8_seq(void **s) {
+  (void)s;
+  static const struct {
+    const char *bytes;
+    size_t n, want;
+  } cases[] = {
+      {"a", 1, 1},
+      {"\xc3\xa9", 2, 2},
+      {"\xe2\x82\xac", 3, 3},
+      {"\xf0\x9f\x98\x80", 4, 4},
+      {"\xf4\x8f\xbf\xbf", 4, 4}, /* U+10FFFF */
+      {"\x80", 1, 0},             /* a stray continuation byte */
+      {"\xc0\x80", 2, 0},         /* overlong NUL */
+      {"\xe0\x80\x80", 3, 0},     /* overlong */
+      {"\xed\xa0\x80", 3, 0},     /* a surrogate */
+      {"\xf4\x90\x80\x80", 4, 0}, /* past U+10FFFF */
+      {"\xc3", 1, 0},             /* cut off by n */
+      {"\xc3\x28", 2, 0},         /* not a continuation */
+      {"\xf5\x80\x80\x80", 4, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    assert_int_equal(tl_utf8_seq((const unsigned char *)cases[i].bytes, cases[i].n), cases[i].want);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_money_two_decimals_exact),
@@ -464,6 +489,7 @@ int main(void) {
       cmocka_unit_test(test_time_format_extremes),
       cmocka_unit_test(test_json_writer),
       cmocka_unit_test(test_json_strings_match_jansson_and_growth_keeps_every_byte),
+      cmocka_unit_test(test_utf8_seq),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
