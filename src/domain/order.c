@@ -337,14 +337,10 @@ void tl_order_state_write(const tl_order_state *s, tl_jw *out, tl_order_name_fn 
   tl_jw_key(out, "currency");
   tl_jw_string(out, s->currency);
   tl_jw_key(out, "shippingAddress");
-  char *ship = s->shipping ? tl_json_dumps(s->shipping) : NULL;
-  if (ship)
-    tl_jw_raw(out, ship, strlen(ship));
-  else if (s->shipping)
-    out->buf.oom = 1; /* the address could not be written: the view is incomplete */
+  if (s->shipping)
+    tl_jw_json(out, s->shipping);
   else
     tl_jw_null(out);
-  free(ship);
   tl_jw_key(out, "createdAt");
   tl_jw_time(out, s->created_ms);
   tl_jw_key(out, "updatedAt");

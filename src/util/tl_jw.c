@@ -115,6 +115,11 @@ void tl_jw_raw(tl_jw *w, const char *json, size_t n) {
   tl_buf_append(&w->buf, json, n);
 }
 
+void tl_jw_json(tl_jw *w, const json_t *j) {
+  begin_item(w);
+  if (!tl_json_dump_into(&w->buf, j)) w->buf.oom = 1;
+}
+
 bool tl_jw_failed(const tl_jw *w) {
   return w->buf.oom != 0;
 }

@@ -22,6 +22,7 @@
 
 #include "util/tl_buf.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -58,7 +59,12 @@ void tl_jw_time(tl_jw *w, int64_t ms);
 /* n bytes of JSON text the caller vouches for, as one value. */
 void tl_jw_raw(tl_jw *w, const char *json, size_t n);
 
-/* True once an allocation failed (everything after it was dropped). */
+/* A jansson value, as tl_json_dumps writes it (money placeholders as exact numbers). A value
+ * that cannot be written (a string that is not UTF-8) makes the text fail like an allocation. */
+void tl_jw_json(tl_jw *w, const json_t *j);
+
+/* True once an allocation failed, or a value could not be written (everything after it was
+ * dropped). */
 bool tl_jw_failed(const tl_jw *w);
 /* The text (malloc'd, the caller frees), or NULL after an allocation failure or when nothing
  * was written; resets w. */

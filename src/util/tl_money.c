@@ -198,11 +198,15 @@ char *tl_json_dumps(const json_t *j) {
    * callbacks and the rewrite pass the placeholders needed. */
   if (!j) return NULL;
   tl_buf b = {0};
-  if (!dump_value(&b, j, 0) || b.oom) {
+  if (!tl_json_dump_into(&b, j) || b.oom) {
     tl_buf_free(&b);
     return NULL;
   }
   return b.data;
+}
+
+bool tl_json_dump_into(tl_buf *b, const json_t *j) {
+  return j && dump_value(b, j, 0);
 }
 
 static bool dump_jv(tl_buf *b, const tl_jv *v) {

@@ -5,9 +5,11 @@
 #ifndef TL_MONEY_H
 #define TL_MONEY_H
 
+#include "util/tl_buf.h"
 #include "util/tl_jv.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Largest amount accepted on the wire: 10,000,000,000.00 in minor units. Sums of up to
@@ -32,6 +34,9 @@ json_t *tl_money_to_json(int64_t minor);
 
 /* json_dumps (JSON_COMPACT) that writes money placeholders as exact numbers. Caller frees. */
 char *tl_json_dumps(const json_t *j);
+/* Appends tl_json_dumps' text of j to b. False for NULL, a string that is not UTF-8 or a
+ * document too deep (b may then hold part of the text); an allocation failure sets b->oom. */
+bool tl_json_dump_into(tl_buf *b, const json_t *j);
 /* The same text for a value of tl_jv.h (that json_loads would have read as j), except that an
  * object's repeated name is written each time (jansson keeps it once). Caller frees; NULL for
  * NULL, invalid UTF-8 or out of memory. */

@@ -449,6 +449,38 @@ static void test_json_writer(void **s) {
   assert_int_equal(w.depth, 0);
 }
 
+/* tl_jw_json writes a jansson value as tl_json_dumps does, in its place among the others; a
+ * value that cannot be written fails the whole text. */
+static void test_json_writer_jansson_values(void **s) {
+  (void)s;
+  json_t *v = json_pack("{s:s, s:o, s:[i, f, n]}", "city", "Ly\xc3\xb3n", "price",
+                        tl_money_to_json(1250), "a", 3, 2.5);
+  assert_non_null(v);
+  tl_jw w = {0};
+  tl_jw_array(&w);
+  tl_jw_int(&w, 1);
+  tl_jw_json(&w, v);
+  tl_jw_null(&w);
+  tl_jw_end(&w);
+  char *text = tl_jw_take(&w), *dumped = tl_json_dumps(v);
+  assert_non_null(text);
+  char want[256];
+  snprintf(want, sizeof want, "[1,%s,null]", dumped);
+  assert_string_equal(text, want);
+  assert_non_null(strstr(text, "\"price\":12.50"));
+  free(text);
+  free(dumped);
+  json_decref(v);
+  json_t *bad = json_stringn_nocheck("\xff", 1); /* not UTF-8: jansson would not dump it */
+  assert_non_null(bad);
+  tl_jw_array(&w);
+  tl_jw_json(&w, bad);
+  tl_jw_end(&w);
+  assert_true(tl_jw_failed(&w));
+  assert_null(tl_jw_take(&w));
+  json_decref(bad);
+}
+
 /* tl_utf8_seq: the length of each valid sequence, 0 for everything jansson refuses. */
 static void test_utf8_seq(void **s) {
   (void)s;
@@ -490,6 +522,7 @@ int main(void) {
       cmocka_unit_test(test_json_writer),
       cmocka_unit_test(test_json_strings_match_jansson_and_growth_keeps_every_byte),
       cmocka_unit_test(test_utf8_seq),
+      cmocka_unit_test(test_json_writer_jansson_values),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
