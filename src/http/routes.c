@@ -99,6 +99,15 @@ static void command_finish(tl_req *req, tl_resp *resp) {
   req->state = NULL;
 }
 
+/* Answers 200 with the JSON text written into w (taken), or 503 if it could not be written. */
+static void resp_jw(tl_resp *resp, tl_jw *w) {
+  char *body = tl_jw_take(w);
+  if (!body)
+    tl_resp_error(resp, 503, "OUT_OF_MEMORY", "The server is out of memory.");
+  else
+    tl_resp_text(resp, 200, "application/json", body);
+}
+
 /* First half of a command: everything that needs no shared state runs here, in parallel on the
  * HTTP threads; then the request waits (suspended, holding no thread) for the writer. */
 /* The request's JSON body, or NULL after answering 415 (not application/json) or 400. */
@@ -238,11 +247,7 @@ static void query_answer(tl_req *req, tl_resp *resp, const query_state *q) {
   tl_jw_key(&out, "meta");
   tl_read_meta_write(&meta, &out);
   tl_jw_end(&out);
-  char *body = tl_jw_take(&out);
-  if (!body)
-    tl_resp_error(resp, 503, "OUT_OF_MEMORY", "The server is out of memory.");
-  else
-    tl_resp_text(resp, 200, "application/json", body);
+  resp_jw(resp, &out);
   count_query(q->kind, req, resp);
 }
 
@@ -549,11 +554,7 @@ static void h_state(tl_req *req, tl_resp *resp) {
     set_position_headers(resp, f.s.version, tl_log_head(req->app->log));
     tl_jw out = {0};
     tl_order_state_write(&f.s, &out, NULL, NULL);
-    char *body = tl_jw_take(&out);
-    if (!body)
-      tl_resp_error(resp, 503, "OUT_OF_MEMORY", "The server is out of memory.");
-    else
-      tl_resp_text(resp, 200, "application/json", body);
+    resp_jw(resp, &out);
   }
   tl_order_state_clear(&f.s);
 done:
