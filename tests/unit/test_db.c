@@ -8,24 +8,24 @@
 #include "util/tl_common.h"
 #include "util/tl_db.h"
 
+#include "tmp_db.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 typedef struct fixture {
-  char dir[64], path[96];
-  tl_db *db;
+  tmp_db t;
+  tl_db *db; /* t.db */
 } fixture;
 
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof *f);
   assert_non_null(f);
-  snprintf(f->dir, sizeof f->dir, "/tmp/tl-test-db-XXXXXX");
-  assert_non_null(mkdtemp(f->dir));
-  snprintf(f->path, sizeof f->path, "%s/t.db", f->dir);
+  assert_int_equal(tmp_db_open(&f->t, "test-db", "t.db"), TL_OK);
+  f->db = f->t.db;
   tl_err err = {0};
-  assert_int_equal(tl_db_open(&f->db, f->path, 0, "NORMAL", &err), TL_OK);
   assert_int_equal(tl_db_exec(f->db, "CREATE TABLE t(x INTEGER)", &err), TL_OK);
   *state = f;
   return 0;
@@ -33,14 +33,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   fixture *f = *state;
-  tl_db_close(f->db);
-  static const char *const suffix[] = {"", "-wal", "-shm"};
-  char p[128];
-  for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
-    snprintf(p, sizeof p, "%s%s", f->path, suffix[i]);
-    unlink(p);
-  }
-  rmdir(f->dir);
+  tmp_db_remove(&f->t);
   free(f);
   return 0;
 }

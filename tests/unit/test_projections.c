@@ -16,6 +16,8 @@
 #include "util/tl_money.h"
 #include "util/tl_time.h"
 
+#include "tmp_db.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,9 +30,8 @@
   "St\",\"city\":\"Springfield\",\"country\":\"US\",\"postalCode\":\"12345\"}"
 
 typedef struct fixture {
-  char dir[64];
-  char path[128];
-  tl_db *db;
+  tmp_db t;
+  tl_db *db; /* t.db */
 } fixture;
 
 /* ---- fixture ------------------------------------------------------------------------------- */
@@ -38,19 +39,12 @@ typedef struct fixture {
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof *f);
   if (!f) return -1;
-  snprintf(f->dir, sizeof f->dir, "/tmp/tl-proj-XXXXXX");
-  if (!mkdtemp(f->dir)) {
+  if (tmp_db_open(&f->t, "proj", "read.db") != TL_OK) {
     free(f);
     return -1;
   }
-  snprintf(f->path, sizeof f->path, "%s/read.db", f->dir);
+  f->db = f->t.db;
   tl_err err = {0};
-  if (tl_db_open(&f->db, f->path, 0, "NORMAL", &err) != TL_OK) {
-    print_error("tl_db_open: %s\n", err.msg);
-    rmdir(f->dir);
-    free(f);
-    return -1;
-  }
   for (int i = 0; i < tl_projections_count; i++) {
     if (tl_projection_setup(f->db, tl_projections[i], &err) != TL_OK) {
       print_error("setup %s: %s\n", tl_projections[i]->name, err.msg);
@@ -63,14 +57,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   fixture *f = *state;
-  tl_db_close(f->db);
-  const char *suffix[] = {"", "-wal", "-shm", "-journal"};
-  for (size_t i = 0; i < TL_ARRAY_LEN(suffix); i++) {
-    char p[160];
-    snprintf(p, sizeof p, "%s%s", f->path, suffix[i]);
-    unlink(p);
-  }
-  rmdir(f->dir);
+  tmp_db_remove(&f->t);
   free(f);
   return 0;
 }

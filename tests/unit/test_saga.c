@@ -20,6 +20,8 @@
 #include "util/tl_common.h"
 #include "util/tl_db.h"
 
+#include "tmp_db.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,9 +36,8 @@
 #define QTY_B 1
 
 typedef struct fixture {
-  char dir[64];
-  char path[128];
-  tl_db *db;
+  tmp_db t;
+  tl_db *db; /* t.db */
   tl_pm_batch *b;
   int64_t position; /* of the last event handed over */
 } fixture;
@@ -49,11 +50,9 @@ static const tl_pm_def *pm(void) {
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof *f);
   assert_non_null(f);
-  snprintf(f->dir, sizeof f->dir, "/tmp/tl-saga-test-XXXXXX");
-  assert_non_null(mkdtemp(f->dir));
-  snprintf(f->path, sizeof f->path, "%s/saga.db", f->dir);
+  if (tmp_db_open(&f->t, "saga-test", "saga.db") != TL_OK) fail_msg("cannot open saga.db");
+  f->db = f->t.db;
   tl_err err = {0};
-  if (tl_db_open(&f->db, f->path, 0, "NORMAL", &err) != TL_OK) fail_msg("open: %s", err.msg);
   if (tl_db_exec(f->db, pm()->schema_sql, &err) != TL_OK) fail_msg("schema: %s", err.msg);
   f->b = tl_pm_batch_new();
   assert_non_null(f->b);
@@ -64,14 +63,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
   fixture *f = *state;
   tl_pm_batch_free(f->b);
-  tl_db_close(f->db);
-  const char *suffixes[] = {"", "-wal", "-shm", "-journal"};
-  for (size_t i = 0; i < TL_ARRAY_LEN(suffixes); i++) {
-    char p[160];
-    snprintf(p, sizeof p, "%s%s", f->path, suffixes[i]);
-    unlink(p);
-  }
-  rmdir(f->dir);
+  tmp_db_remove(&f->t);
   free(f);
   return 0;
 }
