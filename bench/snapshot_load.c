@@ -258,7 +258,7 @@ int main(int argc, char **argv) {
   tl_stats_init();
   tl_err err = {0};
   tl_log *log = NULL;
-  tl_log_opts lo = {.dir = dir, .fsync_full = 1};
+  tl_log_opts lo = {.dir = dir};
   if (tl_db_init_library(&err) != TL_OK || tl_log_open(&log, &lo, &err) != TL_OK)
     die("cannot open the log", err.msg);
   if (tl_log_head(log) != 0) die("the directory already holds a log", dir);

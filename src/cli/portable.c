@@ -50,7 +50,7 @@ static int open_log(const char *dir, int must_exist, tl_log **log, int *lock_fd)
     fprintf(stderr, "twinlane: %s\n", err.msg);
     return -1;
   }
-  tl_log_opts lo = {.dir = dir, .fsync_full = 1};
+  tl_log_opts lo = {.dir = dir};
   if (tl_log_open(log, &lo, &err) != TL_OK) {
     fprintf(stderr, "twinlane: %s\n", err.msg);
     close(*lock_fd);

@@ -194,7 +194,7 @@ int tl_cli_serve(int argc, char **argv) {
   tl_read *read = NULL;
   tl_http *http = NULL;
   tl_saga *saga = NULL;
-  tl_log_opts lo = {.dir = data_dir, .fsync_full = 1};
+  tl_log_opts lo = {.dir = data_dir};
   tl_writer_opts wo = {.order_cache_capacity = (size_t)order_cache,
                        .snapshot_every = snapshot_every > 0 ? (int)snapshot_every : -1};
   int exit_code = 1;

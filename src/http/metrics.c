@@ -41,17 +41,19 @@ char *tl_metrics_text(tl_app *app) {
   }
 
   int64_t head = tl_log_head(app->log);
-  tl_buf_printf(&b,
-                "# HELP tl_log_position Position of the last durable event.\n"
-                "# TYPE tl_log_position gauge\ntl_log_position %lld\n"
-                "# HELP tl_events_appended_total Events appended since start.\n"
-                "# TYPE tl_events_appended_total counter\ntl_events_appended_total %llu\n"
-                "# HELP tl_fsyncs_total Durable commits (one fsync each) since start.\n"
-                "# TYPE tl_fsyncs_total counter\ntl_fsyncs_total %llu\n"
-                "# HELP tl_group_commit_batch_size Commands made durable per commit.\n"
-                "# TYPE tl_group_commit_batch_size histogram\n",
-                (long long)head, (unsigned long long)atomic_load(&tl_g_stats.events_appended),
-                (unsigned long long)atomic_load(&tl_g_stats.fsyncs));
+  tl_buf_printf(
+      &b,
+      "# HELP tl_log_position Position of the last durable event.\n"
+      "# TYPE tl_log_position gauge\ntl_log_position %lld\n"
+      "# HELP tl_events_appended_total Events appended since start.\n"
+      "# TYPE tl_events_appended_total counter\ntl_events_appended_total %llu\n"
+      "# HELP tl_fsyncs_total fsyncs of the log since start; each makes every batch "
+      "committed before it durable.\n"
+      "# TYPE tl_fsyncs_total counter\ntl_fsyncs_total %llu\n"
+      "# HELP tl_group_commit_batch_size Commands that appended events, per group commit.\n"
+      "# TYPE tl_group_commit_batch_size histogram\n",
+      (long long)head, (unsigned long long)atomic_load(&tl_g_stats.events_appended),
+      (unsigned long long)atomic_load(&tl_g_stats.fsyncs));
   tl_hist_render(&b, "tl_group_commit_batch_size", "", &tl_g_stats.batch_size);
   tl_buf_printf(
       &b,

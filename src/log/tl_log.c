@@ -1,6 +1,7 @@
 /*
- * tl_log.c: the backend-independent half of the event log: head position, waiting for new
- * events, a window of recent recording times (for lag figures) and a pool of readers.
+ * tl_log.c: the backend-independent half of the event log: the committed and durable heads,
+ * waiting for new events, a window of recent recording times (for lag figures) and a pool of
+ * readers bounded by the durable head.
  */
 #include "log/tl_log.h"
 
@@ -10,6 +11,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -22,13 +24,19 @@ struct tl_log_reader {
   const tl_log_backend *be;
   void *impl;
   tl_upcast_fn upcast; /* NULL: events as stored */
+  tl_log *log;         /* pool readers: read up to its durable head; NULL (the writer's): all */
   tl_log_reader *next; /* pool link */
 };
 
 struct tl_log {
   const tl_log_backend *be;
   void *impl;
-  _Atomic int64_t head;
+  _Atomic int64_t head;      /* last durable position: what readers see */
+  _Atomic int64_t committed; /* last committed position (writer) */
+  /* Successful backend appends, and how many of them the last sync covered: a batch of
+   * idempotency records alone moves no position but still needs its sync. */
+  _Atomic uint64_t commits;
+  uint64_t synced_commits;                  /* tl_log_sync's caller only */
   _Atomic int64_t recent_ms[RECENT_WINDOW]; /* recorded time of position p at p % WINDOW */
   pthread_mutex_t lock;                     /* guards waiting (with cond) and the reader pool */
   pthread_cond_t cond;
@@ -68,6 +76,7 @@ int tl_log_open(tl_log **out, const tl_log_opts *opts, tl_err *err) {
     return rc;
   }
   atomic_store(&log->head, head);
+  atomic_store(&log->committed, head);
   log->writer_reader.be = log->be;
   log->writer_reader.impl = log->be->writer_reader(log->impl);
   *out = log;
@@ -89,20 +98,49 @@ void tl_log_close(tl_log *log) {
   free(log);
 }
 
-int tl_log_append(tl_log *log, const tl_log_batch *batch, tl_err *err) {
-  int64_t head = atomic_load(&log->head);
+int tl_log_commit(tl_log *log, const tl_log_batch *batch, tl_err *err) {
+  int64_t committed = atomic_load(&log->committed);
   for (size_t i = 0; i < batch->n_events; i++)
-    assert(batch->events[i].position == head + 1 + (int64_t)i); /* positions have no gaps */
+    assert(batch->events[i].position == committed + 1 + (int64_t)i); /* no gaps */
   if (tl_fp("log.append")) return tl_err_set(err, TL_E_IO, "append failed (fail point log.append)");
   int rc = log->be->append(log->impl, batch, err);
-  if (rc != TL_OK || batch->n_events == 0) return rc;
+  if (rc != TL_OK) return rc;
   for (size_t i = 0; i < batch->n_events; i++)
     atomic_store(&log->recent_ms[batch->events[i].position % RECENT_WINDOW], batch->recorded_ms);
-  pthread_mutex_lock(&log->lock);
-  atomic_store(&log->head, head + (int64_t)batch->n_events);
-  pthread_cond_broadcast(&log->cond);
-  pthread_mutex_unlock(&log->lock);
+  /* Both stores follow the backend's write: a syncer that reads either one afterwards and then
+   * syncs covers this batch. */
+  atomic_store(&log->committed, committed + (int64_t)batch->n_events);
+  atomic_fetch_add(&log->commits, 1);
   return TL_OK;
+}
+
+int tl_log_sync(tl_log *log, int *did_sync, tl_err *err) {
+  /* Read before the sync: everything these describe was written before it starts. */
+  uint64_t commits = atomic_load(&log->commits);
+  int64_t upto = atomic_load(&log->committed);
+  if (did_sync) *did_sync = 0;
+  if (commits == log->synced_commits) return TL_OK;
+  if (tl_fp("log.fsync")) return tl_err_set(err, TL_E_IO, "fsync failed (fail point log.fsync)");
+  int rc = log->be->sync(log->impl, err);
+  if (rc != TL_OK) return rc;
+  log->synced_commits = commits;
+  if (did_sync) *did_sync = 1;
+  if (upto > atomic_load(&log->head)) {
+    pthread_mutex_lock(&log->lock);
+    atomic_store(&log->head, upto);
+    pthread_cond_broadcast(&log->cond);
+    pthread_mutex_unlock(&log->lock);
+  }
+  return TL_OK;
+}
+
+int tl_log_append(tl_log *log, const tl_log_batch *batch, tl_err *err) {
+  int rc = tl_log_commit(log, batch, err);
+  return rc == TL_OK ? tl_log_sync(log, NULL, err) : rc;
+}
+
+int64_t tl_log_committed(const tl_log *log) {
+  return atomic_load(&((tl_log *)log)->committed);
 }
 
 int64_t tl_log_head(const tl_log *log) {
@@ -160,6 +198,7 @@ int tl_log_reader_acquire(tl_log *log, tl_log_reader **out, tl_err *err) {
   }
   r->next = NULL;
   r->upcast = up;
+  r->log = log;
   *out = r;
   return TL_OK;
 }
@@ -184,18 +223,25 @@ void tl_log_set_upcaster(tl_log *log, tl_upcast_fn fn) {
   pthread_mutex_unlock(&log->lock);
 }
 
-typedef struct upcast_ctx {
-  tl_upcast_fn up;
+typedef struct read_ctx {
+  tl_upcast_fn up;      /* NULL: events as stored */
+  int64_t max_position; /* events after it are not the reader's to see */
   tl_event_fn fn;
   void *arg;
   int oom;
-} upcast_ctx;
+  int past_max; /* the read stopped at max_position, not at the callback's word */
+} read_ctx;
 
-/* Hands the reader's callback the event in its latest schema. An event no upcaster covers (a
- * schema newer than this build) goes through as stored: its consumers decide (a projection
- * parks it, a decider refuses to load the aggregate). */
-static int upcast_event(void *arg, const tl_event *ev) {
-  upcast_ctx *c = arg;
+/* Hands the reader's callback the event in its latest schema, up to max_position. An event no
+ * upcaster covers (a schema newer than this build) goes through as stored: its consumers decide
+ * (a projection parks it, a decider refuses to load the aggregate). */
+static int read_event(void *arg, const tl_event *ev) {
+  read_ctx *c = arg;
+  if (ev->position > c->max_position) {
+    c->past_max = 1;
+    return 1;
+  }
+  if (!c->up) return c->fn(c->arg, ev);
   char *data = NULL;
   int version = ev->schema_version;
   int rc = c->up(ev->type, ev->schema_version, ev->data, &data, &version);
@@ -212,24 +258,33 @@ static int upcast_event(void *arg, const tl_event *ev) {
   return r;
 }
 
-static int finish_read(const upcast_ctx *c, int rc, tl_err *err) {
+static int finish_read(const read_ctx *c, int rc, tl_err *err) {
   if (c->oom) return tl_err_set(err, TL_E_NOMEM, "out of memory while upcasting an event");
-  return rc;
+  return c->past_max ? TL_OK : rc;
 }
 
 int tl_log_read_stream(tl_log_reader *r, const char *stream, int64_t from_version, int limit,
                        tl_event_fn fn, void *arg, tl_err *err) {
-  if (!r->upcast) return r->be->read_stream(r->impl, stream, from_version, limit, fn, arg, err);
-  upcast_ctx c = {r->upcast, fn, arg, 0};
-  int rc = r->be->read_stream(r->impl, stream, from_version, limit, upcast_event, &c, err);
+  if (!r->upcast && !r->log)
+    return r->be->read_stream(r->impl, stream, from_version, limit, fn, arg, err);
+  /* A stream's positions grow with its versions: the first one past the head ends the read. */
+  read_ctx c = {r->upcast, r->log ? tl_log_head(r->log) : INT64_MAX, fn, arg, 0, 0};
+  int rc = r->be->read_stream(r->impl, stream, from_version, limit, read_event, &c, err);
   return finish_read(&c, rc, err);
 }
 
 int tl_log_read_all(tl_log_reader *r, int64_t from_position, int limit, tl_event_fn fn, void *arg,
                     tl_err *err) {
+  if (r->log) { /* positions have no gaps: the head bounds the count */
+    int64_t head = tl_log_head(r->log);
+    if (from_position < 1) from_position = 1;
+    if (from_position > head) return TL_OK;
+    int64_t avail = head - from_position + 1;
+    if (limit <= 0 || limit > avail) limit = avail > INT_MAX ? INT_MAX : (int)avail;
+  }
   if (!r->upcast) return r->be->read_all(r->impl, from_position, limit, fn, arg, err);
-  upcast_ctx c = {r->upcast, fn, arg, 0};
-  int rc = r->be->read_all(r->impl, from_position, limit, upcast_event, &c, err);
+  read_ctx c = {r->upcast, INT64_MAX, fn, arg, 0, 0};
+  int rc = r->be->read_all(r->impl, from_position, limit, read_event, &c, err);
   return finish_read(&c, rc, err);
 }
 

@@ -7,12 +7,21 @@
  * response) are written in the same transaction as the events they answer for. Snapshots of
  * folded aggregate states are kept beside the events, one per stream, outside the appends.
  *
- * One writer appends (tl_log_append is called by one thread at a time); any number of readers
+ * One writer appends (tl_log_commit is called by one thread at a time); any number of readers
  * read through their own tl_log_reader handles. The storage sits behind a backend vtable
  * (tl_log_backend): SQLite now, NATS JetStream later.
  *
- * Durability: tl_log_append returns 0 only once the batch is durable (SQLite: WAL with
- * synchronous=FULL, so the commit is fsynced). A failed append leaves nothing visible.
+ * Durability is a step of its own, so that the writer can decide and commit the next batch
+ * while the previous one is being made durable (a pipelined group commit):
+ *   - tl_log_commit makes a batch atomic and visible to the writer's own reader, not durable;
+ *   - tl_log_sync (another thread may call it, concurrently with commits) makes everything
+ *     committed so far durable (SQLite: one fdatasync of the WAL) and only then publishes the
+ *     new head and wakes tl_log_wait callers.
+ * Every other reader (pool readers: the projector, the process managers, the HTTP lane) sees
+ * events up to the durable head only, so no read model or process manager ever acts on an event
+ * a power loss could take back. A failed commit leaves nothing visible. A failed sync leaves the
+ * committed batches in an unknown state (the kernel may have dropped their pages): the caller
+ * must stop writing (see tl_writer.c).
  */
 #ifndef TL_LOG_H
 #define TL_LOG_H
@@ -104,8 +113,7 @@ typedef struct tl_snapshot {
 } tl_snapshot;
 
 typedef struct tl_log_opts {
-  const char *dir;   /* data directory; the log lives in <dir>/events.db */
-  int fsync_full;    /* 1 (default behaviour): synchronous=FULL */
+  const char *dir; /* data directory; the log lives in <dir>/events.db */
 } tl_log_opts;
 
 /* Opens (creating if needed) the log. On error *out is NULL and err says why. */
@@ -113,13 +121,29 @@ int tl_log_open(tl_log **out, const tl_log_opts *opts, tl_err *err);
 /* Closes the log; readers must be released first. NULL is a no-op. */
 void tl_log_close(tl_log *log);
 
-/* Appends a batch atomically and durably (see the file comment). On success publishes the new
- * head and wakes tl_log_wait callers. Returns 0, TL_E_CONFLICT (a (stream, version) or
- * position already exists: nothing written), or TL_E_IO. Single caller at a time. */
+/* Commits a batch atomically, not yet durably (see the file comment): the writer's reader sees
+ * it at once, other readers after the tl_log_sync that covers it. Returns 0, TL_E_CONFLICT (a
+ * (stream, version) or position already exists: nothing written), or TL_E_IO (nothing
+ * written; fail point log.append). Single caller at a time (the writer). */
+int tl_log_commit(tl_log *log, const tl_log_batch *batch, tl_err *err);
+
+/* Makes every batch committed before the call durable, then publishes the new head and wakes
+ * tl_log_wait callers. *did_sync (may be NULL) says whether there was anything to sync (an
+ * fsync ran). 0 or TL_E_IO: the durability of
+ * the batches committed since the last successful sync is unknown, and the log must not be
+ * written again (fail point log.fsync). One caller at a time; may run concurrently with
+ * tl_log_commit. */
+int tl_log_sync(tl_log *log, int *did_sync, tl_err *err);
+
+/* tl_log_commit then tl_log_sync: one durable batch, for callers that do not pipeline (import,
+ * tools, tests). */
 int tl_log_append(tl_log *log, const tl_log_batch *batch, tl_err *err);
 
 /* The position of the last durable event (0 for an empty log). Thread-safe, lock-free. */
 int64_t tl_log_head(const tl_log *log);
+
+/* The position of the last committed event (>= tl_log_head). For the writer. */
+int64_t tl_log_committed(const tl_log *log);
 
 /* Recording time of the event at position, if still in the in-memory window of recent events;
  * else -1. Thread-safe. */
@@ -136,7 +160,8 @@ void tl_log_wake(tl_log *log);
 void tl_log_shutdown(tl_log *log);
 
 /* Readers: each has its own connection and prepared statements. A reader is used by one
- * thread at a time. acquire takes one from a pool (creating it if needed); release returns it. */
+ * thread at a time. acquire takes one from a pool (creating it if needed); release returns it.
+ * A pool reader returns events up to the durable head only (tl_log_head at the call). */
 int tl_log_reader_acquire(tl_log *log, tl_log_reader **out, tl_err *err);
 void tl_log_reader_release(tl_log *log, tl_log_reader *r);
 
@@ -176,8 +201,8 @@ int tl_log_snapshots_put(tl_log *log, const tl_snapshot_in *snaps, size_t n, tl_
  * Returns 0 with *out filled (caller frees out->state), TL_E_NOTFOUND, TL_E_NOMEM or TL_E_IO. */
 int tl_log_snapshot_get(tl_log_reader *r, const char *stream, tl_snapshot *out, tl_err *err);
 
-/* The writer's own reader (same connection as appends: sees its own writes). Writer thread
- * only. */
+/* The writer's own reader (same connection as appends: sees its own commits, durable or not).
+ * Writer thread only. */
 tl_log_reader *tl_log_writer_reader(tl_log *log);
 
 #endif

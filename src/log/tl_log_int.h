@@ -14,8 +14,12 @@ typedef struct tl_log_backend {
   /* Opens storage; sets *impl and the current head position. */
   int (*open)(void **impl, const tl_log_opts *opts, int64_t *head, tl_err *err);
   void (*close)(void *impl);
-  /* Durable atomic append; TL_E_CONFLICT or TL_E_IO leave nothing written. */
+  /* Atomic append, visible on the writer's connection, not necessarily durable; TL_E_CONFLICT
+   * or TL_E_IO leave nothing written. */
   int (*append)(void *impl, const tl_log_batch *batch, tl_err *err);
+  /* Makes every append that returned before the call durable. May run on another thread than
+   * append, concurrently with it. */
+  int (*sync)(void *impl, tl_err *err);
   int (*idem_expire)(void *impl, int64_t before_ms, tl_err *err);
   /* Readers: an independent read handle. */
   int (*reader_open)(void *impl, void **rimpl, tl_err *err);

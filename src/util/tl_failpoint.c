@@ -27,9 +27,9 @@ static fp g_points[TL_FP_MAX];
 static int g_n;
 
 /* Known names: a literal, or a template whose "*" is one name of [a-z0-9_]. */
-static const char *const TEMPLATES[] = {"log.append",         "log.fsync",   "log.snapshot",
-                                        "projection.*.apply", "projection.*.rebuild",
-                                        "saga.*.step"};
+static const char *const TEMPLATES[] = {
+    "log.append",         "log.commit",           "log.fsync",  "log.snapshot",
+    "projection.*.apply", "projection.*.rebuild", "saga.*.step"};
 
 static int name_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
@@ -101,7 +101,8 @@ static void remove_at(int i) {
 static int validate(const char *point, const char *action, fp_kind *kind, long *arg, tl_err *err) {
   if (!tl_fp_known(point))
     return tl_err_set(err, TL_E_INVALID,
-                      "unknown fail point '%.64s' (known: log.append, log.fsync, log.snapshot, "
+                      "unknown fail point '%.64s' (known: log.append, log.commit, log.fsync, "
+                      "log.snapshot, "
                       "projection.<name>.apply, projection.<name>.rebuild, saga.<name>.step)",
                       point ? point : "");
   if (!action || strcmp(action, "off") == 0) return TL_OK;

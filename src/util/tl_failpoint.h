@@ -38,8 +38,9 @@ static inline int tl_fp(const char *point) {
   return atomic_load_explicit(&tl_fp_armed, memory_order_relaxed) ? tl_fp_eval(point) : 0;
 }
 
-/* Is `point` a name twinlane has (log.append, log.fsync, log.snapshot, projection.<name>.apply,
- * saga.<name>.step)? Names of projections and process managers are not checked here. */
+/* Is `point` a name twinlane has (log.append, log.commit, log.fsync, log.snapshot,
+ * projection.<name>.apply, projection.<name>.rebuild, saga.<name>.step)? Names of projections and
+ * process managers are not checked here. */
 int tl_fp_known(const char *point);
 
 /* Arms (or, with "off", disarms) one point. TL_E_INVALID with a message for an unknown point, a

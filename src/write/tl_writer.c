@@ -1,15 +1,30 @@
 /*
  * tl_writer.c: the single writer (see tl_writer.h for the contract).
  *
+ * Pipelined group commit: the writer thread decides a batch and commits it (tl_log_commit, no
+ * fsync), then hands its requests to the syncer thread and takes the next batch at once. The
+ * syncer makes everything committed so far durable with one tl_log_sync (so one fsync often
+ * covers several batches) and only then answers the requests it took, in order: nobody is
+ * answered, and no pool reader (projector, process managers, queries) sees an event, before the
+ * fsync that covers it. The writer's cycle becomes max(decide, fsync) instead of their sum.
+ * Every answer waits, refusals and idempotent replays included: they may rest on events of a
+ * batch whose fsync is still running. A commit that fails is rolled back and its batch
+ * answered 503 (after the sync of the batches before it). A failed fsync cannot be rolled
+ * back (the batches it should have covered are committed, and after a failed fsync the kernel
+ * may have dropped their pages): the syncer logs it and ends the process with
+ * TL_EXIT_SYNC_FAILED, leaving every request it had not answered unanswered (their outcome is
+ * unknown, which is what a closed connection says); a restart recovers from what the WAL
+ * holds.
+ *
  * Invariants, checked with assert:
- *   - w->next_position == tl_log_head(log) + 1 between batches;
+ *   - w->next_position == tl_log_committed(log) + 1 between batches;
  *   - a cached aggregate's version equals the number of its events in the log, except for
  *     aggregates touched by the batch in flight (dropped from the cache if the batch fails).
  *
  * Snapshots: every snapshot_every events of a stream (when a staged event's version is a
  * multiple of it), and after a load that had to fold at least that many events, the state is
- * encoded at once and queued; the queue is stored after the batch's commit succeeded and its
- * commands were answered, or dropped with the batch if the commit failed. So a stored snapshot
+ * encoded at once and queued; the queue goes to the syncer with the batch if the commit succeeded
+ * (stored after the sync and the answers), or is dropped if it failed. So a stored snapshot
  * only ever describes durable events, and storing one can delay the next batch but never fail
  * or hold back a command. A load takes the stream's snapshot if its schema version is current,
  * it decodes, and its version is in the log, then folds the events after it; anything else
@@ -33,13 +48,35 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define IDEM_TTL_MS (24LL * 3600 * 1000)
 #define IDEM_EXPIRE_EVERY_MS (10LL * 60 * 1000)
 
+/* Snapshots taken during a batch, stored after its sync. Owned strings. */
+typedef struct pending_snapshot {
+  char stream[96];
+  int64_t version;
+  int schema_version;
+  char *state;
+} pending_snapshot;
+
+typedef struct snap_list {
+  pending_snapshot *v;
+  size_t n, cap;
+} snap_list;
+
 struct tl_writer {
   tl_log *log;
   pthread_t thread;
+  /* The syncer: committed requests wait in sync_head..sync_tail (FIFO, linked by next) and
+   * their batches' snapshots in ready, both guarded by sync_lock. */
+  pthread_t syncer;
+  pthread_mutex_t sync_lock;
+  pthread_cond_t sync_cond;
+  tl_cmd_request *sync_head, *sync_tail;
+  snap_list ready;
+  int sync_stopping;
   pthread_mutex_t lock; /* guards the queue and stopping */
   pthread_cond_t cond;
   tl_cmd_request *q_head, *q_tail;
@@ -54,14 +91,7 @@ struct tl_writer {
   int64_t next_position;
   int64_t last_expire_ms;
   int64_t snapshot_every; /* events between snapshots of a stream; 0: snapshots off */
-  /* Snapshots taken during the batch in flight, stored after its commit. Owned strings. */
-  struct pending_snapshot {
-    char stream[96];
-    int64_t version;
-    int schema_version;
-    char *state;
-  } *snaps;
-  size_t n_snaps, cap_snaps;
+  snap_list snaps;        /* taken during the batch in flight (writer thread) */
 };
 
 /* What one batch is about to append. Strings in events/idem are owned by `owned`. */
@@ -166,43 +196,56 @@ static int64_t state_version(int is_order, const void *state) {
 /* Encodes state (at its current version) and queues it to be stored after the batch commits.
  * Out of memory only costs the snapshot. */
 static void take_snapshot(tl_writer *w, const char *stream, int is_order, const void *state) {
-  if (grow((void **)&w->snaps, &w->cap_snaps, w->n_snaps + 1, sizeof *w->snaps)) return;
+  snap_list *l = &w->snaps;
+  if (grow((void **)&l->v, &l->cap, l->n + 1, sizeof *l->v)) return;
   char *text = is_order ? tl_order_snapshot_encode(state) : tl_product_snapshot_encode(state);
   if (!text) return;
-  struct pending_snapshot *p = &w->snaps[w->n_snaps++];
+  pending_snapshot *p = &l->v[l->n++];
   snprintf(p->stream, sizeof p->stream, "%s", stream);
   p->version = state_version(is_order, state);
   p->schema_version = is_order ? TL_ORDER_SNAPSHOT_SCHEMA : TL_PRODUCT_SNAPSHOT_SCHEMA;
   p->state = text;
 }
 
-static void drop_snapshots(tl_writer *w) {
-  for (size_t i = 0; i < w->n_snaps; i++) free(w->snaps[i].state);
-  w->n_snaps = 0;
+static void drop_snapshots(snap_list *l) {
+  for (size_t i = 0; i < l->n; i++) free(l->v[i].state);
+  l->n = 0;
 }
 
-/* Stores the snapshots taken during a batch whose commit succeeded. A failure is logged and
+/* Moves src's snapshots to the end of dst (out of memory drops them: they are optional). */
+static void move_snapshots(snap_list *dst, snap_list *src) {
+  if (src->n == 0) return;
+  if (grow((void **)&dst->v, &dst->cap, dst->n + src->n, sizeof *dst->v)) {
+    drop_snapshots(src);
+    return;
+  }
+  memcpy(dst->v + dst->n, src->v, src->n * sizeof *src->v);
+  dst->n += src->n;
+  src->n = 0;
+}
+
+/* Stores the snapshots of batches whose sync succeeded (syncer thread). A failure is logged and
  * counted, nothing else: the loads of those streams just fold more events. */
-static void store_snapshots(tl_writer *w) {
-  if (w->n_snaps == 0) return;
-  tl_snapshot_in *in = malloc(w->n_snaps * sizeof *in);
+static void store_snapshots(tl_writer *w, snap_list *l) {
+  if (l->n == 0) return;
+  tl_snapshot_in *in = malloc(l->n * sizeof *in);
   tl_err err = {0};
   int rc = TL_E_NOMEM;
   if (in) {
-    for (size_t i = 0; i < w->n_snaps; i++)
-      in[i] = (tl_snapshot_in){w->snaps[i].stream, w->snaps[i].version,
-                               w->snaps[i].schema_version, w->snaps[i].state};
-    rc = tl_log_snapshots_put(w->log, in, w->n_snaps, &err);
+    for (size_t i = 0; i < l->n; i++)
+      in[i] =
+          (tl_snapshot_in){l->v[i].stream, l->v[i].version, l->v[i].schema_version, l->v[i].state};
+    rc = tl_log_snapshots_put(w->log, in, l->n, &err);
     free(in);
   }
   if (rc == TL_OK) {
-    atomic_fetch_add(&tl_g_stats.snapshots_written, w->n_snaps);
+    atomic_fetch_add(&tl_g_stats.snapshots_written, l->n);
   } else {
     atomic_fetch_add(&tl_g_stats.snapshot_write_errors, 1);
     tl_slog(TL_SLOG_WARN, NULL, "storing snapshots failed; loads fold more events", "error",
             rc == TL_E_NOMEM ? "out of memory" : err.msg, NULL);
   }
-  drop_snapshots(w);
+  drop_snapshots(l);
 }
 
 /* ---- loading aggregates ------------------------------------------------------------------ */
@@ -693,20 +736,19 @@ static void process_batch(tl_writer *w, tl_cmd_request *list, batch *b) {
   if (!failed && (b->n_events > 0 || b->n_idem > 0)) {
     tl_log_batch lb = {b->events, b->n_events, b->idem, b->n_idem, b->now_ms};
     tl_err err = {0};
-    int rc = tl_log_append(w->log, &lb, &err);
+    int rc = tl_log_commit(w->log, &lb, &err);
     if (rc != TL_OK) {
       failed = 1;
       tl_slog(TL_SLOG_ERROR, NULL, "group commit failed; batch not acknowledged", "error",
               err.msg, NULL);
     } else {
-      atomic_fetch_add(&tl_g_stats.fsyncs, 1);
       atomic_fetch_add(&tl_g_stats.events_appended, b->n_events);
       tl_hist_observe(&tl_g_stats.batch_size, (double)n_writing);
     }
   }
   if (failed) {
     forget_touched(w, b);
-    w->next_position = tl_log_head(w->log) + 1;
+    w->next_position = tl_log_committed(w->log) + 1;
     /* Every answer of the batch may depend on state the failed commit would have made (a
      * refusal such as ALREADY_PAID included), so only stored replays keep theirs. */
     for (tl_cmd_request *r = list; r; r = r->next) {
@@ -719,7 +761,7 @@ static void process_batch(tl_writer *w, tl_cmd_request *list, batch *b) {
       }
     }
   }
-  assert(w->next_position == tl_log_head(w->log) + 1);
+  assert(w->next_position == tl_log_committed(w->log) + 1);
   tl_map_trim(w->orders, w->order_cache_capacity);
 
   /* Requests that repeated a key of this batch take the first one's answer. */
@@ -736,18 +778,67 @@ static void process_batch(tl_writer *w, tl_cmd_request *list, batch *b) {
       r->problem.extra = json_deep_copy(o->problem.extra);
     }
   }
-  /* Answer everyone; once answered a request may be freed by its owner. */
-  tl_cmd_request *r = list;
-  while (r) {
-    tl_cmd_request *next = r->next;
-    if (r->on_done) r->on_done(r, r->on_done_arg);
-    else sem_post(&r->done);
-    r = next;
-  }
   (void)n_requests;
-  /* Snapshots only after the answers: they are an optimisation and must not delay one. */
-  if (failed) drop_snapshots(w);
-  else store_snapshots(w);
+  /* To the syncer: answered (and the snapshots stored) once the log is durable past them. */
+  if (failed) drop_snapshots(&w->snaps);
+  tl_cmd_request *tail = list;
+  while (tail->next) tail = tail->next;
+  pthread_mutex_lock(&w->sync_lock);
+  if (w->sync_tail)
+    w->sync_tail->next = list;
+  else
+    w->sync_head = list;
+  w->sync_tail = tail;
+  move_snapshots(&w->ready, &w->snaps);
+  pthread_cond_signal(&w->sync_cond);
+  pthread_mutex_unlock(&w->sync_lock);
+}
+
+/* The syncer thread: one tl_log_sync for everything committed since the last, then the answers
+ * and the snapshots of the batches it covered (see the file comment). */
+static void *syncer_main(void *arg) {
+  tl_writer *w = arg;
+  tl_thread_name("tl-syncer");
+  snap_list snaps = {0};
+  for (;;) {
+    pthread_mutex_lock(&w->sync_lock);
+    while (!w->sync_head && w->ready.n == 0 && !w->sync_stopping)
+      pthread_cond_wait(&w->sync_cond, &w->sync_lock);
+    if (!w->sync_head && w->ready.n == 0) { /* stopping, and nothing is left */
+      pthread_mutex_unlock(&w->sync_lock);
+      break;
+    }
+    tl_cmd_request *list = w->sync_head;
+    w->sync_head = w->sync_tail = NULL;
+    snap_list taken = w->ready; /* swap: the writer fills the emptied array next */
+    w->ready = snaps;
+    snaps = taken;
+    pthread_mutex_unlock(&w->sync_lock);
+
+    tl_err err = {0};
+    int did_sync = 0;
+    if (tl_log_sync(w->log, &did_sync, &err) != TL_OK) {
+      tl_slog(TL_SLOG_ERROR, NULL,
+              "fsync of the log failed: stopping; commands not answered may or may not be "
+              "recorded, a restart recovers what the log holds",
+              "error", err.msg, NULL);
+      _exit(TL_EXIT_SYNC_FAILED);
+    }
+    if (did_sync) atomic_fetch_add(&tl_g_stats.fsyncs, 1);
+    /* Answer everyone; once answered a request may be freed by its owner. */
+    while (list) {
+      tl_cmd_request *next = list->next;
+      if (list->on_done)
+        list->on_done(list, list->on_done_arg);
+      else
+        sem_post(&list->done);
+      list = next;
+    }
+    /* Snapshots only after the answers: they are an optimisation and must not delay one. */
+    store_snapshots(w, &snaps);
+  }
+  free(snaps.v);
+  return NULL;
 }
 
 static void *writer_main(void *arg) {
@@ -784,6 +875,25 @@ static void *writer_main(void *arg) {
   return NULL;
 }
 
+/* Lets the syncer finish what it was handed, then joins it. */
+static void stop_syncer(tl_writer *w) {
+  pthread_mutex_lock(&w->sync_lock);
+  w->sync_stopping = 1;
+  pthread_cond_signal(&w->sync_cond);
+  pthread_mutex_unlock(&w->sync_lock);
+  pthread_join(w->syncer, NULL);
+}
+
+static void free_writer(tl_writer *w) {
+  free(w->snaps.v);
+  free(w->ready.v);
+  pthread_cond_destroy(&w->sync_cond);
+  pthread_mutex_destroy(&w->sync_lock);
+  pthread_cond_destroy(&w->cond);
+  pthread_mutex_destroy(&w->lock);
+  free(w);
+}
+
 int tl_writer_start(tl_writer **out, tl_log *log, const tl_writer_opts *opts, tl_err *err) {
   *out = NULL;
   tl_writer *w = calloc(1, sizeof *w);
@@ -794,22 +904,27 @@ int tl_writer_start(tl_writer **out, tl_log *log, const tl_writer_opts *opts, tl
       opts && opts->order_cache_capacity ? opts->order_cache_capacity : 100000;
   w->orders = tl_map_new(0, free_order); /* bounded by tl_map_trim between batches */
   w->products = tl_map_new(0, free_product);
-  w->next_position = tl_log_head(log) + 1;
+  w->next_position = tl_log_committed(log) + 1;
   int every = opts ? opts->snapshot_every : 0;
   w->snapshot_every = every == 0 ? TL_SNAPSHOT_EVERY_DEFAULT : every < 0 ? 0 : every;
   pthread_mutex_init(&w->lock, NULL);
   pthread_cond_init(&w->cond, NULL);
-  if (!w->orders || !w->products) {
-    tl_map_free(w->orders);
-    tl_map_free(w->products);
-    free(w);
-    return tl_err_set(err, TL_E_NOMEM, "out of memory");
+  pthread_mutex_init(&w->sync_lock, NULL);
+  pthread_cond_init(&w->sync_cond, NULL);
+  int rc = TL_OK;
+  if (!w->orders || !w->products)
+    rc = tl_err_set(err, TL_E_NOMEM, "out of memory");
+  else if (pthread_create(&w->syncer, NULL, syncer_main, w) != 0)
+    rc = tl_err_set(err, TL_E_IO, "cannot start the syncer thread");
+  else if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+    rc = tl_err_set(err, TL_E_IO, "cannot start the writer thread");
+    stop_syncer(w);
   }
-  if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+  if (rc != TL_OK) {
     tl_map_free(w->orders);
     tl_map_free(w->products);
-    free(w);
-    return tl_err_set(err, TL_E_IO, "cannot start the writer thread");
+    free_writer(w);
+    return rc;
   }
   *out = w;
   return TL_OK;
@@ -822,13 +937,11 @@ void tl_writer_stop(tl_writer *w) {
   pthread_cond_signal(&w->cond);
   pthread_mutex_unlock(&w->lock);
   pthread_join(w->thread, NULL);
-  drop_snapshots(w);
-  free(w->snaps);
+  stop_syncer(w); /* answers what the writer handed over last */
+  drop_snapshots(&w->snaps);
   tl_map_free(w->orders);
   tl_map_free(w->products);
-  pthread_cond_destroy(&w->cond);
-  pthread_mutex_destroy(&w->lock);
-  free(w);
+  free_writer(w);
 }
 
 void tl_writer_submit(tl_writer *w, tl_cmd_request *req) {

@@ -7,9 +7,12 @@
  * if accepted, durable. The writer drains every queued command into one batch: each is checked
  * against its idempotency key, its If-Match version and the business rules in order (later
  * commands see the state left by earlier ones in the same batch), and all accepted events and
- * idempotency records go to the log in one transaction with one fsync (group commit). Nobody is
- * answered before that fsync; if it fails, every command in the batch fails with 503, nothing
- * is acknowledged, and the cached state of the aggregates it touched is dropped.
+ * idempotency records go to the log in one transaction (group commit). A syncer thread makes
+ * committed batches durable with one fsync while the writer decides the next batch (pipelined;
+ * tl_writer.c). Nobody is answered before the fsync that covers their batch; if a batch's
+ * commit fails, every command in it fails with 503, nothing is acknowledged, and the cached
+ * state of the aggregates it touched is dropped; if an fsync fails, the process exits with
+ * TL_EXIT_SYNC_FAILED without answering the commands it covered.
  *
  * An aggregate missing from the cache is loaded from its latest snapshot and the events after
  * it (or from its whole stream); snapshots are taken every snapshot_every events of a stream
@@ -55,6 +58,9 @@ typedef struct tl_cmd_request {
 } tl_cmd_request;
 
 #define TL_SNAPSHOT_EVERY_DEFAULT 500
+
+/* Exit status of the server when an fsync of the log failed (see tl_writer.c). */
+#define TL_EXIT_SYNC_FAILED 3
 
 typedef struct tl_writer_opts {
   size_t order_cache_capacity; /* orders kept in memory between batches (LRU); 0: 100000 */

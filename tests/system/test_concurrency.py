@@ -223,8 +223,8 @@ def test_a_tiny_order_cache_keeps_the_orders_of_the_batch_in_flight(make_server)
     a = srv.place_reserved_order([(pid, 1, 3)])["orderId"]
     b = srv.place_reserved_order([(pid, 1, 3)])["orderId"]
     srv.idle_head()
-    # A slow fsync holds the writer: the three payments queue up and are decided as one batch.
-    st, _, fp = srv.req("PUT", "/admin/failpoints/log.fsync", {"action": "delay:300"})
+    # A slow commit holds the writer: the three payments queue up and are decided as one batch.
+    st, _, fp = srv.req("PUT", "/admin/failpoints/log.append", {"action": "delay:300"})
     assert st == 200, fp
     results = {}
 
@@ -243,7 +243,7 @@ def test_a_tiny_order_cache_keeps_the_orders_of_the_batch_in_flight(make_server)
         time.sleep(0.02)
     for t in threads:
         t.join(timeout=30)
-    st, _, fp = srv.req("DELETE", "/admin/failpoints/log.fsync")
+    st, _, fp = srv.req("DELETE", "/admin/failpoints/log.append")
     assert st == 204, fp
     statuses = {k: (v[0], v[2].get("code")) for k, v in results.items()}
     assert statuses["restock"][0] == 200, statuses

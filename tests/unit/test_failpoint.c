@@ -22,6 +22,7 @@ static void test_known_names(void **s) {
   assert_true(tl_fp_known("log.append"));
   assert_true(tl_fp_known("log.fsync"));
   assert_true(tl_fp_known("log.snapshot"));
+  assert_true(tl_fp_known("log.commit"));
   assert_true(tl_fp_known("projection.orders.apply"));
   assert_true(tl_fp_known("projection.daily_sales.apply"));
   assert_true(tl_fp_known("saga.order_fulfilment.step"));

@@ -1,6 +1,7 @@
 /* test_log.c: the event log's storage (log/tl_log.c, log/log_sqlite.c, util/tl_db.c) on a real
- * events.db in a fresh mkdtemp directory: tl_log_snapshots_put and tl_log_snapshot_get, grouped
- * reads (tl_log_read_begin/end) and the background WAL checkpointer.
+ * events.db in a fresh mkdtemp directory: commit and sync (pool readers see only synced events),
+ * tl_log_snapshots_put and tl_log_snapshot_get, grouped reads (tl_log_read_begin/end) and the
+ * background WAL checkpointer.
  *
  * One snapshot per stream, replaced by the next; a failed write (fail point log.snapshot)
  * changes nothing; snapshots survive closing and reopening the log; writing them never touches
@@ -29,7 +30,7 @@ typedef struct fixture {
 
 static void open_log(fixture *f) {
   tl_err err = {0};
-  tl_log_opts o = {.dir = f->dir, .fsync_full = 1};
+  tl_log_opts o = {.dir = f->dir};
   if (tl_log_open(&f->log, &o, &err) != TL_OK) fail_msg("open: %s", err.msg);
 }
 
@@ -58,11 +59,12 @@ static int teardown(void **state) {
   return 0;
 }
 
-/* Appends n events to stream (versions from+1 ...), as the writer does. */
-static void append(fixture *f, const char *stream, int64_t from, int n) {
+/* Commits n events to stream (versions from+1 ...), as the writer does; sync: and makes them
+ * durable. */
+static void commit(fixture *f, const char *stream, int64_t from, int n, int sync) {
   tl_log_event_in ev[8];
   assert_true(n <= 8);
-  int64_t head = tl_log_head(f->log);
+  int64_t head = tl_log_committed(f->log);
   for (int i = 0; i < n; i++)
     ev[i] = (tl_log_event_in){.position = head + 1 + i,
                               .stream = stream,
@@ -73,7 +75,79 @@ static void append(fixture *f, const char *stream, int64_t from, int n) {
                               .metadata = "{}"};
   tl_log_batch b = {ev, (size_t)n, NULL, 0, 1700000000000LL};
   tl_err err = {0};
-  if (tl_log_append(f->log, &b, &err) != TL_OK) fail_msg("append: %s", err.msg);
+  int rc = sync ? tl_log_append(f->log, &b, &err) : tl_log_commit(f->log, &b, &err);
+  if (rc != TL_OK) fail_msg("append: %s", err.msg);
+}
+
+static void append(fixture *f, const char *stream, int64_t from, int n) {
+  commit(f, stream, from, n, 1);
+}
+
+static int count_event(void *arg, const tl_event *ev) {
+  (void)ev;
+  (*(int *)arg)++;
+  return 0;
+}
+
+/* Events of the whole log and of stream that reader r sees. */
+static void seen(tl_log_reader *r, const char *stream, int *all, int *in_stream) {
+  tl_err err = {0};
+  *all = *in_stream = 0;
+  assert_int_equal(tl_log_read_all(r, 1, 0, count_event, all, &err), TL_OK);
+  assert_int_equal(tl_log_read_stream(r, stream, 1, 0, count_event, in_stream, &err), TL_OK);
+}
+
+/* A committed batch is the writer's at once and everyone's after the sync that covers it: pool
+ * readers (projector, process managers, queries) never see an event a power loss could take
+ * back. */
+static void test_pool_readers_see_synced_events_only(void **state) {
+  fixture *f = *state;
+  append(f, "product-a", 0, 2);
+  commit(f, "product-a", 2, 3, 0);
+  assert_int_equal(tl_log_head(f->log), 2);
+  assert_int_equal(tl_log_committed(f->log), 5);
+  tl_log_reader *r = NULL;
+  tl_err err = {0};
+  assert_int_equal(tl_log_reader_acquire(f->log, &r, &err), TL_OK);
+  int all, in_stream;
+  seen(r, "product-a", &all, &in_stream);
+  assert_int_equal(all, 2);
+  assert_int_equal(in_stream, 2);
+  int none = 0; /* from past the durable head: nothing, although the rows are there */
+  assert_int_equal(tl_log_read_all(r, 3, 10, count_event, &none, &err), TL_OK);
+  assert_int_equal(none, 0);
+  seen(tl_log_writer_reader(f->log), "product-a", &all, &in_stream);
+  assert_int_equal(all, 5);
+  assert_int_equal(in_stream, 5);
+
+  int did_sync = 0;
+  assert_int_equal(tl_log_sync(f->log, &did_sync, &err), TL_OK);
+  assert_true(did_sync);
+  assert_int_equal(tl_log_head(f->log), 5);
+  assert_int_equal(tl_log_wait(f->log, 4, 0), 5);
+  seen(r, "product-a", &all, &in_stream);
+  assert_int_equal(all, 5);
+  assert_int_equal(in_stream, 5);
+  assert_int_equal(tl_log_sync(f->log, &did_sync, &err), TL_OK); /* nothing new: no fsync */
+  assert_false(did_sync);
+
+  /* A batch of idempotency records alone moves no position but still needs its fsync. */
+  tl_log_idem_in k = {"key-1", "fp", 201, "{}", 5};
+  tl_log_batch b = {NULL, 0, &k, 1, 1700000000000LL};
+  assert_int_equal(tl_log_commit(f->log, &b, &err), TL_OK);
+  assert_int_equal(tl_log_sync(f->log, &did_sync, &err), TL_OK);
+  assert_true(did_sync);
+  assert_int_equal(tl_log_head(f->log), 5);
+
+  /* A failed sync publishes nothing. */
+  commit(f, "product-a", 5, 1, 0);
+  tl_fp_set("log.fsync", "error", &err);
+  assert_int_equal(tl_log_sync(f->log, &did_sync, &err), TL_E_IO);
+  assert_false(did_sync);
+  assert_int_equal(tl_log_head(f->log), 5);
+  seen(r, "product-a", &all, &in_stream);
+  assert_int_equal(all, 5);
+  tl_log_reader_release(f->log, r);
 }
 
 /* The stored snapshot of stream: expects one at version with state text. */
@@ -149,12 +223,6 @@ static void test_failed_snapshot_write_changes_nothing(void **state) {
   expect_snapshot(f, "order-x", 4, 1, "{\"v\":4}");
   append(f, "order-x", 4, 1);
   assert_int_equal(tl_log_head(f->log), 5);
-}
-
-static int count_event(void *arg, const tl_event *ev) {
-  (void)ev;
-  (*(int *)arg)++;
-  return 0;
 }
 
 static void test_grouped_reads_see_one_snapshot(void **state) {
@@ -247,6 +315,7 @@ int main(void) {
   tl_err err = {0};
   if (tl_db_init_library(&err) != TL_OK) return 1;
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_pool_readers_see_synced_events_only, setup, teardown),
       cmocka_unit_test_setup_teardown(test_snapshots_put_get_replace, setup, teardown),
       cmocka_unit_test_setup_teardown(test_failed_snapshot_write_changes_nothing, setup, teardown),
       cmocka_unit_test_setup_teardown(test_grouped_reads_see_one_snapshot, setup, teardown),
