@@ -2,11 +2,14 @@
  * commands.c: decoding and validating command bodies into tl_cmd.
  *
  * Every field is checked and every failure is reported (not just the first), so a client gets
- * the whole list of what to fix in one 400.
+ * the whole list of what to fix in one 400. Bodies are read through tl_jv (parsed once by the
+ * HTTP thread, no tree of jansson values); only the shipping address is kept as a jansson
+ * object, which the order's event carries.
  */
 #include "domain/domain.h"
 
 #include "util/tl_common.h"
+#include "util/tl_jv.h"
 #include "util/tl_money.h"
 
 #include <stdio.h>
@@ -51,8 +54,8 @@ void tl_cmd_clear(tl_cmd *c) {
   c->shipping = NULL;
 }
 
-/* Length of a UTF-8 string in code points; -1 if it is not valid UTF-8 (jansson already
- * guarantees validity for decoded strings, so this only counts). */
+/* Length of a UTF-8 string in code points (tl_jv, like jansson, guarantees validity for decoded
+ * strings, so this only counts). */
 static long utf8_len(const char *s) {
   long n = 0;
   for (; *s; s++)
@@ -68,11 +71,11 @@ static bool has_control(const char *s) {
 }
 
 /* Validates a required (or optional) string member and copies it to out. Returns true if ok. */
-static bool get_string(const json_t *obj, const char *key, const char *field, bool required,
+static bool get_string(const tl_jv *obj, const char *key, const char *field, bool required,
                        long min_len, long max_len, char *out, size_t out_len, tl_problem *p) {
-  const json_t *v = json_object_get(obj, key);
+  const tl_jv *v = tl_jv_get(obj, key);
   char msg[96];
-  if (!v || json_is_null(v)) {
+  if (!v || tl_jv_is(v, TL_JV_NULL)) {
     if (!required) {
       if (out_len) out[0] = '\0';
       return true;
@@ -80,11 +83,11 @@ static bool get_string(const json_t *obj, const char *key, const char *field, bo
     tl_problem_field(p, field, "is required");
     return false;
   }
-  if (!json_is_string(v)) {
+  if (!tl_jv_is(v, TL_JV_STRING)) {
     tl_problem_field(p, field, "must be a string");
     return false;
   }
-  const char *s = json_string_value(v);
+  const char *s = tl_jv_string(v);
   long n = utf8_len(s);
   if (n < min_len || n > max_len || strlen(s) >= out_len) {
     snprintf(msg, sizeof msg, "must be %ld to %ld characters", min_len, max_len);
@@ -100,34 +103,35 @@ static bool get_string(const json_t *obj, const char *key, const char *field, bo
 }
 
 /* Validates an integer member in [min, max]. */
-static bool get_int(const json_t *obj, const char *key, const char *field, int64_t min,
-                    int64_t max, int64_t *out, tl_problem *p) {
-  const json_t *v = json_object_get(obj, key);
+static bool get_int(const tl_jv *obj, const char *key, const char *field, int64_t min, int64_t max,
+                    int64_t *out, tl_problem *p) {
+  const tl_jv *v = tl_jv_get(obj, key);
   char msg[96];
-  if (!v || json_is_null(v)) {
+  if (!v || tl_jv_is(v, TL_JV_NULL)) {
     tl_problem_field(p, field, "is required");
     return false;
   }
-  if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+  if (!tl_jv_is(v, TL_JV_INTEGER) || tl_jv_integer(v) < min || tl_jv_integer(v) > max) {
     snprintf(msg, sizeof msg, "must be an integer from %lld to %lld", (long long)min,
              (long long)max);
     tl_problem_field(p, field, msg);
     return false;
   }
-  *out = json_integer_value(v);
+  *out = tl_jv_integer(v);
   return true;
 }
 
 /* Validates a positive money amount. */
-static bool get_price(const json_t *obj, const char *key, const char *field, int64_t *out,
+static bool get_price(const tl_jv *obj, const char *key, const char *field, int64_t *out,
                       tl_problem *p) {
-  const json_t *v = json_object_get(obj, key);
-  if (!v || json_is_null(v)) {
+  const tl_jv *v = tl_jv_get(obj, key);
+  if (!v || tl_jv_is(v, TL_JV_NULL)) {
     tl_problem_field(p, field, "is required");
     return false;
   }
   int64_t minor;
-  if (!json_is_number(v) || tl_money_from_json(v, &minor) != TL_OK) {
+  if (!(tl_jv_is(v, TL_JV_INTEGER) || tl_jv_is(v, TL_JV_REAL)) ||
+      tl_money_from_jv(v, &minor) != TL_OK) {
     tl_problem_field(p, field,
                      "must be a number with at most two decimals, at most 10000000000.00");
     return false;
@@ -140,26 +144,26 @@ static bool get_price(const json_t *obj, const char *key, const char *field, int
   return true;
 }
 
-static bool get_currency(const json_t *obj, char out[4], tl_problem *p) {
-  const json_t *v = json_object_get(obj, "currency");
-  if (!v || json_is_null(v)) {
+static bool get_currency(const tl_jv *obj, char out[4], tl_problem *p) {
+  const tl_jv *v = tl_jv_get(obj, "currency");
+  if (!v || tl_jv_is(v, TL_JV_NULL)) {
     memcpy(out, "USD", 4);
     return true;
   }
-  if (!json_is_string(v) || !tl_currency_valid(json_string_value(v))) {
+  if (!tl_jv_is(v, TL_JV_STRING) || !tl_currency_valid(tl_jv_string(v))) {
     tl_problem_field(p, "currency", "must be an ISO 4217 code of three upper-case letters");
     return false;
   }
-  memcpy(out, json_string_value(v), 4);
+  memcpy(out, tl_jv_string(v), 4);
   return true;
 }
 
-static void decode_create_product(const json_t *b, tl_cmd *c, tl_problem *p) {
-  const json_t *id = json_object_get(b, "productId");
-  if (!id || !json_is_string(id) || !tl_product_id_valid(json_string_value(id)))
+static void decode_create_product(const tl_jv *b, tl_cmd *c, tl_problem *p) {
+  const char *id = tl_jv_string(tl_jv_get(b, "productId"));
+  if (!id || !tl_product_id_valid(id))
     tl_problem_field(p, "productId", "must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -");
   else
-    memcpy(c->id, json_string_value(id), strlen(json_string_value(id)) + 1);
+    memcpy(c->id, id, strlen(id) + 1);
   get_string(b, "name", "name", true, 1, 200, c->name, sizeof c->name, p);
   get_string(b, "category", "category", true, 1, 100, c->category, sizeof c->category, p);
   get_price(b, "price", "price", &c->price_minor, p);
@@ -167,9 +171,9 @@ static void decode_create_product(const json_t *b, tl_cmd *c, tl_problem *p) {
   get_int(b, "stock", "stock", 0, 1000000000, &c->quantity, p);
 }
 
-static void decode_address(const json_t *b, tl_cmd *c, tl_problem *p) {
-  const json_t *a = json_object_get(b, "shippingAddress");
-  if (!a || !json_is_object(a)) {
+static void decode_address(const tl_jv *b, tl_cmd *c, tl_problem *p) {
+  const tl_jv *a = tl_jv_get(b, "shippingAddress");
+  if (!a || !tl_jv_is(a, TL_JV_OBJECT)) {
     tl_problem_field(p, "shippingAddress", a ? "must be an object" : "is required");
     return;
   }
@@ -186,55 +190,56 @@ static void decode_address(const json_t *b, tl_cmd *c, tl_problem *p) {
     ok &= get_string(a, F[i].key, F[i].field, true, F[i].min, F[i].max, buf, sizeof buf, p);
   if (!ok) return;
   /* Keep exactly the four known members: unknown ones are ignored, not stored. */
-  c->shipping = json_pack("{s:O, s:O, s:O, s:O}", "street", json_object_get(a, "street"), "city",
-                          json_object_get(a, "city"), "country", json_object_get(a, "country"),
-                          "postalCode", json_object_get(a, "postalCode"));
+  c->shipping = json_pack("{s:s, s:s, s:s, s:s}", "street", tl_jv_string(tl_jv_get(a, "street")),
+                          "city", tl_jv_string(tl_jv_get(a, "city")), "country",
+                          tl_jv_string(tl_jv_get(a, "country")), "postalCode",
+                          tl_jv_string(tl_jv_get(a, "postalCode")));
   if (!c->shipping) tl_problem_field(p, "shippingAddress", "could not be stored");
 }
 
-static void decode_place_order(const json_t *b, tl_cmd *c, tl_problem *p) {
-  const json_t *cid = json_object_get(b, "customerId");
-  if (!cid || !json_is_string(cid) || !tl_uuid_valid(json_string_value(cid)))
+static void decode_place_order(const tl_jv *b, tl_cmd *c, tl_problem *p) {
+  const char *cid = tl_jv_string(tl_jv_get(b, "customerId"));
+  if (!cid || !tl_uuid_valid(cid))
     tl_problem_field(p, "customerId", "must be a UUID");
   else
-    memcpy(c->customer_id, json_string_value(cid), TL_UUID_LEN + 1);
+    memcpy(c->customer_id, cid, TL_UUID_LEN + 1);
   get_currency(b, c->currency, p);
   decode_address(b, c, p);
 
-  const json_t *items = json_object_get(b, "items");
-  if (!items || !json_is_array(items)) {
+  const tl_jv *items = tl_jv_get(b, "items");
+  if (!items || !tl_jv_is(items, TL_JV_ARRAY)) {
     tl_problem_field(p, "items", items ? "must be an array" : "is required");
     return;
   }
-  size_t n = json_array_size(items);
+  size_t n = tl_jv_size(items);
   if (n < 1 || n > TL_ORDER_MAX_ITEMS) {
     tl_problem_field(p, "items", "must hold 1 to 100 items");
     return;
   }
   char field[48];
-  for (size_t i = 0; i < n; i++) {
-    const json_t *it = json_array_get(items, i);
-    tl_order_line *l = &c->items[i];
-    if (!json_is_object(it)) {
-      snprintf(field, sizeof field, "items[%zu]", i);
+  size_t i = 0;
+  TL_JV_FOREACH(it, items) {
+    tl_order_line *l = &c->items[i++];
+    if (!tl_jv_is(it, TL_JV_OBJECT)) {
+      snprintf(field, sizeof field, "items[%zu]", i - 1);
       tl_problem_field(p, field, "must be an object");
       continue;
     }
-    const json_t *pid = json_object_get(it, "productId");
-    snprintf(field, sizeof field, "items[%zu].productId", i);
-    if (!pid || !json_is_string(pid) || !tl_product_id_valid(json_string_value(pid)))
+    const char *pid = tl_jv_string(tl_jv_get(it, "productId"));
+    snprintf(field, sizeof field, "items[%zu].productId", i - 1);
+    if (!pid || !tl_product_id_valid(pid))
       tl_problem_field(p, field, "must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -");
     else
-      memcpy(l->product_id, json_string_value(pid), strlen(json_string_value(pid)) + 1);
-    snprintf(field, sizeof field, "items[%zu].quantity", i);
+      memcpy(l->product_id, pid, strlen(pid) + 1);
+    snprintf(field, sizeof field, "items[%zu].quantity", i - 1);
     get_int(it, "quantity", field, 1, TL_ORDER_MAX_QTY, &l->quantity, p);
-    snprintf(field, sizeof field, "items[%zu].price", i);
+    snprintf(field, sizeof field, "items[%zu].price", i - 1);
     get_price(it, "price", field, &l->price_minor, p);
   }
   c->n_items = (int)n;
 }
 
-int tl_cmd_decode(tl_cmd_kind kind, const char *path_id, const json_t *body, tl_cmd *out,
+int tl_cmd_decode(tl_cmd_kind kind, const char *path_id, const tl_jv *body, tl_cmd *out,
                   tl_problem *p) {
   tl_cmd_init(out);
   out->kind = kind;
@@ -242,7 +247,7 @@ int tl_cmd_decode(tl_cmd_kind kind, const char *path_id, const json_t *body, tl_
    * prefix could be another product's id, and the command would act on that one. */
   bool path_too_long = path_id && strlen(path_id) >= sizeof out->id;
   if (path_id && !path_too_long) memcpy(out->id, path_id, strlen(path_id) + 1);
-  if (!json_is_object(body)) {
+  if (!tl_jv_is(body, TL_JV_OBJECT)) {
     tl_problem_set(p, 400, "MALFORMED_JSON", "The body must be a JSON object.");
     return TL_E_INVALID;
   }

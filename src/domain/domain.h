@@ -34,6 +34,7 @@
 #define TL_DOMAIN_H
 
 #include "util/tl_id.h"
+#include "util/tl_jv.h"
 #include "util/tl_jw.h"
 #include "util/tl_problem.h"
 
@@ -107,7 +108,7 @@ void tl_cmd_init(tl_cmd *c);
  * TL_E_NOTFOUND with a 404 ORDER_NOT_FOUND / PRODUCT_NOT_FOUND problem when the body is valid
  * but path_id is too long to be any aggregate's id (more than TL_PRODUCT_ID_MAX bytes). *out
  * must be released with tl_cmd_clear in every case. */
-int tl_cmd_decode(tl_cmd_kind kind, const char *path_id, const json_t *body, tl_cmd *out,
+int tl_cmd_decode(tl_cmd_kind kind, const char *path_id, const tl_jv *body, tl_cmd *out,
                   tl_problem *p);
 void tl_cmd_clear(tl_cmd *c);
 

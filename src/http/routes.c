@@ -127,20 +127,56 @@ static json_t *json_body(tl_req *req, tl_resp *resp) {
   return body;
 }
 
+/* A command's JSON body read into doc (the view is valid until doc is freed), or NULL after
+ * answering 415, 400 MALFORMED_JSON (not JSON as json_loadb reads it, or an object that repeats
+ * a name, as JSON_REJECT_DUPLICATES refuses) or 503. tl_jv reads what jansson reads (fuzz_jv)
+ * in one pass, without a malloc per value: jansson's tree was a quarter of the HTTP thread's
+ * instructions per order. */
+static const tl_jv *command_body(tl_req *req, tl_resp *resp, tl_jdoc *doc) {
+  if (!tl_route_is_json_content_type(tl_req_header(req, "Content-Type"))) {
+    tl_resp_error(resp, 415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json.");
+    return NULL;
+  }
+  const tl_jv *body = NULL;
+  int rc = tl_jdoc_parse(doc, req->body ? req->body : "", req->body_len, &body);
+  bool oom = rc == TL_E_NOMEM;
+  const char *dup = rc == TL_OK ? tl_jdoc_repeated_key(doc, &oom) : NULL;
+  if (oom) {
+    tl_resp_error(resp, 503, "OUT_OF_MEMORY", "The server is out of memory.");
+    return NULL;
+  }
+  if (rc != TL_OK || dup) {
+    tl_problem p = {0};
+    if (dup)
+      tl_problem_set(&p, 400, "MALFORMED_JSON",
+                     "The body is not valid JSON: an object repeats the name \"%.64s\".", dup);
+    else
+      tl_problem_set(&p, 400, "MALFORMED_JSON",
+                     "The body is not valid JSON (RFC 8259, UTF-8, an object or an array).");
+    tl_resp_problem(resp, &p);
+    return NULL;
+  }
+  return body;
+}
+
 static void run_command(tl_req *req, tl_resp *resp, tl_cmd_kind kind, const char *path_id) {
   tl_problem p = {0};
-  json_t *body = json_body(req, resp);
-  if (!body) return count_command(kind, req, resp);
+  tl_jdoc doc = {0};
+  const tl_jv *body = command_body(req, resp, &doc);
+  if (!body) {
+    tl_jdoc_free(&doc);
+    return count_command(kind, req, resp);
+  }
   tl_cmd_request *cr = malloc(sizeof *cr);
   if (!cr) {
-    json_decref(body);
+    tl_jdoc_free(&doc);
     tl_resp_error(resp, 503, "OUT_OF_MEMORY", "The server is out of memory.");
     return count_command(kind, req, resp);
   }
   tl_cmd_request_init(cr);
   cr->correlation_id = req->correlation_id;
   int rc = tl_cmd_decode(kind, path_id, body, &cr->cmd, &p);
-  json_decref(body);
+  tl_jdoc_free(&doc);
   const char *im = tl_req_header(req, "If-Match");
   const char *key = tl_req_header(req, "Idempotency-Key");
   if (rc == TL_OK && im && tl_route_parse_if_match(im, &cr->if_match) != TL_OK) {

@@ -338,6 +338,46 @@ void tl_jdoc_free(tl_jdoc *d) {
   memset(d, 0, sizeof *d);
 }
 
+static int cmp_key(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A name object o holds twice, or NULL. Small objects (a request body's) by pairs, large ones
+ * (a hostile body's) by sorting the names. */
+static const char *repeated_in(const tl_jv *o, bool *oom) {
+  if (o->count < 2) return NULL;
+  if (o->count <= 16) {
+    TL_JV_FOREACH(a, o) {
+      for (const tl_jv *b = a + a->span, *end = o + o->span; b != end; b += b->span)
+        if (strcmp(a->key, b->key) == 0) return a->key;
+    }
+    return NULL;
+  }
+  const char **keys = malloc(o->count * sizeof *keys);
+  if (!keys) {
+    *oom = true;
+    return NULL;
+  }
+  size_t n = 0;
+  TL_JV_FOREACH(m, o) keys[n++] = m->key;
+  qsort(keys, n, sizeof *keys, cmp_key);
+  const char *dup = NULL;
+  for (size_t i = 1; i < n && !dup; i++)
+    if (strcmp(keys[i - 1], keys[i]) == 0) dup = keys[i];
+  free(keys);
+  return dup;
+}
+
+const char *tl_jdoc_repeated_key(const tl_jdoc *d, bool *oom) {
+  *oom = false;
+  for (size_t i = 0; i < d->n; i++) {
+    if (d->nodes[i].type != TL_JV_OBJECT) continue;
+    const char *dup = repeated_in(&d->nodes[i], oom);
+    if (dup || *oom) return dup;
+  }
+  return NULL;
+}
+
 const tl_jv *tl_jv_get(const tl_jv *object, const char *key) {
   if (!tl_jv_is(object, TL_JV_OBJECT)) return NULL;
   const tl_jv *found = NULL;

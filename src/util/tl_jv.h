@@ -79,6 +79,12 @@ int tl_jdoc_parse(tl_jdoc *d, const char *text, size_t len, const tl_jv **root);
 /* Releases the buffers; d can be parsed into again. */
 void tl_jdoc_free(tl_jdoc *d);
 
+/* A name that some object of the last successful parse holds twice, or NULL: what
+ * json_loads(text, JSON_REJECT_DUPLICATES) refuses on top of json_loads(text, 0) (request
+ * bodies, where a repeated name is ambiguous). O(n log n) in the members of the largest object.
+ * NULL also when memory runs out for a large object's sort (*oom set then). */
+const char *tl_jdoc_repeated_key(const tl_jdoc *d, bool *oom);
+
 /* The last member called key of an object, or NULL. */
 const tl_jv *tl_jv_get(const tl_jv *object, const char *key);
 

@@ -277,8 +277,10 @@ static tl_cmd_kind pick_kind(const char *word, uint8_t first) {
   return (tl_cmd_kind)(first % TL_CMD__COUNT);
 }
 
+static tl_jdoc doc, doc2; /* reused across inputs, as an HTTP thread's would be */
+
 /* Decodes one body and checks every invariant; the problem is cleared on return. */
-static void run(tl_cmd_kind kind, const char *path_id, const json_t *body) {
+static void run(tl_cmd_kind kind, const char *path_id, const tl_jv *body) {
   static tl_cmd cmd, again; /* static: 12 KB apiece, kept off the stack */
   tl_problem p = {0};
   int rc = tl_cmd_decode(kind, path_id, body, &cmd, &p);
@@ -287,7 +289,7 @@ static void run(tl_cmd_kind kind, const char *path_id, const json_t *body) {
     FUZZ_CHECK(rc == TL_E_INVALID || rc == TL_E_NOTFOUND, "rc %d", rc);
     FUZZ_CHECK(p.status == 400 || p.status == 404, "status %d", p.status);
     FUZZ_CHECK(p.code, "a problem without a code");
-    if (strcmp(p.code, "VALIDATION_FAILED") == 0 && json_is_object(body) &&
+    if (strcmp(p.code, "VALIDATION_FAILED") == 0 && tl_jv_is(body, TL_JV_OBJECT) &&
         kind <= TL_CMD_CANCEL)
       FUZZ_CHECK(json_array_size(p.errors) > 0, "VALIDATION_FAILED without field errors");
     json_t *pb = tl_problem_body(&p);
@@ -304,16 +306,17 @@ static void run(tl_cmd_kind kind, const char *path_id, const json_t *body) {
   check_rules(&cmd);
 
   char *text = encode(&cmd);
-  json_error_t je;
-  json_t *b2 = json_loads(text, JSON_REJECT_DUPLICATES, &je);
-  FUZZ_CHECK(b2, "re-encoded body is not JSON: %s (%s)", text, je.text);
+  const tl_jv *b2 = NULL;
+  bool oom = false;
+  FUZZ_CHECK(tl_jdoc_parse(&doc2, text, strlen(text), &b2) == TL_OK &&
+                 !tl_jdoc_repeated_key(&doc2, &oom) && !oom,
+             "re-encoded body is not JSON: %s", text);
   tl_problem p2 = {0};
   rc = tl_cmd_decode(kind, path_id, b2, &again, &p2);
   FUZZ_CHECK(rc == TL_OK, "re-encoded body refused: %s", text);
   FUZZ_CHECK(same_cmd(&cmd, &again), "re-encoded body decodes differently: %s", text);
   tl_cmd_clear(&again);
   tl_problem_clear(&p2);
-  json_decref(b2);
   free(text);
 
   if (kind == TL_CMD_CREATE_PRODUCT || kind == TL_CMD_RESTOCK) check_product_fold(&cmd);
@@ -338,9 +341,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   if (kind == TL_CMD_CREATE_PRODUCT || kind == TL_CMD_PLACE_ORDER)
     path_id = NULL; /* creations name their aggregate in the body (or get one assigned) */
-  json_t *body = json_loadb((const char *)body_text, body_len, JSON_REJECT_DUPLICATES, NULL);
+  /* As the HTTP lane reads a body (routes.c, command_body): tl_jv, repeated names refused. */
+  const tl_jv *body = NULL;
+  bool oom = false;
+  if (tl_jdoc_parse(&doc, (const char *)body_text, body_len, &body) != TL_OK ||
+      tl_jdoc_repeated_key(&doc, &oom))
+    body = NULL;
+  FUZZ_CHECK(!oom, "out of memory");
   run(kind, path_id, body); /* a NULL body is what the HTTP layer never passes: still defined */
-  json_decref(body);
   free(line);
   return 0;
 }

@@ -13,7 +13,9 @@
  *    object tl_jv_get finds the value jansson kept (the last of repeated names), with as many
  *    distinct names on both sides;
  *  - tl_money_from_jv gives what tl_money_from_json gives, for every value;
- *  - when no name repeats, tl_jv_dumps writes exactly tl_json_dumps' text.
+ *  - when no name repeats, tl_jv_dumps writes exactly tl_json_dumps' text;
+ *  - tl_jdoc_repeated_key finds a name exactly when json_loads(text, JSON_REJECT_DUPLICATES)
+ *    refuses a text json_loads(text, 0) accepts (how request bodies are checked).
  * One document is reused across inputs, as the projector reuses its own.
  */
 #include "fuzz_common.h"
@@ -115,6 +117,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     bool repeats = false;
     size_t values = same(j, root, &repeats);
     FUZZ_CHECK(repeats || values == root->span, "%zu values vs %u nodes", values, root->span);
+    bool oom = false;
+    const char *dup = tl_jdoc_repeated_key(&doc, &oom);
+    FUZZ_CHECK(!oom, "out of memory");
+    json_t *strict = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+    FUZZ_CHECK((strict == NULL) == (dup != NULL), "jansson %s duplicates, tl_jv %s",
+               strict ? "finds no" : "refuses", dup ? "finds one" : "finds none");
+    json_decref(strict);
     if (!repeats) {
       char *a = tl_json_dumps(j), *b = tl_jv_dumps(root);
       FUZZ_CHECK(a && b && strcmp(a, b) == 0, "dumps differ: %s vs %s", a ? a : "(null)",

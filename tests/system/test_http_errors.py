@@ -124,6 +124,25 @@ def test_malformed_json_is_400(shared, raw):
     assert shared.log_head() == head
 
 
+@pytest.mark.parametrize("raw", [
+    b'{"productId": "dup-a", "name": "A", "category": "c", "price": 1, "stock": 1,'
+    b' "productId": "dup-b"}',
+    b'{"productId": "dup-c", "name": "A", "category": "c", "price": 1, "stock": 1,'
+    b' "extra": {"k": 1, "k": 2}}',
+])
+def test_a_body_that_repeats_a_name_is_400(shared, raw):
+    """Which of two values would count is ambiguous: the body is refused as a whole, wherever
+    the repeat is, and nothing is created."""
+    head = shared.idle_head()
+    st, h, b = shared.req("POST", "/products", raw=raw, headers={"Content-Type": "application/json"})
+    p = assert_problem(st, h, b, 400, "MALFORMED_JSON")
+    assert "repeats the name" in p["detail"], p
+    assert shared.log_head() == head
+    for pid in ("dup-a", "dup-b", "dup-c"):
+        st, _, _ = shared.get("/products/" + pid)
+        assert st == 404
+
+
 def test_malformed_json_on_order_command_is_400_and_changes_nothing(shared):
     p = shared.create_product(uid("prod"), price=2)
     o = shared.place_reserved_order([(p["productId"], 1, 2)])

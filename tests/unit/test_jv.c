@@ -218,6 +218,41 @@ static void test_repeated_names(void **s) {
   tl_jdoc_free(&d);
 }
 
+/* tl_jdoc_repeated_key: what JSON_REJECT_DUPLICATES refuses, in small objects (by pairs),
+ * nested ones, and objects large enough to be checked by sorting their names. */
+static void test_repeated_key_check(void **s) {
+  (void)s;
+  tl_jdoc d = {0};
+  bool oom = true;
+  parse(&d, "{\"a\":1,\"b\":{\"a\":2},\"c\":[{\"a\":1},{\"a\":2}]}");
+  assert_null(tl_jdoc_repeated_key(&d, &oom));
+  assert_false(oom);
+  parse(&d, "{\"a\":1,\"b\":2,\"a\":3}");
+  assert_string_equal(tl_jdoc_repeated_key(&d, &oom), "a");
+  parse(&d, "[1,{\"x\":{\"k\":1,\"k\":2}}]");
+  assert_string_equal(tl_jdoc_repeated_key(&d, &oom), "k");
+  char big[1024];
+  for (int dup = 0; dup <= 1; dup++) {
+    size_t n = 0;
+    big[n++] = '{';
+    for (int i = 0; i < 40; i++)
+      n += (size_t)snprintf(big + n, sizeof big - n, "%s\"k%d\":%d", i ? "," : "",
+                            dup && i == 39 ? 7 : i, i);
+    snprintf(big + n, sizeof big - n, "}");
+    parse(&d, big);
+    const char *k = tl_jdoc_repeated_key(&d, &oom);
+    assert_false(oom);
+    if (dup)
+      assert_string_equal(k, "k7");
+    else
+      assert_null(k);
+    json_t *strict = json_loads(big, JSON_REJECT_DUPLICATES, NULL);
+    assert_true((strict == NULL) == (dup == 1));
+    json_decref(strict);
+  }
+  tl_jdoc_free(&d);
+}
+
 /* jansson allows 2048 levels of values (the top one is the first); so does tl_jv. */
 static void test_depth_limit(void **s) {
   (void)s;
@@ -305,6 +340,7 @@ int main(void) {
       cmocka_unit_test(test_numbers_as_jansson),
       cmocka_unit_test(test_refuses_what_jansson_refuses),
       cmocka_unit_test(test_repeated_names),
+      cmocka_unit_test(test_repeated_key_check),
       cmocka_unit_test(test_depth_limit),
       cmocka_unit_test(test_reuse),
       cmocka_unit_test(test_dumps_as_tl_json_dumps),
