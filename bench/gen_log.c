@@ -100,7 +100,8 @@ typedef struct gen_batch {
 static void batch_flush(tl_log *log, gen_batch *b) {
   if (b->n == 0) return;
   tl_err err = {0};
-  tl_log_batch lb = {b->events, b->n, NULL, 0, b->events[b->n - 1].recorded_ms};
+  tl_log_batch lb = {
+      .events = b->events, .n_events = b->n, .recorded_ms = b->events[b->n - 1].recorded_ms};
   if (tl_log_append(log, &lb, &err) != TL_OK) die("append failed", err.msg);
   for (size_t i = 0; i < 3 * b->n; i++) free(b->owned[i]);
   b->n = 0;

@@ -66,7 +66,8 @@ static void free_cmd_request(void *p) {
   free(p);
 }
 
-/* The writer's completion callback (writer thread): wake the suspended request. */
+/* The writer's completion callback (the syncer thread, once the command is durable or refused):
+ * wake the suspended request. */
 static void command_done(tl_cmd_request *cr, void *arg) {
   (void)cr;
   tl_req_resume(arg);

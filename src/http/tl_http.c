@@ -291,8 +291,14 @@ void tl_http_stop(tl_http *h) {
     struct timespec ts = {0, 1000000L};
     nanosleep(&ts, NULL);
   }
-  if (atomic_load(&h->suspended) > 0)
-    tl_slog(TL_SLOG_ERROR, NULL, "requests still suspended at shutdown", NULL);
+  if (atomic_load(&h->suspended) > 0) {
+    /* A command still waits for its fsync (a stalled disk): the syncer will resume its
+     * connection when the writer is stopped, so the daemon must stay alive. The process is
+     * exiting: leave it running rather than free what the syncer will touch. */
+    tl_slog(TL_SLOG_ERROR, NULL, "requests still suspended at shutdown; leaving the HTTP daemon",
+            NULL);
+    return;
+  }
   MHD_stop_daemon(h->daemon);
   free(h);
 }

@@ -12,10 +12,13 @@
  * status, body, position, created_at); snapshots(stream PRIMARY KEY, version, schema_version,
  * state), the latest snapshot of each stream. A batch is one BEGIN IMMEDIATE ... COMMIT.
  *
- * Snapshots are written on a second connection with synchronous=NORMAL: its commits do not
- * fsync, so a snapshot never costs the write lane an fsync. The WAL is one file, so the next
- * group commit's fsync (or a checkpoint) makes the snapshot durable too; a crash before that
- * may lose the snapshot, never an event, and WAL recovery never keeps half a transaction.
+ * At open the WAL is fdatasynced before anything is read: after a crash of the process (kill -9,
+ * an abort) the kernel may still hold frames of batches the syncer had not synced, which SQLite's
+ * recovery reads back as committed; they become durable before anyone acts on them.
+ *
+ * Snapshots taken during a batch are written in the batch's own transaction, under a savepoint:
+ * durable exactly when the events they describe are, and a failure to store them (fail point
+ * log.snapshot) rolls back the savepoint only: the batch commits without them.
  */
 #include "log/tl_log_int.h"
 #include "util/tl_db.h"
@@ -32,7 +35,6 @@
 
 typedef struct sqlite_log {
   tl_db *w;    /* the writer's connection */
-  tl_db *snap; /* the connection for snapshots (synchronous=NORMAL) */
   int wal_fd;  /* <dir>/events.db-wal, for sync's fdatasync */
   char path[PATH_MAX];
 } sqlite_log;
@@ -95,6 +97,8 @@ static int sq_open(void **impl, const tl_log_opts *opts, int64_t *head, tl_err *
     snprintf(wal, sizeof wal, "%s-wal", l->path);
     l->wal_fd = open(wal, O_RDWR | O_CLOEXEC);
     if (l->wal_fd < 0) rc = tl_err_set(err, TL_E_IO, "cannot open %s: %s", wal, strerror(errno));
+    else if (fdatasync(l->wal_fd) != 0) /* see the file comment */
+      rc = tl_err_set(err, TL_E_IO, "fdatasync of %s: %s", wal, strerror(errno));
   }
   sqlite3_stmt *st = NULL;
   if (rc == TL_OK) {
@@ -106,12 +110,8 @@ static int sq_open(void **impl, const tl_log_opts *opts, int64_t *head, tl_err *
     else rc = tl_db_fail(l->w, sqlite3_errcode(l->w->db), "read head", err);
     sqlite3_reset(st);
   }
-  if (rc == TL_OK) rc = tl_db_open(&l->snap, l->path, 0, "NORMAL", err);
-  /* The writer's background checkpointer also takes the pages snapshots add to the WAL. */
-  if (rc == TL_OK) rc = tl_db_exec(l->snap, "PRAGMA wal_autocheckpoint=0", err);
   if (rc != TL_OK) {
     if (l->wal_fd >= 0) close(l->wal_fd);
-    tl_db_close(l->snap);
     tl_db_close(l->w);
     free(l);
     return rc;
@@ -123,7 +123,6 @@ static int sq_open(void **impl, const tl_log_opts *opts, int64_t *head, tl_err *
 static void sq_close(void *impl) {
   sqlite_log *l = impl;
   if (!l) return;
-  tl_db_close(l->snap);
   tl_db_close(l->w);
   if (l->wal_fd >= 0) close(l->wal_fd);
   free(l);
@@ -134,6 +133,21 @@ static int step_done(tl_db *d, sqlite3_stmt *st, const char *what, tl_err *err) 
   sqlite3_reset(st);
   if (rc != SQLITE_DONE) return tl_db_fail(d, rc, what, err);
   return TL_OK;
+}
+
+/* Upserts snapshots on d, inside the caller's transaction. */
+static int put_snapshots(tl_db *d, const tl_snapshot_in *snaps, size_t n, tl_err *err) {
+  int rc = TL_OK;
+  for (size_t i = 0; i < n && rc == TL_OK; i++) {
+    sqlite3_stmt *st = tl_db_stmt(d, SQL_PUT_SNAPSHOT, err);
+    if (!st) return TL_E_IO;
+    sqlite3_bind_text(st, 1, snaps[i].stream, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, snaps[i].version);
+    sqlite3_bind_int(st, 3, snaps[i].schema_version);
+    sqlite3_bind_text(st, 4, snaps[i].state, -1, SQLITE_STATIC);
+    rc = step_done(d, st, "store snapshot", err);
+  }
+  return rc;
 }
 
 static int sq_append(void *impl, const tl_log_batch *b, tl_err *err) {
@@ -173,6 +187,19 @@ static int sq_append(void *impl, const tl_log_batch *b, tl_err *err) {
     sqlite3_bind_int64(st, 6, b->recorded_ms);
     rc = step_done(d, st, "store idempotency key", err);
   }
+  if (rc == TL_OK && b->n_snaps > 0) {
+    /* Best effort: a snapshot that cannot be stored must not fail the batch. */
+    tl_err serr = {0};
+    int src = tl_db_run(d, "SAVEPOINT snaps", &serr);
+    if (src == TL_OK) src = put_snapshots(d, b->snaps, b->n_snaps, &serr);
+    if (src == TL_OK && tl_fp("log.snapshot"))
+      src = tl_err_set(&serr, TL_E_IO, "snapshot write failed (fail point log.snapshot)");
+    if (src != TL_OK) {
+      if (b->snaps_failed) *b->snaps_failed = 1;
+      if (tl_db_run(d, "ROLLBACK TO snaps", NULL) != TL_OK) rc = src; /* the batch is unsure */
+    }
+    if (rc == TL_OK) rc = tl_db_run(d, "RELEASE snaps", err);
+  }
   /* log.commit stands for a COMMIT that fails after the rows were inserted. */
   if (rc == TL_OK && tl_fp("log.commit"))
     rc = tl_err_set(err, TL_E_IO, "commit failed (fail point log.commit)");
@@ -206,20 +233,9 @@ static int sq_idem_expire(void *impl, int64_t before_ms, tl_err *err) {
 
 static int sq_snapshots_put(void *impl, const tl_snapshot_in *snaps, size_t n, tl_err *err) {
   sqlite_log *l = impl;
-  tl_db *d = l->snap;
+  tl_db *d = l->w;
   int rc = tl_db_run(d, "BEGIN IMMEDIATE", err);
-  for (size_t i = 0; i < n && rc == TL_OK; i++) {
-    sqlite3_stmt *st = tl_db_stmt(d, SQL_PUT_SNAPSHOT, err);
-    if (!st) {
-      rc = TL_E_IO;
-      break;
-    }
-    sqlite3_bind_text(st, 1, snaps[i].stream, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, snaps[i].version);
-    sqlite3_bind_int(st, 3, snaps[i].schema_version);
-    sqlite3_bind_text(st, 4, snaps[i].state, -1, SQLITE_STATIC);
-    rc = step_done(d, st, "store snapshot", err);
-  }
+  if (rc == TL_OK) rc = put_snapshots(d, snaps, n, err);
   if (rc == TL_OK) rc = tl_db_run(d, "COMMIT", err);
   if (rc != TL_OK && !sqlite3_get_autocommit(d->db))
     sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);

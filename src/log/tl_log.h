@@ -54,12 +54,21 @@ typedef struct tl_log_idem_in {
   int64_t position;
 } tl_log_idem_in;
 
+typedef struct tl_snapshot_in tl_snapshot_in;
+
 typedef struct tl_log_batch {
   const tl_log_event_in *events;
   size_t n_events;
   const tl_log_idem_in *idem;
   size_t n_idem;
   int64_t recorded_ms; /* one recording time for the whole batch */
+  /* Snapshots of states the batch's events (or earlier ones) produced, stored in the same
+   * transaction, so durable exactly when those events are; best effort: if they cannot be
+   * stored (fail point log.snapshot) the batch commits without them and *snaps_failed (when
+   * not NULL) is set to 1. */
+  const tl_snapshot_in *snaps;
+  size_t n_snaps;
+  int *snaps_failed;
 } tl_log_batch;
 
 /* An event read back. All strings are owned by the event; free with tl_log_event_clear. */
@@ -98,12 +107,12 @@ typedef struct tl_idem_record {
 
 /* A snapshot to store: a stream's folded state at a version (see "Snapshots" in
  * docs/architecture.md). Strings borrowed for the duration of the call. */
-typedef struct tl_snapshot_in {
+struct tl_snapshot_in {
   const char *stream;
   int64_t version;    /* the stream version the state reflects; its events are durable */
   int schema_version; /* the layout of state (TL_*_SNAPSHOT_SCHEMA) */
   const char *state;  /* the state as text */
-} tl_snapshot_in;
+};
 
 /* A snapshot read back. state is owned: free(). */
 typedef struct tl_snapshot {
@@ -189,12 +198,12 @@ int tl_log_idem_get(tl_log_reader *r, const char *key, tl_idem_record *rec, tl_e
 /* Deletes idempotency records created before before_ms. Writer thread only. */
 int tl_log_idem_expire(tl_log *log, int64_t before_ms, tl_err *err);
 
-/* Stores snapshots, each replacing its stream's previous one (later entries of snaps win), in
- * one atomic write. Writer thread only, and only for versions whose events are already durable,
- * so a snapshot never describes events the log does not have. A snapshot is an optimisation:
- * the write is not waited for to become durable (SQLite: no fsync of its own; it is made
- * durable by the next group commit or checkpoint), so a crash may lose it, never half of it.
- * Returns 0, or TL_E_IO with nothing changed (fail point log.snapshot). */
+/* Stores snapshots outside a batch (tools and tests; the writer stores them with its batches,
+ * see tl_log_batch), each replacing its stream's previous one (later entries of snaps win), in
+ * one atomic write, for versions whose events are already durable. The write is not waited for
+ * to become durable (no fsync of its own; the next sync or checkpoint makes it durable), so a
+ * crash may lose it, never half of it. Writer's thread only. Returns 0, or TL_E_IO with nothing
+ * changed (fail point log.snapshot). */
 int tl_log_snapshots_put(tl_log *log, const tl_snapshot_in *snaps, size_t n, tl_err *err);
 
 /* The latest snapshot of stream, as stored: the caller checks its schema version and content.

@@ -23,10 +23,10 @@
  *
  * Snapshots: every snapshot_every events of a stream (when a staged event's version is a
  * multiple of it), and after a load that had to fold at least that many events, the state is
- * encoded at once and queued; the queue goes to the syncer with the batch if the commit succeeded
- * (stored after the sync and the answers), or is dropped if it failed. So a stored snapshot
- * only ever describes durable events, and storing one can delay the next batch but never fail
- * or hold back a command. A load takes the stream's snapshot if its schema version is current,
+ * encoded at once and queued; the queue is stored in the batch's own transaction (under a
+ * savepoint: if storing it fails, the batch commits without it), so a stored snapshot is
+ * durable exactly when the events it describes are, and storing one can never fail or hold
+ * back a command. A load takes the stream's snapshot if its schema version is current,
  * it decodes, and its version is in the log, then folds the events after it; anything else
  * folds the whole stream (and the next snapshot replaces the unusable one).
  */
@@ -53,7 +53,7 @@
 #define IDEM_TTL_MS (24LL * 3600 * 1000)
 #define IDEM_EXPIRE_EVERY_MS (10LL * 60 * 1000)
 
-/* Snapshots taken during a batch, stored after its sync. Owned strings. */
+/* Snapshots taken during a batch, stored with it. Owned strings. */
 typedef struct pending_snapshot {
   char stream[96];
   int64_t version;
@@ -69,13 +69,12 @@ typedef struct snap_list {
 struct tl_writer {
   tl_log *log;
   pthread_t thread;
-  /* The syncer: committed requests wait in sync_head..sync_tail (FIFO, linked by next) and
-   * their batches' snapshots in ready, both guarded by sync_lock. */
+  /* The syncer: committed requests wait in sync_head..sync_tail (FIFO, linked by next),
+   * guarded by sync_lock. */
   pthread_t syncer;
   pthread_mutex_t sync_lock;
   pthread_cond_t sync_cond;
   tl_cmd_request *sync_head, *sync_tail;
-  snap_list ready;
   int sync_stopping;
   pthread_mutex_t lock; /* guards the queue and stopping */
   pthread_cond_t cond;
@@ -212,40 +211,16 @@ static void drop_snapshots(snap_list *l) {
   l->n = 0;
 }
 
-/* Moves src's snapshots to the end of dst (out of memory drops them: they are optional). */
-static void move_snapshots(snap_list *dst, snap_list *src) {
-  if (src->n == 0) return;
-  if (grow((void **)&dst->v, &dst->cap, dst->n + src->n, sizeof *dst->v)) {
-    drop_snapshots(src);
-    return;
-  }
-  memcpy(dst->v + dst->n, src->v, src->n * sizeof *src->v);
-  dst->n += src->n;
-  src->n = 0;
-}
-
-/* Stores the snapshots of batches whose sync succeeded (syncer thread). A failure is logged and
- * counted, nothing else: the loads of those streams just fold more events. */
-static void store_snapshots(tl_writer *w, snap_list *l) {
-  if (l->n == 0) return;
+/* The snapshots of the batch in flight as the log takes them (NULL when there are none or
+ * memory ran out: they are optional). */
+static tl_snapshot_in *snapshots_in(const snap_list *l) {
+  if (l->n == 0) return NULL;
   tl_snapshot_in *in = malloc(l->n * sizeof *in);
-  tl_err err = {0};
-  int rc = TL_E_NOMEM;
-  if (in) {
-    for (size_t i = 0; i < l->n; i++)
-      in[i] =
-          (tl_snapshot_in){l->v[i].stream, l->v[i].version, l->v[i].schema_version, l->v[i].state};
-    rc = tl_log_snapshots_put(w->log, in, l->n, &err);
-    free(in);
-  }
-  if (rc == TL_OK) {
-    atomic_fetch_add(&tl_g_stats.snapshots_written, l->n);
-  } else {
-    atomic_fetch_add(&tl_g_stats.snapshot_write_errors, 1);
-    tl_slog(TL_SLOG_WARN, NULL, "storing snapshots failed; loads fold more events", "error",
-            rc == TL_E_NOMEM ? "out of memory" : err.msg, NULL);
-  }
-  drop_snapshots(l);
+  if (!in) return NULL;
+  for (size_t i = 0; i < l->n; i++)
+    in[i] =
+        (tl_snapshot_in){l->v[i].stream, l->v[i].version, l->v[i].schema_version, l->v[i].state};
+  return in;
 }
 
 /* ---- loading aggregates ------------------------------------------------------------------ */
@@ -733,15 +708,31 @@ static void process_batch(tl_writer *w, tl_cmd_request *list, batch *b) {
   if (grouped) tl_log_read_end(reader);
 
   int failed = b->poisoned;
-  if (!failed && (b->n_events > 0 || b->n_idem > 0)) {
-    tl_log_batch lb = {b->events, b->n_events, b->idem, b->n_idem, b->now_ms};
+  if (!failed && (b->n_events > 0 || b->n_idem > 0 || w->snaps.n > 0)) {
+    tl_snapshot_in *snaps = snapshots_in(&w->snaps);
+    int snaps_failed = 0;
+    tl_log_batch lb = {.events = b->events,
+                       .n_events = b->n_events,
+                       .idem = b->idem,
+                       .n_idem = b->n_idem,
+                       .recorded_ms = b->now_ms,
+                       .snaps = snaps,
+                       .n_snaps = snaps ? w->snaps.n : 0,
+                       .snaps_failed = &snaps_failed};
     tl_err err = {0};
     int rc = tl_log_commit(w->log, &lb, &err);
+    free(snaps);
     if (rc != TL_OK) {
       failed = 1;
       tl_slog(TL_SLOG_ERROR, NULL, "group commit failed; batch not acknowledged", "error",
               err.msg, NULL);
     } else {
+      if (snaps_failed || (!snaps && w->snaps.n > 0)) {
+        atomic_fetch_add(&tl_g_stats.snapshot_write_errors, 1);
+        tl_slog(TL_SLOG_WARN, NULL, "storing snapshots failed; loads fold more events", NULL);
+      } else {
+        atomic_fetch_add(&tl_g_stats.snapshots_written, lb.n_snaps);
+      }
       atomic_fetch_add(&tl_g_stats.events_appended, b->n_events);
       tl_hist_observe(&tl_g_stats.batch_size, (double)n_writing);
     }
@@ -779,8 +770,8 @@ static void process_batch(tl_writer *w, tl_cmd_request *list, batch *b) {
     }
   }
   (void)n_requests;
-  /* To the syncer: answered (and the snapshots stored) once the log is durable past them. */
-  if (failed) drop_snapshots(&w->snaps);
+  drop_snapshots(&w->snaps); /* stored with the batch, or lost with it */
+  /* To the syncer: answered once the log is durable past them. */
   tl_cmd_request *tail = list;
   while (tail->next) tail = tail->next;
   pthread_mutex_lock(&w->sync_lock);
@@ -789,30 +780,24 @@ static void process_batch(tl_writer *w, tl_cmd_request *list, batch *b) {
   else
     w->sync_head = list;
   w->sync_tail = tail;
-  move_snapshots(&w->ready, &w->snaps);
   pthread_cond_signal(&w->sync_cond);
   pthread_mutex_unlock(&w->sync_lock);
 }
 
 /* The syncer thread: one tl_log_sync for everything committed since the last, then the answers
- * and the snapshots of the batches it covered (see the file comment). */
+ * of the batches it covered (see the file comment). */
 static void *syncer_main(void *arg) {
   tl_writer *w = arg;
   tl_thread_name("tl-syncer");
-  snap_list snaps = {0};
   for (;;) {
     pthread_mutex_lock(&w->sync_lock);
-    while (!w->sync_head && w->ready.n == 0 && !w->sync_stopping)
-      pthread_cond_wait(&w->sync_cond, &w->sync_lock);
-    if (!w->sync_head && w->ready.n == 0) { /* stopping, and nothing is left */
+    while (!w->sync_head && !w->sync_stopping) pthread_cond_wait(&w->sync_cond, &w->sync_lock);
+    if (!w->sync_head) { /* stopping, and nothing is left */
       pthread_mutex_unlock(&w->sync_lock);
       break;
     }
     tl_cmd_request *list = w->sync_head;
     w->sync_head = w->sync_tail = NULL;
-    snap_list taken = w->ready; /* swap: the writer fills the emptied array next */
-    w->ready = snaps;
-    snaps = taken;
     pthread_mutex_unlock(&w->sync_lock);
 
     tl_err err = {0};
@@ -834,10 +819,7 @@ static void *syncer_main(void *arg) {
         sem_post(&list->done);
       list = next;
     }
-    /* Snapshots only after the answers: they are an optimisation and must not delay one. */
-    store_snapshots(w, &snaps);
   }
-  free(snaps.v);
   return NULL;
 }
 
@@ -853,7 +835,8 @@ static void *writer_main(void *arg) {
       pthread_mutex_unlock(&w->lock);
       break;
     }
-    /* Take up to max_batch queued commands: everything that arrived while the last fsync ran. */
+    /* Take up to max_batch queued commands: everything that arrived while the last batch was
+     * decided and committed. */
     tl_cmd_request *list = w->q_head, *last = list;
     for (int n = 1; n < w->max_batch && last->next; n++) last = last->next;
     w->q_head = last->next;
@@ -886,7 +869,6 @@ static void stop_syncer(tl_writer *w) {
 
 static void free_writer(tl_writer *w) {
   free(w->snaps.v);
-  free(w->ready.v);
   pthread_cond_destroy(&w->sync_cond);
   pthread_mutex_destroy(&w->sync_lock);
   pthread_cond_destroy(&w->cond);

@@ -73,7 +73,7 @@ static void commit(fixture *f, const char *stream, int64_t from, int n, int sync
                               .schema_version = 1,
                               .data = "{\"quantity\":1}",
                               .metadata = "{}"};
-  tl_log_batch b = {ev, (size_t)n, NULL, 0, 1700000000000LL};
+  tl_log_batch b = {.events = ev, .n_events = (size_t)n, .recorded_ms = 1700000000000LL};
   tl_err err = {0};
   int rc = sync ? tl_log_append(f->log, &b, &err) : tl_log_commit(f->log, &b, &err);
   if (rc != TL_OK) fail_msg("append: %s", err.msg);
@@ -133,7 +133,7 @@ static void test_pool_readers_see_synced_events_only(void **state) {
 
   /* A batch of idempotency records alone moves no position but still needs its fsync. */
   tl_log_idem_in k = {"key-1", "fp", 201, "{}", 5};
-  tl_log_batch b = {NULL, 0, &k, 1, 1700000000000LL};
+  tl_log_batch b = {.idem = &k, .n_idem = 1, .recorded_ms = 1700000000000LL};
   assert_int_equal(tl_log_commit(f->log, &b, &err), TL_OK);
   assert_int_equal(tl_log_sync(f->log, &did_sync, &err), TL_OK);
   assert_true(did_sync);
@@ -161,6 +161,41 @@ static void expect_snapshot(fixture *f, const char *stream, int64_t version, int
   assert_int_equal(s.schema_version, schema);
   assert_string_equal(s.state, state);
   free(s.state);
+}
+
+/* The writer's way: a batch carries the snapshots its events produced, stored in the same
+ * transaction; a failure to store them (fail point log.snapshot) loses them, not the batch. */
+static void test_snapshots_ride_with_their_batch(void **state) {
+  fixture *f = *state;
+  tl_err err = {0};
+  tl_log_event_in ev = {.position = 1,
+                        .stream = "product-a",
+                        .version = 1,
+                        .type = "ProductRestocked",
+                        .schema_version = 1,
+                        .data = "{\"quantity\":1}",
+                        .metadata = "{}"};
+  tl_snapshot_in snap = {"product-a", 1, 1, "{\"a\":1}"};
+  int failed = -1;
+  tl_log_batch b = {.events = &ev,
+                    .n_events = 1,
+                    .recorded_ms = 1700000000000LL,
+                    .snaps = &snap,
+                    .n_snaps = 1,
+                    .snaps_failed = &failed};
+  assert_int_equal(tl_log_append(f->log, &b, &err), TL_OK);
+  assert_int_equal(failed, -1); /* untouched: stored */
+  expect_snapshot(f, "product-a", 1, 1, "{\"a\":1}");
+
+  ev.position = 2;
+  ev.version = 2;
+  snap = (tl_snapshot_in){"product-a", 2, 1, "{\"a\":2}"};
+  assert_int_equal(tl_fp_set("log.snapshot", "error", &err), TL_OK);
+  assert_int_equal(tl_log_append(f->log, &b, &err), TL_OK);
+  tl_fp_clear_all();
+  assert_int_equal(failed, 1);
+  assert_int_equal(tl_log_head(f->log), 2);           /* the event is in */
+  expect_snapshot(f, "product-a", 1, 1, "{\"a\":1}"); /* the older snapshot stays */
 }
 
 static void test_snapshots_put_get_replace(void **state) {
@@ -316,6 +351,7 @@ int main(void) {
   if (tl_db_init_library(&err) != TL_OK) return 1;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_pool_readers_see_synced_events_only, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_snapshots_ride_with_their_batch, setup, teardown),
       cmocka_unit_test_setup_teardown(test_snapshots_put_get_replace, setup, teardown),
       cmocka_unit_test_setup_teardown(test_failed_snapshot_write_changes_nothing, setup, teardown),
       cmocka_unit_test_setup_teardown(test_grouped_reads_see_one_snapshot, setup, teardown),
