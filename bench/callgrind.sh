@@ -59,6 +59,9 @@ cleanup() {
   fi
   bench_stop "$SERVER_PID" 100
   bench_log_tail "$rc" "$WORK/server.log"
+  if [[ -n ${BENCH_CG_THREADS_DIR:-} ]]; then
+    mkdir -p "$BENCH_CG_THREADS_DIR" && cp "$WORK"/cg.out* "$BENCH_CG_THREADS_DIR"/ 2>/dev/null || true
+  fi
   rm -rf "$WORK"
   exit "$rc"
 }
@@ -67,7 +70,12 @@ bench_traps cleanup
 PORT=$(bench_free_port)
 mkdir "$WORK/data"
 # --http-threads 1: one event loop, so that one client's requests always take the same path.
-valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --dump-instr=no \
+# BENCH_CG_THREADS_DIR=DIR: one profile per thread (--separate-threads=yes), copied to DIR at the
+# end (cg.out.<dump>-<thread>; dump 2 is the commands, see callgrind_annotate) for a split by
+# thread; the figures printed are the sums over all threads either way.
+SEPARATE=()
+[[ -z ${BENCH_CG_THREADS_DIR:-} ]] || SEPARATE=(--separate-threads=yes)
+valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --dump-instr=no "${SEPARATE[@]}" \
   --vgdb=yes --error-limit=no \
   "$BUILD_DIR/twinlane" serve --data "$WORK/data" --listen "127.0.0.1:$PORT" \
   --http-threads 1 --log-level warn >"$WORK/server.log" 2>&1 &
@@ -158,13 +166,20 @@ def dump():
     subprocess.run(["callgrind_control", "--dump", str(pid)], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     end = time.monotonic() + 30
+    last = None
     while True:
         new = set(glob.glob(os.path.join(work, "cg.out*"))) - before
-        for path in new:
+        total, found = 0, 0
+        for path in new:  # one file per dump, or one per thread with --separate-threads
             with open(path) as f:
                 for line in f:
-                    if line.startswith("summary:") or line.startswith("totals:"):
-                        return int(line.split()[1])
+                    if line.startswith("totals:") or line.startswith("summary:"):
+                        total += int(line.split()[1])
+                        found += 1
+                        break
+        if new and found == len(new) and new == last:  # the same files two polls running
+            return total
+        last = new
         if time.monotonic() > end:
             raise SystemExit("callgrind.sh: no callgrind dump appeared")
         time.sleep(0.1)
