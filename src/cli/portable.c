@@ -372,8 +372,9 @@ int tl_cli_import(int argc, char **argv) {
   if (step == TL_OK) step = flush_batch(log, batch, nb, &err);
   for (size_t i = 0; i < nb; i++) imp_clear(&batch[i]);
   if (step != TL_OK) {
+    /* After a failed sync the log may hold more than its durable head: name what it holds. */
     fprintf(stderr, "twinlane: import failed: %s (the log now ends at %lld: remove %s and retry)\n",
-            err.msg, (long long)tl_log_head(log), dir);
+            err.msg, (long long)tl_log_committed(log), dir);
     goto out;
   }
   fprintf(stderr, "twinlane: imported %lld events into %s\n", (long long)done, dir);

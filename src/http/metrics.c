@@ -55,6 +55,14 @@ char *tl_metrics_text(tl_app *app) {
       (long long)head, (unsigned long long)atomic_load(&tl_g_stats.events_appended),
       (unsigned long long)atomic_load(&tl_g_stats.fsyncs));
   tl_hist_render(&b, "tl_group_commit_batch_size", "", &tl_g_stats.batch_size);
+  tl_buf_printf(&b,
+                "# HELP tl_order_view_cache_total GET /orders/{id} answers by source: the "
+                "in-memory view cache (hit) or the read model (miss).\n"
+                "# TYPE tl_order_view_cache_total counter\n"
+                "tl_order_view_cache_total{result=\"hit\"} %llu\n"
+                "tl_order_view_cache_total{result=\"miss\"} %llu\n",
+                (unsigned long long)atomic_load(&tl_g_stats.order_view_hits),
+                (unsigned long long)atomic_load(&tl_g_stats.order_view_misses));
   tl_buf_printf(
       &b,
       "# HELP tl_aggregate_loads_total Aggregates loaded into the writer's cache, by source: a "

@@ -12,6 +12,7 @@
  */
 #include "read/tl_read_int.h"
 
+#include "util/tl_id.h"
 #include "util/tl_slog.h"
 #include "util/tl_stats.h"
 #include "util/tl_time.h"
@@ -26,6 +27,9 @@
 #include <unistd.h>
 
 #define BATCH_EVENTS 512
+#define TOUCHED_MAX TL_TOUCHED_MAX
+/* Order views kept rendered in memory: 65,536 slots, at most ~45 MB of answers. */
+#define ORDER_VIEW_SLOTS_LOG2 16
 #define MAX_PROJECTIONS TL_MAX_PROJECTIONS
 #define DLQ_OP_ROWS 10000 /* rows one retry-all handles */
 /* Housekeeping (tl_projection_def.tidy): a step runs once no batch was applied for
@@ -369,6 +373,29 @@ static int apply_careful(batch_ctx *b, int i, const tl_event *ev, const tl_jv *d
   return apply_one(b->r, i, ev, data, 1, why);
 }
 
+/* Remembers the order of an event the batch reads: its cached view is dropped after the commit
+ * (drop_touched_views). More orders than the list holds: every view is dropped. */
+static void touch_order(tl_read *r, const char *stream) {
+  if (strncmp(stream, "order-", 6) != 0) return;
+  size_t n = strlen(stream + 6);
+  if (n <= TL_ULID_LEN && r->n_touched < TOUCHED_MAX)
+    memcpy(r->touched[r->n_touched++], stream + 6, n + 1);
+  else
+    r->touched_overflow = 1;
+}
+
+/* After a batch's commit and before its checkpoints are published (view_cache.h). */
+static void drop_touched_views(tl_read *r) {
+  if (r->order_views) {
+    if (r->touched_overflow)
+      tl_vcache_invalidate_all(r->order_views);
+    else
+      for (int i = 0; i < r->n_touched; i++) tl_vcache_invalidate(r->order_views, r->touched[i]);
+  }
+  r->n_touched = 0;
+  r->touched_overflow = 0;
+}
+
 static int apply_event(void *arg, const tl_event *ev) {
   batch_ctx *b = arg;
   tl_read *r = b->r;
@@ -379,6 +406,7 @@ static int apply_event(void *arg, const tl_event *ev) {
     if (!b->held[i] && ev->position > b->cp[i]) needed = 1;
   if (!needed) return 0;
   const tl_jv *data = tl_read_parse_data(&r->doc, ev);
+  touch_order(r, ev->stream);
   if (!b->careful) {
     if (apply_event_fast(b, ev, data)) return 1;
     if (b->n < BATCH_EVENTS) b->recorded[b->n] = ev->recorded_ms;
@@ -501,6 +529,7 @@ static int project_batch(tl_read *r, tl_log_reader *reader) {
     free(b);
     return -1;
   }
+  drop_touched_views(r);
   int64_t now = tl_now_ms();
   if (b->n > 0) r->last_batch_ns = tl_mono_ns();
   for (int k = 0; k < b->n && k < BATCH_EVENTS; k++)
@@ -635,10 +664,14 @@ static void serve_task(tl_read *r, tl_log_reader *reader) {
   tl_job *job = tl_handoff_take(&r->tasks);
   if (!job) return;
   tl_proj_task *t = (tl_proj_task *)job;
-  tl_handoff_finish(&r->tasks, job, t->run(r, reader, t->arg, &job->err));
+  int rc = t->run(r, reader, t->arg, &job->err);
+  /* A task may have changed order rows (a dead letter applied, a swap): drop every view. */
+  if (r->order_views) tl_vcache_invalidate_all(r->order_views);
+  tl_handoff_finish(&r->tasks, job, rc);
 }
 
 void tl_read_publish_rebuilt(tl_read *r, int i, int64_t position, int64_t recorded_ms) {
+  if (r->order_views) tl_vcache_invalidate_all(r->order_views); /* new tables, maybe new shape */
   pthread_mutex_lock(&r->lock);
   memset(&r->fail[i], 0, sizeof r->fail[i]);
   atomic_store(&r->attempts[i], 0);
@@ -790,6 +823,7 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
   if (r->opts.retry_cap_ms < r->opts.retry_base_ms) r->opts.retry_cap_ms = r->opts.retry_base_ms;
   r->rng = (unsigned)tl_mono_ns();
   atomic_store(&r->rebuilding, -1);
+  r->order_views = tl_vcache_new(ORDER_VIEW_SLOTS_LOG2); /* NULL: every view is queried */
   pthread_mutex_init(&r->lock, NULL);
   tl_handoff_init(&r->tasks);
   pthread_condattr_t ca;
@@ -897,6 +931,7 @@ void tl_read_close(tl_read *r) {
   }
   tl_db_close(r->w);
   tl_jdoc_free(&r->doc);
+  tl_vcache_free(r->order_views);
   pthread_cond_destroy(&r->cond);
   tl_handoff_destroy(&r->tasks);
   pthread_mutex_destroy(&r->lock);
@@ -1062,6 +1097,28 @@ json_t *tl_query_dlq(tl_db *db, const char *projection, int limit, tl_problem *p
   if (!arr)
     tl_problem_set(p, 503, "READ_MODEL_UNAVAILABLE", "The dead-letter queue cannot be read.");
   return arr;
+}
+
+int tl_read_order_view(tl_read *r, const char *order_id, tl_jw *out, tl_problem *p) {
+  uint64_t ticket = UINT64_MAX;
+  if (r->order_views && tl_vcache_get(r->order_views, order_id, out, &ticket)) {
+    atomic_fetch_add_explicit(&tl_g_stats.order_view_hits, 1, memory_order_relaxed);
+    return TL_OK;
+  }
+  atomic_fetch_add_explicit(&tl_g_stats.order_view_misses, 1, memory_order_relaxed);
+  tl_db *db = NULL;
+  tl_err err = {0};
+  if (tl_read_conn_acquire(r, &db, &err) != TL_OK) {
+    tl_problem_set(p, 503, "READ_MODEL_UNAVAILABLE", "%s", err.msg);
+    return TL_E_IO;
+  }
+  size_t start = out->buf.len;
+  int rc = tl_query_order(db, order_id, out, p);
+  tl_read_conn_release(r, db);
+  /* The members just written, as the next hit will append them (tl_jw_raw_members). */
+  if (rc == TL_OK && r->order_views && !tl_jw_failed(out) && out->buf.len > start)
+    tl_vcache_put(r->order_views, order_id, ticket, out->buf.data + start, out->buf.len - start);
+  return rc;
 }
 
 int tl_read_conn_acquire(tl_read *r, tl_db **out, tl_err *err) {

@@ -170,6 +170,12 @@ int tl_read_dlq(tl_read *r, tl_dlq_op op, int64_t id, int timeout_ms, tl_dlq_res
  * [{id, projection, position, stream, type, error, attempts, firstFailedAt, lastFailedAt}]. */
 json_t *tl_query_dlq(tl_db *db, const char *projection, int limit, tl_problem *p);
 
+/* The order view of GET /orders/{id} (tl_query_order's members, written into out), from the
+ * view cache when it holds the order, else from a query connection (the answer is then
+ * cached). As fresh as a query of the read model: the projector invalidates an order's entry
+ * after the commit that changed it and before it publishes that batch's position. */
+int tl_read_order_view(tl_read *r, const char *order_id, tl_jw *out, tl_problem *p);
+
 /* A query connection (read-only, its own statement cache). One thread at a time. */
 int tl_read_conn_acquire(tl_read *r, tl_db **out, tl_err *err);
 void tl_read_conn_release(tl_read *r, tl_db *db);

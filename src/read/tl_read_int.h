@@ -6,6 +6,7 @@
 #define TL_READ_INT_H
 
 #include "read/tl_read.h"
+#include "read/view_cache.h"
 #include "util/tl_failpoint.h"
 #include "util/tl_handoff.h"
 
@@ -14,6 +15,7 @@
 #include <stdatomic.h>
 
 #define TL_MAX_PROJECTIONS 16
+#define TL_TOUCHED_MAX 1024 /* orders one batch may touch before every cached view is dropped */
 
 typedef struct tl_waiter {
   int proj; /* projection index, -1: all */
@@ -57,6 +59,11 @@ struct tl_read {
   _Atomic int stopping;
   unsigned rng; /* jitter (projector thread) */
   tl_jdoc doc;  /* the data of the event being applied (projector thread) */
+  tl_vcache *order_views; /* rendered GET /orders/{id} answers (view_cache.h); NULL: none */
+  /* Orders whose events the batch in flight read (projector thread; see drop_touched_views). */
+  char touched[TL_TOUCHED_MAX][27];
+  int n_touched;
+  int touched_overflow;
 
   /* Per projection: applied position, recorded time of that event, failure state. */
   _Atomic int64_t checkpoint[TL_MAX_PROJECTIONS];

@@ -115,6 +115,12 @@ void tl_jw_raw(tl_jw *w, const char *json, size_t n) {
   tl_buf_append(&w->buf, json, n);
 }
 
+void tl_jw_raw_members(tl_jw *w, const char *members, size_t n) {
+  if (n == 0) return;
+  begin_item(w); /* the comma after earlier members, and the object now holds one */
+  tl_buf_append(&w->buf, members, n);
+}
+
 void tl_jw_json(tl_jw *w, const json_t *j) {
   begin_item(w);
   if (!tl_json_dump_into(&w->buf, j)) w->buf.oom = 1;

@@ -58,6 +58,9 @@ void tl_jw_money(tl_jw *w, int64_t minor);
 void tl_jw_time(tl_jw *w, int64_t ms);
 /* n bytes of JSON text the caller vouches for, as one value. */
 void tl_jw_raw(tl_jw *w, const char *json, size_t n);
+/* n bytes of members ("\"a\":1,\"b\":2", as tl_jw wrote them into another object) for the
+ * open object, after its members so far. */
+void tl_jw_raw_members(tl_jw *w, const char *members, size_t n);
 
 /* A jansson value, as tl_json_dumps writes it (money placeholders as exact numbers). A value
  * that cannot be written (a string that is not UTF-8) makes the text fail like an allocation. */

@@ -14,6 +14,8 @@ void tl_stats_init(void) {
   }
   atomic_init(&tl_g_stats.events_appended, 0);
   atomic_init(&tl_g_stats.fsyncs, 0);
+  atomic_init(&tl_g_stats.order_view_hits, 0);
+  atomic_init(&tl_g_stats.order_view_misses, 0);
   atomic_init(&tl_g_stats.loads_from_log, 0);
   atomic_init(&tl_g_stats.loads_from_snapshot, 0);
   atomic_init(&tl_g_stats.load_events, 0);

@@ -32,6 +32,7 @@ typedef struct tl_stats {
   tl_hist query_seconds[TL_Q__COUNT];
   _Atomic uint64_t events_appended;
   _Atomic uint64_t fsyncs;
+  _Atomic uint64_t order_view_hits, order_view_misses; /* GET /orders/{id} from the view cache */
   tl_hist batch_size;      /* commands per durable commit */
   /* Aggregate loads (writer cache misses) and snapshots, see docs/architecture.md. */
   _Atomic uint64_t loads_from_log;       /* full folds: no usable snapshot */

@@ -478,3 +478,28 @@ def test_customer_pages_are_stable_when_new_orders_arrive(shared):
     assert ids == sorted((o["orderId"] for o in old), reverse=True)
     st, _, first = shared.query("/customers/%s/orders" % cust, new[-1]["position"], {"limit": 3})
     assert [s["orderId"] for s in first["items"]] == sorted((o["orderId"] for o in new), reverse=True)
+
+
+def test_order_view_cache_answers_repeats_and_never_serves_a_replaced_view(make_server):
+    """GET /orders/{id} is answered from rendered views kept in memory: a repeat is a cache hit
+    (tl_order_view_cache_total), byte for byte the same, and every change the projector applies
+    replaces the view before its position is published, so a read at that position (or after)
+    never gets the old one."""
+    srv = make_server()
+    pid = srv.create_product(uid("prod"), stock=10)["productId"]
+    o = srv.place_reserved_order([(pid, 1, 3)])
+    oid = o["orderId"]
+    pos = srv.idle_head()
+    hits = srv.metric("tl_order_view_cache_total", '{result="hit"}')
+    st, _, first = srv.query("/orders/" + oid, pos)
+    st2, _, again = srv.query("/orders/" + oid, pos)
+    assert st == st2 == 200 and first["status"] == "RESERVED", first
+    first.pop("meta"), again.pop("meta")
+    assert again == first
+    assert srv.metric("tl_order_view_cache_total", '{result="hit"}') > hits
+    for action, status in (("confirm-payment", "PAID"), ("ship", "SHIPPED")):
+        st, h, b = srv.command(oid, action)
+        assert st == 200, b
+        for _ in range(3):  # the first read may fill the cache, the next ones hit it
+            st, _, v = srv.query("/orders/" + oid, b["position"])
+            assert st == 200 and v["status"] == status and v["version"] >= b["version"], v
