@@ -30,6 +30,7 @@ void tl_cli_usage(int to_stderr) {
           "usage:\n"
           "  twinlane serve [--data DIR] [--listen HOST:PORT] [--log-level LEVEL]\n"
           "                 [--ready-lag-ms MS] [--order-cache N] [--snapshot-every N]\n"
+          "                 [--view-cache N]\n"
           "                 [--http-threads N]\n"
           "                 [--retry-base-ms MS] [--retry-cap-ms MS] [--retry-attempts N]\n"
           "                 [--enable-failpoints]\n"
@@ -47,6 +48,8 @@ void tl_cli_usage(int to_stderr) {
           "  --log-level LEVEL   debug, info, warn or error (default info)\n"
           "  --ready-lag-ms MS   /ready fails when a projection lags more (default 5000)\n"
           "  --order-cache N     orders kept in the writer's memory (default 100000)\n"
+          "  --view-cache N      order views kept rendered in memory, a power of two\n"
+          "                      (default 65536; 0: none)\n"
           "  --snapshot-every N  snapshot an aggregate's state every N events of its stream\n"
           "                      (default %d; 0: no snapshots, every load folds the stream)\n"
           "  --http-threads N    HTTP event-loop threads (default: CPUs, at most 8)\n"
@@ -104,18 +107,25 @@ int tl_cli_serve(int argc, char **argv) {
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   int http_threads = ncpu > 0 ? (int)(ncpu < 8 ? ncpu : 8) : 2;
   int enable_failpoints = 0;
-  tl_read_opts ro = {.retry_base_ms = 200, .retry_cap_ms = 30000, .retry_attempts = 8};
+  tl_read_opts ro = {.retry_base_ms = 200,
+                     .retry_cap_ms = 30000,
+                     .retry_attempts = 8,
+                     .view_cache = TL_READ_VIEW_CACHE_DEFAULT};
   long snapshot_every = TL_SNAPSHOT_EVERY_DEFAULT;
-  static const struct option OPTS[] = {
-      {"data", required_argument, NULL, 'd'},       {"listen", required_argument, NULL, 'l'},
-      {"log-level", required_argument, NULL, 'v'},  {"ready-lag-ms", required_argument, NULL, 'r'},
-      {"order-cache", required_argument, NULL, 'c'}, {"http-threads", required_argument, NULL, 't'},
-      {"retry-base-ms", required_argument, NULL, 'B'},
-      {"retry-cap-ms", required_argument, NULL, 'C'},
-      {"retry-attempts", required_argument, NULL, 'A'},
-      {"enable-failpoints", no_argument, NULL, 'F'}, {"help", no_argument, NULL, 'h'},
-      {"snapshot-every", required_argument, NULL, 's'},
-      {NULL, 0, NULL, 0}};
+  static const struct option OPTS[] = {{"data", required_argument, NULL, 'd'},
+                                       {"listen", required_argument, NULL, 'l'},
+                                       {"log-level", required_argument, NULL, 'v'},
+                                       {"ready-lag-ms", required_argument, NULL, 'r'},
+                                       {"order-cache", required_argument, NULL, 'c'},
+                                       {"http-threads", required_argument, NULL, 't'},
+                                       {"retry-base-ms", required_argument, NULL, 'B'},
+                                       {"retry-cap-ms", required_argument, NULL, 'C'},
+                                       {"retry-attempts", required_argument, NULL, 'A'},
+                                       {"enable-failpoints", no_argument, NULL, 'F'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {"snapshot-every", required_argument, NULL, 's'},
+                                       {"view-cache", required_argument, NULL, 'V'},
+                                       {NULL, 0, NULL, 0}};
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "d:l:h", OPTS, NULL)) != -1) {
@@ -146,6 +156,17 @@ int tl_cli_serve(int argc, char **argv) {
           snapshot_every > 1000000000) {
         fprintf(stderr, "twinlane: --snapshot-every wants a whole number from 0 to 1000000000, "
                         "got '%s'\n", optarg);
+        return 2;
+      }
+      break;
+    }
+    case 'V': {
+      char *end = NULL;
+      ro.view_cache = strtol(optarg, &end, 10);
+      if (!end || end == optarg || *end != '\0' || ro.view_cache < 0 ||
+          ro.view_cache > TL_READ_VIEW_CACHE_MAX) {
+        fprintf(stderr, "twinlane: --view-cache wants a whole number from 0 to %ld, got '%s'\n",
+                TL_READ_VIEW_CACHE_MAX, optarg);
         return 2;
       }
       break;

@@ -45,6 +45,9 @@ char *tl_metrics_text(tl_app *app) {
       &b,
       "# HELP tl_log_position Position of the last durable event.\n"
       "# TYPE tl_log_position gauge\ntl_log_position %lld\n"
+      "# HELP tl_log_committed_position Position of the last committed event; ahead of "
+      "tl_log_position while an fsync runs.\n"
+      "# TYPE tl_log_committed_position gauge\ntl_log_committed_position %lld\n"
       "# HELP tl_events_appended_total Events appended since start.\n"
       "# TYPE tl_events_appended_total counter\ntl_events_appended_total %llu\n"
       "# HELP tl_fsyncs_total fsyncs of the log since start; each makes every batch "
@@ -52,7 +55,8 @@ char *tl_metrics_text(tl_app *app) {
       "# TYPE tl_fsyncs_total counter\ntl_fsyncs_total %llu\n"
       "# HELP tl_group_commit_batch_size Commands that appended events, per group commit.\n"
       "# TYPE tl_group_commit_batch_size histogram\n",
-      (long long)head, (unsigned long long)atomic_load(&tl_g_stats.events_appended),
+      (long long)head, (long long)tl_log_committed(app->log),
+      (unsigned long long)atomic_load(&tl_g_stats.events_appended),
       (unsigned long long)atomic_load(&tl_g_stats.fsyncs));
   tl_hist_render(&b, "tl_group_commit_batch_size", "", &tl_g_stats.batch_size);
   tl_buf_printf(&b,

@@ -28,8 +28,6 @@
 
 #define BATCH_EVENTS 512
 #define TOUCHED_MAX TL_TOUCHED_MAX
-/* Order views kept rendered in memory: 65,536 slots, at most ~45 MB of answers. */
-#define ORDER_VIEW_SLOTS_LOG2 16
 #define MAX_PROJECTIONS TL_MAX_PROJECTIONS
 #define DLQ_OP_ROWS 10000 /* rows one retry-all handles */
 /* Housekeeping (tl_projection_def.tidy): a step runs once no batch was applied for
@@ -814,16 +812,24 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
   tl_read *r = calloc(1, sizeof *r);
   if (!r) return tl_err_set(err, TL_E_NOMEM, "out of memory");
   r->log = log;
-  r->opts = (tl_read_opts){.retry_base_ms = 200, .retry_cap_ms = 30000, .retry_attempts = 8};
+  r->opts = (tl_read_opts){.retry_base_ms = 200,
+                           .retry_cap_ms = 30000,
+                           .retry_attempts = 8,
+                           .view_cache = TL_READ_VIEW_CACHE_DEFAULT};
   if (opts) {
     if (opts->retry_base_ms > 0) r->opts.retry_base_ms = opts->retry_base_ms;
     if (opts->retry_cap_ms > 0) r->opts.retry_cap_ms = opts->retry_cap_ms;
     if (opts->retry_attempts > 0) r->opts.retry_attempts = opts->retry_attempts;
+    r->opts.view_cache = opts->view_cache;
   }
   if (r->opts.retry_cap_ms < r->opts.retry_base_ms) r->opts.retry_cap_ms = r->opts.retry_base_ms;
   r->rng = (unsigned)tl_mono_ns();
   atomic_store(&r->rebuilding, -1);
-  r->order_views = tl_vcache_new(ORDER_VIEW_SLOTS_LOG2); /* NULL: every view is queried */
+  if (r->opts.view_cache > 0) { /* a power of two, rounded down; NULL: every view is queried */
+    unsigned log2 = 0;
+    while (log2 < 24 && (1L << (log2 + 1)) <= r->opts.view_cache) log2++;
+    r->order_views = tl_vcache_new(log2);
+  }
   pthread_mutex_init(&r->lock, NULL);
   tl_handoff_init(&r->tasks);
   pthread_condattr_t ca;

@@ -209,6 +209,7 @@ def test_a_committed_batch_is_invisible_until_its_fsync(make_server):
         st, _, v = srv.get("/products/" + body["productId"])
         assert st == 404, v
         assert srv.metric("tl_log_position") == head
+        assert srv.metric("tl_log_committed_position") == head + 1  # an fsync in flight shows
     finally:
         t.join(15)
     st, _, b = result["r"]

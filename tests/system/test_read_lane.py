@@ -503,3 +503,23 @@ def test_order_view_cache_answers_repeats_and_never_serves_a_replaced_view(make_
         for _ in range(3):  # the first read may fill the cache, the next ones hit it
             st, _, v = srv.query("/orders/" + oid, b["position"])
             assert st == 200 and v["status"] == status and v["version"] >= b["version"], v
+
+
+def test_order_view_cache_can_be_turned_off(make_server):
+    srv = make_server(["--view-cache", "0"])
+    pid = srv.create_product(uid("prod"), stock=10)["productId"]
+    o = srv.place_reserved_order([(pid, 1, 3)])
+    pos = srv.idle_head()
+    for _ in range(3):
+        st, _, v = srv.query("/orders/" + o["orderId"], pos)
+        assert st == 200 and v["status"] == "RESERVED", v
+    assert srv.metric("tl_order_view_cache_total", '{result="hit"}') == 0
+    assert srv.metric("tl_order_view_cache_total", '{result="miss"}') >= 3
+
+
+@pytest.mark.parametrize("value", ["-1", "x", "16777217", ""])
+def test_view_cache_option_is_checked(value):
+    import subprocess
+    from conftest import BIN
+    r = subprocess.run([BIN, "serve", "--view-cache", value], capture_output=True, timeout=10)
+    assert r.returncode == 2 and b"--view-cache" in r.stderr, r
