@@ -28,6 +28,7 @@ struct tl_http {
   uint16_t port;
   _Atomic int suspended; /* requests suspended and not yet continued */
   _Atomic int stopping;
+  _Atomic int abandoned; /* tl_http_stop left the daemon running: the rest of the app is gone */
 };
 
 /* Per-request state, from the first call of the access handler to the completion callback. */
@@ -195,6 +196,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     req->body_len = cs->len;
     if (cs->too_large)
       tl_resp_error(&resp, 413, "BODY_TOO_LARGE", "The body is larger than 1 MiB.");
+    else if (atomic_load(&h->abandoned))
+      tl_resp_error(&resp, 503, "SHUTTING_DOWN", "The server is shutting down.");
     else
       tl_route(req, &resp);
   } else if (req->cont) {
@@ -287,7 +290,8 @@ void tl_http_stop(tl_http *h) {
    * ("Failed to remove listen FD from epoll set", an open defect of libmicrohttpd 0.9.75; it
    * failed a CI run's SIGTERM at random). */
   atomic_store(&h->stopping, 1);
-  for (int i = 0; i < 15000 && atomic_load(&h->suspended) > 0; i++) {
+  int64_t give_up_ns = tl_mono_ns() + 15000LL * 1000000;
+  while (atomic_load(&h->suspended) > 0 && tl_mono_ns() < give_up_ns) {
     struct timespec ts = {0, 1000000L};
     nanosleep(&ts, NULL);
   }
@@ -297,6 +301,7 @@ void tl_http_stop(tl_http *h) {
      * exiting: leave it running rather than free what the syncer will touch. */
     tl_slog(TL_SLOG_ERROR, NULL, "requests still suspended at shutdown; leaving the HTTP daemon",
             NULL);
+    atomic_store(&h->abandoned, 1); /* new requests must not reach the stores being closed */
     return;
   }
   MHD_stop_daemon(h->daemon);

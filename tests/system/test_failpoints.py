@@ -421,3 +421,28 @@ def test_bad_failpoint_specification_refuses_to_start(tmp_path, spec):
     assert r.returncode == 2, r
     assert b"TWINLANE_FAILPOINTS" in r.stderr, r.stderr
     assert not (tmp_path / "d" / "events.db").exists()
+
+
+def test_sigterm_during_a_stalled_fsync_answers_the_command_and_exits_cleanly(make_server):
+    """The HTTP layer waits 15 s for suspended commands at shutdown; an fsync stalled longer
+    than that must still end with the command answered by the syncer and a clean exit (the
+    daemon is left running for it, new requests refused), not with a freed connection resumed.
+    Takes ~17 s."""
+    import signal
+    srv = make_server(FP_ARGS)
+    srv.create_product(stock=1)
+    arm(srv, "log.fsync", "delay:16500")
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=srv.post("/products", product_body(),
+                                                                  timeout=40)))
+    t.start()
+    time.sleep(0.3)
+    srv.proc.send_signal(signal.SIGTERM)
+    t.join(40)
+    st, _, b = result["r"]
+    assert st == 201, b  # durable once the slow fsync returned, and answered
+    code = srv.proc.wait(timeout=30)
+    srv._reap()
+    assert code == 0
+    assert "leaving the HTTP daemon" in srv.stderr_tail()
+    assert not srv.sanitizer_report()
