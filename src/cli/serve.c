@@ -48,8 +48,8 @@ void tl_cli_usage(int to_stderr) {
           "  --log-level LEVEL   debug, info, warn or error (default info)\n"
           "  --ready-lag-ms MS   /ready fails when a projection lags more (default 5000)\n"
           "  --order-cache N     orders kept in the writer's memory (default 100000)\n"
-          "  --view-cache N      order views kept rendered in memory, a power of two\n"
-          "                      (default 65536; 0: none)\n"
+          "  --view-cache N      order views kept rendered in memory, rounded down to a\n"
+          "                      power of two (default 65536; 0: none)\n"
           "  --snapshot-every N  snapshot an aggregate's state every N events of its stream\n"
           "                      (default %d; 0: no snapshots, every load folds the stream)\n"
           "  --http-threads N    HTTP event-loop threads (default: CPUs, at most 8)\n"
@@ -255,11 +255,23 @@ int tl_cli_serve(int argc, char **argv) {
 out:
   if (exit_code != 0) tl_slog(TL_SLOG_ERROR, NULL, "cannot start", "error", err.msg, NULL);
   /* Order: wake read-lane waiters, stop taking requests (suspended commands are answered by the
-   * still running writer), stop the process managers (they wait for their commands), stop the
-   * projector, drain the writer, then close the log. */
+   * still running writer and syncer), stop the process managers (they wait for their
+   * commands), stop the projector, drain the writer, then close the log. If commands were
+   * still suspended after the HTTP layer's wait (a stalled fsync), the writer is drained first
+   * (its syncer answers them), and the HTTP layer is stopped before anything it could reach is
+   * closed. */
   tl_read_shutdown(read);
-  tl_http_stop(http);
+  int http_stopped = tl_http_stop(http);
   tl_saga_stop(saga);
+  if (!http_stopped) {
+    tl_writer_stop(writer);
+    writer = NULL;
+    http_stopped = tl_http_stop(http);
+  }
+  if (!http_stopped) { /* still suspended: the process ends without freeing what they use */
+    tl_slog(TL_SLOG_ERROR, NULL, "HTTP requests still suspended; exiting without cleanup", NULL);
+    return exit_code == 0 ? 1 : exit_code;
+  }
   tl_read_close(read);
   tl_writer_stop(writer);
   tl_log_close(log);

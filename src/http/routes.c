@@ -148,10 +148,17 @@ static const tl_jv *command_body(tl_req *req, tl_resp *resp, tl_jdoc *doc) {
   }
   if (rc != TL_OK || dup) {
     tl_problem p = {0};
-    if (dup)
+    if (dup) {
+      /* At most 64 bytes of the name, cut at a character boundary: the detail must stay UTF-8
+       * (an invalid one cannot be written, and the 400 would go out without a body). */
+      int n = (int)strlen(dup);
+      if (n > 64) {
+        n = 64;
+        while (n > 0 && ((unsigned char)dup[n] & 0xC0) == 0x80) n--;
+      }
       tl_problem_set(&p, 400, "MALFORMED_JSON",
-                     "The body is not valid JSON: an object repeats the name \"%.64s\".", dup);
-    else
+                     "The body is not valid JSON: an object repeats the name \"%.*s\".", n, dup);
+    } else
       tl_problem_set(&p, 400, "MALFORMED_JSON",
                      "The body is not valid JSON (RFC 8259, UTF-8, an object or an array).");
     tl_resp_problem(resp, &p);

@@ -280,8 +280,8 @@ uint16_t tl_http_port(const tl_http *h) {
   return h->port;
 }
 
-void tl_http_stop(tl_http *h) {
-  if (!h) return;
+int tl_http_stop(tl_http *h) {
+  if (!h) return 1;
   /* libmicrohttpd must not be stopped with suspended connections: refuse new commands and
    * waits (503 and stale answers from here on), and give the writer and the projector (still
    * running) time to answer the suspended ones. The listening socket stays open meanwhile:
@@ -299,11 +299,13 @@ void tl_http_stop(tl_http *h) {
     /* A command still waits for its fsync (a stalled disk): the syncer will resume its
      * connection when the writer is stopped, so the daemon must stay alive. The process is
      * exiting: leave it running rather than free what the syncer will touch. */
-    tl_slog(TL_SLOG_ERROR, NULL, "requests still suspended at shutdown; leaving the HTTP daemon",
+    tl_slog(TL_SLOG_ERROR, NULL,
+            "requests still suspended at shutdown; leaving the HTTP daemon until they are answered",
             NULL);
     atomic_store(&h->abandoned, 1); /* new requests must not reach the stores being closed */
-    return;
+    return 0;
   }
   MHD_stop_daemon(h->daemon);
   free(h);
+  return 1;
 }

@@ -371,15 +371,22 @@ static int apply_careful(batch_ctx *b, int i, const tl_event *ev, const tl_jv *d
   return apply_one(b->r, i, ev, data, 1, why);
 }
 
-/* Remembers the order of an event the batch reads: its cached view is dropped after the commit
- * (drop_touched_views). More orders than the list holds: every view is dropped. */
-static void touch_order(tl_read *r, const char *stream) {
-  if (strncmp(stream, "order-", 6) != 0) return;
-  size_t n = strlen(stream + 6);
+static void touch_id(tl_read *r, const char *id) {
+  size_t n = strlen(id);
   if (n <= TL_ULID_LEN && r->n_touched < TOUCHED_MAX)
-    memcpy(r->touched[r->n_touched++], stream + 6, n + 1);
+    memcpy(r->touched[r->n_touched++], id, n + 1);
   else
     r->touched_overflow = 1;
+}
+
+/* Remembers the orders an event the batch reads may change: its stream's (order-<id>) and the
+ * one its data names (orderId: the projection writes rows by it, and an imported log need not
+ * keep the two equal). Their cached views are dropped after the commit (drop_touched_views);
+ * more than the list holds: every view is. */
+static void touch_order(tl_read *r, const char *stream, const tl_jv *data) {
+  if (strncmp(stream, "order-", 6) == 0) touch_id(r, stream + 6);
+  const char *id = tl_jv_string(tl_jv_get(data, "orderId"));
+  if (id && (strncmp(stream, "order-", 6) != 0 || strcmp(id, stream + 6) != 0)) touch_id(r, id);
 }
 
 /* After a batch's commit and before its checkpoints are published (view_cache.h). */
@@ -404,7 +411,7 @@ static int apply_event(void *arg, const tl_event *ev) {
     if (!b->held[i] && ev->position > b->cp[i]) needed = 1;
   if (!needed) return 0;
   const tl_jv *data = tl_read_parse_data(&r->doc, ev);
-  touch_order(r, ev->stream);
+  touch_order(r, ev->stream, data);
   if (!b->careful) {
     if (apply_event_fast(b, ev, data)) return 1;
     if (b->n < BATCH_EVENTS) b->recorded[b->n] = ev->recorded_ms;
@@ -523,6 +530,8 @@ static int project_batch(tl_read *r, tl_log_reader *reader) {
   if (rc != TL_OK) {
     if (!sqlite3_get_autocommit(r->w->db)) sqlite3_exec(r->w->db, "ROLLBACK", NULL, NULL, NULL);
     memcpy(r->fail, saved, sizeof saved); /* nothing of this batch happened */
+    r->n_touched = 0;                     /* nor changed any view */
+    r->touched_overflow = 0;
     tl_slog(TL_SLOG_ERROR, NULL, "projection batch failed; will retry", "error", err.msg, NULL);
     free(b);
     return -1;
@@ -827,8 +836,8 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
   atomic_store(&r->rebuilding, -1);
   if (r->opts.view_cache > 0) { /* a power of two, rounded down; NULL: every view is queried */
     unsigned log2 = 0;
-    while (log2 < 24 && (1L << (log2 + 1)) <= r->opts.view_cache) log2++;
-    r->order_views = tl_vcache_new(log2);
+    while (log2 < 20 && (1L << (log2 + 1)) <= r->opts.view_cache) log2++;
+    r->order_views = tl_vcache_new(log2, TL_READ_VIEW_CACHE_BYTES);
   }
   pthread_mutex_init(&r->lock, NULL);
   tl_handoff_init(&r->tasks);
@@ -894,6 +903,7 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
     rc = tl_err_set(err, TL_E_IO, "cannot start the projector thread");
   if (rc != TL_OK) {
     tl_db_close(r->w);
+    tl_vcache_free(r->order_views);
     pthread_cond_destroy(&r->cond);
     tl_handoff_destroy(&r->tasks);
     pthread_mutex_destroy(&r->lock);

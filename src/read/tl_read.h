@@ -81,12 +81,14 @@ typedef struct tl_read_opts {
   int retry_cap_ms;   /* the delay never exceeds this */
   int retry_attempts; /* failures of one event before it is parked in the DLQ */
   /* Order views kept rendered in memory (view_cache.h), rounded down to a power of two, at most
-   * TL_READ_VIEW_CACHE_MAX; 0: none (every view is queried). Without opts: the default. */
+   * TL_READ_VIEW_CACHE_MAX; 0: none (every view is queried). Without opts: the default. Their
+   * text is bounded by TL_READ_VIEW_CACHE_BYTES whatever the count. */
   long view_cache;
 } tl_read_opts;
 
 #define TL_READ_VIEW_CACHE_DEFAULT 65536
-#define TL_READ_VIEW_CACHE_MAX (1L << 24)
+#define TL_READ_VIEW_CACHE_MAX (1L << 20)
+#define TL_READ_VIEW_CACHE_BYTES ((size_t)64 << 20)
 
 /* Opens read.db under dir, creates or resets projections as their versions require, and starts
  * the projector over log (borrowed; must outlive the store). opts may be NULL. */

@@ -15,7 +15,7 @@
 #include <stdatomic.h>
 
 #define TL_MAX_PROJECTIONS 16
-#define TL_TOUCHED_MAX 1024 /* orders one batch may touch before every cached view is dropped */
+#define TL_TOUCHED_MAX 2048 /* orders one batch may touch before every cached view is dropped */
 
 typedef struct tl_waiter {
   int proj; /* projection index, -1: all */

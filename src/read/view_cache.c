@@ -4,6 +4,7 @@
 #include "read/view_cache.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,12 +21,16 @@ typedef struct slot {
 struct tl_vcache {
   slot *slots;
   size_t mask;
+  size_t budget;
+  _Atomic size_t bytes; /* of the values held */
   pthread_mutex_t locks[STRIPES];
 };
 
-tl_vcache *tl_vcache_new(unsigned slots_log2) {
+tl_vcache *tl_vcache_new(unsigned slots_log2, size_t budget) {
   tl_vcache *c = calloc(1, sizeof *c);
   if (!c) return NULL;
+  c->budget = budget;
+  atomic_init(&c->bytes, 0);
   c->slots = calloc((size_t)1 << slots_log2, sizeof *c->slots);
   if (!c->slots) {
     free(c);
@@ -70,8 +75,14 @@ bool tl_vcache_get(tl_vcache *c, const char *key, tl_jw *out, uint64_t *ticket) 
   return hit;
 }
 
+size_t tl_vcache_bytes(const tl_vcache *c) {
+  return atomic_load(&((tl_vcache *)c)->bytes);
+}
+
 void tl_vcache_put(tl_vcache *c, const char *key, uint64_t ticket, const char *members, size_t n) {
-  if (ticket == UINT64_MAX || strlen(key) >= KEY_MAX) return;
+  if (ticket == UINT64_MAX || strlen(key) >= KEY_MAX || n > TL_VCACHE_ENTRY_MAX ||
+      atomic_load(&c->bytes) + n > c->budget)
+    return;
   char *val = malloc(n ? n : 1);
   if (!val) return;
   memcpy(val, members, n);
@@ -80,6 +91,8 @@ void tl_vcache_put(tl_vcache *c, const char *key, uint64_t ticket, const char *m
   pthread_mutex_lock(lock_of(c, i));
   if (s->gen == ticket) {
     char *old = s->val;
+    atomic_fetch_add(&c->bytes, n);
+    if (old) atomic_fetch_sub(&c->bytes, s->len);
     s->val = val;
     s->len = n;
     memcpy(s->key, key, strlen(key) + 1);
@@ -94,6 +107,7 @@ static void drop(tl_vcache *c, size_t i) {
   pthread_mutex_lock(lock_of(c, i));
   s->gen++;
   char *old = s->val;
+  if (old) atomic_fetch_sub(&c->bytes, s->len);
   s->val = NULL;
   pthread_mutex_unlock(lock_of(c, i));
   free(old);

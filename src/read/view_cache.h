@@ -12,7 +12,9 @@
  * found after reading a checkpoint is never older than that checkpoint.
  *
  * Thread-safe (striped mutexes). Values are the JSON members of an object, as written by
- * tl_jw (tl_jw_raw_members appends them back).
+ * tl_jw (tl_jw_raw_members appends them back). Memory: the slots (56 bytes each) and at most
+ * about budget bytes of values, none larger than TL_VCACHE_ENTRY_MAX (a put that would pass
+ * either is dropped: the read is simply not cached).
  */
 #ifndef TL_VIEW_CACHE_H
 #define TL_VIEW_CACHE_H
@@ -25,8 +27,13 @@
 
 typedef struct tl_vcache tl_vcache;
 
-/* A cache of 2^slots_log2 slots (NULL when out of memory). */
-tl_vcache *tl_vcache_new(unsigned slots_log2);
+#define TL_VCACHE_ENTRY_MAX (64 * 1024)
+
+/* A cache of 2^slots_log2 slots holding at most about budget bytes of values (NULL when out
+ * of memory). */
+tl_vcache *tl_vcache_new(unsigned slots_log2, size_t budget);
+/* Bytes of values held now (approximate while others put and drop). */
+size_t tl_vcache_bytes(const tl_vcache *c);
 void tl_vcache_free(tl_vcache *c);
 
 /* Appends key's cached members to out (an open object) and returns true; else returns false

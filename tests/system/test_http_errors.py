@@ -129,6 +129,9 @@ def test_malformed_json_is_400(shared, raw):
     b' "productId": "dup-b"}',
     b'{"productId": "dup-c", "name": "A", "category": "c", "price": 1, "stock": 1,'
     b' "extra": {"k": 1, "k": 2}}',
+    # a long name whose 64th byte falls inside a character: the detail must stay UTF-8
+    b'{"productId": "dup-d", "' + b"a" * 63 + "\u00e9".encode() + b'": 1, "' + b"a" * 63
+    + "\u00e9".encode() + b'": 2}',
 ])
 def test_a_body_that_repeats_a_name_is_400(shared, raw):
     """Which of two values would count is ambiguous: the body is refused as a whole, wherever

@@ -34,7 +34,7 @@ static char *get(tl_vcache *c, const char *key, uint64_t *ticket) {
 
 static void test_put_then_hit(void **s) {
   (void)s;
-  tl_vcache *c = tl_vcache_new(4);
+  tl_vcache *c = tl_vcache_new(4, 1 << 20);
   assert_non_null(c);
   uint64_t t;
   assert_null(get(c, "01HZY3J6C4Q6V9B8N7M5K3J2H1", &t));
@@ -57,7 +57,7 @@ static void test_put_then_hit(void **s) {
 
 static void test_invalidation_between_miss_and_put_wins(void **s) {
   (void)s;
-  tl_vcache *c = tl_vcache_new(4);
+  tl_vcache *c = tl_vcache_new(4, 1 << 20);
   uint64_t t;
   assert_null(get(c, "A", &t));
   tl_vcache_invalidate(c, "A");           /* the projector committed a change meanwhile */
@@ -77,7 +77,7 @@ static void test_invalidation_between_miss_and_put_wins(void **s) {
 
 static void test_slots_and_long_keys(void **s) {
   (void)s;
-  tl_vcache *c = tl_vcache_new(0); /* one slot: every key shares it */
+  tl_vcache *c = tl_vcache_new(0, 1 << 20); /* one slot: every key shares it */
   uint64_t t;
   assert_null(get(c, "A", &t));
   tl_vcache_put(c, "A", t, "\"a\":1", 5);
@@ -94,6 +94,39 @@ static void test_slots_and_long_keys(void **s) {
   assert_true(t == UINT64_MAX);
   tl_vcache_put(c, long_key, 0, "\"x\":1", 5); /* refused whatever the ticket */
   assert_null(get(c, long_key, &t));
+  tl_vcache_free(c);
+}
+
+/* Values are bounded in bytes: a put past the budget, or larger than an entry may be, is
+ * dropped (the read is just not cached); drops and replacements give their bytes back. */
+static void test_byte_budget(void **s) {
+  (void)s;
+  tl_vcache *c = tl_vcache_new(4, 100);
+  uint64_t t;
+  char big[80];
+  memset(big, 'x', sizeof big);
+  assert_null(get(c, "A", &t));
+  tl_vcache_put(c, "A", t, big, 60);
+  assert_int_equal(tl_vcache_bytes(c), 60);
+  assert_null(get(c, "B", &t));
+  tl_vcache_put(c, "B", t, big, 60); /* 120 > 100: not kept */
+  assert_null(get(c, "B", &t));
+  assert_int_equal(tl_vcache_bytes(c), 60);
+  tl_vcache_invalidate(c, "A");
+  assert_int_equal(tl_vcache_bytes(c), 0);
+  tl_vcache_put(c, "B", t, big, 60);
+  assert_int_equal(tl_vcache_bytes(c), 60);
+  tl_vcache_invalidate_all(c);
+  assert_int_equal(tl_vcache_bytes(c), 0);
+  tl_vcache_free(c);
+  c = tl_vcache_new(4, (size_t)1 << 30);
+  char *huge = calloc(1, TL_VCACHE_ENTRY_MAX + 1);
+  assert_non_null(huge);
+  assert_null(get(c, "H", &t));
+  tl_vcache_put(c, "H", t, huge, TL_VCACHE_ENTRY_MAX + 1);
+  assert_null(get(c, "H", &t));
+  assert_int_equal(tl_vcache_bytes(c), 0);
+  free(huge);
   tl_vcache_free(c);
 }
 
@@ -130,7 +163,7 @@ static void *reader(void *arg) {
 
 static void test_concurrent_readers_never_see_an_invalidated_version(void **s) {
   (void)s;
-  race r = {.c = tl_vcache_new(2)};
+  race r = {.c = tl_vcache_new(2, 1 << 20)};
   pthread_t th[3];
   for (int i = 0; i < 3; i++) assert_int_equal(pthread_create(&th[i], NULL, reader, &r), 0);
   for (int v = 1; v <= 20000; v++) {
@@ -149,6 +182,7 @@ int main(void) {
       cmocka_unit_test(test_put_then_hit),
       cmocka_unit_test(test_invalidation_between_miss_and_put_wins),
       cmocka_unit_test(test_slots_and_long_keys),
+      cmocka_unit_test(test_byte_budget),
       cmocka_unit_test(test_concurrent_readers_never_see_an_invalidated_version),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
