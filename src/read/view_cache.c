@@ -3,6 +3,8 @@
  */
 #include "read/view_cache.h"
 
+#include "util/tl_common.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -50,9 +52,7 @@ void tl_vcache_free(tl_vcache *c) {
 }
 
 static size_t slot_of(const tl_vcache *c, const char *key) {
-  uint64_t h = 1469598103934665603ULL;
-  for (const unsigned char *p = (const unsigned char *)key; *p; p++)
-    h = (h ^ *p) * 1099511628211ULL;
+  uint64_t h = tl_fnv1a_str(key);
   return (size_t)(h ^ (h >> 29)) & c->mask;
 }
 

@@ -38,4 +38,19 @@ void tl_thread_name(const char *name);
 
 #define TL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* FNV-1a over n bytes, continuing from h (start with TL_FNV_OFFSET): the hash of the LRU map,
+ * the view cache's slots and request fingerprints. */
+#define TL_FNV_OFFSET 1469598103934665603ULL
+static inline uint64_t tl_fnv1a(uint64_t h, const void *data, size_t n) {
+  const unsigned char *p = data;
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
+  return h;
+}
+/* FNV-1a of a NUL-terminated string. */
+static inline uint64_t tl_fnv1a_str(const char *s) {
+  uint64_t h = TL_FNV_OFFSET;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  return h;
+}
+
 #endif

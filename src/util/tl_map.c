@@ -1,6 +1,8 @@
 /* tl_map.c: chained hash table plus an intrusive LRU list. */
 #include "util/tl_map.h"
 
+#include "util/tl_common.h"
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,9 +23,7 @@ struct tl_map {
 };
 
 static uint64_t hash_str(const char *s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-  return h;
+  return tl_fnv1a_str(s);
 }
 
 tl_map *tl_map_new(size_t capacity, tl_map_free_fn free_value) {

@@ -166,21 +166,19 @@ void tl_cmd_request_clear(tl_cmd_request *req) {
   sem_destroy(&req->done);
 }
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
-  const unsigned char *p = data;
-  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
-  return h;
-}
-
 void tl_request_fingerprint(const char *method, const char *path, const char *body,
                             size_t body_len, char out[33]) {
-  uint64_t h1 = 1469598103934665603ULL, h2 = 0x9e3779b97f4a7c15ULL;
+  uint64_t h1 = TL_FNV_OFFSET, h2 = 0x9e3779b97f4a7c15ULL;
   const char sep = '\n';
-  h1 = fnv1a(fnv1a(fnv1a(fnv1a(h1, method, strlen(method)), &sep, 1), path, strlen(path)), &sep, 1);
-  h2 = fnv1a(fnv1a(fnv1a(fnv1a(h2, path, strlen(path)), &sep, 1), method, strlen(method)), &sep, 1);
+  h1 = tl_fnv1a(
+      tl_fnv1a(tl_fnv1a(tl_fnv1a(h1, method, strlen(method)), &sep, 1), path, strlen(path)), &sep,
+      1);
+  h2 = tl_fnv1a(
+      tl_fnv1a(tl_fnv1a(tl_fnv1a(h2, path, strlen(path)), &sep, 1), method, strlen(method)), &sep,
+      1);
   if (body_len) {
-    h1 = fnv1a(h1, body, body_len);
-    h2 = fnv1a(h2, body, body_len);
+    h1 = tl_fnv1a(h1, body, body_len);
+    h2 = tl_fnv1a(h2, body, body_len);
   }
   snprintf(out, 33, "%016llx%016llx", (unsigned long long)h1, (unsigned long long)h2);
 }
