@@ -562,6 +562,7 @@ static int retry_event(void *arg, const tl_event *ev) {
   retry_ctx *c = arg;
   c->found = 1;
   const tl_jv *data = tl_read_parse_data(&c->r->doc, ev);
+  touch_order(c->r, ev->stream, data); /* its view is dropped after the task (serve_task) */
   tl_err err = {0};
   c->rc = apply_guarded(c->r, c->proj, ev, data, 1, &c->why, &err);
   if (c->rc < 0) c->why = err;
@@ -672,8 +673,7 @@ static void serve_task(tl_read *r, tl_log_reader *reader) {
   if (!job) return;
   tl_proj_task *t = (tl_proj_task *)job;
   int rc = t->run(r, reader, t->arg, &job->err);
-  /* A task may have changed order rows (a dead letter applied, a swap): drop every view. */
-  if (r->order_views) tl_vcache_invalidate_all(r->order_views);
+  drop_touched_views(r); /* of the dead letters it applied (a swap drops every view itself) */
   tl_handoff_finish(&r->tasks, job, rc);
 }
 

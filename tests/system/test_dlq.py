@@ -327,3 +327,25 @@ def test_parked_saga_steps_can_be_retried_and_dropped(make_server):
     assert [v for _, v in m["tl_process_manager_dlq_depth"]] == [0]
     st, h, b = srv.req("DELETE", "/admin/process-managers/dlq/%d" % items[1]["id"])
     assert_problem(st, h, b, 404, "DLQ_ENTRY_NOT_FOUND")
+
+
+def test_a_retried_dead_letter_replaces_the_cached_order_view(make_server):
+    """The order view is served from memory; a dead letter of the orders projection applied by
+    a retry changes the order's row without moving any position, so the retry itself must drop
+    the cached view."""
+    srv = make_server(FAST)
+    p = srv.create_product(stock=10, price=7)
+    o = srv.place_reserved_order([(p["productId"], 1, 7)])
+    srv.idle_head()
+    arm(srv, "projection.orders.apply", "error*3")  # the payment's event is parked
+    st, _, paid = srv.command(o["orderId"], "confirm-payment")
+    assert st == 200, paid
+    [entry] = wait_dlq(srv, 1, "orders")
+    assert entry["position"] == paid["position"], entry
+    for _ in range(2):  # the second read is a hit of the cached, pre-payment view
+        st, _, v = srv.query("/orders/" + o["orderId"], paid["position"])
+        assert st == 200 and v["status"] == "RESERVED", v
+    st, _, r = srv.post("/admin/dlq/%d/retry" % entry["id"])
+    assert st == 200 and r["applied"] == 1, r
+    st, _, v = srv.query("/orders/" + o["orderId"], paid["position"])
+    assert st == 200 and v["status"] == "PAID", v
