@@ -98,6 +98,18 @@ static int parse_listen(const char *s, char *host, size_t host_len, uint16_t *po
   return 0;
 }
 
+/* A whole number from 0 to max for option `name`: 0, or -1 after saying why on stderr. */
+static int parse_count(const char *name, const char *text, long max, long *out) {
+  char *end = NULL;
+  long v = strtol(text, &end, 10);
+  if (!end || end == text || *end != '\0' || v < 0 || v > max) {
+    fprintf(stderr, "twinlane: %s wants a whole number from 0 to %ld, got '%s'\n", name, max, text);
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
+
 int tl_cli_serve(int argc, char **argv) {
   const char *data_dir = "./data";
   char host[64] = "127.0.0.1";
@@ -149,28 +161,13 @@ int tl_cli_serve(int argc, char **argv) {
     case 'r': ready_lag_ms = atoi(optarg); break;
     case 'c': order_cache = atol(optarg); break;
     case 't': http_threads = atoi(optarg); break;
-    case 's': {
-      char *end = NULL;
-      snapshot_every = strtol(optarg, &end, 10);
-      if (!end || end == optarg || *end != '\0' || snapshot_every < 0 ||
-          snapshot_every > 1000000000) {
-        fprintf(stderr, "twinlane: --snapshot-every wants a whole number from 0 to 1000000000, "
-                        "got '%s'\n", optarg);
-        return 2;
-      }
+    case 's':
+      if (parse_count("--snapshot-every", optarg, 1000000000, &snapshot_every) != 0) return 2;
       break;
-    }
-    case 'V': {
-      char *end = NULL;
-      ro.view_cache = strtol(optarg, &end, 10);
-      if (!end || end == optarg || *end != '\0' || ro.view_cache < 0 ||
-          ro.view_cache > TL_READ_VIEW_CACHE_MAX) {
-        fprintf(stderr, "twinlane: --view-cache wants a whole number from 0 to %ld, got '%s'\n",
-                TL_READ_VIEW_CACHE_MAX, optarg);
+    case 'V':
+      if (parse_count("--view-cache", optarg, TL_READ_VIEW_CACHE_MAX, &ro.view_cache) != 0)
         return 2;
-      }
       break;
-    }
     case 'F': enable_failpoints = 1; break;
     case 'B': ro.retry_base_ms = atoi(optarg); break;
     case 'C': ro.retry_cap_ms = atoi(optarg); break;

@@ -111,12 +111,16 @@ static void resp_jw(tl_resp *resp, tl_jw *w) {
 
 /* First half of a command: everything that needs no shared state runs here, in parallel on the
  * HTTP threads; then the request waits (suspended, holding no thread) for the writer. */
+/* Is the body declared application/json? Else answers 415 and returns false. */
+static bool json_content_type(tl_req *req, tl_resp *resp) {
+  if (tl_route_is_json_content_type(tl_req_header(req, "Content-Type"))) return true;
+  tl_resp_error(resp, 415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json.");
+  return false;
+}
+
 /* The request's JSON body, or NULL after answering 415 (not application/json) or 400. */
 static json_t *json_body(tl_req *req, tl_resp *resp) {
-  if (!tl_route_is_json_content_type(tl_req_header(req, "Content-Type"))) {
-    tl_resp_error(resp, 415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json.");
-    return NULL;
-  }
+  if (!json_content_type(req, resp)) return NULL;
   json_error_t jerr;
   json_t *body = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
   if (!body) {
@@ -134,10 +138,7 @@ static json_t *json_body(tl_req *req, tl_resp *resp) {
  * in one pass, without a malloc per value: jansson's tree was a quarter of the HTTP thread's
  * instructions per order. */
 static const tl_jv *command_body(tl_req *req, tl_resp *resp, tl_jdoc *doc) {
-  if (!tl_route_is_json_content_type(tl_req_header(req, "Content-Type"))) {
-    tl_resp_error(resp, 415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json.");
-    return NULL;
-  }
+  if (!json_content_type(req, resp)) return NULL;
   const tl_jv *body = NULL;
   int rc = tl_jdoc_parse(doc, req->body ? req->body : "", req->body_len, &body);
   bool oom = rc == TL_E_NOMEM;
