@@ -60,13 +60,15 @@ char *tl_metrics_text(tl_app *app) {
       (unsigned long long)atomic_load(&tl_g_stats.fsyncs));
   tl_hist_render(&b, "tl_group_commit_batch_size", "", &tl_g_stats.batch_size);
   tl_buf_printf(&b,
-                "# HELP tl_order_view_cache_total GET /orders/{id} answers by source: the "
-                "in-memory view cache (hit) or the read model (miss).\n"
-                "# TYPE tl_order_view_cache_total counter\n"
-                "tl_order_view_cache_total{result=\"hit\"} %llu\n"
-                "tl_order_view_cache_total{result=\"miss\"} %llu\n",
-                (unsigned long long)atomic_load(&tl_g_stats.order_view_hits),
-                (unsigned long long)atomic_load(&tl_g_stats.order_view_misses));
+                "# HELP tl_view_cache_total Queries answered from the in-memory view cache "
+                "(hit) or the read model (miss), by query.\n"
+                "# TYPE tl_view_cache_total counter\n");
+  static const tl_query_kind CACHED[] = {TL_Q_ORDER, TL_Q_CUSTOMER_ORDERS, TL_Q_SEARCH};
+  for (size_t i = 0; i < sizeof CACHED / sizeof CACHED[0]; i++)
+    for (int hit = 1; hit >= 0; hit--)
+      tl_buf_printf(&b, "tl_view_cache_total{query=\"%s\",result=\"%s\"} %llu\n",
+                    tl_query_name(CACHED[i]), hit ? "hit" : "miss",
+                    (unsigned long long)atomic_load(&tl_g_stats.view_cache[CACHED[i]][hit]));
   tl_buf_printf(
       &b,
       "# HELP tl_aggregate_loads_total Aggregates loaded into the writer's cache, by source: a "

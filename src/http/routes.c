@@ -250,13 +250,17 @@ typedef struct qargs {
   int in_stock; /* -1: no filter */
 } qargs;
 
+/* A query on a connection of the read lane's pool, or (cached_fn) one through tl_read's view
+ * cache, which takes a connection itself only on a miss. */
 typedef int (*query_fn)(tl_db *db, const tl_req *req, const qargs *a, tl_jw *out, tl_problem *p);
+typedef int (*cached_fn)(tl_read *rd, const tl_req *req, const qargs *a, tl_jw *out, tl_problem *p);
 
 /* A query's state across a read-your-writes wait. */
 typedef struct query_state {
   tl_query_kind kind;
   int proj; /* the projection the query reads */
   query_fn fn;
+  cached_fn cached; /* instead of fn */
   qargs args;
   int64_t min_position, wait_ms;
 } query_state;
@@ -277,8 +281,8 @@ static void query_answer(tl_req *req, tl_resp *resp, const query_state *q) {
   tl_jw out = {0};
   tl_jw_object(&out);
   int rc;
-  if (!q->fn) { /* GET /orders/{id}: the view cache, no query connection on a hit */
-    rc = tl_read_order_view(rd, req->params[0], &out, &p);
+  if (q->cached) {
+    rc = q->cached(rd, req, &q->args, &out, &p);
   } else {
     tl_db *db = NULL;
     tl_err err = {0};
@@ -347,11 +351,13 @@ static int query_projection(tl_query_kind kind) {
 
 /* Runs a read-lane query: minPosition / waitMs (waiting suspended, woken by the projector),
  * a query connection, meta, metrics. */
-static void run_query(tl_req *req, tl_resp *resp, tl_query_kind kind, query_fn fn, const qargs *a) {
+static void run_query_with(tl_req *req, tl_resp *resp, tl_query_kind kind, query_fn fn,
+                           cached_fn cached, const qargs *a) {
   tl_problem p = {0};
   query_state q = {.kind = kind,
                    .proj = query_projection(kind),
                    .fn = fn,
+                   .cached = cached,
                    .min_position = 0,
                    .wait_ms = DEFAULT_WAIT_MS};
   if (a) q.args = *a;
@@ -383,12 +389,26 @@ static void run_query(tl_req *req, tl_resp *resp, tl_query_kind kind, query_fn f
   }
 }
 
-static void h_get_order(tl_req *req, tl_resp *resp) {
-  run_query(req, resp, TL_Q_ORDER, NULL, NULL); /* fn NULL: through the view cache */
+static void run_query(tl_req *req, tl_resp *resp, tl_query_kind kind, query_fn fn, const qargs *a) {
+  run_query_with(req, resp, kind, fn, NULL, a);
 }
 
-static int q_customer(tl_db *db, const tl_req *req, const qargs *a, tl_jw *out, tl_problem *p) {
-  return tl_query_customer_orders(db, req->params[0], (int)a->limit, a->cursor, out, p);
+static void run_cached_query(tl_req *req, tl_resp *resp, tl_query_kind kind, cached_fn fn,
+                             const qargs *a) {
+  run_query_with(req, resp, kind, NULL, fn, a);
+}
+
+static int q_order(tl_read *rd, const tl_req *req, const qargs *a, tl_jw *out, tl_problem *p) {
+  (void)a;
+  return tl_read_order_view(rd, req->params[0], out, p);
+}
+
+static void h_get_order(tl_req *req, tl_resp *resp) {
+  run_cached_query(req, resp, TL_Q_ORDER, q_order, NULL);
+}
+
+static int q_customer(tl_read *rd, const tl_req *req, const qargs *a, tl_jw *out, tl_problem *p) {
+  return tl_read_customer_orders(rd, req->params[0], (int)a->limit, a->cursor, out, p);
 }
 
 static void h_customer_orders(tl_req *req, tl_resp *resp) {
@@ -399,12 +419,12 @@ static void h_customer_orders(tl_req *req, tl_resp *resp) {
   a.cursor = tl_req_arg(req, "cursor");
   if (a.cursor && !tl_ulid_valid(a.cursor)) tl_problem_field(&p, "cursor", "is invalid");
   if (p.errors) return validation_failed(resp, &p);
-  run_query(req, resp, TL_Q_CUSTOMER_ORDERS, q_customer, &a);
+  run_cached_query(req, resp, TL_Q_CUSTOMER_ORDERS, q_customer, &a);
 }
 
-static int q_search(tl_db *db, const tl_req *req, const qargs *a, tl_jw *out, tl_problem *p) {
+static int q_search(tl_read *rd, const tl_req *req, const qargs *a, tl_jw *out, tl_problem *p) {
   (void)req;
-  return tl_query_search(db, a->text, (int)a->limit, out, p);
+  return tl_read_search(rd, a->text, (int)a->limit, out, p);
 }
 
 static void h_search(tl_req *req, tl_resp *resp) {
@@ -417,7 +437,7 @@ static void h_search(tl_req *req, tl_resp *resp) {
     tl_problem_field(&p, "q", "must be at most 500 characters");
   int_arg(req, "limit", 1, 100, 20, &a.limit, &p);
   if (p.errors) return validation_failed(resp, &p);
-  run_query(req, resp, TL_Q_SEARCH, q_search, &a);
+  run_cached_query(req, resp, TL_Q_SEARCH, q_search, &a);
 }
 
 static int q_sales(tl_db *db, const tl_req *req, const qargs *a, tl_jw *out, tl_problem *p) {

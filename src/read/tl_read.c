@@ -371,34 +371,84 @@ static int apply_careful(batch_ctx *b, int i, const tl_event *ev, const tl_jv *d
   return apply_one(b->r, i, ev, data, 1, why);
 }
 
-static void touch_id(tl_read *r, const char *id) {
-  size_t n = strlen(id);
-  if (n <= TL_ULID_LEN && r->n_touched < TOUCHED_MAX)
-    memcpy(r->touched[r->n_touched++], id, n + 1);
-  else
+static void touch_id(tl_read *r, const char *id, const char *customer) {
+  size_t n = strlen(id), m = customer ? strlen(customer) : 0;
+  if (n > TL_ULID_LEN || m > TL_TOUCHED_CUSTOMER_MAX || r->n_touched == TOUCHED_MAX) {
     r->touched_overflow = 1;
+    return;
+  }
+  memcpy(r->touched[r->n_touched].order, id, n + 1);
+  memcpy(r->touched[r->n_touched].customer, customer ? customer : "", m + 1);
+  r->n_touched++;
 }
 
 /* Remembers the orders an event the batch reads may change: its stream's (order-<id>) and the
  * one its data names (orderId: the projection writes rows by it, and an imported log need not
- * keep the two equal). Their cached views are dropped after the commit (drop_touched_views);
- * more than the list holds: every view is. */
+ * keep the two equal), with the customer when the event names it (OrderPlaced). Their cached
+ * answers are dropped after the commit (drop_touched_views); more than the list holds: every
+ * cached answer is. */
 static void touch_order(tl_read *r, const char *stream, const tl_jv *data) {
-  if (strncmp(stream, "order-", 6) == 0) touch_id(r, stream + 6);
   const char *id = tl_jv_string(tl_jv_get(data, "orderId"));
-  if (id && (strncmp(stream, "order-", 6) != 0 || strcmp(id, stream + 6) != 0)) touch_id(r, id);
+  const char *customer = tl_jv_string(tl_jv_get(data, "customerId"));
+  if (strncmp(stream, "order-", 6) == 0) {
+    touch_id(r, stream + 6, customer);
+    if (id && strcmp(id, stream + 6) != 0) touch_id(r, id, customer);
+  } else if (id) {
+    touch_id(r, id, customer);
+  }
 }
 
-/* After a batch's commit and before its checkpoints are published (view_cache.h). */
+/* The customer pages of the touched orders whose events did not name their customer: the
+ * customer as the orders projection stored it (committed: this runs after the COMMIT). An
+ * order it does not know is on no customer's page. Returns 0, or -1 when a look-up failed. */
+static int drop_customer_pages(tl_read *r) {
+  tl_err err = {0};
+  sqlite3_stmt *st = tl_db_stmt(r->w, "SELECT customer_id FROM rm_orders WHERE order_id = ?", &err);
+  if (!st) return -1;
+  for (int i = 0; i < r->n_touched; i++) {
+    if (r->touched[i].customer[0]) {
+      tl_vcache_invalidate(r->customer_pages, r->touched[i].customer);
+      continue;
+    }
+    sqlite3_bind_text(st, 1, r->touched[i].order, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+      tl_vcache_invalidate(r->customer_pages, (const char *)sqlite3_column_text(st, 0));
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return -1;
+  }
+  return 0;
+}
+
+/* After a batch's commit and before its checkpoints are published (view_cache.h): the views of
+ * the orders it touched, their customers' pages, and (when it touched any order) every search. */
 static void drop_touched_views(tl_read *r) {
+  bool all = r->touched_overflow;
   if (r->order_views) {
-    if (r->touched_overflow)
+    if (all)
       tl_vcache_invalidate_all(r->order_views);
     else
-      for (int i = 0; i < r->n_touched; i++) tl_vcache_invalidate(r->order_views, r->touched[i]);
+      for (int i = 0; i < r->n_touched; i++)
+        tl_vcache_invalidate(r->order_views, r->touched[i].order);
   }
+  if (r->customer_pages && (all || (r->n_touched > 0 && drop_customer_pages(r) != 0)))
+    tl_vcache_invalidate_all(r->customer_pages);
+  if (r->searches && (all || r->n_touched > 0)) tl_vcache_invalidate(r->searches, "");
   r->n_touched = 0;
   r->touched_overflow = 0;
+}
+
+static void free_views(tl_read *r) {
+  tl_vcache_free(r->order_views);
+  tl_vcache_free(r->customer_pages);
+  tl_vcache_free(r->searches);
+}
+
+/* Every cached answer (a rebuild swapped tables in). */
+static void drop_all_views(tl_read *r) {
+  if (r->order_views) tl_vcache_invalidate_all(r->order_views);
+  if (r->customer_pages) tl_vcache_invalidate_all(r->customer_pages);
+  if (r->searches) tl_vcache_invalidate_all(r->searches);
 }
 
 static int apply_event(void *arg, const tl_event *ev) {
@@ -678,7 +728,7 @@ static void serve_task(tl_read *r, tl_log_reader *reader) {
 }
 
 void tl_read_publish_rebuilt(tl_read *r, int i, int64_t position, int64_t recorded_ms) {
-  if (r->order_views) tl_vcache_invalidate_all(r->order_views); /* new tables, maybe new shape */
+  drop_all_views(r); /* new tables, maybe a new shape */
   pthread_mutex_lock(&r->lock);
   memset(&r->fail[i], 0, sizeof r->fail[i]);
   atomic_store(&r->attempts[i], 0);
@@ -837,7 +887,10 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
   if (r->opts.view_cache > 0) { /* a power of two, rounded down; NULL: every view is queried */
     unsigned log2 = 0;
     while (log2 < 20 && (1L << (log2 + 1)) <= r->opts.view_cache) log2++;
-    r->order_views = tl_vcache_new(log2, TL_READ_VIEW_CACHE_BYTES);
+    r->order_views = tl_vcache_new(log2, log2 < 16 ? log2 : 16, TL_READ_VIEW_CACHE_BYTES);
+    r->customer_pages =
+        tl_vcache_new(log2 > 2 ? log2 - 2 : 0, log2 < 16 ? log2 : 16, TL_READ_VIEW_CACHE_BYTES / 2);
+    r->searches = tl_vcache_new(log2 > 6 ? log2 - 6 : 0, 0, TL_READ_VIEW_CACHE_BYTES / 4);
   }
   pthread_mutex_init(&r->lock, NULL);
   tl_handoff_init(&r->tasks);
@@ -903,7 +956,7 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
     rc = tl_err_set(err, TL_E_IO, "cannot start the projector thread");
   if (rc != TL_OK) {
     tl_db_close(r->w);
-    tl_vcache_free(r->order_views);
+    free_views(r);
     pthread_cond_destroy(&r->cond);
     tl_handoff_destroy(&r->tasks);
     pthread_mutex_destroy(&r->lock);
@@ -947,7 +1000,7 @@ void tl_read_close(tl_read *r) {
   }
   tl_db_close(r->w);
   tl_jdoc_free(&r->doc);
-  tl_vcache_free(r->order_views);
+  free_views(r);
   pthread_cond_destroy(&r->cond);
   tl_handoff_destroy(&r->tasks);
   pthread_mutex_destroy(&r->lock);
@@ -1115,13 +1168,16 @@ json_t *tl_query_dlq(tl_db *db, const char *projection, int limit, tl_problem *p
   return arr;
 }
 
-int tl_read_order_view(tl_read *r, const char *order_id, tl_jw *out, tl_problem *p) {
-  uint64_t ticket = UINT64_MAX;
-  if (r->order_views && tl_vcache_get(r->order_views, order_id, out, &ticket)) {
-    atomic_fetch_add_explicit(&tl_g_stats.order_view_hits, 1, memory_order_relaxed);
-    return TL_OK;
-  }
-  atomic_fetch_add_explicit(&tl_g_stats.order_view_misses, 1, memory_order_relaxed);
+/* One query of the read lane through a view cache (NULL: none): the cached members of key, or
+ * the query's on a connection of the pool, then cached under the miss's ticket. */
+typedef int (*cached_fn)(tl_db *db, const void *arg, tl_jw *out, tl_problem *p);
+
+static int cached_query(tl_read *r, tl_vcache *cache, tl_query_kind kind, const char *group,
+                        const char *key, cached_fn fn, const void *arg, tl_jw *out, tl_problem *p) {
+  uint64_t ticket = 0;
+  bool hit = cache && tl_vcache_get(cache, group, key, out, &ticket);
+  atomic_fetch_add_explicit(&tl_g_stats.view_cache[kind][hit], 1, memory_order_relaxed);
+  if (hit) return TL_OK;
   tl_db *db = NULL;
   tl_err err = {0};
   if (tl_read_conn_acquire(r, &db, &err) != TL_OK) {
@@ -1129,12 +1185,56 @@ int tl_read_order_view(tl_read *r, const char *order_id, tl_jw *out, tl_problem 
     return TL_E_IO;
   }
   size_t start = out->buf.len;
-  int rc = tl_query_order(db, order_id, out, p);
+  int rc = fn(db, arg, out, p);
   tl_read_conn_release(r, db);
   /* The members just written, as the next hit will append them (tl_jw_raw_members). */
-  if (rc == TL_OK && r->order_views && !tl_jw_failed(out) && out->buf.len > start)
-    tl_vcache_put(r->order_views, order_id, ticket, out->buf.data + start, out->buf.len - start);
+  if (rc == TL_OK && cache && !tl_jw_failed(out) && out->buf.len > start)
+    tl_vcache_put(cache, group, key, ticket, out->buf.data + start, out->buf.len - start);
   return rc;
+}
+
+static int order_fn(tl_db *db, const void *arg, tl_jw *out, tl_problem *p) {
+  return tl_query_order(db, arg, out, p);
+}
+
+int tl_read_order_view(tl_read *r, const char *order_id, tl_jw *out, tl_problem *p) {
+  return cached_query(r, r->order_views, TL_Q_ORDER, order_id, order_id, order_fn, order_id, out,
+                      p);
+}
+
+typedef struct page_args {
+  const char *id, *cursor, *text;
+  int limit;
+} page_args;
+
+static int customer_fn(tl_db *db, const void *arg, tl_jw *out, tl_problem *p) {
+  const page_args *a = arg;
+  return tl_query_customer_orders(db, a->id, a->limit, a->cursor, out, p);
+}
+
+int tl_read_customer_orders(tl_read *r, const char *customer_id, int limit, const char *cursor,
+                            tl_jw *out, tl_problem *p) {
+  page_args a = {.id = customer_id, .cursor = cursor, .limit = limit};
+  /* The key: the customer, the page size and the cursor, none of which holds a newline. A key
+   * that does not fit is not cached. */
+  char key[192];
+  int n = snprintf(key, sizeof key, "%s\n%d\n%s", customer_id, limit, cursor ? cursor : "");
+  tl_vcache *cache = n > 0 && (size_t)n < sizeof key ? r->customer_pages : NULL;
+  return cached_query(r, cache, TL_Q_CUSTOMER_ORDERS, customer_id, key, customer_fn, &a, out, p);
+}
+
+static int search_fn(tl_db *db, const void *arg, tl_jw *out, tl_problem *p) {
+  const page_args *a = arg;
+  return tl_query_search(db, a->text, a->limit, out, p);
+}
+
+int tl_read_search(tl_read *r, const char *q, int limit, tl_jw *out, tl_problem *p) {
+  page_args a = {.text = q, .limit = limit};
+  /* The key: the page size, a newline (not a digit: it ends the size), the text as given. */
+  char key[640];
+  int n = snprintf(key, sizeof key, "%d\n%s", limit, q);
+  tl_vcache *cache = n > 0 && (size_t)n < sizeof key ? r->searches : NULL;
+  return cached_query(r, cache, TL_Q_SEARCH, "", key, search_fn, &a, out, p);
 }
 
 int tl_read_conn_acquire(tl_read *r, tl_db **out, tl_err *err) {

@@ -81,8 +81,10 @@ typedef struct tl_read_opts {
   int retry_cap_ms;   /* the delay never exceeds this */
   int retry_attempts; /* failures of one event before it is parked in the DLQ */
   /* Order views kept rendered in memory (view_cache.h), rounded down to a power of two, at most
-   * TL_READ_VIEW_CACHE_MAX; 0: none (every view is queried). Without opts: the default. Their
-   * text is bounded by TL_READ_VIEW_CACHE_BYTES whatever the count. */
+   * TL_READ_VIEW_CACHE_MAX; a quarter as many customer pages and a 64th as many searches (at
+   * least one each); 0: none (every query reads the read model). Without opts: the default.
+   * Their text is bounded by TL_READ_VIEW_CACHE_BYTES (half and a quarter of it for pages and
+   * searches) whatever the count. */
   long view_cache;
 } tl_read_opts;
 
@@ -178,11 +180,16 @@ int tl_read_dlq(tl_read *r, tl_dlq_op op, int64_t id, int timeout_ms, tl_dlq_res
  * [{id, projection, position, stream, type, error, attempts, firstFailedAt, lastFailedAt}]. */
 json_t *tl_query_dlq(tl_db *db, const char *projection, int limit, tl_problem *p);
 
-/* The order view of GET /orders/{id} (tl_query_order's members, written into out), from the
- * view cache when it holds the order, else from a query connection (the answer is then
- * cached). As fresh as a query of the read model: the projector invalidates an order's entry
- * after the commit that changed it and before it publishes that batch's position. */
+/* The answers of GET /orders/{id}, GET /customers/{id}/orders and GET /orders/search (the
+ * members of tl_query_order, tl_query_customer_orders and tl_query_search, written into out),
+ * from the view cache when it holds them, else from a query connection (the answer is then
+ * cached). As fresh as a query of the read model: the projector invalidates an order's view,
+ * its customer's pages and every search after the commit that changed the order and before it
+ * publishes that batch's position. */
 int tl_read_order_view(tl_read *r, const char *order_id, tl_jw *out, tl_problem *p);
+int tl_read_customer_orders(tl_read *r, const char *customer_id, int limit, const char *cursor,
+                            tl_jw *out, tl_problem *p);
+int tl_read_search(tl_read *r, const char *q, int limit, tl_jw *out, tl_problem *p);
 
 /* A query connection (read-only, its own statement cache). One thread at a time. */
 int tl_read_conn_acquire(tl_read *r, tl_db **out, tl_err *err);

@@ -16,6 +16,7 @@
 
 #define TL_MAX_PROJECTIONS 16
 #define TL_TOUCHED_MAX 2048 /* orders one batch may touch before every cached view is dropped */
+#define TL_TOUCHED_CUSTOMER_MAX 64 /* bytes of a customer id the touch list keeps */
 
 typedef struct tl_waiter {
   int proj; /* projection index, -1: all */
@@ -59,9 +60,15 @@ struct tl_read {
   _Atomic int stopping;
   unsigned rng; /* jitter (projector thread) */
   tl_jdoc doc;  /* the data of the event being applied (projector thread) */
-  tl_vcache *order_views; /* rendered GET /orders/{id} answers (view_cache.h); NULL: none */
-  /* Orders whose events the batch in flight read (projector thread; see drop_touched_views). */
-  char touched[TL_TOUCHED_MAX][27];
+  /* Rendered answers (view_cache.h; NULL: none): GET /orders/{id} (a group per order),
+   * customer pages (a group per customer) and searches (one group). */
+  tl_vcache *order_views, *customer_pages, *searches;
+  /* Orders whose events the batch in flight read, with their customer when an event named it
+   * ("": look it up), projector thread; see drop_touched_views. */
+  struct {
+    char order[27];
+    char customer[TL_TOUCHED_CUSTOMER_MAX + 1];
+  } touched[TL_TOUCHED_MAX];
   int n_touched;
   int touched_overflow;
 

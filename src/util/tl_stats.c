@@ -11,11 +11,11 @@ void tl_stats_init(void) {
   for (int i = 0; i < TL_Q__COUNT; i++) {
     for (int o = 0; o < TL_OUTCOME__COUNT; o++) atomic_init(&tl_g_stats.queries[i][o], 0);
     tl_hist_init(&tl_g_stats.query_seconds[i], TL_HIST_SECONDS, TL_HIST_SECONDS_N);
+    atomic_init(&tl_g_stats.view_cache[i][0], 0);
+    atomic_init(&tl_g_stats.view_cache[i][1], 0);
   }
   atomic_init(&tl_g_stats.events_appended, 0);
   atomic_init(&tl_g_stats.fsyncs, 0);
-  atomic_init(&tl_g_stats.order_view_hits, 0);
-  atomic_init(&tl_g_stats.order_view_misses, 0);
   atomic_init(&tl_g_stats.loads_from_log, 0);
   atomic_init(&tl_g_stats.loads_from_snapshot, 0);
   atomic_init(&tl_g_stats.load_events, 0);

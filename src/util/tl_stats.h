@@ -32,7 +32,9 @@ typedef struct tl_stats {
   tl_hist query_seconds[TL_Q__COUNT];
   _Atomic uint64_t events_appended;
   _Atomic uint64_t fsyncs;
-  _Atomic uint64_t order_view_hits, order_view_misses; /* GET /orders/{id} from the view cache */
+  /* Queries answered from the read lane's view cache ([kind][1]) or the read model ([kind][0]):
+   * order views, customer pages and searches (read/view_cache.h). */
+  _Atomic uint64_t view_cache[TL_Q__COUNT][2];
   tl_hist batch_size;      /* commands per durable commit */
   /* Aggregate loads (writer cache misses) and snapshots, see docs/architecture.md. */
   _Atomic uint64_t loads_from_log;       /* full folds: no usable snapshot */

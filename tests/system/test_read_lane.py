@@ -482,7 +482,7 @@ def test_customer_pages_are_stable_when_new_orders_arrive(shared):
 
 def test_order_view_cache_answers_repeats_and_never_serves_a_replaced_view(make_server):
     """GET /orders/{id} is answered from rendered views kept in memory: a repeat is a cache hit
-    (tl_order_view_cache_total), byte for byte the same, and every change the projector applies
+    (tl_view_cache_total), byte for byte the same, and every change the projector applies
     replaces the view before its position is published, so a read at that position (or after)
     never gets the old one."""
     srv = make_server()
@@ -490,13 +490,13 @@ def test_order_view_cache_answers_repeats_and_never_serves_a_replaced_view(make_
     o = srv.place_reserved_order([(pid, 1, 3)])
     oid = o["orderId"]
     pos = srv.idle_head()
-    hits = srv.metric("tl_order_view_cache_total", '{result="hit"}')
+    hits = srv.metric("tl_view_cache_total", '{query="order",result="hit"}')
     st, _, first = srv.query("/orders/" + oid, pos)
     st2, _, again = srv.query("/orders/" + oid, pos)
     assert st == st2 == 200 and first["status"] == "RESERVED", first
     first.pop("meta"), again.pop("meta")
     assert again == first
-    assert srv.metric("tl_order_view_cache_total", '{result="hit"}') > hits
+    assert srv.metric("tl_view_cache_total", '{query="order",result="hit"}') > hits
     for action, status in (("confirm-payment", "PAID"), ("ship", "SHIPPED")):
         st, h, b = srv.command(oid, action)
         assert st == 200, b
@@ -505,16 +505,92 @@ def test_order_view_cache_answers_repeats_and_never_serves_a_replaced_view(make_
             assert st == 200 and v["status"] == status and v["version"] >= b["version"], v
 
 
-def test_order_view_cache_can_be_turned_off(make_server):
+def _cache_hits(srv, query):
+    return srv.metric("tl_view_cache_total", '{query="%s",result="hit"}' % query)
+
+
+def _same_answer(srv, path, pos, params=None):
+    """Reads path twice at pos: the second read must be a cache hit giving the same answer."""
+    query = {"/orders/search": "search"}.get(path, "customer_orders")
+    st, _, first = srv.query(path, pos, params)
+    hits = _cache_hits(srv, query)
+    st2, _, again = srv.query(path, pos, params)
+    assert st == st2 == 200, (first, again)
+    assert _cache_hits(srv, query) == hits + 1
+    first.pop("meta"), again.pop("meta")
+    assert again == first
+    return first
+
+
+def test_customer_page_cache_is_dropped_by_the_customers_orders_only(make_server):
+    """Customer pages are cached per customer: a new order of the customer, and a status change
+    of one of their orders (an event that does not name the customer: the projector looks the
+    order's customer up), replace their pages before the position is published; another
+    customer's page stays cached."""
+    srv = make_server()
+    pid = srv.create_product(uid("prod"), stock=100)["productId"]
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    o1 = srv.place_reserved_order([(pid, 1, 3)], customer_id=a)
+    srv.place_reserved_order([(pid, 1, 3)], customer_id=b)
+    pos = srv.idle_head()
+    page_a = "/customers/%s/orders" % a
+    page_b = "/customers/%s/orders" % b
+    first = _same_answer(srv, page_a, pos)
+    assert [s["orderId"] for s in first["items"]] == [o1["orderId"]]
+    _same_answer(srv, page_a, pos, {"limit": 1})  # another page size: its own entry
+    _same_answer(srv, page_b, pos)
+    st, _, paid = srv.command(o1["orderId"], "confirm-payment")
+    assert st == 200, paid
+    for params in (None, {"limit": 1}):
+        st, _, v = srv.query(page_a, paid["position"], params)
+        assert st == 200 and [(s["status"], s["version"]) for s in v["items"]] == [("PAID", 3)], v
+    o2 = srv.place_reserved_order([(pid, 2, 3)], customer_id=a)
+    st, _, v = srv.query(page_a, srv.idle_head())
+    assert [s["orderId"] for s in v["items"]] == [o2["orderId"], o1["orderId"]], v
+    hits = _cache_hits(srv, "customer_orders")
+    st, _, v = srv.query(page_b, srv.idle_head())  # untouched since it was cached
+    assert st == 200 and len(v["items"]) == 1 and _cache_hits(srv, "customer_orders") == hits + 1
+
+
+def test_search_cache_is_dropped_by_every_order_change(make_server):
+    """Searches are cached until the projector commits any change of an order: a new matching
+    order and a status change both show at their position."""
+    srv = make_server()
+    w = word("cach")
+    pid = srv.create_product(uid("prod"), name="%s lamp" % w.capitalize(), stock=100)["productId"]
+    o1 = srv.place_reserved_order([(pid, 1, 3)])
+    pos = srv.idle_head()
+    first = _same_answer(srv, "/orders/search", pos, {"q": w})
+    assert [s["orderId"] for s in first["items"]] == [o1["orderId"]]
+    st, _, paid = srv.command(o1["orderId"], "confirm-payment")
+    assert st == 200, paid
+    st, _, v = srv.query("/orders/search", paid["position"], {"q": w})
+    assert [s["status"] for s in v["items"]] == ["PAID"], v
+    o2 = srv.place_reserved_order([(pid, 1, 3)])
+    st, _, v = srv.query("/orders/search", o2["position"], {"q": w})
+    assert [s["orderId"] for s in v["items"]] == [o2["orderId"], o1["orderId"]], v
+    st, _, v = srv.query("/orders/search", o2["position"], {"q": w, "limit": 1})
+    assert [s["orderId"] for s in v["items"]] == [o2["orderId"]], v
+
+
+def test_view_cache_can_be_turned_off(make_server):
     srv = make_server(["--view-cache", "0"])
-    pid = srv.create_product(uid("prod"), stock=10)["productId"]
-    o = srv.place_reserved_order([(pid, 1, 3)])
+    pid = srv.create_product(uid("prod"), name="Offcache lamp", stock=10)["productId"]
+    cust = str(uuid.uuid4())
+    o = srv.place_reserved_order([(pid, 1, 3)], customer_id=cust)
     pos = srv.idle_head()
     for _ in range(3):
         st, _, v = srv.query("/orders/" + o["orderId"], pos)
         assert st == 200 and v["status"] == "RESERVED", v
-    assert srv.metric("tl_order_view_cache_total", '{result="hit"}') == 0
-    assert srv.metric("tl_order_view_cache_total", '{result="miss"}') >= 3
+        st, _, v = srv.query("/customers/%s/orders" % cust, pos)
+        assert st == 200 and len(v["items"]) == 1, v
+        st, _, v = srv.query("/orders/search", pos, {"q": "offcache"})
+        assert st == 200 and len(v["items"]) == 1, v
+    for query in ("customer_orders", "search"):
+        assert _cache_hits(srv, query) == 0
+        assert srv.metric("tl_view_cache_total", '{query="%s",result="miss"}' % query) >= 3
+    assert srv.metric("tl_view_cache_total", '{query="order",result="hit"}') == 0
+    assert srv.metric("tl_view_cache_total", '{query="order",result="miss"}') >= 3
 
 
 @pytest.mark.parametrize("value", ["-1", "x", "1048577", ""])
