@@ -28,6 +28,7 @@
 
 #define BATCH_EVENTS 512
 #define TOUCHED_MAX TL_TOUCHED_MAX
+#define CUSTOMER_OF_MAX 16384 /* orders whose customer the projector remembers */
 #define MAX_PROJECTIONS TL_MAX_PROJECTIONS
 #define DLQ_OP_ROWS 10000 /* rows one retry-all handles */
 /* Housekeeping (tl_projection_def.tidy): a step runs once no batch was applied for
@@ -399,24 +400,34 @@ static void touch_order(tl_read *r, const char *stream, const tl_jv *data) {
 }
 
 /* The customer pages of the touched orders whose events did not name their customer: the
- * customer as the orders projection stored it (committed: this runs after the COMMIT). An
- * order it does not know is on no customer's page. Returns 0, or -1 when a look-up failed. */
+ * customer as the orders projection stored it (committed: this runs after the COMMIT; an order
+ * row's customer never changes, so it is remembered in customer_of). An order it does not know
+ * is on no customer's page. Returns 0, or -1 when a look-up failed. */
 static int drop_customer_pages(tl_read *r) {
-  tl_err err = {0};
-  sqlite3_stmt *st = tl_db_stmt(r->w, "SELECT customer_id FROM rm_orders WHERE order_id = ?", &err);
-  if (!st) return -1;
+  sqlite3_stmt *st = NULL;
   for (int i = 0; i < r->n_touched; i++) {
-    if (r->touched[i].customer[0]) {
-      tl_vcache_invalidate(r->customer_pages, r->touched[i].customer);
+    const char *customer = r->touched[i].customer;
+    if (!customer[0] && r->customer_of) customer = tl_map_get(r->customer_of, r->touched[i].order);
+    if (customer && customer[0]) {
+      tl_vcache_invalidate(r->customer_pages, customer);
       continue;
     }
+    tl_err err = {0};
+    if (!st &&
+        !(st = tl_db_stmt(r->w, "SELECT customer_id FROM rm_orders WHERE order_id = ?", &err)))
+      return -1;
     sqlite3_bind_text(st, 1, r->touched[i].order, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-      tl_vcache_invalidate(r->customer_pages, (const char *)sqlite3_column_text(st, 0));
+    if (rc == SQLITE_ROW) {
+      customer = (const char *)sqlite3_column_text(st, 0);
+      if (customer) tl_vcache_invalidate(r->customer_pages, customer);
+      char *copy = customer && r->customer_of ? strdup(customer) : NULL;
+      if (copy && tl_map_put(r->customer_of, r->touched[i].order, copy) != 0) free(copy);
+    }
     sqlite3_reset(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return -1;
   }
+  if (r->customer_of) tl_map_trim(r->customer_of, CUSTOMER_OF_MAX);
   return 0;
 }
 
@@ -439,6 +450,7 @@ static void drop_touched_views(tl_read *r) {
 }
 
 static void free_views(tl_read *r) {
+  tl_map_free(r->customer_of);
   tl_vcache_free(r->order_views);
   tl_vcache_free(r->customer_pages);
   tl_vcache_free(r->searches);
@@ -446,6 +458,7 @@ static void free_views(tl_read *r) {
 
 /* Every cached answer (a rebuild swapped tables in). */
 static void drop_all_views(tl_read *r) {
+  if (r->customer_of) tl_map_trim(r->customer_of, 0); /* the orders' rows may be new */
   if (r->order_views) tl_vcache_invalidate_all(r->order_views);
   if (r->customer_pages) tl_vcache_invalidate_all(r->customer_pages);
   if (r->searches) tl_vcache_invalidate_all(r->searches);
@@ -891,6 +904,7 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
     r->customer_pages =
         tl_vcache_new(log2 > 2 ? log2 - 2 : 0, log2 < 16 ? log2 : 16, TL_READ_VIEW_CACHE_BYTES / 2);
     r->searches = tl_vcache_new(log2 > 6 ? log2 - 6 : 0, 0, TL_READ_VIEW_CACHE_BYTES / 4);
+    r->customer_of = tl_map_new(0, free); /* trimmed to CUSTOMER_OF_MAX after each batch */
   }
   pthread_mutex_init(&r->lock, NULL);
   tl_handoff_init(&r->tasks);

@@ -7,6 +7,7 @@
 
 #include "read/tl_read.h"
 #include "read/view_cache.h"
+#include "util/tl_map.h"
 #include "util/tl_failpoint.h"
 #include "util/tl_handoff.h"
 
@@ -63,6 +64,9 @@ struct tl_read {
   /* Rendered answers (view_cache.h; NULL: none): GET /orders/{id} (a group per order),
    * customer pages (a group per customer) and searches (one group). */
   tl_vcache *order_views, *customer_pages, *searches;
+  /* Order id -> its customer as rm_orders holds it (projector thread; cleared at a swap): spares
+   * drop_touched_views a look-up for every later event of an order. */
+  tl_map *customer_of;
   /* Orders whose events the batch in flight read, with their customer when an event named it
    * ("": look it up), projector thread; see drop_touched_views. */
   struct {
