@@ -95,10 +95,13 @@ static const char SQL_ORD_INSERT[] =
     " item_count, items, shipping, created_at, updated_at, version, last_position)"
     " VALUES(?,?,?,'PENDING',?,?,?,?,?,?,?,?,?)";
 static const char SQL_ORD_FTS[] = "INSERT INTO rm_orders_fts(rowid, names) VALUES(?, ?)";
+/* A status event changes its order's row unless the row has seen a later event; the row's
+ * customer is read in the same look-up, for the announcement (tl_db_changed). */
+static const char SQL_ORD_FIND[] =
+    "SELECT seq, customer_id FROM rm_orders WHERE order_id = ? AND last_position < ?";
 static const char SQL_ORD_STATUS[] =
     "UPDATE rm_orders SET status = ?1, updated_at = ?2, version = ?3, last_position = ?4,"
-    " rejection_reason = COALESCE(?7, rejection_reason)"
-    " WHERE order_id = ?5 AND last_position < ?6";
+    " rejection_reason = COALESCE(?5, rejection_reason) WHERE seq = ?6";
 
 /* The order view's items: [{productId, name, quantity, price}], each product's name as the
  * projection knows it when the order is placed; and every name, space-separated, for the
@@ -174,6 +177,8 @@ static int orders_placed(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err *
     rc = step(db, ins, err);
   }
   if (rc == TL_OK && sqlite3_changes(db->db) == 1) {
+    tl_db_changed(db, TL_CHANGED_ORDER, jstr(d, "orderId"));
+    tl_db_changed(db, TL_CHANGED_CUSTOMER, jstr(d, "customerId"));
     sqlite3_stmt *fts = tl_db_stmt(db, SQL_ORD_FTS, err);
     if (!fts) rc = TL_E_IO;
     else {
@@ -205,14 +210,31 @@ static int orders_apply(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err *e
   else if (strcmp(ev->type, "OrderShipped") == 0) status = "SHIPPED";
   else if (strcmp(ev->type, "OrderCancelled") == 0) status = "CANCELLED";
   if (!status) return TL_OK;
+  STMT(find, SQL_ORD_FIND);
   STMT(st, SQL_ORD_STATUS);
+  const char *order_id = jstr(d, "orderId");
+  sqlite3_bind_text(find, 1, order_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(find, 2, ev->position);
+  int rc = sqlite3_step(find);
+  if (rc != SQLITE_ROW) {
+    sqlite3_reset(find);
+    return rc == SQLITE_DONE ? TL_OK : tl_db_fail(db, rc, "projection", err);
+  }
+  const char *customer = (const char *)sqlite3_column_text(find, 1);
+  sqlite3_int64 seq = sqlite3_column_int64(find, 0);
+  if (customer) { /* recorded now, acted on after the commit (or forgotten with the batch) */
+    tl_db_changed(db, TL_CHANGED_ORDER, order_id);
+    tl_db_changed(db, TL_CHANGED_CUSTOMER, customer);
+  }
+  sqlite3_reset(find);
+  if (!customer) return tl_err_set(err, TL_E_NOMEM, "out of memory reading an order");
   sqlite3_bind_text(st, 1, status, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, ev->recorded_ms);
   sqlite3_bind_int64(st, 3, ev->version);
   sqlite3_bind_int64(st, 4, ev->position);
-  sqlite3_bind_text(st, 5, jstr(d, "orderId"), -1, SQLITE_STATIC);
-  sqlite3_bind_int64(st, 6, ev->position);
-  if (strcmp(status, "REJECTED") == 0) sqlite3_bind_text(st, 7, jstr(d, "reason"), -1, SQLITE_STATIC);
+  if (strcmp(status, "REJECTED") == 0)
+    sqlite3_bind_text(st, 5, jstr(d, "reason"), -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 6, seq);
   return step(db, st, err);
 }
 

@@ -12,7 +12,6 @@
  */
 #include "read/tl_read_int.h"
 
-#include "util/tl_id.h"
 #include "util/tl_slog.h"
 #include "util/tl_stats.h"
 #include "util/tl_time.h"
@@ -28,7 +27,6 @@
 
 #define BATCH_EVENTS 512
 #define TOUCHED_MAX TL_TOUCHED_MAX
-#define CUSTOMER_OF_MAX 16384 /* orders whose customer the projector remembers */
 #define MAX_PROJECTIONS TL_MAX_PROJECTIONS
 #define DLQ_OP_ROWS 10000 /* rows one retry-all handles */
 /* Housekeeping (tl_projection_def.tidy): a step runs once no batch was applied for
@@ -372,96 +370,51 @@ static int apply_careful(batch_ctx *b, int i, const tl_event *ev, const tl_jv *d
   return apply_one(b->r, i, ev, data, 1, why);
 }
 
-static void touch_id(tl_read *r, const char *id, const char *customer) {
-  size_t n = strlen(id), m = customer ? strlen(customer) : 0;
-  if (n > TL_ULID_LEN || m > TL_TOUCHED_CUSTOMER_MAX || r->n_touched == TOUCHED_MAX) {
+/* The projector connection's listener (tl_db_changed): remembers what the batch in flight
+ * changed; its cached answers are dropped after the commit (drop_touched_views). More than the
+ * list holds: every cached answer is. */
+static void note_change(void *arg, int kind, const char *key) {
+  tl_read *r = arg;
+  size_t n = strlen(key);
+  if (n > TL_TOUCHED_KEY_MAX || r->n_touched == TOUCHED_MAX) {
     r->touched_overflow = 1;
     return;
   }
-  memcpy(r->touched[r->n_touched].order, id, n + 1);
-  memcpy(r->touched[r->n_touched].customer, customer ? customer : "", m + 1);
+  r->touched[r->n_touched].kind = kind;
+  memcpy(r->touched[r->n_touched].key, key, n + 1);
   r->n_touched++;
 }
 
-/* Remembers the orders an event the batch reads may change: its stream's (order-<id>) and the
- * one its data names (orderId: the projection writes rows by it, and an imported log need not
- * keep the two equal), with the customer when the event names it (OrderPlaced). Their cached
- * answers are dropped after the commit (drop_touched_views); more than the list holds: every
- * cached answer is. */
-static void touch_order(tl_read *r, const char *stream, const tl_jv *data) {
-  const char *id = tl_jv_string(tl_jv_get(data, "orderId"));
-  const char *customer = tl_jv_string(tl_jv_get(data, "customerId"));
-  if (strncmp(stream, "order-", 6) == 0) {
-    touch_id(r, stream + 6, customer);
-    if (id && strcmp(id, stream + 6) != 0) touch_id(r, id, customer);
-  } else if (id) {
-    touch_id(r, id, customer);
-  }
-}
-
-/* The customer pages of the touched orders whose events did not name their customer: the
- * customer as the orders projection stored it (committed: this runs after the COMMIT; an order
- * row's customer never changes, so it is remembered in customer_of). An order it does not know
- * is on no customer's page. Returns 0, or -1 when a look-up failed. */
-static int drop_customer_pages(tl_read *r) {
-  sqlite3_stmt *st = NULL;
-  for (int i = 0; i < r->n_touched; i++) {
-    const char *customer = r->touched[i].customer;
-    if (!customer[0] && r->customer_of) customer = tl_map_get(r->customer_of, r->touched[i].order);
-    if (customer && customer[0]) {
-      tl_vcache_invalidate(r->customer_pages, customer);
-      continue;
-    }
-    tl_err err = {0};
-    if (!st &&
-        !(st = tl_db_stmt(r->w, "SELECT customer_id FROM rm_orders WHERE order_id = ?", &err)))
-      return -1;
-    sqlite3_bind_text(st, 1, r->touched[i].order, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-      customer = (const char *)sqlite3_column_text(st, 0);
-      if (customer) tl_vcache_invalidate(r->customer_pages, customer);
-      char *copy = customer && r->customer_of ? strdup(customer) : NULL;
-      if (copy && tl_map_put(r->customer_of, r->touched[i].order, copy) != 0) free(copy);
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return -1;
-  }
-  if (r->customer_of) tl_map_trim(r->customer_of, CUSTOMER_OF_MAX);
-  return 0;
+/* Every cached answer (a rebuild swapped tables in). */
+static void drop_all_views(tl_read *r) {
+  if (r->order_views) tl_vcache_invalidate_all(r->order_views);
+  if (r->customer_pages) tl_vcache_invalidate_all(r->customer_pages);
+  if (r->searches) tl_vcache_invalidate_all(r->searches);
 }
 
 /* After a batch's commit and before its checkpoints are published (view_cache.h): the views of
- * the orders it touched, their customers' pages, and (when it touched any order) every search. */
+ * the orders it changed, the pages of the customers whose orders changed, and (when any order
+ * changed) every search. */
 static void drop_touched_views(tl_read *r) {
-  bool all = r->touched_overflow;
-  if (r->order_views) {
-    if (all)
-      tl_vcache_invalidate_all(r->order_views);
-    else
-      for (int i = 0; i < r->n_touched; i++)
-        tl_vcache_invalidate(r->order_views, r->touched[i].order);
+  if (r->touched_overflow) {
+    drop_all_views(r);
+  } else {
+    bool any_order = false;
+    for (int i = 0; i < r->n_touched; i++) {
+      tl_vcache *c = r->touched[i].kind == TL_CHANGED_ORDER ? r->order_views : r->customer_pages;
+      any_order |= r->touched[i].kind == TL_CHANGED_ORDER;
+      if (c) tl_vcache_invalidate(c, r->touched[i].key);
+    }
+    if (any_order && r->searches) tl_vcache_invalidate(r->searches, "");
   }
-  if (r->customer_pages && (all || (r->n_touched > 0 && drop_customer_pages(r) != 0)))
-    tl_vcache_invalidate_all(r->customer_pages);
-  if (r->searches && (all || r->n_touched > 0)) tl_vcache_invalidate(r->searches, "");
   r->n_touched = 0;
   r->touched_overflow = 0;
 }
 
 static void free_views(tl_read *r) {
-  tl_map_free(r->customer_of);
   tl_vcache_free(r->order_views);
   tl_vcache_free(r->customer_pages);
   tl_vcache_free(r->searches);
-}
-
-/* Every cached answer (a rebuild swapped tables in). */
-static void drop_all_views(tl_read *r) {
-  if (r->customer_of) tl_map_trim(r->customer_of, 0); /* the orders' rows may be new */
-  if (r->order_views) tl_vcache_invalidate_all(r->order_views);
-  if (r->customer_pages) tl_vcache_invalidate_all(r->customer_pages);
-  if (r->searches) tl_vcache_invalidate_all(r->searches);
 }
 
 static int apply_event(void *arg, const tl_event *ev) {
@@ -474,7 +427,6 @@ static int apply_event(void *arg, const tl_event *ev) {
     if (!b->held[i] && ev->position > b->cp[i]) needed = 1;
   if (!needed) return 0;
   const tl_jv *data = tl_read_parse_data(&r->doc, ev);
-  touch_order(r, ev->stream, data);
   if (!b->careful) {
     if (apply_event_fast(b, ev, data)) return 1;
     if (b->n < BATCH_EVENTS) b->recorded[b->n] = ev->recorded_ms;
@@ -625,7 +577,6 @@ static int retry_event(void *arg, const tl_event *ev) {
   retry_ctx *c = arg;
   c->found = 1;
   const tl_jv *data = tl_read_parse_data(&c->r->doc, ev);
-  touch_order(c->r, ev->stream, data); /* its view is dropped after the task (serve_task) */
   tl_err err = {0};
   c->rc = apply_guarded(c->r, c->proj, ev, data, 1, &c->why, &err);
   if (c->rc < 0) c->why = err;
@@ -904,7 +855,6 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
     r->customer_pages =
         tl_vcache_new(log2 > 2 ? log2 - 2 : 0, log2 < 16 ? log2 : 16, TL_READ_VIEW_CACHE_BYTES / 2);
     r->searches = tl_vcache_new(log2 > 6 ? log2 - 6 : 0, 0, TL_READ_VIEW_CACHE_BYTES / 4);
-    r->customer_of = tl_map_new(0, free); /* trimmed to CUSTOMER_OF_MAX after each batch */
   }
   pthread_mutex_init(&r->lock, NULL);
   tl_handoff_init(&r->tasks);
@@ -922,6 +872,10 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
    * whole projection in one INSERT ... SELECT): in a file they spill to disk past 64 KiB
    * instead of holding every changed page in memory (+0.5 kB of RSS per order). */
   if (rc == TL_OK) rc = tl_db_exec(r->w, "PRAGMA temp_store=FILE", err);
+  if (rc == TL_OK) { /* what the projections change here: cached answers to drop */
+    r->w->on_change = note_change;
+    r->w->on_change_arg = r;
+  }
   if (rc == TL_OK) rc = tl_db_checkpoint_in_background(r->w, r->path, "NORMAL", err);
   assert(tl_projections_count <= MAX_PROJECTIONS);
   int64_t min_cp = INT64_MAX;

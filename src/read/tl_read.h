@@ -40,6 +40,11 @@ typedef struct tl_rm_table {
   const char *copy; /* the columns a rebuild copies; NULL: all (*) */
 } tl_rm_table;
 
+/* What a projection's apply announces it changed (tl_db_changed), so that the answers the
+ * read lane caches (view_cache.h) are dropped: an order's row (key: the order id; its view,
+ * and every search) and a customer's list of orders (key: the customer id; their pages). */
+enum { TL_CHANGED_ORDER = 1, TL_CHANGED_CUSTOMER = 2 };
+
 typedef struct tl_projection_def {
   const char *name;
   int version;
@@ -48,7 +53,8 @@ typedef struct tl_projection_def {
   const tl_rm_table *tables; /* every table the projection writes (reconciliation compares them) */
   int n_tables;
   /* Applies ev (data already parsed) inside the projector's open transaction. Must be
-   * deterministic and touch only this projection's tables. Returns 0 or a TL_E code. */
+   * deterministic and touch only this projection's tables. Announces with tl_db_changed each
+   * change a cached query answer may depend on (TL_CHANGED_*). Returns 0 or a TL_E code. */
   int (*apply)(tl_db *db, const tl_event *ev, const tl_jv *data, tl_err *err);
   /* Optional housekeeping of the projection's storage (NULL: none), which the projector runs
    * only when the log has been quiet for a while and no rebuild runs: one bounded step per

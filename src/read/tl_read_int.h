@@ -7,7 +7,6 @@
 
 #include "read/tl_read.h"
 #include "read/view_cache.h"
-#include "util/tl_map.h"
 #include "util/tl_failpoint.h"
 #include "util/tl_handoff.h"
 
@@ -16,8 +15,10 @@
 #include <stdatomic.h>
 
 #define TL_MAX_PROJECTIONS 16
-#define TL_TOUCHED_MAX 2048 /* orders one batch may touch before every cached view is dropped */
-#define TL_TOUCHED_CUSTOMER_MAX 64 /* bytes of a customer id the touch list keeps */
+#define TL_TOUCHED_MAX 4096 /* changes a batch may announce before every cached answer is dropped \
+                             */
+#define TL_TOUCHED_KEY_MAX 64 /* bytes of an announced key kept; longer: every answer is dropped \
+                               */
 
 typedef struct tl_waiter {
   int proj; /* projection index, -1: all */
@@ -64,14 +65,11 @@ struct tl_read {
   /* Rendered answers (view_cache.h; NULL: none): GET /orders/{id} (a group per order),
    * customer pages (a group per customer) and searches (one group). */
   tl_vcache *order_views, *customer_pages, *searches;
-  /* Order id -> its customer as rm_orders holds it (projector thread; cleared at a swap): spares
-   * drop_touched_views a look-up for every later event of an order. */
-  tl_map *customer_of;
-  /* Orders whose events the batch in flight read, with their customer when an event named it
-   * ("": look it up), projector thread; see drop_touched_views. */
+  /* What the batch in flight changed, as its projections announced it (TL_CHANGED_*: kind
+   * and key), projector thread; see drop_touched_views. */
   struct {
-    char order[27];
-    char customer[TL_TOUCHED_CUSTOMER_MAX + 1];
+    int kind;
+    char key[TL_TOUCHED_KEY_MAX + 1];
   } touched[TL_TOUCHED_MAX];
   int n_touched;
   int touched_overflow;

@@ -24,7 +24,17 @@ typedef struct tl_db {
     sqlite3_stmt *stmt;
   } cache[TL_DB_STMT_CACHE];
   int n_cache;
+  /* Told of every change tl_db_changed announces on this connection (a projection naming the
+   * rows it wrote, so that cached answers built from them can be dropped); NULL: nobody
+   * listens (scratch databases). */
+  void (*on_change)(void *arg, int kind, const char *key);
+  void *on_change_arg;
 } tl_db;
+
+/* Announces that a statement on d changed what key (of a kind the listener defines) names. */
+static inline void tl_db_changed(tl_db *d, int kind, const char *key) {
+  if (d->on_change && key) d->on_change(d->on_change_arg, kind, key);
+}
 
 /* Configures the SQLite library for twinlane before any connection exists: multi-thread mode
  * (each connection is used by one thread at a time, so SQLite's per-connection mutexes are
