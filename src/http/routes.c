@@ -159,9 +159,18 @@ static const tl_jv *command_body(tl_req *req, tl_resp *resp, tl_jdoc *doc) {
       }
       tl_problem_set(&p, 400, "MALFORMED_JSON",
                      "The body is not valid JSON: an object repeats the name \"%.*s\".", n, dup);
-    } else
+    } else {
+      /* Where it stops being JSON, as an editor counts: lines from 1, columns in bytes from 1. */
+      const char *text = req->body ? req->body : "";
+      size_t at = doc->err_offset <= req->body_len ? doc->err_offset : req->body_len;
+      size_t line = 1, line_start = 0;
+      for (size_t i = 0; i < at; i++)
+        if (text[i] == '\n') line++, line_start = i + 1;
       tl_problem_set(&p, 400, "MALFORMED_JSON",
-                     "The body is not valid JSON (RFC 8259, UTF-8, an object or an array).");
+                     "The body is not valid JSON (RFC 8259, UTF-8, an object or an array): at "
+                     "line %zu, column %zu (byte %zu).",
+                     line, at - line_start + 1, at);
+    }
     tl_resp_problem(resp, &p);
     return NULL;
   }

@@ -19,15 +19,23 @@
 #include <string.h>
 
 typedef struct parser {
-  const char *p, *end;
+  const char *text, *p, *end;
   tl_jdoc *d;
   char *out; /* the next free byte of d->str */
   int rc;    /* TL_OK until the parse fails */
 } parser;
 
-static int fail(parser *ps, int rc) {
-  if (ps->rc == TL_OK) ps->rc = rc;
+/* The parse fails with rc; at: the first byte that is not JSON (invalid input only). */
+static int fail_at(parser *ps, int rc, const char *at) {
+  if (ps->rc == TL_OK) {
+    ps->rc = rc;
+    ps->d->err_offset = (size_t)(at - ps->text);
+  }
   return rc;
+}
+
+static int fail(parser *ps, int rc) {
+  return fail_at(ps, rc, ps->p);
 }
 
 static void skip_ws(parser *ps) {
@@ -97,13 +105,13 @@ static int parse_string(parser *ps, const char **out, uint32_t *out_len) {
   const char *p = ps->p + 1, *end = ps->end;
   char *o = ps->out, *start = ps->out;
   for (;;) {
-    if (p == end) return fail(ps, TL_E_INVALID);
+    if (p == end) return fail_at(ps, TL_E_INVALID, p);
     unsigned char c = (unsigned char)*p;
     if (c == '"') break;
-    if (c < 0x20) return fail(ps, TL_E_INVALID);
+    if (c < 0x20) return fail_at(ps, TL_E_INVALID, p);
     if (c >= 0x80) {
       size_t n = tl_utf8_seq((const unsigned char *)p, (size_t)(end - p));
-      if (!n) return fail(ps, TL_E_INVALID);
+      if (!n) return fail_at(ps, TL_E_INVALID, p);
       memcpy(o, p, n);
       o += n;
       p += n;
@@ -114,7 +122,7 @@ static int parse_string(parser *ps, const char **out, uint32_t *out_len) {
       p++;
       continue;
     }
-    if (++p == end) return fail(ps, TL_E_INVALID);
+    if (++p == end) return fail_at(ps, TL_E_INVALID, p);
     switch (*p++) {
       case '"': *o++ = '"'; break;
       case '\\': *o++ = '\\'; break;
@@ -126,21 +134,21 @@ static int parse_string(parser *ps, const char **out, uint32_t *out_len) {
       case 't': *o++ = '\t'; break;
       case 'u': {
         uint32_t cp, low;
-        if (hex4(p, end, &cp) != 0) return fail(ps, TL_E_INVALID);
+        if (hex4(p, end, &cp) != 0) return fail_at(ps, TL_E_INVALID, p);
         p += 4;
         if (cp >= 0xD800 && cp <= 0xDBFF) { /* a high surrogate: its low half must follow */
           if (end - p < 2 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, end, &low) != 0 ||
               low < 0xDC00 || low > 0xDFFF)
-            return fail(ps, TL_E_INVALID);
+            return fail_at(ps, TL_E_INVALID, p);
           p += 6;
           cp = ((cp - 0xD800) << 10) + (low - 0xDC00) + 0x10000;
         } else if ((cp >= 0xDC00 && cp <= 0xDFFF) || cp == 0) {
-          return fail(ps, TL_E_INVALID);
+          return fail_at(ps, TL_E_INVALID, p);
         }
         o = put_utf8(o, cp);
         break;
       }
-      default: return fail(ps, TL_E_INVALID);
+      default: return fail_at(ps, TL_E_INVALID, p);
     }
   }
   *o++ = '\0';
@@ -162,25 +170,25 @@ static int parse_number(parser *ps, tl_jv *v) {
   const char *start = ps->p, *p = ps->p, *end = ps->end;
   bool neg = false, real = false;
   if (*p == '-') neg = true, p++;
-  if (p == end) return fail(ps, TL_E_INVALID);
+  if (p == end) return fail_at(ps, TL_E_INVALID, p);
   if (*p == '0') {
     p++;
-    if (p < end && is_digit(*p)) return fail(ps, TL_E_INVALID);
+    if (p < end && is_digit(*p)) return fail_at(ps, TL_E_INVALID, p);
   } else if (is_digit(*p)) {
     while (p < end && is_digit(*p)) p++;
   } else {
-    return fail(ps, TL_E_INVALID);
+    return fail_at(ps, TL_E_INVALID, p);
   }
   if (p < end && *p == '.') {
     p++;
-    if (p == end || !is_digit(*p)) return fail(ps, TL_E_INVALID);
+    if (p == end || !is_digit(*p)) return fail_at(ps, TL_E_INVALID, p);
     while (p < end && is_digit(*p)) p++;
     real = true;
   }
   if (p < end && (*p == 'e' || *p == 'E')) {
     p++;
     if (p < end && (*p == '+' || *p == '-')) p++;
-    if (p == end || !is_digit(*p)) return fail(ps, TL_E_INVALID);
+    if (p == end || !is_digit(*p)) return fail_at(ps, TL_E_INVALID, p);
     while (p < end && is_digit(*p)) p++;
     real = true;
   }
@@ -191,7 +199,7 @@ static int parse_number(parser *ps, tl_jv *v) {
     uint64_t acc = 0;
     for (const char *q = start + neg; q < p; q++) {
       uint64_t digit = (uint64_t)(*q - '0');
-      if (acc > (limit - digit) / 10) return fail(ps, TL_E_INVALID);
+      if (acc > (limit - digit) / 10) return fail_at(ps, TL_E_INVALID, start);
       acc = acc * 10 + digit;
     }
     v->type = TL_JV_INTEGER;
@@ -208,7 +216,7 @@ static int parse_number(parser *ps, tl_jv *v) {
   double r = strtod(copy, NULL);
   int overflow = errno == ERANGE && (r == HUGE_VAL || r == -HUGE_VAL);
   if (copy != small) free(copy);
-  if (overflow) return fail(ps, TL_E_INVALID);
+  if (overflow) return fail_at(ps, TL_E_INVALID, start);
   v->type = TL_JV_REAL;
   v->u.r = r;
   return TL_OK;
@@ -306,6 +314,7 @@ static int parse_value(parser *ps, int depth, const char *key) {
 int tl_jdoc_parse(tl_jdoc *d, const char *text, size_t len, const tl_jv **root) {
   *root = NULL;
   d->n = 0;
+  d->err_offset = 0;
   if (len >= UINT32_MAX) return TL_E_INVALID; /* spans and lengths are 32-bit */
   if (d->str_cap > KEEP_BYTES && len + 1 <= d->str_cap / 4) tl_jdoc_free(d);
   /* Every decoded string with its NUL fits in the bytes of its quoted text. */
@@ -316,9 +325,9 @@ int tl_jdoc_parse(tl_jdoc *d, const char *text, size_t len, const tl_jv **root) 
     d->str = str;
     d->str_cap = len + 1;
   }
-  parser ps = {.p = text, .end = text + len, .d = d, .out = d->str, .rc = TL_OK};
+  parser ps = {.text = text, .p = text, .end = text + len, .d = d, .out = d->str, .rc = TL_OK};
   skip_ws(&ps);
-  if (ps.p == ps.end || (*ps.p != '{' && *ps.p != '[')) return TL_E_INVALID;
+  if (ps.p == ps.end || (*ps.p != '{' && *ps.p != '[')) return fail(&ps, TL_E_INVALID);
   if (parse_value(&ps, 1, NULL) != TL_OK) {
     d->n = 0;
     return ps.rc;
@@ -326,7 +335,7 @@ int tl_jdoc_parse(tl_jdoc *d, const char *text, size_t len, const tl_jv **root) 
   skip_ws(&ps);
   if (ps.p != ps.end) {
     d->n = 0;
-    return TL_E_INVALID;
+    return fail(&ps, TL_E_INVALID);
   }
   *root = &d->nodes[0];
   return TL_OK;

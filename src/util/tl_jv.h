@@ -68,6 +68,10 @@ typedef struct tl_jdoc {
   size_t n, cap;
   char *str; /* decoded strings, one after the other */
   size_t str_cap;
+  /* After a parse refused as not JSON (TL_E_INVALID): the offset of the first byte that made
+   * it so (the start of a wrong token or value, the offending byte inside a string or number,
+   * or the length when the text ends too early). */
+  size_t err_offset;
 } tl_jdoc;
 
 /* Parses the len bytes at text (a NUL among them makes the text invalid, as it would end

@@ -124,6 +124,14 @@ def test_malformed_json_is_400(shared, raw):
     assert shared.log_head() == head
 
 
+def test_malformed_json_says_where(shared):
+    """The detail points at the first byte that is not JSON: line, column, byte offset."""
+    raw = b'{"productId": "p",\n "price": 01}'
+    st, h, b = shared.req("POST", "/products", raw=raw, headers={"Content-Type": "application/json"})
+    p = assert_problem(st, h, b, 400, "MALFORMED_JSON")
+    assert "line 2, column 12 (byte 30)" in p["detail"], p
+
+
 @pytest.mark.parametrize("raw", [
     b'{"productId": "dup-a", "name": "A", "category": "c", "price": 1, "stock": 1,'
     b' "productId": "dup-b"}',

@@ -333,6 +333,37 @@ static void test_dumps_as_tl_json_dumps(void **s) {
   tl_jdoc_free(&d);
 }
 
+/* A refused text says where it stops being JSON: the wrong token, the offending byte inside a
+ * string or number, or the end when it ends too early. */
+static void test_error_offsets(void **s) {
+  (void)s;
+  static const struct {
+    const char *text;
+    size_t at;
+  } cases[] = {
+      {"{\"a\": 1,}", 8},            /* the } where a name must be */
+      {"{\"a\": tru}", 6},           /* the literal */
+      {"{\"a\": \"x\x01\"}", 8},     /* the control character inside the string */
+      {"{\"a\": \"\\q\"}", 9},       /* the unknown escape's letter */
+      {"[1, 2", 5},                  /* ended too early */
+      {"[01]", 2},                   /* the digit after a leading zero */
+      {"[99999999999999999999]", 1}, /* an integer outside int64: its start */
+      {"  42", 2},                   /* not an object or array */
+      {"", 0},
+      {"{}\n x", 4}, /* garbage after the document */
+      {"{\"a\":\n  [1,\n   ]}", 15},
+  };
+  tl_jdoc doc = {0};
+  const tl_jv *root;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    assert_int_equal(tl_jdoc_parse(&doc, cases[i].text, strlen(cases[i].text), &root),
+                     TL_E_INVALID);
+    if (doc.err_offset != cases[i].at)
+      fail_msg("%s: offset %zu, wanted %zu", cases[i].text, doc.err_offset, cases[i].at);
+  }
+  tl_jdoc_free(&doc);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_reads_an_order),
@@ -344,6 +375,7 @@ int main(void) {
       cmocka_unit_test(test_depth_limit),
       cmocka_unit_test(test_reuse),
       cmocka_unit_test(test_dumps_as_tl_json_dumps),
+      cmocka_unit_test(test_error_offsets),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
