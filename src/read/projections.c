@@ -15,6 +15,7 @@
 #include "read/tl_read.h"
 
 #include "util/tl_buf.h"
+#include "util/tl_id.h"
 #include "util/tl_jw.h"
 #include "util/tl_money.h"
 #include "util/tl_time.h"
@@ -263,6 +264,199 @@ static const tl_rm_table ORDERS_TABLES[] = {
 static const tl_projection_def ORDERS = {"orders",      5, ORDERS_SCHEMA, ORDERS_RESET,
                                          ORDERS_TABLES, 3, orders_apply,  orders_tidy};
 
+/* ---- counters written once per transaction --------------------------------------------- */
+
+/* The sales and stock counters of rm_products and rm_daily_sales change with nearly every event
+ * (a sale of each line, each reservation), and their changes commute: sums and maxima. They are
+ * summed per row in memory and written when the transaction or savepoint ends (tl_db_deferred),
+ * so a batch of a thousand events updates each product and day once. A statement whose result
+ * depends on the order of changes to a row (a product's creation, a cancellation's recomputed
+ * last_sold_at) flushes first. What cannot be deferred (a full table, an id too long, no memory)
+ * is written at once, as before. */
+
+#define PROD_SLOTS 256 /* a power of two */
+#define PROD_FILL 192  /* products deferred before a flush makes room */
+#define DAY_SLOTS 8
+
+typedef struct prod_delta {
+  char id[TL_PRODUCT_ID_MAX + 1]; /* "": a free slot */
+  bool sold, stock;
+  int64_t qty, amount, last_sold_at;                        /* SQL_PROD_SOLD */
+  int64_t dstock, dreserved, updated_at, version, position; /* SQL_PROD_STOCK */
+} prod_delta;
+
+typedef struct counters {
+  tl_db_deferred base;
+  prod_delta prod[PROD_SLOTS];
+  int n_prod;
+  struct {
+    int64_t day, count, amount;
+  } days[DAY_SLOTS];
+  int n_days;
+} counters;
+
+/* Stock changes of the product stream: ?1 units on hand, ?2 units reserved. Deltas commute, so
+ * an event applied late (a dead letter retried after newer ones) still counts exactly once (the
+ * checkpoint and the DLQ row guarantee once); the version and position only move forward. */
+static const char SQL_PROD_STOCK[] =
+    "UPDATE rm_products SET stock = stock + ?1, reserved = reserved + ?2,"
+    " updated_at = MAX(updated_at, ?3), version = MAX(version, ?4),"
+    " last_position = MAX(last_position, ?5) WHERE product_id = ?6";
+
+static const char SQL_PROD_SOLD[] =
+    "UPDATE rm_products SET sales_count = sales_count + ?, revenue_minor = revenue_minor + ?,"
+    " last_sold_at = MAX(COALESCE(last_sold_at, 0), ?) WHERE product_id = ?";
+static const char SQL_SALES_ADD[] =
+    "INSERT INTO rm_daily_sales(day, order_count, revenue_minor) VALUES(?1, ?2, ?3)"
+    " ON CONFLICT(day) DO UPDATE SET order_count = order_count + ?2,"
+    " revenue_minor = revenue_minor + ?3";
+
+static int write_sold(tl_db *db, const char *pid, int64_t qty, int64_t amount, int64_t at,
+                      tl_err *err) {
+  STMT(st, SQL_PROD_SOLD);
+  sqlite3_bind_int64(st, 1, qty);
+  sqlite3_bind_int64(st, 2, amount);
+  sqlite3_bind_int64(st, 3, at);
+  sqlite3_bind_text(st, 4, pid, -1, SQLITE_STATIC);
+  return step(db, st, err);
+}
+
+static int write_stock(tl_db *db, const char *pid, const prod_delta *p, tl_err *err) {
+  STMT(st, SQL_PROD_STOCK);
+  sqlite3_bind_int64(st, 1, p->dstock);
+  sqlite3_bind_int64(st, 2, p->dreserved);
+  sqlite3_bind_int64(st, 3, p->updated_at);
+  sqlite3_bind_int64(st, 4, p->version);
+  sqlite3_bind_int64(st, 5, p->position);
+  sqlite3_bind_text(st, 6, pid, -1, SQLITE_STATIC);
+  return step(db, st, err);
+}
+
+static int write_day(tl_db *db, int64_t day, int64_t count, int64_t amount, tl_err *err) {
+  STMT(st, SQL_SALES_ADD);
+  sqlite3_bind_int64(st, 1, day);
+  sqlite3_bind_int64(st, 2, count);
+  sqlite3_bind_int64(st, 3, amount);
+  return step(db, st, err);
+}
+
+static void counters_discard(tl_db_deferred *self) {
+  counters *c = (counters *)self;
+  if (c->n_prod > 0)
+    for (int i = 0; i < PROD_SLOTS; i++) c->prod[i].id[0] = '\0';
+  c->n_prod = c->n_days = 0;
+}
+
+static int counters_flush(tl_db *db, tl_db_deferred *self, tl_err *err) {
+  counters *c = (counters *)self;
+  int rc = TL_OK;
+  for (int i = 0; c->n_prod > 0 && i < PROD_SLOTS && rc == TL_OK; i++) {
+    prod_delta *p = &c->prod[i];
+    if (!p->id[0]) continue;
+    if (p->sold) rc = write_sold(db, p->id, p->qty, p->amount, p->last_sold_at, err);
+    if (rc == TL_OK && p->stock) rc = write_stock(db, p->id, p, err);
+  }
+  for (int i = 0; i < c->n_days && rc == TL_OK; i++)
+    rc = write_day(db, c->days[i].day, c->days[i].count, c->days[i].amount, err);
+  counters_discard(self); /* written, or the transaction fails */
+  return rc;
+}
+
+static void counters_destroy(tl_db_deferred *self) {
+  free(self);
+}
+
+/* db's counters (created at first use), or NULL: write at once. Read-store connections defer
+ * only these. */
+static counters *counters_of(tl_db *db) {
+  if (!db->deferred) {
+    counters *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->base = (tl_db_deferred){counters_flush, counters_discard, counters_destroy};
+    tl_db_defer(db, &c->base);
+  }
+  return (counters *)db->deferred;
+}
+
+/* The slot of product pid in c (a new one if needed), or NULL: write at once. */
+static prod_delta *prod_slot(tl_db *db, counters *c, const char *pid, tl_err *err, int *rc) {
+  size_t n = strlen(pid);
+  *rc = TL_OK;
+  if (!c || n == 0 || n > TL_PRODUCT_ID_MAX) return NULL;
+  size_t i = (size_t)tl_fnv1a(TL_FNV_OFFSET, pid, n) & (PROD_SLOTS - 1);
+  for (; c->prod[i].id[0]; i = (i + 1) & (PROD_SLOTS - 1))
+    if (strcmp(c->prod[i].id, pid) == 0) return &c->prod[i];
+  if (c->n_prod >= PROD_FILL) { /* make room: write what is pending now */
+    if ((*rc = counters_flush(db, &c->base, err)) != TL_OK) return NULL;
+    return prod_slot(db, c, pid, err, rc);
+  }
+  prod_delta *p = &c->prod[i];
+  memset(p, 0, sizeof *p);
+  memcpy(p->id, pid, n + 1);
+  c->n_prod++;
+  return p;
+}
+
+static int64_t max64(int64_t a, int64_t b) {
+  return a > b ? a : b;
+}
+
+/* A sale of qty units for amount at `at` (ms), on product pid. */
+static int add_sold(tl_db *db, const char *pid, int64_t qty, int64_t amount, int64_t at,
+                    tl_err *err) {
+  int rc;
+  prod_delta *p = prod_slot(db, counters_of(db), pid, err, &rc);
+  if (rc != TL_OK) return rc;
+  if (!p) return write_sold(db, pid, qty, amount, at, err);
+  p->qty += qty;
+  p->amount += amount;
+  p->last_sold_at = p->sold ? max64(p->last_sold_at, at) : at;
+  p->sold = true;
+  return TL_OK;
+}
+
+/* A stock change of product pid by an event of its stream. */
+static int add_stock(tl_db *db, const char *pid, int64_t dstock, int64_t dreserved,
+                     const tl_event *ev, tl_err *err) {
+  int rc;
+  prod_delta *p = prod_slot(db, counters_of(db), pid, err, &rc);
+  if (rc != TL_OK) return rc;
+  prod_delta once = {.dstock = dstock,
+                     .dreserved = dreserved,
+                     .updated_at = ev->recorded_ms,
+                     .version = ev->version,
+                     .position = ev->position};
+  if (!p) return write_stock(db, pid, &once, err);
+  p->dstock += dstock;
+  p->dreserved += dreserved;
+  p->updated_at = p->stock ? max64(p->updated_at, once.updated_at) : once.updated_at;
+  p->version = p->stock ? max64(p->version, once.version) : once.version;
+  p->position = p->stock ? max64(p->position, once.position) : once.position;
+  p->stock = true;
+  return TL_OK;
+}
+
+/* count orders and amount of revenue more (or less) on day. */
+static int add_day(tl_db *db, int64_t day, int64_t count, int64_t amount, tl_err *err) {
+  counters *c = counters_of(db);
+  if (!c) return write_day(db, day, count, amount, err);
+  int i = 0;
+  while (i < c->n_days && c->days[i].day != day) i++;
+  if (i == DAY_SLOTS) {
+    int rc = counters_flush(db, &c->base, err);
+    if (rc != TL_OK) return rc;
+    i = 0;
+  }
+  if (i == c->n_days) {
+    c->days[i].day = day;
+    c->days[i].count = c->days[i].amount = 0;
+    c->n_days++;
+  }
+  c->days[i].count += count;
+  c->days[i].amount += amount;
+  return TL_OK;
+}
+
 /* ---- products ---------------------------------------------------------------------------- */
 
 static const char PRODUCTS_SCHEMA[] =
@@ -288,20 +482,10 @@ static const char PRODUCTS_RESET[] = "DROP TABLE IF EXISTS rm_products;"
 static const char SQL_PROD_INSERT[] =
     "INSERT OR IGNORE INTO rm_products(product_id, name, category, price_minor, currency, stock,"
     " created_at, updated_at, version, last_position) VALUES(?,?,?,?,?,?,?,?,?,?)";
-/* Stock changes of the product stream: ?1 units on hand, ?2 units reserved. Deltas commute, so
- * an event applied late (a dead letter retried after newer ones) still counts exactly once (the
- * checkpoint and the DLQ row guarantee once); the version and position only move forward. */
-static const char SQL_PROD_STOCK[] =
-    "UPDATE rm_products SET stock = stock + ?1, reserved = reserved + ?2,"
-    " updated_at = MAX(updated_at, ?3), version = MAX(version, ?4),"
-    " last_position = MAX(last_position, ?5) WHERE product_id = ?6";
 static const char SQL_PROD_LINE[] =
     "INSERT INTO rm_product_lines(order_id, product_id, quantity, amount_minor, placed_at, live)"
     " VALUES(?,?,?,?,?,1) ON CONFLICT(order_id, product_id) DO UPDATE SET"
     " quantity = quantity + excluded.quantity, amount_minor = amount_minor + excluded.amount_minor";
-static const char SQL_PROD_SOLD[] =
-    "UPDATE rm_products SET sales_count = sales_count + ?, revenue_minor = revenue_minor + ?,"
-    " last_sold_at = MAX(COALESCE(last_sold_at, 0), ?) WHERE product_id = ?";
 static const char SQL_PROD_LINES_OF[] =
     "SELECT product_id, quantity, amount_minor FROM rm_product_lines"
     " WHERE order_id = ? AND live = 1";
@@ -327,17 +511,17 @@ static int products_placed(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err
     sqlite3_bind_int64(line, 5, ev->recorded_ms);
     int rc = step(db, line, err);
     if (rc != TL_OK) return rc;
-    STMT(sold, SQL_PROD_SOLD);
-    sqlite3_bind_int64(sold, 1, qty);
-    sqlite3_bind_int64(sold, 2, qty * price);
-    sqlite3_bind_int64(sold, 3, ev->recorded_ms);
-    sqlite3_bind_text(sold, 4, jstr(it, "productId"), -1, SQLITE_STATIC);
-    if ((rc = step(db, sold, err)) != TL_OK) return rc;
+    rc = add_sold(db, jstr(it, "productId"), qty, qty * price, ev->recorded_ms, err);
+    if (rc != TL_OK) return rc;
   }
   return TL_OK;
 }
 
 static int products_cancelled(tl_db *db, const tl_jv *d, tl_err *err) {
+  /* last_sold_at is recomputed from the live lines below: a deferred sale of this order would
+   * put it back afterwards. */
+  int flushed = tl_db_flush(db, err);
+  if (flushed != TL_OK) return flushed;
   /* Collect the live lines first: the statements below change the rows being read. */
   struct {
     char product_id[65];
@@ -373,6 +557,8 @@ static int products_apply(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err 
   if (strcmp(ev->type, "ProductCreated") == 0) {
     int64_t price = 0;
     tl_money_from_jv(tl_jv_get(d, "price"), &price);
+    int flushed = tl_db_flush(db, err); /* a deferred change of a product not yet there: none */
+    if (flushed != TL_OK) return flushed;
     STMT(st, SQL_PROD_INSERT);
     sqlite3_bind_text(st, 1, jstr(d, "productId"), -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, jstr(d, "name"), -1, SQLITE_STATIC);
@@ -394,14 +580,7 @@ static int products_apply(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err 
   else if (strcmp(ev->type, "StockCommitted") == 0) dstock = dreserved = -q;
   if (strncmp(ev->stream, "product-", 8) == 0 && strcmp(ev->type, "ProductCreated") != 0) {
     /* Every event of the product's stream moves its version; some move the stock. */
-    STMT(st, SQL_PROD_STOCK);
-    sqlite3_bind_int64(st, 1, dstock);
-    sqlite3_bind_int64(st, 2, dreserved);
-    sqlite3_bind_int64(st, 3, ev->recorded_ms);
-    sqlite3_bind_int64(st, 4, ev->version);
-    sqlite3_bind_int64(st, 5, ev->position);
-    sqlite3_bind_text(st, 6, jstr(d, "productId"), -1, SQLITE_STATIC);
-    return step(db, st, err);
+    return add_stock(db, jstr(d, "productId"), dstock, dreserved, ev, err);
   }
   if (strcmp(ev->type, "OrderPlaced") == 0) return products_placed(db, ev, d, err);
   if (strcmp(ev->type, "OrderCancelled") == 0 || strcmp(ev->type, "OrderRejected") == 0)
@@ -428,21 +607,9 @@ static const char SALES_RESET[] = "DROP TABLE IF EXISTS rm_daily_sales;"
 
 static const char SQL_SALES_ORDER[] =
     "INSERT OR IGNORE INTO rm_sales_orders(order_id, day, total_minor, live) VALUES(?,?,?,1)";
-static const char SQL_SALES_ADD[] =
-    "INSERT INTO rm_daily_sales(day, order_count, revenue_minor) VALUES(?1, ?2, ?3)"
-    " ON CONFLICT(day) DO UPDATE SET order_count = order_count + ?2,"
-    " revenue_minor = revenue_minor + ?3";
 static const char SQL_SALES_KILL[] =
     "UPDATE rm_sales_orders SET live = 0 WHERE order_id = ? AND live = 1"
     " RETURNING day, total_minor";
-
-static int sales_add(tl_db *db, int64_t day, int64_t count, int64_t amount, tl_err *err) {
-  STMT(st, SQL_SALES_ADD);
-  sqlite3_bind_int64(st, 1, day);
-  sqlite3_bind_int64(st, 2, count);
-  sqlite3_bind_int64(st, 3, amount);
-  return step(db, st, err);
-}
 
 static int sales_apply(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err *err) {
   if (strcmp(ev->type, "OrderPlaced") == 0) {
@@ -455,7 +622,7 @@ static int sales_apply(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err *er
     sqlite3_bind_int64(st, 3, total);
     int rc = step(db, st, err);
     if (rc != TL_OK || sqlite3_changes(db->db) != 1) return rc;
-    return sales_add(db, day, 1, total, err);
+    return add_day(db, day, 1, total, err);
   }
   if (strcmp(ev->type, "OrderCancelled") == 0 || strcmp(ev->type, "OrderRejected") == 0) {
     STMT(st, SQL_SALES_KILL);
@@ -467,7 +634,7 @@ static int sales_apply(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err *er
       }
       sqlite3_reset(st);
       if (rc != SQLITE_DONE) return tl_db_fail(db, rc, "cancel sale", err);
-      return sales_add(db, day, -1, -total, err);
+      return add_day(db, day, -1, -total, err);
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) return tl_db_fail(db, rc, "cancel sale", err);

@@ -85,9 +85,29 @@ void tl_db_close(tl_db *d) {
     ckpt_stop(d->ckpt);
     d->ckpt = NULL;
   }
+  if (d->deferred) d->deferred->destroy(d->deferred);
   for (int i = 0; i < d->n_cache; i++) sqlite3_finalize(d->cache[i].stmt);
   if (d->db) sqlite3_close_v2(d->db);
   free(d);
+}
+
+void tl_db_defer(tl_db *d, tl_db_deferred *deferred) {
+  if (d->deferred) d->deferred->destroy(d->deferred);
+  d->deferred = deferred;
+}
+
+int tl_db_flush(tl_db *d, tl_err *err) {
+  tl_err local = {0};
+  return d->deferred ? d->deferred->flush(d, d->deferred, err ? err : &local) : TL_OK;
+}
+
+/* What a transaction-control statement means for deferred writes (tl_db_deferred). */
+static int ends_kept(const char *sql) {
+  return strncmp(sql, "COMMIT", 6) == 0 || strncmp(sql, "SAVEPOINT", 9) == 0 ||
+         strncmp(sql, "RELEASE", 7) == 0;
+}
+static int ends_undone(const char *sql) {
+  return strncmp(sql, "BEGIN", 5) == 0 || strncmp(sql, "ROLLBACK", 8) == 0;
 }
 
 int tl_db_exec(tl_db *d, const char *sql, tl_err *err) {
@@ -131,6 +151,14 @@ sqlite3_stmt *tl_db_stmt(tl_db *d, const char *sql, tl_err *err) {
 
 int tl_db_run(tl_db *d, const char *sql, tl_err *err) {
   tl_err local = {0};
+  if (d->deferred) {
+    if (ends_undone(sql)) {
+      d->deferred->discard(d->deferred);
+    } else if (ends_kept(sql)) {
+      int rc = d->deferred->flush(d, d->deferred, err ? err : &local);
+      if (rc != TL_OK) return rc;
+    }
+  }
   sqlite3_stmt *st = tl_db_stmt(d, sql, err ? err : &local);
   if (!st) return err ? err->code : local.code;
   int rc = sqlite3_step(st);

@@ -29,7 +29,27 @@ typedef struct tl_db {
    * listens (scratch databases). */
   void (*on_change)(void *arg, int kind, const char *key);
   void *on_change_arg;
+  /* Writes a module deferred within the open transaction (tl_db_defer), NULL: none. */
+  struct tl_db_deferred *deferred;
 } tl_db;
+
+/* Writes kept in memory within a transaction and written just before it ends: changes that
+ * commute (counters summed per row), so that a batch writes each row once. tl_db_run writes
+ * them (flush) before it runs COMMIT, SAVEPOINT or RELEASE, and forgets them (discard) when
+ * it runs BEGIN or ROLLBACK (also ROLLBACK TO: a SAVEPOINT flushed what came before it), so a
+ * transaction or savepoint that is kept holds them and one that is undone does not. A module
+ * that reads a deferred value itself calls tl_db_flush first. */
+typedef struct tl_db_deferred {
+  int (*flush)(tl_db *d, struct tl_db_deferred *self, tl_err *err);
+  void (*discard)(struct tl_db_deferred *self);
+  void (*destroy)(struct tl_db_deferred *self); /* at tl_db_close */
+} tl_db_deferred;
+
+/* Hands d the deferred writes of a module (one per connection; freed by tl_db_close). */
+void tl_db_defer(tl_db *d, tl_db_deferred *deferred);
+/* Writes what is deferred now (0 or a TL_E code; what could not be written is dropped and
+ * the transaction must be rolled back). */
+int tl_db_flush(tl_db *d, tl_err *err);
 
 /* Announces that a statement on d changed what key (of a kind the listener defines) names. */
 static inline void tl_db_changed(tl_db *d, int kind, const char *key) {
@@ -77,7 +97,8 @@ long tl_db_background_checkpoints(const tl_db *d);
 int tl_db_exec(tl_db *d, const char *sql, tl_err *err);
 /* Runs one statement without results through the statement cache (sql: a string literal, as
  * for tl_db_stmt): for the BEGIN / COMMIT / SAVEPOINT of every batch, which tl_db_exec would
- * compile again each time (~10k instructions each). 0 or a TL_E code (err set when not NULL). */
+ * compile again each time (~10k instructions each). Writes or forgets deferred writes first
+ * (tl_db_deferred). 0 or a TL_E code (err set when not NULL). */
 int tl_db_run(tl_db *d, const char *sql, tl_err *err);
 
 /* The cached prepared statement for sql (a string literal or other static string), reset and

@@ -64,6 +64,11 @@ static int teardown(void **state) {
 
 /* ---- feeding events ------------------------------------------------------------------------ */
 
+/* How apply() feeds an event: 0, in a transaction of its own through tl_projection_apply_one (each
+ * event complete on its own); 1, straight to each projection's apply inside the caller's open
+ * transaction, as the projector's batch does (counters deferred to the end: tl_db_deferred). */
+static int batching;
+
 /* Applies one event to every projection in its own transaction; the apply must succeed. */
 static void apply(tl_db *db, int64_t position, const char *stream, int64_t version,
                   const char *type, const char *data_text, int64_t recorded_ms) {
@@ -80,6 +85,13 @@ static void apply(tl_db *db, int64_t position, const char *stream, int64_t versi
                  .metadata = (char *)"{}",
                  .recorded_ms = recorded_ms};
   tl_err err = {0};
+  if (batching) {
+    for (int i = 0; i < tl_projections_count; i++)
+      if (tl_projections[i]->apply(db, &ev, data, &err) != TL_OK)
+        fail_msg("%s: apply %s: %s", tl_projections[i]->name, type, err.msg);
+    tl_jdoc_free(&doc);
+    return;
+  }
   assert_int_equal(tl_db_exec(db, "BEGIN", &err), TL_OK);
   for (int i = 0; i < tl_projections_count; i++) {
     int rc = tl_projection_apply_one(db, tl_projections[i], &ev, data, &err);
@@ -121,11 +133,10 @@ static void order_placed(tl_db *db, int64_t pos, const char *oid, const char *ci
 }
 
 /* An order of one unit of product pid at price (JSON number text, also the total). */
-static void order_of_one(tl_db *db, int64_t pos, const char *oid, const char *cid,
-                         const char *pid, const char *price, int64_t ms) {
+static void order_of_one(tl_db *db, int64_t pos, const char *oid, const char *cid, const char *pid,
+                         const char *price, int64_t ms) {
   char items[256];
-  snprintf(items, sizeof items, "[{\"productId\":\"%s\",\"quantity\":1,\"price\":%s}]", pid,
-           price);
+  snprintf(items, sizeof items, "[{\"productId\":\"%s\",\"quantity\":1,\"price\":%s}]", pid, price);
   order_placed(db, pos, oid, cid, items, price, ms);
 }
 
@@ -182,7 +193,7 @@ static json_int_t int_of(const json_t *obj, const char *key) {
  * parses the text: the tests check what a client receives. NULL when the query set a problem. */
 #define ANSWER(p, fn, ...)                        \
   ({                                              \
-    tl_jw w_ = {.depth = 0};                               \
+    tl_jw w_ = {.depth = 0};                      \
     tl_jw_object(&w_);                            \
     parse_answer(&w_, fn(__VA_ARGS__, &w_, (p))); \
   })
@@ -303,6 +314,107 @@ static char *snapshot(tl_db *db, const char *oid, const char *pid) {
   json_decref(all);
   assert_non_null(text);
   return text;
+}
+
+/* ---- a batch in one transaction ------------------------------------------------------------ */
+
+/* Sales, reservations, restocks and cancellations of two products over a few days; with
+ * `undone`, also an order applied in a savepoint that is rolled back (a refused event). */
+static void counters_script(tl_db *db, bool undone, char oids[5][TL_ULID_LEN + 1]) {
+  tl_err err = {0};
+  product_created(db, 1, "p1", "Espresso Machine", "kitchen", "10.00", 10,
+                  ms_of("2026-11-20T09:00:00Z"));
+  product_created(db, 2, "p2", "Tea Kettle", "kitchen", "5.00", 10, ms_of("2026-11-20T09:00:00Z"));
+  order_placed(db, 3, oids[0], CUST_A, "[{\"productId\":\"p1\",\"quantity\":2,\"price\":10.00}]",
+               "20.00", ms_of("2026-11-21T10:00:00Z"));
+  char data[256];
+  snprintf(data, sizeof data, "{\"productId\":\"p1\",\"quantity\":2,\"orderId\":\"%s\"}", oids[0]);
+  apply(db, 4, "product-p1", 2, "StockReserved", data, ms_of("2026-11-21T10:00:01Z"));
+  order_placed(db, 5, oids[1], CUST_B,
+               "[{\"productId\":\"p1\",\"quantity\":1,\"price\":10.00},"
+               "{\"productId\":\"p2\",\"quantity\":1,\"price\":5.00}]",
+               "15.00", ms_of("2026-11-22T11:00:00Z"));
+  /* The newest sale of p1 goes: its last_sold_at falls back to o1's, read from the lines. */
+  order_event(db, 6, "OrderCancelled", oids[1], 2, ms_of("2026-11-22T11:05:00Z"));
+  product_restocked(db, 7, "p2", 2, 5, ms_of("2026-11-22T12:00:00Z"));
+  if (undone) {
+    assert_int_equal(tl_db_run(db, "SAVEPOINT t", &err), TL_OK);
+    order_of_one(db, 8, oids[4], CUST_A, "p1", "10.00", ms_of("2026-11-23T08:00:00Z"));
+    assert_int_equal(tl_db_run(db, "ROLLBACK TO t", &err), TL_OK);
+    assert_int_equal(tl_db_run(db, "RELEASE t", &err), TL_OK);
+  }
+  order_placed(db, 9, oids[2], CUST_A, "[{\"productId\":\"p2\",\"quantity\":3,\"price\":5.00}]",
+               "15.00", ms_of("2026-11-23T09:00:00Z"));
+  order_event(db, 10, "OrderRejected", oids[2], 2, ms_of("2026-11-23T09:00:01Z"));
+  order_of_one(db, 11, oids[3], CUST_B, "p2", "5.00", ms_of("2026-11-24T09:00:00Z"));
+}
+
+/* Every row of the counters' tables, as text. */
+static char *counter_rows(tl_db *db) {
+  static const char *const SQL[] = {
+      "SELECT product_id, stock, reserved, sales_count, revenue_minor, last_sold_at, updated_at,"
+      " version, last_position FROM rm_products ORDER BY product_id",
+      "SELECT day, order_count, revenue_minor FROM rm_daily_sales ORDER BY day"};
+  char *out = calloc(1, 4096);
+  assert_non_null(out);
+  size_t o = 0;
+  for (size_t q = 0; q < TL_ARRAY_LEN(SQL); q++) {
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db->db, SQL[q], -1, &st, NULL), SQLITE_OK);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      for (int c = 0; c < sqlite3_column_count(st); c++) {
+        const unsigned char *v = sqlite3_column_text(st, c);
+        o +=
+            (size_t)snprintf(out + o, 4096 - o, "%s%s", c ? "," : "", v ? (const char *)v : "null");
+      }
+      o += (size_t)snprintf(out + o, 4096 - o, "\n");
+      assert_true(o < 4000);
+    }
+    sqlite3_finalize(st);
+  }
+  return out;
+}
+
+/* The projector applies a batch in one transaction, where the product and daily-sales counters
+ * are summed in memory and written at COMMIT (or at a savepoint's RELEASE; a rolled-back one
+ * forgets its share). The models must end exactly as with every event applied on its own. */
+static void test_a_batch_in_one_transaction_equals_events_one_by_one(void **state) {
+  fixture *f = *state;
+  char oids[5][TL_ULID_LEN + 1];
+  ulid_at("2026-11-21T10:00:00Z", oids[0]);
+  ulid_at("2026-11-22T11:00:00Z", oids[1]);
+  ulid_at("2026-11-23T09:00:00Z", oids[2]);
+  ulid_at("2026-11-24T09:00:00Z", oids[3]);
+  ulid_at("2026-11-23T08:00:00Z", oids[4]);
+  counters_script(f->db, false, oids);
+
+  fixture g = {0};
+  assert_int_equal(tmp_db_open(&g.t, "batch", "read.db"), TL_OK);
+  tl_err err = {0};
+  for (int i = 0; i < tl_projections_count; i++)
+    assert_int_equal(tl_projection_setup(g.t.db, tl_projections[i], &err), TL_OK);
+  batching = 1;
+  assert_int_equal(tl_db_run(g.t.db, "BEGIN", &err), TL_OK);
+  counters_script(g.t.db, true, oids);
+  assert_int_equal(tl_db_run(g.t.db, "COMMIT", &err), TL_OK);
+  batching = 0;
+
+  char *one = counter_rows(f->db), *batch = counter_rows(g.t.db);
+  assert_string_equal(batch, one);
+  /* p1: o1's 2 units sold, o2's unit back; its last sale is o1's again */
+  char p1[96];
+  snprintf(p1, sizeof p1, "p1,10,2,2,2000,%lld,", (long long)ms_of("2026-11-21T10:00:00Z"));
+  assert_non_null(strstr(one, p1));
+  free(one);
+  free(batch);
+  for (int k = 0; k < 2; k++) {
+    one = snapshot(f->db, oids[k], k ? "p2" : "p1");
+    batch = snapshot(g.t.db, oids[k], k ? "p2" : "p1");
+    assert_string_equal(batch, one);
+    free(one);
+    free(batch);
+  }
+  tmp_db_remove(&g.t);
 }
 
 /* ---- setup and checkpoints ----------------------------------------------------------------- */
@@ -1109,6 +1221,7 @@ int main(void) {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
   const struct CMUnitTest tests[] = {
       T(test_setup_starts_every_projection_at_position_zero),
+      T(test_a_batch_in_one_transaction_equals_events_one_by_one),
       T(test_checkpoint_moves_to_each_event_position),
       T(test_applying_the_same_events_twice_changes_nothing),
       T(test_event_older_than_checkpoint_is_ignored),
