@@ -2,7 +2,7 @@
  * rebuild.c: zero-downtime rebuild of one projection (see tl_read.h).
  *
  * A background thread folds the log from position 0 into a scratch database beside read.db
- * (the projection's own tables and apply function), chunk after chunk, until it is within
+ * (the projection's fold schema and its apply function), chunk after chunk, until it is within
  * CATCH_UP_EVENTS of the head. Then it hands the swap to the projector thread, which folds the
  * last events, and in one read.db transaction replaces the live tables' rows with the new
  * ones, moves the checkpoint to the new copy's position and forgets the projection's parked
@@ -105,7 +105,7 @@ static int rebuild_one(tl_read *r, int proj, tl_err *err) {
   int64_t t0 = tl_mono_ns();
   int rc = tl_fold_scratch_path(r, "rebuild", j->scratch, sizeof j->scratch, err);
   if (rc == TL_OK) rc = tl_db_open(&j->fold.db, j->scratch, 0, "OFF", err);
-  if (rc == TL_OK) rc = tl_db_exec(j->fold.db, d->schema_sql, err);
+  if (rc == TL_OK) rc = tl_fold_create_tables(j->fold.db, d, err);
   while (rc == TL_OK) {
     j->fold.upto[proj] = tl_log_head(r->log);
     rc = tl_fold_run(r->log, &j->fold, err);
