@@ -64,9 +64,9 @@ static bool order_total(const tl_jv *d, int64_t *total) {
 
 /* ---- orders ------------------------------------------------------------------------------ */
 
-/* The orders tables, shared by the live schema and the fold schema (identical columns and keys:
- * a rebuild copies the one into the other, reconciliation compares them). rm_orders' UNIQUE
- * order_id is both the key of the status UPDATE and what makes the insert OR IGNORE. */
+/* The orders tables, the same in the live schema and the fold schema (a rebuild copies the one
+ * into the other, reconciliation compares them). rm_orders' UNIQUE order_id is the key of the
+ * status UPDATE and what makes the insert OR IGNORE. */
 #define ORDERS_TABLE                                                                     \
   "CREATE TABLE IF NOT EXISTS rm_orders("                                                \
   " seq INTEGER PRIMARY KEY, order_id TEXT NOT NULL UNIQUE, customer_id TEXT NOT NULL,"  \
@@ -74,15 +74,16 @@ static bool order_total(const tl_jv *d, int64_t *total) {
   " item_count INTEGER NOT NULL, items TEXT NOT NULL, shipping TEXT NOT NULL,"           \
   " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, version INTEGER NOT NULL," \
   " last_position INTEGER NOT NULL, rejection_reason TEXT);"
+/* Covers the customer-history page (queries.c SUMMARY_COLS): a customer's newest orders are
+ * adjacent entries of this index, read without visiting the table's rows. */
+#define ORDERS_CUSTOMER_INDEX                                                                 \
+  "CREATE INDEX IF NOT EXISTS rm_orders_customer ON rm_orders(customer_id, order_id, status," \
+  " total_minor, currency, item_count, created_at, updated_at, version);"
 #define ORDERS_NAMES_TABLE                             \
   "CREATE TABLE IF NOT EXISTS rm_order_product_names(" \
   " product_id TEXT PRIMARY KEY, name TEXT NOT NULL) WITHOUT ROWID;"
 
-static const char ORDERS_SCHEMA[] = ORDERS_TABLE
-    /* Covers the customer-history page (queries.c SUMMARY_COLS): a customer's newest orders
-     * are adjacent entries of this index, read without visiting the table's rows. */
-    "CREATE INDEX IF NOT EXISTS rm_orders_customer ON rm_orders(customer_id, order_id, status,"
-    " total_minor, currency, item_count, created_at, updated_at, version);"
+static const char ORDERS_SCHEMA[] = ORDERS_TABLE ORDERS_CUSTOMER_INDEX
     /* Prefix indexes for query words of 2 to 8 characters: with one, FTS5 walks the prefix's
      * doclist newest first and stops at the page's LIMIT; without, it merges the doclists of
      * every term with that prefix first (every matching order: 100 ms at 40k orders). */
@@ -90,8 +91,8 @@ static const char ORDERS_SCHEMA[] = ORDERS_TABLE
     " USING fts5(names, tokenize='unicode61', prefix='2 3 4 5 6 7 8');" ORDERS_NAMES_TABLE;
 /* A scratch fold only stores the names: the swap copies `rowid, names` into the live FTS5
  * table, which tokenizes them there, and orders_apply only inserts rows (tidy, the one other
- * FTS5 statement, runs on read.db alone). Without the customer index either, which only
- * queries read. */
+ * FTS5 statement, runs on read.db alone). The customer index, which only queries read, is
+ * built after the fold (deferred_index_sql). */
 static const char ORDERS_FOLD_SCHEMA[] = ORDERS_TABLE
     "CREATE TABLE IF NOT EXISTS rm_orders_fts("
     " rowid INTEGER PRIMARY KEY, names TEXT);" ORDERS_NAMES_TABLE;
@@ -255,6 +256,7 @@ static const tl_projection_def ORDERS = {.name = "orders",
                                          .version = 5,
                                          .schema_sql = ORDERS_SCHEMA,
                                          .fold_schema_sql = ORDERS_FOLD_SCHEMA,
+                                         .deferred_index_sql = ORDERS_CUSTOMER_INDEX,
                                          .reset_sql = ORDERS_RESET,
                                          .tables = ORDERS_TABLES,
                                          .n_tables = 3,
@@ -263,8 +265,8 @@ static const tl_projection_def ORDERS = {.name = "orders",
 
 /* ---- products ---------------------------------------------------------------------------- */
 
-/* The products tables and the index of the live lines, shared by the live schema and the fold
- * schema: SQL_PROD_UNSOLD's MAX(placed_at) reads the index (without it, every line of the
+/* The products tables and the index of the live lines, the same in the live schema and the
+ * fold schema: SQL_PROD_UNSOLD's MAX(placed_at) reads the index (without it, every line of the
  * product: a scan per cancelled line). */
 #define PRODUCTS_TABLES_SQL                                                              \
   "CREATE TABLE IF NOT EXISTS rm_products("                                              \
@@ -280,12 +282,15 @@ static const tl_projection_def ORDERS = {.name = "orders",
   " PRIMARY KEY(order_id, product_id)) WITHOUT ROWID;"                                   \
   "CREATE INDEX IF NOT EXISTS rm_product_lines_live"                                     \
   " ON rm_product_lines(product_id, live, placed_at);"
+/* The popularity pages (overall and per category), which only queries read: a fold builds
+ * them at its end (deferred_index_sql), instead of moving the product's entry in both at every
+ * line sold. */
+#define PRODUCTS_POPULAR_INDEXES                                                                 \
+  "CREATE INDEX IF NOT EXISTS rm_products_popular ON rm_products(sales_count DESC, product_id);" \
+  "CREATE INDEX IF NOT EXISTS rm_products_cat_popular"                                           \
+  " ON rm_products(category, sales_count DESC, product_id);"
 
-static const char PRODUCTS_SCHEMA[] = PRODUCTS_TABLES_SQL
-    /* The popularity pages (overall and per category), which only queries read. */
-    "CREATE INDEX IF NOT EXISTS rm_products_popular ON rm_products(sales_count DESC, product_id);"
-    "CREATE INDEX IF NOT EXISTS rm_products_cat_popular"
-    " ON rm_products(category, sales_count DESC, product_id);";
+static const char PRODUCTS_SCHEMA[] = PRODUCTS_TABLES_SQL PRODUCTS_POPULAR_INDEXES;
 static const char PRODUCTS_RESET[] = "DROP TABLE IF EXISTS rm_products;"
                                      "DROP TABLE IF EXISTS rm_product_lines;";
 
@@ -420,6 +425,7 @@ static const tl_projection_def PRODUCTS = {.name = "products",
                                            .version = 2,
                                            .schema_sql = PRODUCTS_SCHEMA,
                                            .fold_schema_sql = PRODUCTS_TABLES_SQL,
+                                           .deferred_index_sql = PRODUCTS_POPULAR_INDEXES,
                                            .reset_sql = PRODUCTS_RESET,
                                            .tables = PRODUCTS_TABLES,
                                            .n_tables = 2,

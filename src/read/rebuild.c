@@ -3,7 +3,8 @@
  *
  * A background thread folds the log from position 0 into a scratch database beside read.db
  * (the projection's fold schema and its apply function), chunk after chunk, until it is within
- * CATCH_UP_EVENTS of the head. Then it hands the swap to the projector thread, which folds the
+ * CATCH_UP_EVENTS of the head, and creates the indexes the fold schema deferred (see
+ * tl_projection_def). Then it hands the swap to the projector thread, which folds the
  * last events, and in one read.db transaction replaces the live tables' rows with the new
  * ones, moves the checkpoint to the new copy's position and forgets the projection's parked
  * events. Queries run on their own connections in WAL mode: until the commit they read the old
@@ -108,12 +109,16 @@ static int rebuild_one(tl_read *r, int proj, tl_err *err) {
   int64_t t0 = tl_mono_ns();
   int rc = tl_fold_scratch_path(r, "rebuild", j->scratch, sizeof j->scratch, err);
   if (rc == TL_OK) rc = tl_db_open(&j->fold.db, j->scratch, 0, "OFF", err);
+  /* The deferred indexes are built by sorting every row: past the cache, in temporary files,
+   * not on the heap (temp_store=MEMORY: +35 MB of peak RSS at 300k orders). */
+  if (rc == TL_OK) rc = tl_db_exec(j->fold.db, "PRAGMA temp_store=FILE", err);
   if (rc == TL_OK) rc = tl_fold_create_tables(j->fold.db, d, err);
   while (rc == TL_OK) {
     j->fold.upto[proj] = tl_log_head(r->log);
     rc = tl_fold_run(r->log, &j->fold, err);
     if (rc == TL_OK && tl_log_head(r->log) - j->fold.position <= CATCH_UP_EVENTS) break;
   }
+  if (rc == TL_OK && d->deferred_index_sql) rc = tl_db_exec(j->fold.db, d->deferred_index_sql, err);
   if (rc == TL_OK) {
     tl_proj_task t = {.run = swap_task, .arg = j};
     rc = tl_read_run_task(r, &t, SWAP_TAKE_MS, err);
