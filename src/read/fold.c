@@ -88,6 +88,10 @@ static int fold_chunk(fold_ctx *c, tl_log_reader *reader, tl_err *err) {
   return TL_OK;
 }
 
+int tl_fold_create_tables(tl_db *db, const tl_projection_def *d, tl_err *err) {
+  return tl_db_exec(db, d->fold_schema_sql ? d->fold_schema_sql : d->schema_sql, err);
+}
+
 int tl_fold_run(tl_log *log, tl_fold *f, tl_err *err) {
   int64_t upto = -1;
   for (int i = 0; i < tl_projections_count; i++)

@@ -65,24 +65,38 @@ static bool order_total(const tl_jv *d, int64_t *total) {
 
 /* ---- orders ------------------------------------------------------------------------------ */
 
-static const char ORDERS_SCHEMA[] =
-    "CREATE TABLE IF NOT EXISTS rm_orders("
-    " seq INTEGER PRIMARY KEY, order_id TEXT NOT NULL UNIQUE, customer_id TEXT NOT NULL,"
-    " status TEXT NOT NULL, total_minor INTEGER NOT NULL, currency TEXT NOT NULL,"
-    " item_count INTEGER NOT NULL, items TEXT NOT NULL, shipping TEXT NOT NULL,"
-    " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, version INTEGER NOT NULL,"
-    " last_position INTEGER NOT NULL, rejection_reason TEXT);"
-    /* Covers the customer-history page (queries.c SUMMARY_COLS): a customer's newest orders
-     * are adjacent entries of this index, read without visiting the table's rows. */
-    "CREATE INDEX IF NOT EXISTS rm_orders_customer ON rm_orders(customer_id, order_id, status,"
-    " total_minor, currency, item_count, created_at, updated_at, version);"
+/* The orders tables, the same in the live schema and the fold schema (a rebuild copies the one
+ * into the other, reconciliation compares them). rm_orders' UNIQUE order_id is the key of the
+ * status UPDATE and what makes the insert OR IGNORE. */
+#define ORDERS_TABLE                                                                     \
+  "CREATE TABLE IF NOT EXISTS rm_orders("                                                \
+  " seq INTEGER PRIMARY KEY, order_id TEXT NOT NULL UNIQUE, customer_id TEXT NOT NULL,"  \
+  " status TEXT NOT NULL, total_minor INTEGER NOT NULL, currency TEXT NOT NULL,"         \
+  " item_count INTEGER NOT NULL, items TEXT NOT NULL, shipping TEXT NOT NULL,"           \
+  " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, version INTEGER NOT NULL," \
+  " last_position INTEGER NOT NULL, rejection_reason TEXT);"
+/* Covers the customer-history page (queries.c SUMMARY_COLS): a customer's newest orders are
+ * adjacent entries of this index, read without visiting the table's rows. */
+#define ORDERS_CUSTOMER_INDEX                                                                 \
+  "CREATE INDEX IF NOT EXISTS rm_orders_customer ON rm_orders(customer_id, order_id, status," \
+  " total_minor, currency, item_count, created_at, updated_at, version);"
+#define ORDERS_NAMES_TABLE                             \
+  "CREATE TABLE IF NOT EXISTS rm_order_product_names(" \
+  " product_id TEXT PRIMARY KEY, name TEXT NOT NULL) WITHOUT ROWID;"
+
+static const char ORDERS_SCHEMA[] = ORDERS_TABLE ORDERS_CUSTOMER_INDEX
     /* Prefix indexes for query words of 2 to 8 characters: with one, FTS5 walks the prefix's
      * doclist newest first and stops at the page's LIMIT; without, it merges the doclists of
      * every term with that prefix first (every matching order: 100 ms at 40k orders). */
     "CREATE VIRTUAL TABLE IF NOT EXISTS rm_orders_fts"
-    " USING fts5(names, tokenize='unicode61', prefix='2 3 4 5 6 7 8');"
-    "CREATE TABLE IF NOT EXISTS rm_order_product_names("
-    " product_id TEXT PRIMARY KEY, name TEXT NOT NULL) WITHOUT ROWID;";
+    " USING fts5(names, tokenize='unicode61', prefix='2 3 4 5 6 7 8');" ORDERS_NAMES_TABLE;
+/* A scratch fold only stores the names: the swap copies `rowid, names` into the live FTS5
+ * table, which tokenizes them there, and orders_apply only inserts rows (tidy, the one other
+ * FTS5 statement, runs on read.db alone). The customer index, which only queries read, is
+ * built after the fold (deferred_index_sql). */
+static const char ORDERS_FOLD_SCHEMA[] = ORDERS_TABLE
+    "CREATE TABLE IF NOT EXISTS rm_orders_fts("
+    " rowid INTEGER PRIMARY KEY, names TEXT);" ORDERS_NAMES_TABLE;
 static const char ORDERS_RESET[] = "DROP TABLE IF EXISTS rm_orders;"
                                    "DROP TABLE IF EXISTS rm_orders_fts;"
                                    "DROP TABLE IF EXISTS rm_order_product_names;";
@@ -261,8 +275,16 @@ static const tl_rm_table ORDERS_TABLES[] = {
     {"rm_orders", "order_id", NULL, NULL},
     {"rm_orders_fts", "rid", "rowid AS rid, names", "rowid, names"},
     {"rm_order_product_names", "product_id", NULL, NULL}};
-static const tl_projection_def ORDERS = {"orders",      5, ORDERS_SCHEMA, ORDERS_RESET,
-                                         ORDERS_TABLES, 3, orders_apply,  orders_tidy};
+static const tl_projection_def ORDERS = {.name = "orders",
+                                         .version = 5,
+                                         .schema_sql = ORDERS_SCHEMA,
+                                         .fold_schema_sql = ORDERS_FOLD_SCHEMA,
+                                         .deferred_index_sql = ORDERS_CUSTOMER_INDEX,
+                                         .reset_sql = ORDERS_RESET,
+                                         .tables = ORDERS_TABLES,
+                                         .n_tables = 3,
+                                         .apply = orders_apply,
+                                         .tidy = orders_tidy};
 
 /* ---- counters written once per transaction --------------------------------------------- */
 
@@ -459,23 +481,32 @@ static int add_day(tl_db *db, int64_t day, int64_t count, int64_t amount, tl_err
 
 /* ---- products ---------------------------------------------------------------------------- */
 
-static const char PRODUCTS_SCHEMA[] =
-    "CREATE TABLE IF NOT EXISTS rm_products("
-    " product_id TEXT PRIMARY KEY, name TEXT NOT NULL, category TEXT NOT NULL,"
-    " price_minor INTEGER NOT NULL, currency TEXT NOT NULL, stock INTEGER NOT NULL,"
-    " reserved INTEGER NOT NULL DEFAULT 0, sales_count INTEGER NOT NULL DEFAULT 0,"
-    " revenue_minor INTEGER NOT NULL DEFAULT 0, last_sold_at INTEGER,"
-    " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, version INTEGER NOT NULL,"
-    " last_position INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS rm_products_popular ON rm_products(sales_count DESC, product_id);"
-    "CREATE INDEX IF NOT EXISTS rm_products_cat_popular"
-    " ON rm_products(category, sales_count DESC, product_id);"
-    "CREATE TABLE IF NOT EXISTS rm_product_lines("
-    " order_id TEXT NOT NULL, product_id TEXT NOT NULL, quantity INTEGER NOT NULL,"
-    " amount_minor INTEGER NOT NULL, placed_at INTEGER NOT NULL, live INTEGER NOT NULL,"
-    " PRIMARY KEY(order_id, product_id)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS rm_product_lines_live"
-    " ON rm_product_lines(product_id, live, placed_at);";
+/* The products tables and the index of the live lines, the same in the live schema and the
+ * fold schema: SQL_PROD_UNSOLD's MAX(placed_at) reads the index (without it, every line of the
+ * product: a scan per cancelled line). */
+#define PRODUCTS_TABLES_SQL                                                              \
+  "CREATE TABLE IF NOT EXISTS rm_products("                                              \
+  " product_id TEXT PRIMARY KEY, name TEXT NOT NULL, category TEXT NOT NULL,"            \
+  " price_minor INTEGER NOT NULL, currency TEXT NOT NULL, stock INTEGER NOT NULL,"       \
+  " reserved INTEGER NOT NULL DEFAULT 0, sales_count INTEGER NOT NULL DEFAULT 0,"        \
+  " revenue_minor INTEGER NOT NULL DEFAULT 0, last_sold_at INTEGER,"                     \
+  " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, version INTEGER NOT NULL," \
+  " last_position INTEGER NOT NULL) WITHOUT ROWID;"                                      \
+  "CREATE TABLE IF NOT EXISTS rm_product_lines("                                         \
+  " order_id TEXT NOT NULL, product_id TEXT NOT NULL, quantity INTEGER NOT NULL,"        \
+  " amount_minor INTEGER NOT NULL, placed_at INTEGER NOT NULL, live INTEGER NOT NULL,"   \
+  " PRIMARY KEY(order_id, product_id)) WITHOUT ROWID;"                                   \
+  "CREATE INDEX IF NOT EXISTS rm_product_lines_live"                                     \
+  " ON rm_product_lines(product_id, live, placed_at);"
+/* The popularity pages (overall and per category), which only queries read: a fold builds
+ * them at its end (deferred_index_sql), instead of moving the product's entry in both at every
+ * line sold. */
+#define PRODUCTS_POPULAR_INDEXES                                                                 \
+  "CREATE INDEX IF NOT EXISTS rm_products_popular ON rm_products(sales_count DESC, product_id);" \
+  "CREATE INDEX IF NOT EXISTS rm_products_cat_popular"                                           \
+  " ON rm_products(category, sales_count DESC, product_id);"
+
+static const char PRODUCTS_SCHEMA[] = PRODUCTS_TABLES_SQL PRODUCTS_POPULAR_INDEXES;
 static const char PRODUCTS_RESET[] = "DROP TABLE IF EXISTS rm_products;"
                                      "DROP TABLE IF EXISTS rm_product_lines;";
 
@@ -591,8 +622,15 @@ static int products_apply(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err 
 static const tl_rm_table PRODUCTS_TABLES[] = {
     {"rm_products", "product_id", NULL, NULL},
     {"rm_product_lines", "order_id || '/' || product_id", NULL, NULL}};
-static const tl_projection_def PRODUCTS = {"products",      2, PRODUCTS_SCHEMA, PRODUCTS_RESET,
-                                           PRODUCTS_TABLES, 2, products_apply,  NULL};
+static const tl_projection_def PRODUCTS = {.name = "products",
+                                           .version = 2,
+                                           .schema_sql = PRODUCTS_SCHEMA,
+                                           .fold_schema_sql = PRODUCTS_TABLES_SQL,
+                                           .deferred_index_sql = PRODUCTS_POPULAR_INDEXES,
+                                           .reset_sql = PRODUCTS_RESET,
+                                           .tables = PRODUCTS_TABLES,
+                                           .n_tables = 2,
+                                           .apply = products_apply};
 
 /* ---- daily sales ------------------------------------------------------------------------- */
 
@@ -644,8 +682,14 @@ static int sales_apply(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err *er
 
 static const tl_rm_table SALES_TABLES[] = {{"rm_daily_sales", "day", NULL, NULL},
                                             {"rm_sales_orders", "order_id", NULL, NULL}};
-static const tl_projection_def DAILY_SALES = {"daily_sales", 2, SALES_SCHEMA, SALES_RESET,
-                                              SALES_TABLES,  2, sales_apply,  NULL};
+/* No fold schema: daily_sales has no index that only queries use. */
+static const tl_projection_def DAILY_SALES = {.name = "daily_sales",
+                                              .version = 2,
+                                              .schema_sql = SALES_SCHEMA,
+                                              .reset_sql = SALES_RESET,
+                                              .tables = SALES_TABLES,
+                                              .n_tables = 2,
+                                              .apply = sales_apply};
 
 const tl_projection_def *const tl_projections[] = {&ORDERS, &PRODUCTS, &DAILY_SALES};
 const int tl_projections_count = (int)(sizeof tl_projections / sizeof tl_projections[0]);

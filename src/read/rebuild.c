@@ -2,8 +2,9 @@
  * rebuild.c: zero-downtime rebuild of one projection (see tl_read.h).
  *
  * A background thread folds the log from position 0 into a scratch database beside read.db
- * (the projection's own tables and apply function), chunk after chunk, until it is within
- * CATCH_UP_EVENTS of the head. Then it hands the swap to the projector thread, which folds the
+ * (the projection's fold schema and its apply function), chunk after chunk, until it is within
+ * CATCH_UP_EVENTS of the head, and creates the indexes the fold schema deferred (see
+ * tl_projection_def). Then it hands the swap to the projector thread, which folds the
  * last events, and in one read.db transaction replaces the live tables' rows with the new
  * ones, moves the checkpoint to the new copy's position and forgets the projection's parked
  * events. Queries run on their own connections in WAL mode: until the commit they read the old
@@ -28,6 +29,7 @@ typedef struct rebuild_job {
   char scratch[PATH_MAX + 64];
   char fp[TL_FP_NAME_MAX];
   tl_fold fold;
+  int64_t swap_ms; /* how long the projector spent in swap_task (it applies nothing else) */
 } rebuild_job;
 
 /* Runs SQL built with sqlite3_vmprintf (%Q quotes a string literal). */
@@ -62,6 +64,7 @@ static int swap_task(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err) 
   (void)reader;
   rebuild_job *j = arg;
   const tl_projection_def *d = tl_projections[j->proj];
+  int64_t t0 = tl_mono_ns();
   j->fold.upto[j->proj] = tl_log_head(r->log);
   int rc = tl_fold_run(r->log, &j->fold, err);
   if (rc != TL_OK) return rc;
@@ -81,6 +84,7 @@ static int swap_task(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err) 
   if (rc != TL_OK && !sqlite3_get_autocommit(r->w->db))
     sqlite3_exec(r->w->db, "ROLLBACK", NULL, NULL, NULL);
   sqlite3_exec(r->w->db, "DETACH DATABASE rb", NULL, NULL, NULL);
+  j->swap_ms = (tl_mono_ns() - t0) / 1000000;
   if (rc != TL_OK) return rc;
   tl_err ignored = {0};
   tl_read_refresh_dlq_depths(r, &ignored);
@@ -105,22 +109,27 @@ static int rebuild_one(tl_read *r, int proj, tl_err *err) {
   int64_t t0 = tl_mono_ns();
   int rc = tl_fold_scratch_path(r, "rebuild", j->scratch, sizeof j->scratch, err);
   if (rc == TL_OK) rc = tl_db_open(&j->fold.db, j->scratch, 0, "OFF", err);
-  if (rc == TL_OK) rc = tl_db_exec(j->fold.db, d->schema_sql, err);
+  /* The deferred indexes are built by sorting every row: past the cache, in temporary files,
+   * not on the heap (temp_store=MEMORY: +35 MB of peak RSS at 300k orders). */
+  if (rc == TL_OK) rc = tl_db_exec(j->fold.db, "PRAGMA temp_store=FILE", err);
+  if (rc == TL_OK) rc = tl_fold_create_tables(j->fold.db, d, err);
   while (rc == TL_OK) {
     j->fold.upto[proj] = tl_log_head(r->log);
     rc = tl_fold_run(r->log, &j->fold, err);
     if (rc == TL_OK && tl_log_head(r->log) - j->fold.position <= CATCH_UP_EVENTS) break;
   }
+  if (rc == TL_OK && d->deferred_index_sql) rc = tl_db_exec(j->fold.db, d->deferred_index_sql, err);
   if (rc == TL_OK) {
     tl_proj_task t = {.run = swap_task, .arg = j};
     rc = tl_read_run_task(r, &t, SWAP_TAKE_MS, err);
   }
-  char pos[24], ms[24];
+  char pos[24], ms[24], swap_ms[24];
   snprintf(pos, sizeof pos, "%lld", (long long)j->fold.position);
   snprintf(ms, sizeof ms, "%lld", (long long)((tl_mono_ns() - t0) / 1000000));
-  if (rc == TL_OK)
+  snprintf(swap_ms, sizeof swap_ms, "%lld", (long long)j->swap_ms);
+  if (rc == TL_OK) /* ms: the whole rebuild; swap_ms: its part on the projector's thread */
     tl_slog(TL_SLOG_INFO, NULL, "projection rebuilt and swapped in", "projection", d->name,
-            "position", pos, "ms", ms, NULL);
+            "position", pos, "ms", ms, "swap_ms", swap_ms, NULL);
   else
     tl_slog(TL_SLOG_ERROR, NULL, "projection rebuild failed; the live copy is unchanged",
             "projection", d->name, "error", err->msg, NULL);

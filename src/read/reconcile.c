@@ -1,7 +1,8 @@
 /*
  * reconcile.c: compares the read models with a fresh fold of the log (see tl_read.h).
  *
- *   1. A scratch database beside read.db gets every projection's tables (empty).
+ *   1. A scratch database beside read.db gets every projection's tables (empty; its fold
+ *      schema: the compared columns are the live ones, the indexes may differ).
  *   2. A read-only connection to read.db attaches it, opens a read transaction and reads the
  *      checkpoints: the live tables are compared in that snapshot, whatever the projector does
  *      meanwhile.
@@ -78,7 +79,7 @@ int tl_read_reconcile(tl_read *r, json_t **report, tl_err *err) {
   tl_db *live = NULL;
   rc = tl_db_open(&f->db, scratch, 0, "OFF", err);
   for (int i = 0; rc == TL_OK && i < tl_projections_count; i++)
-    rc = tl_db_exec(f->db, tl_projections[i]->schema_sql, err);
+    rc = tl_fold_create_tables(f->db, tl_projections[i], err);
   if (rc == TL_OK) rc = tl_db_open(&live, r->path, 1, "NORMAL", err);
   if (rc == TL_OK) {
     char *q = sqlite3_mprintf("ATTACH DATABASE %Q AS fresh", scratch);

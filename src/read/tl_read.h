@@ -49,6 +49,21 @@ typedef struct tl_projection_def {
   const char *name;
   int version;
   const char *schema_sql;
+  /* The tables a fold into a scratch database creates (a rebuild's new copy, reconciliation's
+   * fresh fold), empty, before applying the log to them; NULL: schema_sql. Same IF NOT EXISTS
+   * convention. Each of `tables` must have the same columns and keys as in schema_sql, since a
+   * rebuild copies its `copy` columns into the live table and reconciliation compares its
+   * `cols`; what it may leave out is storage only queries use: secondary indexes that apply's
+   * own statements do not need, and a full-text index, kept as a plain table of its rows (the
+   * swap's copy indexes them in read.db). The live tables never take this schema. */
+  const char *fold_schema_sql;
+  /* The indexes of schema_sql that fold_schema_sql leaves out (NULL: none): a rebuild creates
+   * them in its scratch database once it has folded all but the last events, before the swap.
+   * Built in one sorted pass, off the projector's thread; and the swap's INSERT ... SELECT
+   * copies a table record by record, its index entries included, only when the scratch table
+   * has every index of the live one (SQLite's transfer optimization), else it inserts row by
+   * row, on the projector's thread. */
+  const char *deferred_index_sql;
   const char *reset_sql;
   const tl_rm_table *tables; /* every table the projection writes (reconciliation compares them) */
   int n_tables;

@@ -130,7 +130,7 @@ void tl_read_publish_rebuilt(tl_read *r, int i, int64_t position, int64_t record
 /* ---- folding the log into a scratch database (fold.c) ------------------------------------ */
 
 typedef struct tl_fold {
-  tl_db *db;                          /* the scratch database, tables created */
+  tl_db *db;                          /* the scratch database (tl_fold_create_tables) */
   int64_t upto[TL_MAX_PROJECTIONS];   /* apply events up to this position; -1: not this one */
   int64_t errors[TL_MAX_PROJECTIONS]; /* events a projection could not apply */
   int64_t position;                   /* the last event folded */
@@ -139,6 +139,10 @@ typedef struct tl_fold {
   _Atomic int *stop;                  /* when set and non-zero: the fold ends with TL_E_CLOSED */
   _Atomic int64_t *progress;          /* when set: the position of each event folded */
 } tl_fold;
+
+/* Creates projection d's tables, empty, in the scratch database db: its fold schema, else its
+ * live schema (tl_projection_def.fold_schema_sql). Returns 0 or a TL_E code. */
+int tl_fold_create_tables(tl_db *db, const tl_projection_def *d, tl_err *err);
 
 /* Folds events from f->position + 1 up to the largest upto into f->db, committing every 10,000
  * events. Returns 0, or an error with nothing of the last uncommitted chunk kept. */

@@ -219,6 +219,68 @@ def test_new_projection_version_is_rebuilt_beside_the_old_copy(make_server, monk
     assert r["clean"] is True, r
 
 
+def live_schema(srv):
+    """read.db's tables and indexes as SQLite stores them (FTS5's shadow tables included)."""
+    db = sqlite3.connect(srv.data_dir + "/read.db", timeout=10)
+    try:
+        return sorted(db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"
+                                 " WHERE name LIKE 'rm\\_%' ESCAPE '\\'").fetchall())
+    finally:
+        db.close()
+
+
+def test_rebuilds_fold_a_lean_copy_and_swap_in_the_live_schema(make_server):
+    """A rebuild folds into a scratch database without the indexes only queries use and with
+    the names as a plain table instead of the full-text index (fold_schema_sql). The tables it
+    swaps in must be the live ones again, answering every query as before the rebuild: prefix
+    searches (FTS5's prefix indexes), customer pages (the covering customer index), popularity
+    pages overall and per category, a product's sales after a cancellation (the live-lines
+    index the fold keeps), daily sales."""
+    srv = make_server()
+    cat_a, cat_b = uid("cat"), uid("cat")
+    lamp = srv.create_product(uid("prod"), name="Copper Lamp", category=cat_a, price=4,
+                              stock=1000)
+    desk = srv.create_product(uid("prod"), name="Walnut Desk", category=cat_a, price=7,
+                              stock=1000)
+    rug = srv.create_product(uid("prod"), name="Wool Rug", category=cat_b, price=5, stock=1000)
+    custs = [str(uuid.uuid4()) for _ in range(3)]
+    placed = []
+    for i in range(24):
+        items = [(lamp["productId"], 1 + i % 3, 4)]
+        if i % 2:
+            items.append((desk["productId"], 1, 7))
+        if i % 5 == 0:
+            items.append((rug["productId"], 2, 5))
+        placed.append(srv.place_reserved_order(items, customer_id=custs[i % 3]))
+    for o in placed[::4]:  # the last line of each product is not always live
+        st, _, b = srv.command(o["orderId"], "cancel")
+        assert st in (200, 202), b
+    head = srv.idle_head()
+    queries = [("/orders/search", {"q": q, "limit": 100}) for q in ("co", "wal", "lamp", "wool r")]
+    queries += [("/customers/%s/orders" % c, {"limit": 100}) for c in custs]
+    queries += [("/products", {"limit": 100}), ("/products", {"category": cat_a, "limit": 100})]
+    queries += [("/products/" + p["productId"], None) for p in (lamp, desk, rug)]
+    queries += [("/sales/daily", None)]
+
+    def answers():
+        out = []
+        for path, params in queries:
+            st, _, b = srv.query(path, head, params)
+            assert st == 200, (path, b)
+            out.append(b)
+        return out
+
+    before, schema = answers(), live_schema(srv)
+    assert any(b.get("items") for b in before[:4]), before  # the searches find orders
+    for name in ("orders", "products", "daily_sales"):
+        rebuild(srv, name)
+        wait_rebuilt(srv, name)
+    assert live_schema(srv) == schema
+    assert answers() == before
+    st, _, r = srv.post("/admin/reconcile")
+    assert st == 200 and r["clean"] is True, r
+
+
 def tidy_steps(srv):
     return srv.metric("tl_projection_tidy_steps_total", '{projection="orders"}')
 
