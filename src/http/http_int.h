@@ -34,6 +34,7 @@ struct tl_req {
   /* Asynchronous handling (see tl_req_suspend). */
   tl_req_cont cont;
   int suspending;           /* set by tl_req_suspend during the current call */
+  int waited;               /* was suspended: counted in unanswered until its response is sent */
   void *state;              /* the handler's state across the wait (owned) */
   void (*free_state)(void *state);
   int wait_rc;              /* result of a read-lane wait */

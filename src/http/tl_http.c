@@ -26,7 +26,10 @@ struct tl_http {
   struct MHD_Daemon *daemon;
   tl_app *app;
   uint16_t port;
-  _Atomic int suspended; /* requests suspended and not yet continued */
+  /* Requests that were suspended and whose answer has not been sent yet (or their connection
+   * closed): the daemon must not be stopped while any is left, or a response queued by a
+   * resumed request could be cut off. */
+  _Atomic int unanswered;
   _Atomic int stopping;
   _Atomic int abandoned; /* tl_http_stop left the daemon running: the rest of the app is gone */
 };
@@ -41,7 +44,8 @@ typedef struct conn_state {
 } conn_state;
 
 void tl_req_suspend(tl_req *req, tl_req_cont cont) {
-  atomic_fetch_add(&req->http->suspended, 1);
+  if (!req->waited) atomic_fetch_add(&req->http->unanswered, 1);
+  req->waited = 1;
   req->cont = cont;
   req->suspending = 1;
   MHD_suspend_connection(req->conn);
@@ -203,7 +207,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   } else if (req->cont) {
     tl_req_cont cont = req->cont; /* resumed after a wait */
     req->cont = NULL;
-    atomic_fetch_sub(&h->suspended, 1);
     cont(req, &resp);
   } else {
     return MHD_YES; /* spurious call while suspended; cannot happen */
@@ -226,7 +229,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   conn_state *cs = *con_cls;
   if (!cs) return;
   tl_http *h = cls;
-  if (cs->req.cont) atomic_fetch_sub(&h->suspended, 1); /* resumed, then closed by the peer */
+  if (cs->req.waited) atomic_fetch_sub(&h->unanswered, 1); /* sent, or the peer left */
   if (cs->req.state && cs->req.free_state) cs->req.free_state(cs->req.state);
   free(cs->body);
   free(cs);
@@ -291,11 +294,11 @@ int tl_http_stop(tl_http *h) {
    * failed a CI run's SIGTERM at random). */
   atomic_store(&h->stopping, 1);
   int64_t give_up_ns = tl_mono_ns() + 15000LL * 1000000;
-  while (atomic_load(&h->suspended) > 0 && tl_mono_ns() < give_up_ns) {
+  while (atomic_load(&h->unanswered) > 0 && tl_mono_ns() < give_up_ns) {
     struct timespec ts = {0, 1000000L};
     nanosleep(&ts, NULL);
   }
-  if (atomic_load(&h->suspended) > 0) {
+  if (atomic_load(&h->unanswered) > 0) {
     /* A command still waits for its fsync (a stalled disk): the syncer will resume its
      * connection when the writer is stopped, so the daemon must stay alive. The process is
      * exiting: leave it running rather than free what the syncer will touch. */
