@@ -26,10 +26,12 @@ struct tl_http {
   struct MHD_Daemon *daemon;
   tl_app *app;
   uint16_t port;
-  /* Requests that were suspended and whose answer has not been sent yet (or their connection
-   * closed): the daemon must not be stopped while any is left, or a response queued by a
-   * resumed request could be cut off. */
-  _Atomic int unanswered;
+  /* Requests suspended and not yet continued: the daemon must not be stopped while any is
+   * left (their continuation reaches the app). */
+  _Atomic int suspended;
+  /* Requests continued after a wait whose answer is not sent yet (or their peer gone): the stop
+   * gives them a short grace, so that an answer just queued is not cut off. */
+  _Atomic int sending;
   _Atomic int stopping;
   _Atomic int abandoned; /* tl_http_stop left the daemon running: the rest of the app is gone */
 };
@@ -44,8 +46,7 @@ typedef struct conn_state {
 } conn_state;
 
 void tl_req_suspend(tl_req *req, tl_req_cont cont) {
-  if (!req->waited) atomic_fetch_add(&req->http->unanswered, 1);
-  req->waited = 1;
+  atomic_fetch_add(&req->http->suspended, 1);
   req->cont = cont;
   req->suspending = 1;
   MHD_suspend_connection(req->conn);
@@ -207,6 +208,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   } else if (req->cont) {
     tl_req_cont cont = req->cont; /* resumed after a wait */
     req->cont = NULL;
+    if (!req->waited) atomic_fetch_add(&h->sending, 1); /* before the drop below: never both 0 */
+    req->waited = 1;
+    atomic_fetch_sub(&h->suspended, 1);
     cont(req, &resp);
   } else {
     return MHD_YES; /* spurious call while suspended; cannot happen */
@@ -229,7 +233,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   conn_state *cs = *con_cls;
   if (!cs) return;
   tl_http *h = cls;
-  if (cs->req.waited) atomic_fetch_sub(&h->unanswered, 1); /* sent, or the peer left */
+  if (cs->req.cont)
+    atomic_fetch_sub(&h->suspended, 1); /* resumed, then closed by the peer */
+  else if (cs->req.waited)
+    atomic_fetch_sub(&h->sending, 1); /* sent, or the peer left */
   if (cs->req.state && cs->req.free_state) cs->req.free_state(cs->req.state);
   free(cs->body);
   free(cs);
@@ -294,11 +301,11 @@ int tl_http_stop(tl_http *h) {
    * failed a CI run's SIGTERM at random). */
   atomic_store(&h->stopping, 1);
   int64_t give_up_ns = tl_mono_ns() + 15000LL * 1000000;
-  while (atomic_load(&h->unanswered) > 0 && tl_mono_ns() < give_up_ns) {
+  while (atomic_load(&h->suspended) > 0 && tl_mono_ns() < give_up_ns) {
     struct timespec ts = {0, 1000000L};
     nanosleep(&ts, NULL);
   }
-  if (atomic_load(&h->unanswered) > 0) {
+  if (atomic_load(&h->suspended) > 0) {
     /* A command still waits for its fsync (a stalled disk): the syncer will resume its
      * connection when the writer is stopped, so the daemon must stay alive. The process is
      * exiting: leave it running rather than free what the syncer will touch. */
@@ -307,6 +314,13 @@ int tl_http_stop(tl_http *h) {
             NULL);
     atomic_store(&h->abandoned, 1); /* new requests must not reach the stores being closed */
     return 0;
+  }
+  /* Answers of continued requests still on their way out: a short grace (a peer that does not
+   * read is cut off after it). */
+  int64_t grace_ns = tl_mono_ns() + 2000LL * 1000000;
+  while (atomic_load(&h->sending) > 0 && tl_mono_ns() < grace_ns) {
+    struct timespec ts = {0, 1000000L};
+    nanosleep(&ts, NULL);
   }
   MHD_stop_daemon(h->daemon);
   free(h);

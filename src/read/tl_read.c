@@ -202,7 +202,10 @@ int tl_projection_apply_one(tl_db *db, const tl_projection_def *def, const tl_ev
   if (cp < 0) return tl_err_set(err, TL_E_IO, "cannot read checkpoint of %s", def->name);
   if (ev->position <= cp) return TL_OK; /* already applied: re-delivery changes nothing */
   int rc = def->apply(db, ev, data, err);
-  if (rc == TL_OK) rc = tl_db_flush(db, err); /* its deferred counters too (tl_db_deferred) */
+  if (rc == TL_OK)
+    rc = tl_db_flush(db, err); /* its deferred counters too (tl_db_deferred) */
+  else
+    tl_db_discard(db); /* of the part it applied: the caller rolls the rest back */
   if (rc == TL_OK) rc = tl_read_put_checkpoint(db, def, ev->position, ev->recorded_ms, err);
   return rc;
 }

@@ -11,11 +11,13 @@
 #include <string.h>
 
 #define STRIPES 256
+#define SWEEP_SLOTS 256 /* slots a put past the budget checks for stale entries to free */
 
 typedef struct slot {
   char *data; /* the key, its NUL, then the members; NULL: empty */
   size_t klen, len;
   uint64_t stamp; /* the ticket it was put with */
+  size_t group;   /* its group's counter */
 } slot;
 
 struct tl_vcache {
@@ -26,6 +28,7 @@ struct tl_vcache {
   _Atomic uint64_t epoch; /* bumped by tl_vcache_invalidate_all */
   size_t budget;
   _Atomic size_t bytes; /* of the keys and values held */
+  _Atomic size_t sweep; /* the next slot a sweep looks at */
   pthread_mutex_t locks[STRIPES];
 };
 
@@ -35,6 +38,7 @@ tl_vcache *tl_vcache_new(unsigned slots_log2, unsigned groups_log2, size_t budge
   c->budget = budget;
   atomic_init(&c->bytes, 0);
   atomic_init(&c->epoch, 0);
+  atomic_init(&c->sweep, 0);
   c->slots = calloc((size_t)1 << slots_log2, sizeof *c->slots);
   c->groups = calloc((size_t)1 << groups_log2, sizeof *c->groups);
   if (!c->slots || !c->groups) {
@@ -71,11 +75,19 @@ static pthread_mutex_t *lock_of(tl_vcache *c, size_t i) {
   return &c->locks[i % STRIPES];
 }
 
-/* The group's generation now: its counter plus the epoch. Both only grow, so the sum equals an
+static size_t group_of(const tl_vcache *c, const char *group) {
+  return mix(tl_fnv1a_str(group), c->gmask);
+}
+
+/* A group's generation now: its counter plus the epoch. Both only grow, so the sum equals an
  * earlier one exactly when neither moved in between. */
-static uint64_t generation(tl_vcache *c, const char *group) {
-  _Atomic uint64_t *g = &c->groups[mix(tl_fnv1a_str(group), c->gmask)];
-  return atomic_load(g) + atomic_load(&c->epoch);
+static uint64_t generation(tl_vcache *c, size_t g) {
+  return atomic_load(&c->groups[g]) + atomic_load(&c->epoch);
+}
+
+/* Slot s (its lock held) holds an entry that can no longer be found. */
+static bool stale(tl_vcache *c, const slot *s) {
+  return s->data && s->stamp != generation(c, s->group);
 }
 
 /* Empties slot s (its lock held); returns the data to free after unlocking. */
@@ -87,49 +99,67 @@ static char *take(tl_vcache *c, slot *s) {
 }
 
 bool tl_vcache_get(tl_vcache *c, const char *group, const char *key, tl_jw *out, uint64_t *ticket) {
-  uint64_t now = generation(c, group);
+  uint64_t now = generation(c, group_of(c, group));
   size_t klen = strlen(key);
   size_t i = mix(tl_fnv1a(TL_FNV_OFFSET, key, klen), c->mask);
   slot *s = &c->slots[i];
-  char *stale = NULL;
+  char *old = NULL;
   pthread_mutex_lock(lock_of(c, i));
-  bool hit = s->data && s->klen == klen && memcmp(s->data, key, klen) == 0;
-  if (hit && s->stamp != now) {
-    hit = false;
-    stale = take(c, s);
-  }
-  if (hit) tl_jw_raw_members(out, s->data + klen + 1, s->len);
+  bool hit = s->data && s->klen == klen && memcmp(s->data, key, klen) == 0 && s->stamp == now;
+  if (hit)
+    tl_jw_raw_members(out, s->data + klen + 1, s->len);
+  else if (stale(c, s)) /* this key's old answer, or another key's: free it */
+    old = take(c, s);
   pthread_mutex_unlock(lock_of(c, i));
-  free(stale);
+  free(old);
   *ticket = now;
   return hit;
 }
 
+/* Frees the stale entries of the next SWEEP_SLOTS slots: entries nobody looks up again would
+ * otherwise hold the budget, and a full cache would take no new keys. */
+static void sweep(tl_vcache *c) {
+  size_t from = atomic_fetch_add(&c->sweep, SWEEP_SLOTS);
+  for (size_t k = 0; k < SWEEP_SLOTS && k <= c->mask; k++) {
+    size_t i = (from + k) & c->mask;
+    pthread_mutex_lock(lock_of(c, i));
+    char *old = stale(c, &c->slots[i]) ? take(c, &c->slots[i]) : NULL;
+    pthread_mutex_unlock(lock_of(c, i));
+    free(old);
+  }
+}
+
 void tl_vcache_put(tl_vcache *c, const char *group, const char *key, uint64_t ticket,
                    const char *members, size_t n) {
-  size_t klen = strlen(key);
-  if (klen + 1 + n > TL_VCACHE_ENTRY_MAX || atomic_load(&c->bytes) + klen + 1 + n > c->budget)
-    return;
-  if (generation(c, group) != ticket) return; /* invalidated since the miss */
-  char *data = malloc(klen + 1 + n);
+  size_t klen = strlen(key), size = klen + 1 + n;
+  size_t g = group_of(c, group);
+  if (size > TL_VCACHE_ENTRY_MAX || generation(c, g) != ticket) return; /* or invalidated since */
+  if (atomic_load(&c->bytes) + size > c->budget) sweep(c);
+  char *data = malloc(size);
   if (!data) return;
   memcpy(data, key, klen + 1);
   memcpy(data + klen + 1, members, n);
   size_t i = mix(tl_fnv1a(TL_FNV_OFFSET, key, klen), c->mask);
   slot *s = &c->slots[i];
   pthread_mutex_lock(lock_of(c, i));
-  char *old = take(c, s);
-  s->data = data;
-  s->klen = klen;
-  s->len = n;
-  s->stamp = ticket;
-  atomic_fetch_add(&c->bytes, klen + 1 + n);
+  /* Past the budget even counting the entry it would replace: not cached. */
+  size_t held = s->data ? s->klen + 1 + s->len : 0;
+  char *old = data;
+  if (atomic_load(&c->bytes) - held + size <= c->budget) {
+    old = take(c, s); /* the key's older answer, another key's, or nothing */
+    s->data = data;
+    s->klen = klen;
+    s->len = n;
+    s->stamp = ticket;
+    s->group = g;
+    atomic_fetch_add(&c->bytes, size);
+  }
   pthread_mutex_unlock(lock_of(c, i));
-  free(old); /* whatever the slot held: the key's older answer, or another key */
+  free(old);
 }
 
 void tl_vcache_invalidate(tl_vcache *c, const char *group) {
-  atomic_fetch_add(&c->groups[mix(tl_fnv1a_str(group), c->gmask)], 1);
+  atomic_fetch_add(&c->groups[group_of(c, group)], 1);
 }
 
 void tl_vcache_invalidate_all(tl_vcache *c) {

@@ -13,10 +13,12 @@
  * cannot have its pre-commit answer found after that commit's invalidation. The projector
  * invalidates the groups a batch touched after its COMMIT and before it publishes the batch's
  * checkpoints, so an entry found after reading a checkpoint is never older than that
- * checkpoint. Stale entries are freed when a look-up or a put meets them.
+ * checkpoint. Stale entries are freed when a look-up meets them in their slot, and a put that
+ * would pass the budget first frees those of the next 256 slots (a rotating sweep), so entries
+ * nobody asks for again cannot hold the budget.
  *
  * Thread-safe (striped mutexes, atomic counters). Values are the JSON members of an object, as
- * written by tl_jw (tl_jw_raw_members appends them back). Memory: the slots (32 bytes each), 8
+ * written by tl_jw (tl_jw_raw_members appends them back). Memory: the slots (40 bytes each), 8
  * bytes per group counter, and at most about budget bytes of keys and values, none larger than
  * TL_VCACHE_ENTRY_MAX (a put that would pass either is dropped: the read is simply not cached).
  */

@@ -101,6 +101,10 @@ int tl_db_flush(tl_db *d, tl_err *err) {
   return d->deferred ? d->deferred->flush(d, d->deferred, err ? err : &local) : TL_OK;
 }
 
+void tl_db_discard(tl_db *d) {
+  if (d->deferred) d->deferred->discard(d->deferred);
+}
+
 /* What a transaction-control statement means for deferred writes (tl_db_deferred). */
 static int ends_kept(const char *sql) {
   return strncmp(sql, "COMMIT", 6) == 0 || strncmp(sql, "SAVEPOINT", 9) == 0 ||
@@ -153,7 +157,7 @@ int tl_db_run(tl_db *d, const char *sql, tl_err *err) {
   tl_err local = {0};
   if (d->deferred) {
     if (ends_undone(sql)) {
-      d->deferred->discard(d->deferred);
+      tl_db_discard(d);
     } else if (ends_kept(sql)) {
       int rc = d->deferred->flush(d, d->deferred, err ? err : &local);
       if (rc != TL_OK) return rc;

@@ -50,6 +50,8 @@ void tl_db_defer(tl_db *d, tl_db_deferred *deferred);
 /* Writes what is deferred now (0 or a TL_E code; what could not be written is dropped and
  * the transaction must be rolled back). */
 int tl_db_flush(tl_db *d, tl_err *err);
+/* Forgets what is deferred now (the statements that deferred it are being rolled back). */
+void tl_db_discard(tl_db *d);
 
 /* Announces that a statement on d changed what key (of a kind the listener defines) names. */
 static inline void tl_db_changed(tl_db *d, int kind, const char *key) {

@@ -188,6 +188,31 @@ static void test_byte_budget(void **s) {
   tl_vcache_free(c);
 }
 
+/* Entries nobody asks for again must not hold the budget: a put that would pass it frees the
+ * stale entries of other slots first. */
+static void test_stale_entries_make_room(void **s) {
+  (void)s;
+  tl_vcache *c = tl_vcache_new(4, 8, 100);
+  uint64_t t;
+  char key[8];
+  for (int i = 0; i < 8; i++) {
+    snprintf(key, sizeof key, "A%d", i);
+    assert_null(get(c, key, &t));
+    put(c, key, t, "12345678", 8); /* 11 bytes each with the key */
+    tl_vcache_invalidate(c, key);
+  }
+  assert_true(tl_vcache_bytes(c) >= 55); /* stale, still held */
+  char big[60];
+  memset(big, 'x', sizeof big);
+  assert_null(get(c, "C", &t));
+  put(c, "C", t, big, sizeof big);
+  char *text = get(c, "C", &t);
+  assert_non_null(text);
+  free(text);
+  assert_int_equal(tl_vcache_bytes(c), 62);
+  tl_vcache_free(c);
+}
+
 /* The projector's protocol in small: commit a version, invalidate, then publish it. A reader
  * reads the published version first; an entry it then finds must not be older than that.
  * Readers that miss read the committed version ("the read model") and put it. */
@@ -242,6 +267,7 @@ int main(void) {
       cmocka_unit_test(test_slots_replace_each_other),
       cmocka_unit_test(test_groups),
       cmocka_unit_test(test_byte_budget),
+      cmocka_unit_test(test_stale_entries_make_room),
       cmocka_unit_test(test_concurrent_readers_never_see_an_invalidated_version),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
