@@ -31,8 +31,8 @@ int tl_http_start(tl_http **out, tl_app *app, const char *host, uint16_t port, i
                   tl_err *err);
 /* The port actually bound. */
 uint16_t tl_http_port(const tl_http *h);
-/* Stops accepting, waits (up to 15 s) for suspended requests, stops the daemon and frees h;
- * returns 1. If requests are still suspended then (a command waiting for a stalled fsync), it
+/* Stops accepting, waits (up to 15 s) for suspended requests, then (up to 2 s) for the answers
+ * of resumed ones to be sent, stops the daemon and frees h; returns 1. If requests are still suspended then (a command waiting for a stalled fsync), it
  * refuses new requests, leaves the daemon running so that their answers can still be sent, and
  * returns 0: call again once whatever answers them (the writer) has stopped. NULL: 1. */
 int tl_http_stop(tl_http *h);
