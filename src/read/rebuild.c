@@ -93,6 +93,11 @@ static int swap_task(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err) 
   return TL_OK;
 }
 
+/* SQLite's progress handler: non-zero interrupts the statement. */
+static int stop_requested(void *stopping) {
+  return atomic_load((_Atomic int *)stopping);
+}
+
 /* Builds the new copy of projection `proj` and has the projector swap it in. */
 static int rebuild_one(tl_read *r, int proj, tl_err *err) {
   const tl_projection_def *d = tl_projections[proj];
@@ -118,7 +123,12 @@ static int rebuild_one(tl_read *r, int proj, tl_err *err) {
     rc = tl_fold_run(r->log, &j->fold, err);
     if (rc == TL_OK && tl_log_head(r->log) - j->fold.position <= CATCH_UP_EVENTS) break;
   }
-  if (rc == TL_OK && d->deferred_index_sql) rc = tl_db_exec(j->fold.db, d->deferred_index_sql, err);
+  if (rc == TL_OK && d->deferred_index_sql) {
+    /* A sort of every row (seconds at a million): a shutdown interrupts it. */
+    sqlite3_progress_handler(j->fold.db->db, 10000, stop_requested, (void *)&r->stopping);
+    rc = tl_db_exec(j->fold.db, d->deferred_index_sql, err);
+    sqlite3_progress_handler(j->fold.db->db, 0, NULL, NULL);
+  }
   if (rc == TL_OK) {
     tl_proj_task t = {.run = swap_task, .arg = j};
     rc = tl_read_run_task(r, &t, SWAP_TAKE_MS, err);
