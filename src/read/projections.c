@@ -297,7 +297,7 @@ static const tl_projection_def ORDERS = {.name = "orders",
  * is written at once, as before. */
 
 #define PROD_SLOTS 256 /* a power of two */
-#define PROD_FILL 192  /* products deferred before a flush makes room */
+#define PROD_FILL 192  /* products deferred at most; others are written at once */
 #define DAY_SLOTS 8
 
 typedef struct prod_delta {
@@ -401,17 +401,13 @@ static counters *counters_of(tl_db *db) {
 }
 
 /* The slot of product pid in c (a new one if needed), or NULL: write at once. */
-static prod_delta *prod_slot(tl_db *db, counters *c, const char *pid, tl_err *err, int *rc) {
+static prod_delta *prod_slot(counters *c, const char *pid) {
   size_t n = strlen(pid);
-  *rc = TL_OK;
   if (!c || n == 0 || n > TL_PRODUCT_ID_MAX) return NULL;
   size_t i = (size_t)tl_fnv1a(TL_FNV_OFFSET, pid, n) & (PROD_SLOTS - 1);
   for (; c->prod[i].id[0]; i = (i + 1) & (PROD_SLOTS - 1))
     if (strcmp(c->prod[i].id, pid) == 0) return &c->prod[i];
-  if (c->n_prod >= PROD_FILL) { /* make room: write what is pending now */
-    if ((*rc = counters_flush(db, &c->base, err)) != TL_OK) return NULL;
-    return prod_slot(db, c, pid, err, rc);
-  }
+  if (c->n_prod >= PROD_FILL) return NULL; /* full: this one is written at once */
   prod_delta *p = &c->prod[i];
   memset(p, 0, sizeof *p);
   memcpy(p->id, pid, n + 1);
@@ -426,9 +422,7 @@ static int64_t max64(int64_t a, int64_t b) {
 /* A sale of qty units for amount at `at` (ms), on product pid. */
 static int add_sold(tl_db *db, const char *pid, int64_t qty, int64_t amount, int64_t at,
                     tl_err *err) {
-  int rc;
-  prod_delta *p = prod_slot(db, counters_of(db), pid, err, &rc);
-  if (rc != TL_OK) return rc;
+  prod_delta *p = prod_slot(counters_of(db), pid);
   if (!p) return write_sold(db, pid, qty, amount, at, err);
   p->qty += qty;
   p->amount += amount;
@@ -440,9 +434,7 @@ static int add_sold(tl_db *db, const char *pid, int64_t qty, int64_t amount, int
 /* A stock change of product pid by an event of its stream. */
 static int add_stock(tl_db *db, const char *pid, int64_t dstock, int64_t dreserved,
                      const tl_event *ev, tl_err *err) {
-  int rc;
-  prod_delta *p = prod_slot(db, counters_of(db), pid, err, &rc);
-  if (rc != TL_OK) return rc;
+  prod_delta *p = prod_slot(counters_of(db), pid);
   prod_delta once = {.dstock = dstock,
                      .dreserved = dreserved,
                      .updated_at = ev->recorded_ms,
@@ -464,11 +456,7 @@ static int add_day(tl_db *db, int64_t day, int64_t count, int64_t amount, tl_err
   if (!c) return write_day(db, day, count, amount, err);
   int i = 0;
   while (i < c->n_days && c->days[i].day != day) i++;
-  if (i == DAY_SLOTS) {
-    int rc = counters_flush(db, &c->base, err);
-    if (rc != TL_OK) return rc;
-    i = 0;
-  }
+  if (i == DAY_SLOTS) return write_day(db, day, count, amount, err); /* full: at once */
   if (i == c->n_days) {
     c->days[i].day = day;
     c->days[i].count = c->days[i].amount = 0;

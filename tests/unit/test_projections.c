@@ -417,6 +417,47 @@ static void test_a_batch_in_one_transaction_equals_events_one_by_one(void **stat
   tmp_db_remove(&g.t);
 }
 
+/* More products and days in one transaction than the deferred counters hold: the rest are
+ * written at once, and every sale still counts exactly once. */
+static void test_a_batch_past_the_deferred_capacity_counts_everything(void **state) {
+  fixture *f = *state;
+  tl_err err = {0};
+  char pid[16], oid[TL_ULID_LEN + 1], iso[32];
+  for (int i = 0; i < 250; i++) {
+    snprintf(pid, sizeof pid, "cap%03d", i);
+    product_created(f->db, 1 + i, pid, "Widget", "kitchen", "2.00", 10,
+                    ms_of("2026-11-01T09:00:00Z"));
+  }
+  batching = 1;
+  assert_int_equal(tl_db_run(f->db, "BEGIN", &err), TL_OK);
+  for (int i = 0; i < 250; i++) {
+    snprintf(pid, sizeof pid, "cap%03d", i);
+    snprintf(iso, sizeof iso, "2026-11-%02dT10:00:00Z", 2 + i % 12); /* 12 days */
+    ulid_at(iso, oid);
+    order_of_one(f->db, 251 + i, oid, CUST_A, pid, "2.00", ms_of(iso));
+  }
+  assert_int_equal(tl_db_run(f->db, "COMMIT", &err), TL_OK);
+  batching = 0;
+  static const struct {
+    const char *sql;
+    int64_t want;
+  } checks[] = {
+      {"SELECT COUNT(*) FROM rm_products WHERE sales_count = 1 AND revenue_minor = 200", 250},
+      {"SELECT COUNT(*) FROM rm_daily_sales", 12},
+      {"SELECT SUM(order_count) FROM rm_daily_sales", 250},
+      {"SELECT SUM(revenue_minor) FROM rm_daily_sales", 50000},
+  };
+  for (size_t i = 0; i < TL_ARRAY_LEN(checks); i++) {
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(f->db->db, checks[i].sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    if (sqlite3_column_int64(st, 0) != checks[i].want)
+      fail_msg("%s: %lld, wanted %lld", checks[i].sql, (long long)sqlite3_column_int64(st, 0),
+               (long long)checks[i].want);
+    sqlite3_finalize(st);
+  }
+}
+
 /* ---- setup and checkpoints ----------------------------------------------------------------- */
 
 static void test_setup_starts_every_projection_at_position_zero(void **state) {
@@ -1274,6 +1315,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_setup_starts_every_projection_at_position_zero),
       T(test_a_batch_in_one_transaction_equals_events_one_by_one),
+      T(test_a_batch_past_the_deferred_capacity_counts_everything),
       T(test_checkpoint_moves_to_each_event_position),
       T(test_applying_the_same_events_twice_changes_nothing),
       T(test_event_older_than_checkpoint_is_ignored),
