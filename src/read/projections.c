@@ -310,6 +310,7 @@ typedef struct prod_delta {
 typedef struct counters {
   tl_db_deferred base;
   prod_delta prod[PROD_SLOTS];
+  uint16_t used[PROD_FILL]; /* the slots taken, in the order they were */
   int n_prod;
   struct {
     int64_t day, count, amount;
@@ -364,17 +365,15 @@ static int write_day(tl_db *db, int64_t day, int64_t count, int64_t amount, tl_e
 
 static void counters_discard(tl_db_deferred *self) {
   counters *c = (counters *)self;
-  if (c->n_prod > 0)
-    for (int i = 0; i < PROD_SLOTS; i++) c->prod[i].id[0] = '\0';
+  for (int k = 0; k < c->n_prod; k++) c->prod[c->used[k]].id[0] = '\0';
   c->n_prod = c->n_days = 0;
 }
 
 static int counters_flush(tl_db *db, tl_db_deferred *self, tl_err *err) {
   counters *c = (counters *)self;
   int rc = TL_OK;
-  for (int i = 0; c->n_prod > 0 && i < PROD_SLOTS && rc == TL_OK; i++) {
-    prod_delta *p = &c->prod[i];
-    if (!p->id[0]) continue;
+  for (int k = 0; k < c->n_prod && rc == TL_OK; k++) {
+    prod_delta *p = &c->prod[c->used[k]];
     if (p->sold) rc = write_sold(db, p->id, p->qty, p->amount, p->last_sold_at, err);
     if (rc == TL_OK && p->stock) rc = write_stock(db, p->id, p, err);
   }
@@ -411,7 +410,7 @@ static prod_delta *prod_slot(counters *c, const char *pid) {
   prod_delta *p = &c->prod[i];
   memset(p, 0, sizeof *p);
   memcpy(p->id, pid, n + 1);
-  c->n_prod++;
+  c->used[c->n_prod++] = (uint16_t)i;
   return p;
 }
 

@@ -855,9 +855,10 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
   if (r->opts.view_cache > 0) { /* a power of two, rounded down; NULL: every view is queried */
     unsigned log2 = 0;
     while (log2 < 20 && (1L << (log2 + 1)) <= r->opts.view_cache) log2++;
-    r->order_views = tl_vcache_new(log2, log2 < 16 ? log2 : 16, TL_READ_VIEW_CACHE_BYTES);
+    unsigned groups = log2 < 16 ? log2 : 16; /* orders and customers: counters per group hash */
+    r->order_views = tl_vcache_new(log2, groups, TL_READ_VIEW_CACHE_BYTES);
     r->customer_pages =
-        tl_vcache_new(log2 > 2 ? log2 - 2 : 0, log2 < 16 ? log2 : 16, TL_READ_VIEW_CACHE_BYTES / 2);
+        tl_vcache_new(log2 > 2 ? log2 - 2 : 0, groups, TL_READ_VIEW_CACHE_BYTES / 2);
     r->searches = tl_vcache_new(log2 > 6 ? log2 - 6 : 0, 0, TL_READ_VIEW_CACHE_BYTES / 4);
   }
   pthread_mutex_init(&r->lock, NULL);
@@ -1142,10 +1143,11 @@ json_t *tl_query_dlq(tl_db *db, const char *projection, int limit, tl_problem *p
 
 /* One query of the read lane through a view cache (NULL: none): the cached members of key, or
  * the query's on a connection of the pool, then cached under the miss's ticket. */
-typedef int (*cached_fn)(tl_db *db, const void *arg, tl_jw *out, tl_problem *p);
+typedef int (*view_query_fn)(tl_db *db, const void *arg, tl_jw *out, tl_problem *p);
 
 static int cached_query(tl_read *r, tl_vcache *cache, tl_query_kind kind, const char *group,
-                        const char *key, cached_fn fn, const void *arg, tl_jw *out, tl_problem *p) {
+                        const char *key, view_query_fn fn, const void *arg, tl_jw *out,
+                        tl_problem *p) {
   uint64_t ticket = 0;
   bool hit = cache && tl_vcache_get(cache, group, key, out, &ticket);
   atomic_fetch_add_explicit(&tl_g_stats.view_cache[kind][hit], 1, memory_order_relaxed);

@@ -159,7 +159,7 @@ int tl_db_run(tl_db *d, const char *sql, tl_err *err) {
     if (ends_undone(sql)) {
       tl_db_discard(d);
     } else if (ends_kept(sql)) {
-      int rc = d->deferred->flush(d, d->deferred, err ? err : &local);
+      int rc = tl_db_flush(d, err);
       if (rc != TL_OK) return rc;
     }
   }
