@@ -721,12 +721,7 @@ static void h_dlq_list(tl_req *req, tl_resp *resp) {
   if (proj && tl_projection_index(proj) < 0)
     tl_problem_field(&p, "projection", "is not a projection of this server");
   if (p.errors) return validation_failed(resp, &p);
-  tl_db *db = NULL;
-  tl_err err = {0};
-  if (tl_read_conn_acquire(req->app->read, &db, &err) != TL_OK)
-    return tl_resp_error(resp, 503, "READ_MODEL_UNAVAILABLE", err.msg);
-  json_t *out = tl_query_dlq(db, proj, (int)limit, &p);
-  tl_read_conn_release(req->app->read, db);
+  json_t *out = tl_read_dlq_list(req->app->read, proj, (int)limit, &p);
   if (!out) return tl_resp_problem(resp, &p);
   tl_resp_json(resp, 200, out);
 }

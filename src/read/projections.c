@@ -84,19 +84,26 @@ static bool order_total(const tl_jv *d, int64_t *total) {
   "CREATE TABLE IF NOT EXISTS rm_order_product_names(" \
   " product_id TEXT PRIMARY KEY, name TEXT NOT NULL) WITHOUT ROWID;"
 
-static const char ORDERS_SCHEMA[] = ORDERS_TABLE ORDERS_CUSTOMER_INDEX
-    /* Prefix indexes for query words of 2 to 8 characters: with one, FTS5 walks the prefix's
-     * doclist newest first and stops at the page's LIMIT; without, it merges the doclists of
-     * every term with that prefix first (every matching order: 100 ms at 40k orders). */
-    "CREATE VIRTUAL TABLE IF NOT EXISTS rm_orders_fts"
-    " USING fts5(names, tokenize='unicode61', prefix='2 3 4 5 6 7 8');" ORDERS_NAMES_TABLE;
-/* A scratch fold only stores the names: the swap copies `rowid, names` into the live FTS5
- * table, which tokenizes them there, and orders_apply only inserts rows (tidy, the one other
- * FTS5 statement, runs on read.db alone). The customer index, which only queries read, is
- * built after the fold (deferred_index_sql). */
+/* Prefix indexes for query words of 2 to 8 characters: with one, FTS5 walks the prefix's
+ * doclist newest first and stops at the page's LIMIT; without, it merges the doclists of
+ * every term with that prefix first (every matching order: 100 ms at 40k orders). */
+#define ORDERS_FTS                                   \
+  "CREATE VIRTUAL TABLE IF NOT EXISTS rm_orders_fts" \
+  " USING fts5(names, tokenize='unicode61', prefix='2 3 4 5 6 7 8');"
+
+static const char ORDERS_SCHEMA[] =
+    ORDERS_TABLE ORDERS_CUSTOMER_INDEX ORDERS_FTS ORDERS_NAMES_TABLE;
+/* A scratch fold only stores the names, and orders_apply only inserts rows (tidy, the one
+ * other FTS5 statement, runs on live files alone); the customer index, which only queries
+ * read, is not kept up during the fold either. Once the fold is done, the names are indexed
+ * in one pass and the index is built in one sorted pass (ORDERS_FINISH). */
 static const char ORDERS_FOLD_SCHEMA[] = ORDERS_TABLE
     "CREATE TABLE IF NOT EXISTS rm_orders_fts("
     " rowid INTEGER PRIMARY KEY, names TEXT);" ORDERS_NAMES_TABLE;
+static const char ORDERS_FINISH[] =
+    "ALTER TABLE rm_orders_fts RENAME TO rm_orders_fold_names;" ORDERS_CUSTOMER_INDEX ORDERS_FTS
+    "INSERT INTO rm_orders_fts(rowid, names) SELECT rowid, names FROM rm_orders_fold_names;"
+    "DROP TABLE rm_orders_fold_names;";
 static const char ORDERS_RESET[] = "DROP TABLE IF EXISTS rm_orders;"
                                    "DROP TABLE IF EXISTS rm_orders_fts;"
                                    "DROP TABLE IF EXISTS rm_order_product_names;";
@@ -271,15 +278,14 @@ static int orders_tidy(tl_db *db, tl_err *err) {
   return sqlite3_total_changes64(db->db) - before >= 2;
 }
 
-static const tl_rm_table ORDERS_TABLES[] = {
-    {"rm_orders", "order_id", NULL, NULL},
-    {"rm_orders_fts", "rid", "rowid AS rid, names", "rowid, names"},
-    {"rm_order_product_names", "product_id", NULL, NULL}};
+static const tl_rm_table ORDERS_TABLES[] = {{"rm_orders", "order_id", NULL},
+                                            {"rm_orders_fts", "rid", "rowid AS rid, names"},
+                                            {"rm_order_product_names", "product_id", NULL}};
 static const tl_projection_def ORDERS = {.name = "orders",
                                          .version = 5,
                                          .schema_sql = ORDERS_SCHEMA,
                                          .fold_schema_sql = ORDERS_FOLD_SCHEMA,
-                                         .deferred_index_sql = ORDERS_CUSTOMER_INDEX,
+                                         .finish_sql = ORDERS_FINISH,
                                          .reset_sql = ORDERS_RESET,
                                          .tables = ORDERS_TABLES,
                                          .n_tables = 3,
@@ -486,7 +492,7 @@ static int add_day(tl_db *db, int64_t day, int64_t count, int64_t amount, tl_err
   "CREATE INDEX IF NOT EXISTS rm_product_lines_live"                                     \
   " ON rm_product_lines(product_id, live, placed_at);"
 /* The popularity pages (overall and per category), which only queries read: a fold builds
- * them at its end (deferred_index_sql), instead of moving the product's entry in both at every
+ * them at its end (finish_sql), instead of moving the product's entry in both at every
  * line sold. */
 #define PRODUCTS_POPULAR_INDEXES                                                                 \
   "CREATE INDEX IF NOT EXISTS rm_products_popular ON rm_products(sales_count DESC, product_id);" \
@@ -607,13 +613,13 @@ static int products_apply(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err 
 }
 
 static const tl_rm_table PRODUCTS_TABLES[] = {
-    {"rm_products", "product_id", NULL, NULL},
-    {"rm_product_lines", "order_id || '/' || product_id", NULL, NULL}};
+    {"rm_products", "product_id", NULL},
+    {"rm_product_lines", "order_id || '/' || product_id", NULL}};
 static const tl_projection_def PRODUCTS = {.name = "products",
                                            .version = 2,
                                            .schema_sql = PRODUCTS_SCHEMA,
                                            .fold_schema_sql = PRODUCTS_TABLES_SQL,
-                                           .deferred_index_sql = PRODUCTS_POPULAR_INDEXES,
+                                           .finish_sql = PRODUCTS_POPULAR_INDEXES,
                                            .reset_sql = PRODUCTS_RESET,
                                            .tables = PRODUCTS_TABLES,
                                            .n_tables = 2,
@@ -667,8 +673,8 @@ static int sales_apply(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err *er
   return TL_OK;
 }
 
-static const tl_rm_table SALES_TABLES[] = {{"rm_daily_sales", "day", NULL, NULL},
-                                            {"rm_sales_orders", "order_id", NULL, NULL}};
+static const tl_rm_table SALES_TABLES[] = {{"rm_daily_sales", "day", NULL},
+                                           {"rm_sales_orders", "order_id", NULL}};
 /* No fold schema: daily_sales has no index that only queries use. */
 static const tl_projection_def DAILY_SALES = {.name = "daily_sales",
                                               .version = 2,

@@ -1,14 +1,16 @@
 /*
  * rebuild.c: zero-downtime rebuild of one projection (see tl_read.h).
  *
- * A background thread folds the log from position 0 into a scratch database beside read.db
- * (the projection's fold schema and its apply function), chunk after chunk, until it is within
- * CATCH_UP_EVENTS of the head, and creates the indexes the fold schema deferred (see
- * tl_projection_def). Then it hands the swap to the projector thread, which folds the
- * last events, and in one read.db transaction replaces the live tables' rows with the new
- * ones, moves the checkpoint to the new copy's position and forgets the projection's parked
- * events. Queries run on their own connections in WAL mode: until the commit they read the old
- * rows, after it the new ones. The projector applies nothing else while it swaps.
+ * A background thread folds the log from position 0 into a scratch database beside the live
+ * files (the projection's fold schema and its apply function), chunk after chunk, until it is
+ * within CATCH_UP_EVENTS of the head, and turns the fold schema into the live one
+ * (tl_projection_def.finish_sql: indexes built in one sorted pass, the full-text index filled
+ * in one statement) with the checkpoint table beside it. Then it hands the swap to the
+ * projector thread, which folds the last events into the scratch database, stores its
+ * checkpoint there, closes it and installs it as the projection's next file generation
+ * (files.c: a rename and an ATTACH in place of the old file). Queries that run meanwhile read
+ * the old file; the projector applies nothing else while it swaps, which now takes about as
+ * long as the last events' fold.
  */
 #include "read/tl_read_int.h"
 
@@ -32,29 +34,23 @@ typedef struct rebuild_job {
   int64_t swap_ms; /* how long the projector spent in swap_task (it applies nothing else) */
 } rebuild_job;
 
-/* Runs SQL built with sqlite3_vmprintf (%Q quotes a string literal). */
-static int exec_fmt(tl_db *db, tl_err *err, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  char *sql = sqlite3_vmprintf(fmt, ap);
-  va_end(ap);
-  if (!sql) return tl_err_set(err, TL_E_NOMEM, "out of memory");
-  int rc = tl_db_exec(db, sql, err);
-  sqlite3_free(sql);
-  return rc;
-}
-
-/* Fills every table of d in main, just created empty, with the rows of rb (inside a
- * transaction). */
-static int copy_tables(tl_db *db, const tl_projection_def *d, tl_err *err) {
-  int rc = TL_OK;
-  for (int t = 0; rc == TL_OK && t < d->n_tables; t++) {
-    const tl_rm_table *tb = &d->tables[t];
-    if (tb->copy)
-      rc = exec_fmt(db, err, "INSERT INTO main.%s(%s) SELECT %s FROM rb.%s", tb->name, tb->copy,
-                    tb->copy, tb->name);
-    else
-      rc = exec_fmt(db, err, "INSERT INTO main.%s SELECT * FROM rb.%s", tb->name, tb->name);
+/* The scratch database, folded up to the end, with its checkpoint, closed and out of WAL
+ * mode: a single file that can be renamed (files.c). */
+static int seal_scratch(rebuild_job *j, tl_err *err) {
+  const tl_projection_def *d = tl_projections[j->proj];
+  tl_db *db = j->fold.db;
+  int rc = tl_db_run(db, "BEGIN", err);
+  if (rc == TL_OK)
+    rc = tl_read_put_checkpoint(db, NULL, d, j->fold.position, j->fold.recorded_ms, err);
+  if (rc == TL_OK) rc = tl_db_run(db, "COMMIT", err);
+  if (rc != TL_OK && !sqlite3_get_autocommit(db->db))
+    sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+  /* journal_mode=DELETE copies the WAL into the file and removes it (this is the only
+   * connection); the live connections set WAL again when they attach it. */
+  if (rc == TL_OK) rc = tl_db_exec(db, "PRAGMA journal_mode=DELETE", err);
+  if (rc == TL_OK) {
+    tl_db_close(db);
+    j->fold.db = NULL;
   }
   return rc;
 }
@@ -63,31 +59,15 @@ static int copy_tables(tl_db *db, const tl_projection_def *d, tl_err *err) {
 static int swap_task(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err) {
   (void)reader;
   rebuild_job *j = arg;
-  const tl_projection_def *d = tl_projections[j->proj];
   int64_t t0 = tl_mono_ns();
   j->fold.upto[j->proj] = tl_log_head(r->log);
   int rc = tl_fold_run(r->log, &j->fold, err);
-  if (rc != TL_OK) return rc;
-  rc = exec_fmt(r->w, err, "ATTACH DATABASE %Q AS rb", j->scratch);
-  if (rc != TL_OK) return rc;
-  rc = tl_db_run(r->w, "BEGIN IMMEDIATE", err);
-  /* The live tables are dropped and created again (as they must be for a new version of the
-   * projection, whose tables may differ), then filled: dropping frees their pages without
-   * reading their rows, where a DELETE of the full-text index tokenizes every row again to
-   * remove it. */
-  if (rc == TL_OK) rc = tl_db_exec(r->w, d->reset_sql, err);
-  if (rc == TL_OK) rc = tl_db_exec(r->w, d->schema_sql, err);
-  if (rc == TL_OK) rc = copy_tables(r->w, d, err);
-  if (rc == TL_OK) rc = tl_read_put_checkpoint(r->w, d, j->fold.position, j->fold.recorded_ms, err);
-  if (rc == TL_OK) rc = exec_fmt(r->w, err, "DELETE FROM rm_dlq WHERE projection = %Q", d->name);
-  if (rc == TL_OK) rc = tl_db_run(r->w, "COMMIT", err);
-  if (rc != TL_OK && !sqlite3_get_autocommit(r->w->db))
-    sqlite3_exec(r->w->db, "ROLLBACK", NULL, NULL, NULL);
-  sqlite3_exec(r->w->db, "DETACH DATABASE rb", NULL, NULL, NULL);
+  if (rc == TL_OK) rc = seal_scratch(j, err);
+  if (rc == TL_OK) rc = tl_files_install(r, j->proj, j->scratch, err);
   j->swap_ms = (tl_mono_ns() - t0) / 1000000;
   if (rc != TL_OK) return rc;
   tl_err ignored = {0};
-  tl_read_refresh_dlq_depths(r, &ignored);
+  tl_read_refresh_dlq_depths(r, &ignored); /* the new file has no dead letters */
   atomic_store(&r->version_hold[j->proj], 0);
   tl_read_publish_rebuilt(r, j->proj, j->fold.position, j->fold.recorded_ms);
   return TL_OK;
@@ -123,10 +103,16 @@ static int rebuild_one(tl_read *r, int proj, tl_err *err) {
     rc = tl_fold_run(r->log, &j->fold, err);
     if (rc == TL_OK && tl_log_head(r->log) - j->fold.position <= CATCH_UP_EVENTS) break;
   }
-  if (rc == TL_OK && d->deferred_index_sql) {
-    /* A sort of every row (seconds at a million): a shutdown interrupts it. */
+  if (rc == TL_OK) rc = tl_db_exec(j->fold.db, TL_READ_STORE_SCHEMA, err);
+  if (rc == TL_OK && d->finish_sql) {
+    /* Sorts and indexes of every row (seconds at a million): a shutdown interrupts them. One
+     * transaction: a crash leaves the scratch file, removed at start-up. */
     sqlite3_progress_handler(j->fold.db->db, 10000, stop_requested, (void *)&r->stopping);
-    rc = tl_db_exec(j->fold.db, d->deferred_index_sql, err);
+    rc = tl_db_run(j->fold.db, "BEGIN", err);
+    if (rc == TL_OK) rc = tl_db_exec(j->fold.db, d->finish_sql, err);
+    if (rc == TL_OK) rc = tl_db_run(j->fold.db, "COMMIT", err);
+    if (rc != TL_OK && !sqlite3_get_autocommit(j->fold.db->db))
+      sqlite3_exec(j->fold.db->db, "ROLLBACK", NULL, NULL, NULL);
     sqlite3_progress_handler(j->fold.db->db, 0, NULL, NULL);
   }
   if (rc == TL_OK) {

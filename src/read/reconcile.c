@@ -1,11 +1,11 @@
 /*
  * reconcile.c: compares the read models with a fresh fold of the log (see tl_read.h).
  *
- *   1. A scratch database beside read.db gets every projection's tables (empty; its fold
+ *   1. A scratch database in the data directory gets every projection's tables (empty; its fold
  *      schema: the compared columns are the live ones, the indexes may differ).
- *   2. A read-only connection to read.db attaches it, opens a read transaction and reads the
- *      checkpoints: the live tables are compared in that snapshot, whatever the projector does
- *      meanwhile.
+ *   2. A query connection (the live files attached) attaches it, opens a read transaction and
+ *      reads the checkpoints: the live tables are compared in that snapshot, whatever the
+ *      projector does meanwhile.
  *   3. The scratch database is filled by applying the log to each projection up to its live
  *      checkpoint (the projections' own apply functions, no fail points, no retries: an event
  *      a projection cannot apply is counted as a fresh-fold error).
@@ -32,18 +32,21 @@ static int64_t count_sql(tl_db *db, const char *sql) {
 }
 
 /* Compares one table; returns its report or NULL on an SQL error (err set). */
-static json_t *compare_table(tl_db *live, const tl_rm_table *t, int64_t *mismatches, tl_err *err) {
+static json_t *compare_table(tl_db *live, const char *schema, const tl_rm_table *t,
+                             int64_t *mismatches, tl_err *err) {
   const char *cols = t->cols ? t->cols : "*";
+  const char *s = schema;
   char diff[1024], sql[1400];
-  int n = snprintf(diff, sizeof diff,
-                   "SELECT %s FROM (SELECT %s FROM main.%s EXCEPT SELECT %s FROM fresh.%s)"
-                   " UNION SELECT %s FROM (SELECT %s FROM fresh.%s EXCEPT SELECT %s FROM main.%s)",
-                   t->key, cols, t->name, cols, t->name, t->key, cols, t->name, cols, t->name);
+  int n =
+      snprintf(diff, sizeof diff,
+               "SELECT %s FROM (SELECT %s FROM \"%s\".%s EXCEPT SELECT %s FROM fresh.%s)"
+               " UNION SELECT %s FROM (SELECT %s FROM fresh.%s EXCEPT SELECT %s FROM \"%s\".%s)",
+               t->key, cols, s, t->name, cols, t->name, t->key, cols, t->name, cols, s, t->name);
   if (n < 0 || (size_t)n >= sizeof diff) {
     tl_err_set(err, TL_E_INVALID, "comparison of %s too long", t->name);
     return NULL;
   }
-  snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM main.%s", t->name);
+  snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM \"%s\".%s", s, t->name);
   int64_t rows = count_sql(live, sql);
   snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM fresh.%s", t->name);
   int64_t fresh_rows = count_sql(live, sql);
@@ -77,10 +80,11 @@ int tl_read_reconcile(tl_read *r, json_t **report, tl_err *err) {
   tl_fold *f = calloc(1, sizeof *f);
   if (!f) return tl_err_set(err, TL_E_NOMEM, "out of memory");
   tl_db *live = NULL;
+  f->fp_point = "read.reconcile"; /* delays only, per event folded (tests) */
   rc = tl_db_open(&f->db, scratch, 0, "OFF", err);
   for (int i = 0; rc == TL_OK && i < tl_projections_count; i++)
     rc = tl_fold_create_tables(f->db, tl_projections[i], err);
-  if (rc == TL_OK) rc = tl_db_open(&live, r->path, 1, "NORMAL", err);
+  if (rc == TL_OK) rc = tl_read_conn_acquire(r, &live, err);
   if (rc == TL_OK) {
     char *q = sqlite3_mprintf("ATTACH DATABASE %Q AS fresh", scratch);
     rc = q ? tl_db_exec(live, q, err) : tl_err_set(err, TL_E_NOMEM, "out of memory");
@@ -89,7 +93,7 @@ int tl_read_reconcile(tl_read *r, json_t **report, tl_err *err) {
   /* The snapshot of the live read models: checkpoints and tables as of this transaction. */
   if (rc == TL_OK) rc = tl_db_run(live, "BEGIN", err);
   for (int i = 0; rc == TL_OK && i < tl_projections_count; i++) {
-    f->upto[i] = tl_projection_checkpoint(live, tl_projections[i]->name);
+    f->upto[i] = tl_projection_checkpoint_sql(live, r->file[i].cp_get, tl_projections[i]->name);
     if (f->upto[i] < 0) rc = tl_err_set(err, TL_E_IO, "cannot read checkpoints");
   }
   if (rc == TL_OK) rc = tl_fold_run(r->log, f, err);
@@ -100,7 +104,7 @@ int tl_read_reconcile(tl_read *r, json_t **report, tl_err *err) {
     json_t *tables = json_array();
     int64_t bad = 0;
     for (int t = 0; rc == TL_OK && t < d->n_tables; t++) {
-      json_t *tr = compare_table(live, &d->tables[t], &bad, err);
+      json_t *tr = compare_table(live, d->name, &d->tables[t], &bad, err);
       if (!tr)
         rc = TL_E_IO;
       else
@@ -114,8 +118,10 @@ int tl_read_reconcile(tl_read *r, json_t **report, tl_err *err) {
   }
   if (live) {
     if (!sqlite3_get_autocommit(live->db)) sqlite3_exec(live->db, "COMMIT", NULL, NULL, NULL);
-    sqlite3_exec(live->db, "DETACH DATABASE fresh", NULL, NULL, NULL);
-    tl_db_close(live);
+    if (sqlite3_exec(live->db, "DETACH DATABASE fresh", NULL, NULL, NULL) == SQLITE_OK)
+      tl_read_conn_release(r, live);
+    else
+      tl_read_conn_drop(r, live); /* not back to the pool with the scratch attached */
   }
   tl_db_close(f->db);
   tl_fold_remove(scratch);

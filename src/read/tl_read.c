@@ -1,14 +1,15 @@
 /*
  * tl_read.c: the read store and its projector thread (see tl_read.h).
  *
- * One thread applies the log to every projection, in batches, one read.db transaction per
- * batch. An event is applied to all its projections inside one SAVEPOINT; if one fails, the
- * event is undone and re-applied projection by projection, each in a savepoint of its own, so
- * that the failing projection is rolled back alone: it sits out the rest of the batch and retries
- * that event after an exponential backoff with jitter, while the other projections go on. After
- * `retry_attempts` failures the event is parked in rm_dlq (same transaction as the checkpoint
- * that moves past it) and the projection continues with the next event. Storage failures of
- * the batch itself (BEGIN/COMMIT, a savepoint) roll everything back and retry the batch.
+ * One thread applies the log to every projection, in batches, one transaction (over the
+ * projections' files, files.c) per batch. An event is applied to all its projections inside one
+ * SAVEPOINT; if one fails, the event is undone and re-applied projection by projection, each in a
+ * savepoint of its own, so that the failing projection is rolled back alone: it sits out the rest
+ * of the batch and retries that event after an exponential backoff with jitter, while the other
+ * projections go on. After `retry_attempts` failures the event is parked in rm_dlq (same
+ * transaction as the checkpoint that moves past it) and the projection continues with the next
+ * event. Storage failures of the batch itself (BEGIN/COMMIT, a savepoint) roll everything back and
+ * retry the batch.
  */
 #include "read/tl_read_int.h"
 
@@ -28,7 +29,6 @@
 #define BATCH_EVENTS 512
 #define TOUCHED_MAX TL_TOUCHED_MAX
 #define MAX_PROJECTIONS TL_MAX_PROJECTIONS
-#define DLQ_OP_ROWS 10000 /* rows one retry-all handles */
 /* Housekeeping (tl_projection_def.tidy): a step runs once no batch was applied for
  * TIDY_QUIET_MS; a new cycle starts once the projection moved TIDY_MIN_EVENTS, or its position
  * divided by TIDY_GROWTH, whichever is more, since the last one ended. A cycle may rewrite all
@@ -85,12 +85,14 @@ static int64_t fire_waiters(tl_read *r) {
 
 /* ---- checkpoints and the dead-letter table ------------------------------------------------ */
 
-static const char STORE_SCHEMA[] =
+/* In each projection's file (files.c). A dead letter's id is its position times
+ * TL_MAX_PROJECTIONS plus the projection's index: unique across the files, in log order. */
+const char TL_READ_STORE_SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS rm_checkpoints("
     " name TEXT PRIMARY KEY, version INTEGER NOT NULL, position INTEGER NOT NULL,"
     " recorded_at INTEGER) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS rm_dlq("
-    " id INTEGER PRIMARY KEY AUTOINCREMENT, projection TEXT NOT NULL,"
+    " id INTEGER PRIMARY KEY, projection TEXT NOT NULL,"
     " position INTEGER NOT NULL, stream TEXT NOT NULL, type TEXT NOT NULL,"
     " error TEXT NOT NULL, attempts INTEGER NOT NULL, first_failed_at INTEGER NOT NULL,"
     " last_failed_at INTEGER NOT NULL, UNIQUE(projection, position));";
@@ -100,26 +102,18 @@ static const char SQL_CP_PUT[] =
     "INSERT INTO rm_checkpoints(name, version, position, recorded_at) VALUES(?,?,?,?)"
     " ON CONFLICT(name) DO UPDATE SET version = excluded.version, position = excluded.position,"
     " recorded_at = excluded.recorded_at";
-static const char SQL_DLQ_PARK[] =
-    "INSERT INTO rm_dlq(projection, position, stream, type, error, attempts, first_failed_at,"
-    " last_failed_at) VALUES(?,?,?,?,?,?,?,?)"
-    " ON CONFLICT(projection, position) DO UPDATE SET error = excluded.error,"
-    " attempts = attempts + excluded.attempts, last_failed_at = excluded.last_failed_at";
 static const char SQL_DLQ_RESET[] = "DELETE FROM rm_dlq WHERE projection = ?";
-static const char SQL_DLQ_DEPTH[] = "SELECT COUNT(*) FROM rm_dlq WHERE projection = ?";
-static const char SQL_DLQ_ONE[] = "SELECT id, projection, position FROM rm_dlq WHERE id = ?";
-static const char SQL_DLQ_ALL[] =
-    "SELECT id, projection, position FROM rm_dlq ORDER BY id LIMIT 10000"; /* DLQ_OP_ROWS */
-static const char SQL_DLQ_DEL[] = "DELETE FROM rm_dlq WHERE id = ?";
-static const char SQL_DLQ_FAILED_AGAIN[] =
-    "UPDATE rm_dlq SET attempts = attempts + 1, last_failed_at = ?, error = ? WHERE id = ?";
 static const char SQL_SP_BEGIN[] = "SAVEPOINT tl_apply";
 static const char SQL_SP_RELEASE[] = "RELEASE tl_apply";
 static const char SQL_SP_ROLLBACK[] = "ROLLBACK TO tl_apply";
 
 int64_t tl_projection_checkpoint(tl_db *db, const char *name) {
+  return tl_projection_checkpoint_sql(db, SQL_CP_GET, name);
+}
+
+int64_t tl_projection_checkpoint_sql(tl_db *db, const char *sql, const char *name) {
   tl_err err = {0};
-  sqlite3_stmt *st = tl_db_stmt(db, SQL_CP_GET, &err);
+  sqlite3_stmt *st = tl_db_stmt(db, sql, &err);
   if (!st) return -1;
   sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
   int64_t pos = 0;
@@ -132,9 +126,9 @@ int64_t tl_projection_checkpoint(tl_db *db, const char *name) {
   return pos;
 }
 
-int tl_read_put_checkpoint(tl_db *db, const tl_projection_def *def, int64_t position,
-                           int64_t recorded_ms, tl_err *err) {
-  sqlite3_stmt *st = tl_db_stmt(db, SQL_CP_PUT, err);
+int tl_read_put_checkpoint(tl_db *db, const char *sql, const tl_projection_def *def,
+                           int64_t position, int64_t recorded_ms, tl_err *err) {
+  sqlite3_stmt *st = tl_db_stmt(db, sql ? sql : SQL_CP_PUT, err);
   if (!st) return TL_E_IO;
   sqlite3_bind_text(st, 1, def->name, -1, SQLITE_STATIC);
   sqlite3_bind_int(st, 2, def->version);
@@ -145,10 +139,9 @@ int tl_read_put_checkpoint(tl_db *db, const tl_projection_def *def, int64_t posi
   return rc == SQLITE_DONE ? TL_OK : tl_db_fail(db, rc, "store checkpoint", err);
 }
 
-/* The version a projection's stored checkpoint was written by; -1 if none (or unreadable). */
-static int stored_version(tl_db *db, const char *name) {
+int tl_projection_stored_version(tl_db *db, const char *name) {
   tl_err err = {0};
-  if (tl_db_exec(db, STORE_SCHEMA, &err) != TL_OK) return -1;
+  if (tl_db_exec(db, TL_READ_STORE_SCHEMA, &err) != TL_OK) return -1;
   sqlite3_stmt *st = tl_db_stmt(db, SQL_CP_GET, &err);
   if (!st) return -1;
   sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
@@ -158,7 +151,7 @@ static int stored_version(tl_db *db, const char *name) {
 }
 
 int tl_projection_setup(tl_db *db, const tl_projection_def *def, tl_err *err) {
-  int rc = tl_db_exec(db, STORE_SCHEMA, err);
+  int rc = tl_db_exec(db, TL_READ_STORE_SCHEMA, err);
   if (rc != TL_OK) return rc;
   sqlite3_stmt *st = tl_db_stmt(db, SQL_CP_GET, err);
   if (!st) return TL_E_IO;
@@ -188,7 +181,7 @@ int tl_projection_setup(tl_db *db, const tl_projection_def *def, tl_err *err) {
       if (s2 != SQLITE_DONE) rc = tl_db_fail(db, s2, "clear dead letters", err);
     }
   }
-  if (rc == TL_OK) rc = tl_read_put_checkpoint(db, def, 0, -1, err);
+  if (rc == TL_OK) rc = tl_read_put_checkpoint(db, NULL, def, 0, -1, err);
   if (rc == TL_OK)
     rc = tl_db_run(db, "COMMIT", err);
   else
@@ -206,7 +199,7 @@ int tl_projection_apply_one(tl_db *db, const tl_projection_def *def, const tl_ev
     rc = tl_db_flush(db, err); /* its deferred counters too (tl_db_deferred) */
   else
     tl_db_discard(db); /* of the part it applied: the caller rolls the rest back */
-  if (rc == TL_OK) rc = tl_read_put_checkpoint(db, def, ev->position, ev->recorded_ms, err);
+  if (rc == TL_OK) rc = tl_read_put_checkpoint(db, NULL, def, ev->position, ev->recorded_ms, err);
   return rc;
 }
 
@@ -259,7 +252,7 @@ static int apply_guarded(tl_read *r, int i, const tl_event *ev, const tl_jv *dat
 
 /* Parks ev for projection i in the dead-letter table. */
 static int park(tl_read *r, int i, const tl_event *ev, const proj_fail *f, tl_err *err) {
-  sqlite3_stmt *st = tl_db_stmt(r->w, SQL_DLQ_PARK, err);
+  sqlite3_stmt *st = tl_db_stmt(r->w, r->file[i].dlq_park, err);
   if (!st) return TL_E_IO;
   sqlite3_bind_text(st, 1, tl_projections[i]->name, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, ev->position);
@@ -269,6 +262,7 @@ static int park(tl_read *r, int i, const tl_event *ev, const proj_fail *f, tl_er
   sqlite3_bind_int(st, 6, f->attempts);
   sqlite3_bind_int64(st, 7, f->first_ms);
   sqlite3_bind_int64(st, 8, f->last_ms);
+  sqlite3_bind_int64(st, 9, ev->position * TL_MAX_PROJECTIONS + i);
   int rc = sqlite3_step(st);
   sqlite3_reset(st);
   return rc == SQLITE_DONE ? TL_OK : tl_db_fail(r->w, rc, "park event", err);
@@ -544,7 +538,8 @@ static int project_batch(tl_read *r, tl_log_reader *reader) {
   }
   for (int i = 0; rc == TL_OK && i < tl_projections_count; i++)
     if (b->cp[i] > atomic_load(&r->checkpoint[i]))
-      rc = tl_read_put_checkpoint(r->w, tl_projections[i], b->cp[i], b->rec[i], &err);
+      rc = tl_read_put_checkpoint(r->w, r->file[i].cp_put, tl_projections[i], b->cp[i], b->rec[i],
+                                  &err);
   if (rc == TL_OK) rc = tl_db_run(r->w, "COMMIT", &err);
   if (rc != TL_OK) {
     if (!sqlite3_get_autocommit(r->w->db)) sqlite3_exec(r->w->db, "ROLLBACK", NULL, NULL, NULL);
@@ -587,8 +582,8 @@ static int retry_event(void *arg, const tl_event *ev) {
   return 1; /* one event */
 }
 
-static int del_row(tl_read *r, int64_t id, tl_err *err) {
-  sqlite3_stmt *st = tl_db_stmt(r->w, SQL_DLQ_DEL, err);
+static int del_row(tl_read *r, int proj, int64_t id, tl_err *err) {
+  sqlite3_stmt *st = tl_db_stmt(r->w, r->file[proj].dlq_del, err);
   if (!st) return TL_E_IO;
   sqlite3_bind_int64(st, 1, id);
   int rc = sqlite3_step(st);
@@ -601,7 +596,7 @@ static int del_row(tl_read *r, int64_t id, tl_err *err) {
 static int retry_row(tl_read *r, tl_log_reader *reader, int64_t id, int proj, int64_t position,
                      tl_dlq_result *res, tl_err *err) {
   retry_ctx c = {.r = r, .proj = proj, .id = id};
-  int rc = proj < 0 ? TL_OK : tl_log_read_all(reader, position, 1, retry_event, &c, err);
+  int rc = tl_log_read_all(reader, position, 1, retry_event, &c, err);
   if (rc == 1) rc = TL_OK;
   if (rc != TL_OK) return rc;
   if (c.rc < 0) {
@@ -610,14 +605,11 @@ static int retry_row(tl_read *r, tl_log_reader *reader, int64_t id, int proj, in
   }
   if (c.found && c.rc == APPLIED) {
     res->applied++;
-    return del_row(r, id, err);
+    return del_row(r, proj, id, err);
   }
-  if (!c.found)
-    tl_err_set(&c.why, TL_E_NOTFOUND, "the event is not in the log");
-  else if (proj < 0)
-    tl_err_set(&c.why, TL_E_NOTFOUND, "no such projection");
+  if (!c.found) tl_err_set(&c.why, TL_E_NOTFOUND, "the event is not in the log");
   res->failed++;
-  sqlite3_stmt *st = tl_db_stmt(r->w, SQL_DLQ_FAILED_AGAIN, err);
+  sqlite3_stmt *st = tl_db_stmt(r->w, r->file[proj].dlq_failed, err);
   if (!st) return TL_E_IO;
   sqlite3_bind_int64(st, 1, tl_now_ms());
   sqlite3_bind_text(st, 2, c.why.msg, -1, SQLITE_TRANSIENT);
@@ -629,9 +621,8 @@ static int retry_row(tl_read *r, tl_log_reader *reader, int64_t id, int proj, in
 
 int tl_read_refresh_dlq_depths(tl_read *r, tl_err *err) {
   for (int i = 0; i < tl_projections_count; i++) {
-    sqlite3_stmt *st = tl_db_stmt(r->w, SQL_DLQ_DEPTH, err);
+    sqlite3_stmt *st = tl_db_stmt(r->w, r->file[i].dlq_depth, err);
     if (!st) return TL_E_IO;
-    sqlite3_bind_text(st, 1, tl_projections[i]->name, -1, SQLITE_STATIC);
     int s = sqlite3_step(st);
     if (s == SQLITE_ROW) atomic_store(&r->dlq_depth[i], sqlite3_column_int64(st, 0));
     sqlite3_reset(st);
@@ -642,24 +633,29 @@ int tl_read_refresh_dlq_depths(tl_read *r, tl_err *err) {
 
 static int dlq_run(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err) {
   dlq_op_arg *q = arg;
+  /* A dead letter's id names its projection (TL_READ_STORE_SCHEMA). */
+  int proj = q->id >= 0 ? (int)(q->id % TL_MAX_PROJECTIONS) : -1;
+  if (q->op != TL_DLQ_RETRY_ALL && (proj < 0 || proj >= tl_projections_count)) {
+    q->result = (tl_dlq_result){0};
+    return TL_OK; /* found: 0 */
+  }
+  const char *sql = q->op == TL_DLQ_RETRY_ALL ? r->sql_dlq_all : r->file[proj].dlq_one;
   int rc = tl_db_run(r->w, "BEGIN", err);
-  sqlite3_stmt *st =
-      rc == TL_OK ? tl_db_stmt(r->w, q->op == TL_DLQ_RETRY_ALL ? SQL_DLQ_ALL : SQL_DLQ_ONE, err)
-                  : NULL;
+  sqlite3_stmt *st = rc == TL_OK ? tl_db_stmt(r->w, sql, err) : NULL;
   if (rc == TL_OK && !st) rc = TL_E_IO;
   /* Collect the rows first: the statement must be reset before the rows change. */
   int64_t(*rows)[3] = NULL;
   int n = 0;
   if (rc == TL_OK) {
-    rows = calloc(DLQ_OP_ROWS, sizeof *rows);
+    rows = calloc(TL_DLQ_OP_ROWS, sizeof *rows);
     if (!rows) rc = tl_err_set(err, TL_E_NOMEM, "out of memory");
   }
   if (rc == TL_OK) {
     if (q->op != TL_DLQ_RETRY_ALL) sqlite3_bind_int64(st, 1, q->id);
     int s;
-    while (n < DLQ_OP_ROWS && (s = sqlite3_step(st)) == SQLITE_ROW) {
+    while (n < TL_DLQ_OP_ROWS && (s = sqlite3_step(st)) == SQLITE_ROW) {
       rows[n][0] = sqlite3_column_int64(st, 0);
-      rows[n][1] = tl_projection_index((const char *)sqlite3_column_text(st, 1));
+      rows[n][1] = rows[n][0] % TL_MAX_PROJECTIONS;
       rows[n][2] = sqlite3_column_int64(st, 2);
       n++;
     }
@@ -668,7 +664,7 @@ static int dlq_run(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err) {
   q->result.found = n;
   for (int k = 0; rc == TL_OK && k < n; k++) {
     if (q->op == TL_DLQ_DROP) {
-      rc = del_row(r, rows[k][0], err);
+      rc = del_row(r, (int)rows[k][1], rows[k][0], err);
       if (rc == TL_OK) q->result.dropped++;
     } else {
       rc = retry_row(r, reader, rows[k][0], (int)rows[k][1], rows[k][2], &q->result, err);
@@ -872,37 +868,40 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
   int n = snprintf(r->path, sizeof r->path, "%s/read.db", dir);
   int rc = (n < 0 || (size_t)n >= sizeof r->path)
                ? tl_err_set(err, TL_E_INVALID, "data directory path too long")
-               : tl_db_open(&r->w, r->path, 0, "NORMAL", err);
-  /* The projector's statement journals may grow with a statement (a rebuild's swap copies a
-   * whole projection in one INSERT ... SELECT): in a file they spill to disk past 64 KiB
-   * instead of holding every changed page in memory (+0.5 kB of RSS per order). */
+               : TL_OK;
+  if (rc == TL_OK) {
+    snprintf(r->dir, sizeof r->dir, "%s", dir);
+    rc = tl_files_open(r, err);
+  }
+  int stored[MAX_PROJECTIONS];
+  for (int i = 0; rc == TL_OK && i < tl_projections_count; i++)
+    rc = tl_files_setup(r, i, &stored[i], err);
+  if (rc == TL_OK) rc = tl_files_connect_writer(r, err);
+  /* The projector's statement journals (a batch's savepoints) spill to disk past 64 KiB
+   * instead of holding every changed page in memory. */
   if (rc == TL_OK) rc = tl_db_exec(r->w, "PRAGMA temp_store=FILE", err);
   if (rc == TL_OK) { /* what the projections change here: cached answers to drop */
     r->w->on_change = note_change;
     r->w->on_change_arg = r;
   }
-  if (rc == TL_OK) rc = tl_db_checkpoint_in_background(r->w, r->path, "NORMAL", err);
   assert(tl_projections_count <= MAX_PROJECTIONS);
-  int64_t min_cp = INT64_MAX;
+  int64_t min_cp = INT64_MAX, max_cp = 0;
   for (int i = 0; rc == TL_OK && i < tl_projections_count; i++) {
     snprintf(r->fp_apply[i], sizeof r->fp_apply[i], "projection.%s.apply", tl_projections[i]->name);
-    int sv = stored_version(r->w, tl_projections[i]->name);
+    int sv = stored[i];
     if (sv > 0 && sv != tl_projections[i]->version) {
-      /* A new version: the old copy keeps answering while the new one is built beside it
-       * (rebuild.c); the projector leaves it alone meanwhile. */
       atomic_store(&r->version_hold[i], 1);
       char from[16], to[16];
       snprintf(from, sizeof from, "%d", sv);
       snprintf(to, sizeof to, "%d", tl_projections[i]->version);
       tl_slog(TL_SLOG_WARN, NULL, "projection version changed; rebuilding beside the old copy",
               "projection", tl_projections[i]->name, "from", from, "to", to, NULL);
-      rc = tl_db_exec(r->w, STORE_SCHEMA, err);
-    } else {
-      rc = tl_projection_setup(r->w, tl_projections[i], err);
     }
-    sqlite3_stmt *st = rc == TL_OK ? tl_db_stmt(r->w, SQL_CP_GET, err) : NULL;
-    if (rc == TL_OK && !st) rc = TL_E_IO;
-    if (rc != TL_OK) break;
+    sqlite3_stmt *st = tl_db_stmt(r->w, r->file[i].cp_get, err);
+    if (!st) {
+      rc = TL_E_IO;
+      break;
+    }
     sqlite3_bind_text(st, 1, tl_projections[i]->name, -1, SQLITE_STATIC);
     int s = sqlite3_step(st);
     if (s == SQLITE_ROW) {
@@ -911,6 +910,7 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
       if (sqlite3_column_type(st, 2) != SQLITE_NULL)
         atomic_store(&r->recorded_ms[i], sqlite3_column_int64(st, 2));
       if (cp < min_cp) min_cp = cp;
+      if (cp > max_cp) max_cp = cp;
     }
     sqlite3_reset(st);
     if (s != SQLITE_ROW) rc = tl_err_set(err, TL_E_IO, "cannot read checkpoints");
@@ -918,17 +918,18 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
   if (rc == TL_OK) rc = tl_read_refresh_dlq_depths(r, err);
   if (rc == TL_OK) {
     if (min_cp == INT64_MAX) min_cp = 0;
-    if (min_cp > tl_log_head(log))
+    if (max_cp > tl_log_head(log))
       rc = tl_err_set(err, TL_E_INVALID,
                       "read models are ahead of the log (position %lld > head %lld): the data "
                       "directory is inconsistent",
-                      (long long)min_cp, (long long)tl_log_head(log));
+                      (long long)max_cp, (long long)tl_log_head(log));
     atomic_store(&r->applied, min_cp);
   }
   if (rc == TL_OK && pthread_create(&r->thread, NULL, projector_main, r) != 0)
     rc = tl_err_set(err, TL_E_IO, "cannot start the projector thread");
   if (rc != TL_OK) {
     tl_db_close(r->w);
+    tl_files_free(r);
     free_views(r);
     pthread_cond_destroy(&r->cond);
     tl_handoff_destroy(&r->tasks);
@@ -964,24 +965,15 @@ void tl_read_close(tl_read *r) {
   r->rebuild_joinable = 0;
   pthread_mutex_unlock(&r->lock);
   if (joinable) pthread_join(r->rebuild_thread, NULL);
-  conn_node *c = r->pool;
-  while (c) {
-    conn_node *next = c->next;
-    tl_db_close(c->db);
-    free(c);
-    c = next;
-  }
+  tl_files_close_pool(r);
   tl_db_close(r->w);
+  tl_files_free(r);
   tl_jdoc_free(&r->doc);
   free_views(r);
   pthread_cond_destroy(&r->cond);
   tl_handoff_destroy(&r->tasks);
   pthread_mutex_destroy(&r->lock);
   free(r);
-}
-
-const char *tl_read_db_path(const tl_read *r) {
-  return r->path;
 }
 
 tl_log *tl_read_log(const tl_read *r) {
@@ -1122,22 +1114,24 @@ int tl_read_dlq(tl_read *r, tl_dlq_op op, int64_t id, int timeout_ms, tl_dlq_res
   return rc;
 }
 
-static const char SQL_DLQ_LIST[] =
-    "SELECT id, projection, position, stream, type, error, attempts, first_failed_at,"
-    " last_failed_at FROM rm_dlq WHERE ?1 IS NULL OR projection = ?1 ORDER BY id LIMIT ?2";
-
-json_t *tl_query_dlq(tl_db *db, const char *projection, int limit, tl_problem *p) {
+json_t *tl_read_dlq_list(tl_read *r, const char *projection, int limit, tl_problem *p) {
+  tl_db *db = NULL;
   tl_err err = {0};
-  sqlite3_stmt *st = tl_db_stmt(db, SQL_DLQ_LIST, &err);
-  if (!st) {
+  if (tl_read_conn_acquire(r, &db, &err) != TL_OK) {
     tl_problem_set(p, 503, "READ_MODEL_UNAVAILABLE", "%s", err.msg);
     return NULL;
   }
-  if (projection) sqlite3_bind_text(st, 1, projection, -1, SQLITE_STATIC);
-  sqlite3_bind_int(st, 2, limit);
-  json_t *arr = tl_db_dead_letters(db, st, "projection", &err);
+  sqlite3_stmt *st = tl_db_stmt(db, r->sql_dlq_list, &err);
+  json_t *arr = NULL;
+  if (st) {
+    if (projection) sqlite3_bind_text(st, 1, projection, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, limit);
+    arr = tl_db_dead_letters(db, st, "projection", &err);
+  }
+  tl_read_conn_release(r, db);
   if (!arr)
-    tl_problem_set(p, 503, "READ_MODEL_UNAVAILABLE", "The dead-letter queue cannot be read.");
+    tl_problem_set(p, 503, "READ_MODEL_UNAVAILABLE", "The dead-letter queue cannot be read: %s",
+                   err.msg);
   return arr;
 }
 
@@ -1209,31 +1203,4 @@ int tl_read_search(tl_read *r, const char *q, int limit, tl_jw *out, tl_problem 
   int n = snprintf(key, sizeof key, "%d\n%s", limit, q);
   tl_vcache *cache = n > 0 && (size_t)n < sizeof key ? r->searches : NULL;
   return cached_query(r, cache, TL_Q_SEARCH, "", key, search_fn, &a, out, p);
-}
-
-int tl_read_conn_acquire(tl_read *r, tl_db **out, tl_err *err) {
-  pthread_mutex_lock(&r->lock);
-  conn_node *c = r->pool;
-  if (c) r->pool = c->next;
-  pthread_mutex_unlock(&r->lock);
-  if (c) {
-    *out = c->db;
-    free(c);
-    return TL_OK;
-  }
-  return tl_db_open(out, r->path, 1, "NORMAL", err);
-}
-
-void tl_read_conn_release(tl_read *r, tl_db *db) {
-  if (!db) return;
-  conn_node *c = malloc(sizeof *c);
-  if (!c) {
-    tl_db_close(db);
-    return;
-  }
-  c->db = db;
-  pthread_mutex_lock(&r->lock);
-  c->next = r->pool;
-  r->pool = c;
-  pthread_mutex_unlock(&r->lock);
 }

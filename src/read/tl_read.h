@@ -1,11 +1,13 @@
 /*
- * tl_read.h: the query lane: read models in <dir>/read.db, the projector that keeps them in
- * step with the log, and the connections queries run on.
+ * tl_read.h: the query lane: read models, one SQLite file per projection in the data directory
+ * (<dir>/read.<projection>.<generation>.db, see files.c), the projector that keeps them in step
+ * with the log, and the connections queries run on.
  *
  * The projector thread consumes the log in position order, in batches of up to 512 events.
- * Each batch is one read.db transaction that applies every event to every projection whose
- * checkpoint is below it and moves those checkpoints in the same transaction, so a crash or a
- * replay never applies an event twice and never skips one. Savepoints isolate the projections
+ * Each batch is one transaction over the projections' files that applies every event to every
+ * projection whose checkpoint is below it and moves those checkpoints; each projection's rows
+ * and checkpoint are in its own file and commit together, so a crash or a replay never applies
+ * an event twice and never skips one. Savepoints isolate the projections
  * (see tl_read.c): a projection that fails on an event is retried with exponential backoff and
  * jitter while the others go on; after `retry_attempts` failures the event is parked in the
  * dead-letter table rm_dlq and the projection continues (see docs/projections.md). Read models
@@ -37,7 +39,6 @@ typedef struct tl_rm_table {
   const char *name;
   const char *key;  /* over cols */
   const char *cols; /* the compared columns; NULL: all (*) */
-  const char *copy; /* the columns a rebuild copies; NULL: all (*) */
 } tl_rm_table;
 
 /* What a projection's apply announces it changed (tl_db_changed), so that the answers the
@@ -51,19 +52,17 @@ typedef struct tl_projection_def {
   const char *schema_sql;
   /* The tables a fold into a scratch database creates (a rebuild's new copy, reconciliation's
    * fresh fold), empty, before applying the log to them; NULL: schema_sql. Same IF NOT EXISTS
-   * convention. Each of `tables` must have the same columns and keys as in schema_sql, since a
-   * rebuild copies its `copy` columns into the live table and reconciliation compares its
-   * `cols`; what it may leave out is storage only queries use: secondary indexes that apply's
-   * own statements do not need, and a full-text index, kept as a plain table of its rows (the
-   * swap's copy indexes them in read.db). The live tables never take this schema. */
+   * convention. Each of `tables` must have the same columns and keys as in schema_sql, since
+   * reconciliation compares its `cols` with the live table's; what it may leave out is storage
+   * only queries use: secondary indexes that apply's own statements do not need, and a
+   * full-text index, kept as a plain table of its rows. The live files never take this
+   * schema. */
   const char *fold_schema_sql;
-  /* The indexes of schema_sql that fold_schema_sql leaves out (NULL: none): a rebuild creates
-   * them in its scratch database once it has folded all but the last events, before the swap.
-   * Built in one sorted pass, off the projector's thread; and the swap's INSERT ... SELECT
-   * copies a table record by record, its index entries included, only when the scratch table
-   * has every index of the live one (SQLite's transfer optimization), else it inserts row by
-   * row, on the projector's thread. */
-  const char *deferred_index_sql;
+  /* Turns a fold's tables (fold_schema_sql) into schema_sql's (NULL: they are the same): a
+   * rebuild runs it once it has folded all but the last events, off the projector's thread.
+   * An index built there in one sorted pass (and a full-text index filled in one statement)
+   * costs a fraction of keeping it up during the fold. */
+  const char *finish_sql;
   const char *reset_sql;
   const tl_rm_table *tables; /* every table the projection writes (reconciliation compares them) */
   int n_tables;
@@ -113,8 +112,8 @@ typedef struct tl_read_opts {
 #define TL_READ_VIEW_CACHE_MAX (1L << 20)
 #define TL_READ_VIEW_CACHE_BYTES ((size_t)64 << 20)
 
-/* Opens read.db under dir, creates or resets projections as their versions require, and starts
- * the projector over log (borrowed; must outlive the store). opts may be NULL. */
+/* Opens the read models under dir, creates or resets projections as their versions require, and
+ * starts the projector over log (borrowed; must outlive the store). opts may be NULL. */
 int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts *opts,
                  tl_err *err);
 /* Wakes every waiter for good (they answer TL_E_TIMEOUT) and tells the projector to stop;
@@ -126,8 +125,7 @@ void tl_read_close(tl_read *r);
 /* The index of the projection called name in tl_projections, or -1. */
 int tl_projection_index(const char *name);
 
-/* The path of read.db and the log the store follows (for reconciliation). */
-const char *tl_read_db_path(const tl_read *r);
+/* The log the store follows (for reconciliation). */
 tl_log *tl_read_log(const tl_read *r);
 
 /* The log position every read model has applied (the slowest one's). */
@@ -173,9 +171,10 @@ int tl_read_reconcile(tl_read *r, json_t **report, tl_err *err);
 /* ---- zero-downtime rebuilds (rebuild.c) -------------------------------------------------- */
 
 /* Starts rebuilding projection `name` in the background: a new copy is folded from position 0
- * in a scratch database beside read.db while the live copy keeps serving; once it has caught
- * up, the projector swaps it in (one transaction: queries see the old rows or the new ones,
- * never a mix) and removes the projection's parked events (the rebuild re-applied them).
+ * in a scratch database beside the live files while the live copy keeps serving; once it has
+ * caught up, the projector installs it as the projection's next file (queries see the old file
+ * or the new one, never a mix), which also drops the projection's parked events (the rebuild
+ * re-applied them).
  * TL_E_NOTFOUND for an unknown projection, TL_E_CONFLICT while another rebuild runs. */
 int tl_read_rebuild_start(tl_read *r, const char *name, tl_err *err);
 
@@ -199,7 +198,7 @@ int tl_read_dlq(tl_read *r, tl_dlq_op op, int64_t id, int timeout_ms, tl_dlq_res
                 tl_err *err);
 /* Parked events, oldest first, at most limit, of one projection or (NULL) all:
  * [{id, projection, position, stream, type, error, attempts, firstFailedAt, lastFailedAt}]. */
-json_t *tl_query_dlq(tl_db *db, const char *projection, int limit, tl_problem *p);
+json_t *tl_read_dlq_list(tl_read *r, const char *projection, int limit, tl_problem *p);
 
 /* The answers of GET /orders/{id}, GET /customers/{id}/orders and GET /orders/search (the
  * members of tl_query_order, tl_query_customer_orders and tl_query_search, written into out),

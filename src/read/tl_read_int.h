@@ -17,6 +17,8 @@
 #define TL_MAX_PROJECTIONS 16
 #define TL_TOUCHED_MAX 4096 /* changes a batch may announce before every cached answer is dropped \
                              */
+#define TL_DLQ_OP_ROWS 10000  /* dead letters one retry-all handles */
+#define TL_RETIRED_MAX 8      /* replaced files waiting for their last connection (files.c) */
 #define TL_TOUCHED_KEY_MAX 64 /* bytes of an announced key kept; longer: every answer is dropped \
                                */
 
@@ -51,11 +53,22 @@ typedef struct tl_proj_task {
   void *arg;
 } tl_proj_task;
 
+/* A projection's database file (files.c) and the statements on it, as attached under the
+ * projection's name. */
+typedef struct tl_proj_file {
+  char path[PATH_MAX]; /* the live generation (guarded by the store's lock) */
+  int64_t gen;         /* projector thread (and start-up) */
+  char *cp_get, *cp_put, *dlq_park, *dlq_depth, *dlq_one, *dlq_del, *dlq_failed;
+} tl_proj_file;
+
 struct tl_read {
   tl_log *log;
   tl_read_opts opts;
-  char path[PATH_MAX];
-  tl_db *w;                                          /* the projector's connection */
+  char dir[PATH_MAX];  /* the data directory */
+  char path[PATH_MAX]; /* "<dir>/read.db": the stem of scratch databases' names */
+  tl_db *w; /* the projector's connection: an in-memory main, every projection's file attached */
+  tl_proj_file file[TL_MAX_PROJECTIONS];
+  char *sql_dlq_all, *sql_dlq_list;                  /* dead letters of every file */
   char fp_apply[TL_MAX_PROJECTIONS][TL_FP_NAME_MAX]; /* "projection.<name>.apply" */
   pthread_t thread;
   int started;
@@ -90,10 +103,17 @@ struct tl_read {
   _Atomic uint64_t tidy_steps[TL_MAX_PROJECTIONS];
   int64_t last_batch_ns;
 
-  pthread_mutex_t lock; /* guards the waiters and the pool (cond: both) */
+  pthread_mutex_t lock; /* guards the waiters, the pool and the files (cond: the first two) */
   pthread_cond_t cond;
   tl_waiter *waiters; /* asynchronous waits, unordered */
-  tl_conn_node *pool;
+  tl_conn_node *pool; /* idle query connections, each with the live files attached */
+  /* The files' layout (bumped by each rebuilt file installed; a connection's tag says which it
+   * attached), the connections out of the pool attached to the live files or to a replaced
+   * one, and the replaced files to delete once stale_out is 0 (files.c). */
+  uint64_t layout;
+  int live_out, stale_out;
+  char retired[TL_RETIRED_MAX][PATH_MAX];
+  int n_retired;
   tl_handoff tasks; /* projector tasks (DLQ operations, a rebuild's swap) */
 
   /* A rebuild in progress (rebuild.c): the projection's index or -1, and how far it got. */
@@ -118,9 +138,39 @@ int tl_read_run_task(tl_read *r, tl_proj_task *t, int timeout_ms, tl_err *err);
  * or array json_loads would read (or memory ran out): every projection then refuses the event. */
 const tl_jv *tl_read_parse_data(tl_jdoc *doc, const tl_event *ev);
 
-/* Stores a projection's checkpoint (inside the caller's transaction). */
-int tl_read_put_checkpoint(tl_db *db, const tl_projection_def *def, int64_t position,
-                           int64_t recorded_ms, tl_err *err);
+/* The table of checkpoints and dead letters in each projection's file. */
+extern const char TL_READ_STORE_SCHEMA[];
+/* Stores a projection's checkpoint (inside the caller's transaction) with sql (NULL: in the
+ * main database; else a tl_proj_file's cp_put). */
+int tl_read_put_checkpoint(tl_db *db, const char *sql, const tl_projection_def *def,
+                           int64_t position, int64_t recorded_ms, tl_err *err);
+/* The version a projection's checkpoint in db's main database was written by; -1 if none (or
+ * unreadable). Creates the checkpoint table if missing. */
+int tl_projection_stored_version(tl_db *db, const char *name);
+/* tl_projection_checkpoint with sql (a tl_proj_file's cp_get). */
+int64_t tl_projection_checkpoint_sql(tl_db *db, const char *sql, const char *name);
+
+/* ---- the files (files.c) ------------------------------------------------------------------ */
+
+/* Finds each projection's live file in r->dir (deleting older generations and a read.db of the
+ * single-file layout) and prepares the statements on them. */
+int tl_files_open(tl_read *r, tl_err *err);
+void tl_files_free(tl_read *r);
+/* Creates or checks projection proj's file; *stored: the version its checkpoint was written
+ * by (-1: none). A file of another version is left as it is (it keeps answering until a
+ * rebuild replaces it). */
+int tl_files_setup(tl_read *r, int proj, int *stored, tl_err *err);
+/* Opens r->w (and its checkpointer) with every projection's file attached. */
+int tl_files_connect_writer(tl_read *r, tl_err *err);
+/* Closes a query connection taken with tl_read_conn_acquire instead of pooling it. */
+void tl_read_conn_drop(tl_read *r, tl_db *db);
+/* Closes the idle query connections. */
+void tl_files_close_pool(tl_read *r);
+/* Makes `built` (a closed database with projection proj's tables, checkpoint and no WAL) the
+ * projection's live file: renamed to the next generation, attached on the projector's
+ * connection in place of the old one, which is deleted once no query connection has it
+ * attached. Projector thread, outside a transaction. On failure the old file stays live. */
+int tl_files_install(tl_read *r, int proj, const char *built, tl_err *err);
 /* Re-reads every projection's DLQ depth from r->w. */
 int tl_read_refresh_dlq_depths(tl_read *r, tl_err *err);
 /* After a rebuild swapped projection i in at position (recorded_ms): forget its failure and

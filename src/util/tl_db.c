@@ -52,17 +52,25 @@ int tl_db_open(tl_db **out, const char *path, int readonly, const char *synchron
   return TL_OK;
 }
 
+#define CKPT_SCHEMAS 8 /* databases of one connection whose WAL sizes the hook tells apart */
+
 struct tl_db_ckpt {
-  tl_db *own; /* the checkpointer's connection (used only by its thread) */
+  tl_db *own;          /* the checkpointer's connection (its thread, and tl_db_ckpt_exec) */
+  pthread_mutex_t use; /* held while own is used */
   pthread_t thread;
   pthread_mutex_t lock; /* guards wanted and stopping */
   pthread_cond_t cond;
   int wanted, stopping;
   atomic_long done; /* checkpoints run by the thread */
-  /* Committing thread only (the WAL hook): the WAL size at the last commit, and the size at
-   * which the thread is woken next, so that it copies ~TL_DB_CKPT_PAGES new frames per run
-   * (each run sorts every frame of the WAL; waking it at each commit past the mark would). */
-  int last_pages, next_wake;
+  /* Committing thread only (the WAL hook), per database of the connection (main, or an
+   * attached one, by schema name): the WAL size at the last commit, and the size at which the
+   * thread is woken next, so that it copies ~TL_DB_CKPT_PAGES new frames per run (each run
+   * sorts every frame of the WAL; waking it at each commit past the mark would). */
+  struct {
+    char name[32];
+    int last_pages, next_wake;
+  } wal[CKPT_SCHEMAS];
+  int n_wal;
 };
 
 static void ckpt_stop(struct tl_db_ckpt *c) {
@@ -73,6 +81,7 @@ static void ckpt_stop(struct tl_db_ckpt *c) {
   pthread_join(c->thread, NULL);
   pthread_cond_destroy(&c->cond);
   pthread_mutex_destroy(&c->lock);
+  pthread_mutex_destroy(&c->use);
   tl_db_close(c->own);
   free(c);
 }
@@ -217,7 +226,10 @@ static void *ckpt_main(void *arg) {
     if (c->stopping) break;
     c->wanted = 0;
     pthread_mutex_unlock(&c->lock);
+    pthread_mutex_lock(&c->use);
+    /* NULL: every database of the connection (tl_db_ckpt_exec attaches them). */
     int rc = sqlite3_wal_checkpoint_v2(c->own->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    pthread_mutex_unlock(&c->use);
     if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
       /* Nothing is lost: the frames stay in the WAL, and the next commit asks again. */
       char code[16];
@@ -235,12 +247,25 @@ static void *ckpt_main(void *arg) {
 /* SQLite's WAL hook: runs in the committing thread after each commit, with the WAL's size. */
 static int ckpt_hook(void *arg, sqlite3 *db, const char *name, int pages) {
   struct tl_db_ckpt *c = arg;
-  if (pages < c->last_pages) c->next_wake = TL_DB_CKPT_PAGES; /* the WAL restarted */
-  c->last_pages = pages;
+  int k = 0;
+  while (k < c->n_wal && strcmp(c->wal[k].name, name) != 0) k++;
+  if (k == c->n_wal && k < CKPT_SCHEMAS && strlen(name) < sizeof c->wal[k].name) {
+    snprintf(c->wal[k].name, sizeof c->wal[k].name, "%s", name);
+    c->wal[k].last_pages = 0;
+    c->wal[k].next_wake = TL_DB_CKPT_PAGES;
+    c->n_wal++;
+  }
+  if (k == c->n_wal) { /* more databases than counted apart: each commit past the mark wakes */
+    if (pages >= TL_DB_CKPT_BACKSTOP_PAGES)
+      (void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    return SQLITE_OK;
+  }
+  if (pages < c->wal[k].last_pages) c->wal[k].next_wake = TL_DB_CKPT_PAGES; /* WAL restarted */
+  c->wal[k].last_pages = pages;
   if (pages >= TL_DB_CKPT_BACKSTOP_PAGES) {
     (void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-  } else if (pages >= c->next_wake) {
-    c->next_wake = pages + TL_DB_CKPT_PAGES;
+  } else if (pages >= c->wal[k].next_wake) {
+    c->wal[k].next_wake = pages + TL_DB_CKPT_PAGES;
     pthread_mutex_lock(&c->lock);
     if (!c->wanted) {
       c->wanted = 1;
@@ -262,13 +287,14 @@ int tl_db_checkpoint_in_background(tl_db *d, const char *path, const char *synch
     return rc;
   }
   atomic_init(&c->done, 0);
-  c->next_wake = TL_DB_CKPT_PAGES;
+  pthread_mutex_init(&c->use, NULL);
   pthread_mutex_init(&c->lock, NULL);
   pthread_cond_init(&c->cond, NULL);
   int prc = pthread_create(&c->thread, NULL, ckpt_main, c);
   if (prc != 0) {
     pthread_cond_destroy(&c->cond);
     pthread_mutex_destroy(&c->lock);
+    pthread_mutex_destroy(&c->use);
     tl_db_close(c->own);
     free(c);
     return tl_err_set(err, TL_E_IO, "cannot start the checkpointer of %s: %s", path, strerror(prc));
@@ -280,4 +306,16 @@ int tl_db_checkpoint_in_background(tl_db *d, const char *path, const char *synch
 
 long tl_db_background_checkpoints(const tl_db *d) {
   return d->ckpt ? atomic_load_explicit(&d->ckpt->done, memory_order_relaxed) : 0;
+}
+
+int tl_db_ckpt_exec(tl_db *d, const char *sql, tl_err *err) {
+  if (!d->ckpt) return tl_err_set(err, TL_E_INVALID, "no background checkpointer");
+  pthread_mutex_lock(&d->ckpt->use);
+  int rc = tl_db_exec(d->ckpt->own, sql, err);
+  pthread_mutex_unlock(&d->ckpt->use);
+  return rc;
+}
+
+void tl_db_reset_all(tl_db *d) {
+  for (int i = 0; i < d->n_cache; i++) sqlite3_reset(d->cache[i].stmt);
 }

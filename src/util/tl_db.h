@@ -31,6 +31,7 @@ typedef struct tl_db {
   void *on_change_arg;
   /* Writes a module deferred within the open transaction (tl_db_defer), NULL: none. */
   struct tl_db_deferred *deferred;
+  uint64_t tag; /* the owner's (the read store: the layout of files it attached); 0 at open */
 } tl_db;
 
 /* Writes kept in memory within a transaction and written just before it ends: changes that
@@ -94,6 +95,16 @@ int tl_db_checkpoint_in_background(tl_db *d, const char *path, const char *synch
 
 /* Checkpoints the background thread of d has run (0 without one). For tests and metrics. */
 long tl_db_background_checkpoints(const tl_db *d);
+
+/* Runs sql on the background checkpointer's own connection, between two of its checkpoints:
+ * to ATTACH (or DETACH) there the databases d has attached, so that its checkpoints cover
+ * them too (it checkpoints every database its connection has; d's WAL hook counts each one's
+ * pages apart). TL_E_INVALID without a checkpointer. */
+int tl_db_ckpt_exec(tl_db *d, const char *sql, tl_err *err);
+
+/* Resets every cached statement of d: none then holds a database open (DETACH refuses while
+ * one does). */
+void tl_db_reset_all(tl_db *d);
 
 /* Runs one or more statements without results. */
 int tl_db_exec(tl_db *d, const char *sql, tl_err *err);

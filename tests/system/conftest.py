@@ -258,6 +258,17 @@ class Server:
             path += ("&" if "?" in path else "?") + urllib.parse.urlencode(params)
         return self.req("GET", path, None, headers, **kw)
 
+    def read_db(self, projection):
+        """The path of a projection's live read-model file: read.<projection>.<generation>.db,
+        the newest generation (a rebuild installs the next one)."""
+        gens = []
+        for name in os.listdir(self.data_dir):
+            m = re.fullmatch(r"read\.%s\.(\d+)\.db" % re.escape(projection), name)
+            if m:
+                gens.append(int(m.group(1)))
+        assert gens, "no read-model file of %s in %s" % (projection, os.listdir(self.data_dir))
+        return os.path.join(self.data_dir, "read.%s.%d.db" % (projection, max(gens)))
+
     # ------------------------------------------------------------------ log helpers
     def log_events(self, from_position=1, page=1000, max_pages=1000):
         """The whole global log from `from_position`, read page by page."""

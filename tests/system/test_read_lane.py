@@ -2,6 +2,7 @@
 
 import datetime as dt
 import os
+import re
 import sqlite3
 import time
 import uuid
@@ -112,7 +113,9 @@ def test_search_by_name_prefix(shared):
 
 
 def _fts_segments(data_dir):
-    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(data_dir, "read.db"), uri=True)
+    names = [n for n in os.listdir(data_dir) if re.fullmatch(r"read\.orders\.\d+\.db", n)]
+    assert len(names) == 1, names
+    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(data_dir, names[0]), uri=True)
     try:
         return db.execute("SELECT count(DISTINCT segid) FROM rm_orders_fts_idx").fetchone()[0]
     finally:

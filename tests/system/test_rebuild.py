@@ -5,6 +5,8 @@ live copy; once caught up it is swapped in atomically. Reconciliation finds a ro
 SQLite; a rebuild fixes it. Parked events are re-applied by the rebuild.
 """
 
+import os
+import shutil
 import sqlite3
 import subprocess
 import threading
@@ -42,7 +44,7 @@ def test_reconcile_finds_corruption_and_rebuild_fixes_it(make_server):
     orders = [srv.place_order([(p["productId"], 1, 2)], customer_id=cust) for _ in range(20)]
     head = srv.idle_head()
     victim = orders[5]["orderId"]
-    db = sqlite3.connect(srv.data_dir + "/read.db", timeout=10)
+    db = sqlite3.connect(srv.read_db("orders"), timeout=10)
     db.execute("UPDATE rm_orders SET status = 'CANCELLED', total_minor = 1 WHERE order_id = ?",
                (victim,))
     db.execute("DELETE FROM rm_orders WHERE order_id = ?", (orders[6]["orderId"],))
@@ -62,7 +64,7 @@ def test_reconcile_finds_corruption_and_rebuild_fixes_it(make_server):
     st, _, found = srv.query("/orders/search", head, {"q": "plain widg", "limit": 100})
     assert st == 200 and {o["orderId"] for o in found["items"]} == {
         o["orderId"] for o in orders}, found
-    db = sqlite3.connect(srv.data_dir + "/read.db", timeout=10)
+    db = sqlite3.connect(srv.read_db("orders"), timeout=10)
     db.execute("INSERT INTO rm_orders_fts(rm_orders_fts) VALUES('integrity-check')")
     db.commit()
     db.close()
@@ -187,7 +189,8 @@ def test_new_projection_version_is_rebuilt_beside_the_old_copy(make_server, monk
     assert srv.stop() == 0
     # Pretend the stored orders projection was written by an older version of its definition,
     # and mark one of its rows so that the old copy can be told from the new one.
-    db = sqlite3.connect(srv.data_dir + "/read.db")
+    old_file = srv.read_db("orders")
+    db = sqlite3.connect(old_file)
     (current,) = db.execute("SELECT version FROM rm_checkpoints WHERE name = 'orders'").fetchone()
     db.execute("UPDATE rm_checkpoints SET version = ? WHERE name = 'orders'", (current - 1,))
     db.execute("UPDATE rm_orders SET status = 'OLD-COPY' WHERE order_id = ?", (orders[0]["orderId"],))
@@ -211,7 +214,9 @@ def test_new_projection_version_is_rebuilt_beside_the_old_copy(make_server, monk
     wait_rebuilt(srv, "orders")
     st, _, v = srv.get("/orders/" + orders[0]["orderId"])
     assert v["status"] == "RESERVED", v
-    db = sqlite3.connect(srv.data_dir + "/read.db", timeout=10)
+    new_file = srv.read_db("orders")
+    assert new_file != old_file
+    db = sqlite3.connect(new_file, timeout=10)
     (now,) = db.execute("SELECT version FROM rm_checkpoints WHERE name = 'orders'").fetchone()
     db.close()
     assert now == current
@@ -220,13 +225,18 @@ def test_new_projection_version_is_rebuilt_beside_the_old_copy(make_server, monk
 
 
 def live_schema(srv):
-    """read.db's tables and indexes as SQLite stores them (FTS5's shadow tables included)."""
-    db = sqlite3.connect(srv.data_dir + "/read.db", timeout=10)
-    try:
-        return sorted(db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"
-                                 " WHERE name LIKE 'rm\\_%' ESCAPE '\\'").fetchall())
-    finally:
-        db.close()
+    """Each projection file's tables and indexes as SQLite stores them (FTS5's shadow tables
+    included)."""
+    out = {}
+    for proj in ("orders", "products", "daily_sales"):
+        db = sqlite3.connect(srv.read_db(proj), timeout=10)
+        try:
+            out[proj] = sorted(db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"
+                                          " WHERE name LIKE 'rm\\_%' ESCAPE '\\'").fetchall())
+        finally:
+            db.close()
+        assert out[proj], proj
+    return out
 
 
 def test_rebuilds_fold_a_lean_copy_and_swap_in_the_live_schema(make_server):
@@ -279,6 +289,11 @@ def test_rebuilds_fold_a_lean_copy_and_swap_in_the_live_schema(make_server):
     assert answers() == before
     st, _, r = srv.post("/admin/reconcile")
     assert st == 200 and r["clean"] is True, r
+    # Each rebuilt copy was installed as the projection's next file; the replaced files are
+    # deleted once no query connection has them open (none is in use between requests).
+    files = sorted(f for f in os.listdir(srv.data_dir) if f.startswith("read."))
+    assert files == sorted(f % p for p in ("orders", "products", "daily_sales")
+                           for f in ("read.%s.2.db", "read.%s.2.db-shm", "read.%s.2.db-wal")), files
 
 
 def tidy_steps(srv):
@@ -347,3 +362,100 @@ def test_no_tidy_while_a_rebuild_runs(make_server):
     while tidy_steps(srv) == before:
         assert time.monotonic() < deadline, "no tidy step after the rebuild"
         time.sleep(0.05)
+
+
+def read_files(srv):
+    return sorted(f for f in os.listdir(srv.data_dir) if f.startswith("read."))
+
+
+def test_a_replaced_file_lives_until_no_connection_reads_it(make_server):
+    """A rebuild installs its copy as the projection's next file generation. A reconciliation
+    that started before reads the old file in its snapshot to the end (and finds it clean);
+    the old file is deleted once that connection is given back, not before."""
+    srv = make_server(FP)
+    p = srv.create_product(uid("prod"), price=1, stock=1000)
+    placed = [srv.place_order([(p["productId"], 1, 1)]) for _ in range(20)]
+    head = srv.idle_head()
+    old = srv.read_db("orders")
+    st, _, b = srv.req("PUT", "/admin/failpoints/read.reconcile", {"action": "delay:30"})
+    assert st == 200, b
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=srv.post("/admin/reconcile", timeout=60)))
+    t.start()
+    try:
+        time.sleep(0.3)  # the reconciliation has its snapshot and folds, 30 ms per event
+        assert t.is_alive()
+        rebuild(srv, "orders")
+        wait_rebuilt(srv, "orders")
+        new = srv.read_db("orders")
+        assert new != old and os.path.exists(old)  # still read by the reconciliation
+        o = srv.place_order([(p["productId"], 1, 1)])
+        st, _, v = srv.query("/orders/" + o["orderId"], o["position"])
+        assert st == 200 and v["orderId"] == o["orderId"], v
+        st, _, v = srv.get("/orders/" + placed[0]["orderId"])
+        assert st == 200 and v["status"] == "RESERVED", v
+    finally:
+        t.join(60)
+    st, _, r = result["r"]
+    assert st == 200 and r["clean"] is True, r
+    assert {pr["name"]: pr["position"] for pr in r["projections"]}["orders"] >= head
+    assert not os.path.exists(old) and not os.path.exists(old + "-wal")
+    srv.req("DELETE", "/admin/failpoints/read.reconcile")
+    st, _, r = srv.post("/admin/reconcile")
+    assert r["clean"] is True, r
+
+
+def test_start_up_keeps_the_newest_file_of_each_projection(make_server):
+    """A crash between installing a rebuilt file and deleting the one it replaced leaves both:
+    the next start keeps the newest generation and deletes the other (and its side files)."""
+    srv = make_server()
+    p = srv.create_product(uid("prod"), price=1, stock=1000)
+    cust = str(uuid.uuid4())
+    placed = [srv.place_order([(p["productId"], 1, 1)], customer_id=cust) for _ in range(10)]
+    head = srv.idle_head()
+    rebuild(srv, "orders")
+    wait_rebuilt(srv, "orders")
+    assert srv.read_db("orders").endswith("read.orders.2.db")
+    srv.kill9()
+    # The replaced generation, as a crash would leave it (with a stale WAL beside it).
+    shutil.copy(srv.read_db("orders"), os.path.join(srv.data_dir, "read.orders.1.db"))
+    with open(os.path.join(srv.data_dir, "read.orders.1.db-wal"), "wb") as f:
+        f.write(b"\0" * 4096)
+    srv.start()
+    assert [f for f in read_files(srv) if f.startswith("read.orders.")] == [
+        "read.orders.2.db", "read.orders.2.db-shm", "read.orders.2.db-wal"], read_files(srv)
+    st, _, page = srv.query("/customers/%s/orders" % cust, head, {"limit": 100})
+    assert {s["orderId"] for s in page["items"]} == {o["orderId"] for o in placed}, page
+    st, _, r = srv.post("/admin/reconcile")
+    assert r["clean"] is True, r
+
+
+def test_a_single_read_db_of_an_older_version_is_replaced(make_server):
+    """Servers before one file per projection kept every read model in read.db. Such a file is
+    removed at start-up and the projections are folded again from the log; the answers are
+    the log's, not the old file's."""
+    srv = make_server()
+    p = srv.create_product(uid("prod"), price=1, stock=1000)
+    cust = str(uuid.uuid4())
+    placed = [srv.place_order([(p["productId"], 1, 1)], customer_id=cust) for _ in range(10)]
+    head = srv.idle_head()
+    st, _, before = srv.query("/customers/%s/orders" % cust, head, {"limit": 100})
+    assert st == 200 and len(before["items"]) == 10, before
+    assert srv.stop() == 0
+    for f in read_files(srv):
+        os.unlink(os.path.join(srv.data_dir, f))
+    db = sqlite3.connect(os.path.join(srv.data_dir, "read.db"))
+    db.execute("CREATE TABLE rm_checkpoints(name TEXT PRIMARY KEY, version INTEGER NOT NULL,"
+               " position INTEGER NOT NULL, recorded_at INTEGER) WITHOUT ROWID")
+    db.execute("INSERT INTO rm_checkpoints VALUES('orders', 5, ?, NULL)", (head,))
+    db.execute("CREATE TABLE rm_orders(order_id TEXT, customer_id TEXT, status TEXT)")
+    db.execute("INSERT INTO rm_orders VALUES(?, ?, 'OLD-FILE')", (placed[0]["orderId"], cust))
+    db.commit()
+    db.close()
+    srv.start()
+    assert not os.path.exists(os.path.join(srv.data_dir, "read.db"))
+    st, _, v = srv.query("/orders/" + placed[0]["orderId"], head)
+    assert st == 200 and v["status"] == "RESERVED", v
+    st, _, after = srv.query("/customers/%s/orders" % cust, head, {"limit": 100})
+    assert [s["orderId"] for s in after["items"]] == [s["orderId"] for s in before["items"]]
+    assert srv.read_db("orders").endswith("read.orders.1.db")

@@ -51,13 +51,16 @@ def test_corrupted_rows_are_reported_and_left_alone(make_server):
     p, orders = populate(srv)
     srv.idle_head()
     victim = orders[2]["orderId"]
-    db = sqlite3.connect(srv.data_dir + "/read.db", timeout=10)
-    db.execute("UPDATE rm_orders SET status = 'SHIPPED' WHERE order_id = ?", (victim,))
-    db.execute("UPDATE rm_products SET sales_count = sales_count + 7 WHERE product_id = ?",
-               (p["productId"],))
-    db.execute("DELETE FROM rm_sales_orders WHERE order_id = ?", (orders[3]["orderId"],))
-    db.commit()
-    db.close()
+    for proj, sql, arg in (
+            ("orders", "UPDATE rm_orders SET status = 'SHIPPED' WHERE order_id = ?", victim),
+            ("products", "UPDATE rm_products SET sales_count = sales_count + 7"
+                         " WHERE product_id = ?", p["productId"]),
+            ("daily_sales", "DELETE FROM rm_sales_orders WHERE order_id = ?",
+             orders[3]["orderId"])):
+        db = sqlite3.connect(srv.read_db(proj), timeout=10)
+        assert db.execute(sql, (arg,)).rowcount == 1
+        db.commit()
+        db.close()
     r = reconcile(srv)
     assert r["clean"] is False and r["mismatches"] == 3, r
     t = by_table(r)
