@@ -5,12 +5,13 @@
 # Compiles bench/io_shim.c (an LD_PRELOAD counter of pwrite bytes and fsyncs per file) into a
 # temporary directory, starts `twinlane serve` on a fresh data directory with it, runs 12 s of
 # `twinlane-bench --mode orders` (64 connections), and over a 4 s window in the middle prints:
-#   - per file (events.db, its WAL, read.db, saga.db, ...): bytes per event, write calls per
+#   - per file (events.db, its WAL, read.orders.1.db, saga.db, ...): bytes per event, write calls per
 #     event and fsyncs, and the total next to /proc/<pid>/io write_bytes (what reached the
 #     block layer);
 #   - CPU per server thread (% of one core, from /proc/<pid>/task/*/stat);
 #   - the load generator's summary (orders/s, latency, mean group-commit batch).
-# --read-db-in-memory puts read.db (and its WAL) on /dev/shm through a symlink: the projector
+# --read-db-in-memory puts the read models' files (read.<projection>.1.db and their WALs) on
+# /dev/shm through symlinks: the projector
 # does all its work but its bytes never reach the disk. Comparing the two runs tells whether
 # the write path is bound by the disk or by the CPU (docs/performance.md, "The write path's
 # limit"). A developer's tool, not part of `make bench`; needs cc and python3.
@@ -45,7 +46,9 @@ cc -O2 -shared -fPIC -o "$WORK/io_shim.so" "$HERE/io_shim.c" -ldl
 mkdir "$WORK/data"
 if [[ -n $IN_MEMORY ]]; then
   SHM=$(mktemp -d /dev/shm/tl-io-by-file.XXXXXX)
-  ln -s "$SHM/read.db" "$WORK/data/read.db"
+  for proj in orders products daily_sales; do
+    ln -s "$SHM/read.$proj.1.db" "$WORK/data/read.$proj.1.db"
+  done
 fi
 PORT=$(bench_free_port)
 IO_SHIM_OUT=$WORK/io.txt LD_PRELOAD=$WORK/io_shim.so \

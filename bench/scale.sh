@@ -3,7 +3,7 @@
 #
 # Builds a data directory whose log holds BENCH_SCALE_EVENTS events (default 1,000,000: 100
 # products, then one OrderPlaced per event) with twinlane-bench-genlog, then on one server:
-#   catch-up   projections start from an empty read.db: events / seconds from exec until every
+#   catch-up   projections start from no read models: events / seconds from exec until every
 #              projection's checkpoint is at the head;
 #   rebuilds   POST /admin/projections/{name}/rebuild for orders, products, daily_sales, one
 #              after the other: events / seconds until the swap (status back to "running");
@@ -156,7 +156,7 @@ def wait_up(p, deadline_s=60):
         time.sleep(0.01)
     raise SystemExit("scale.sh: the server did not answer /health")
 
-# 1. Catch-up from an empty read.db.
+# 1. Catch-up from no read models.
 server, t_exec = start()
 wait_up(server)
 limit_s = max(600.0, events / 1000.0)

@@ -4,8 +4,8 @@
 Every commit in WAL mode appends each page it dirtied, in full, to <db>-wal; a checkpoint
 copies them into the database later. Which B-trees those pages belong to says where the write
 amplification comes from. Stop the server with SIGKILL (no final checkpoint) right after a
-load, then run this on its data directory: for each database (default: read.db, events.db,
-saga.db) it counts the frames of the WAL's current generation (since the last restart of the
+load, then run this on its data directory: for each database (default: every read.<projection>.<gen>.db,
+events.db, saga.db) it counts the frames of the WAL's current generation (since the last restart of the
 WAL, so a sample of the last seconds) by owning table or index, using SQLite's dbstat on a
 copy of the database and its WAL. Needs python3's sqlite3 with the dbstat table (Debian's has
 it). Prints a table per database.
@@ -58,7 +58,9 @@ def main():
         print("usage: bench/wal_owners.py DATA_DIR [DB ...]", file=sys.stderr)
         return 2
     data_dir = sys.argv[1]
-    dbs = sys.argv[2:] or ["read.db", "events.db", "saga.db"]
+    dbs = sys.argv[2:] or sorted(
+        f for f in os.listdir(data_dir) if f.startswith("read.") and f.endswith(".db")
+    ) + ["events.db", "saga.db"]
     for db in dbs:
         db_path = os.path.join(data_dir, db)
         wal_path = db_path + "-wal"

@@ -121,12 +121,13 @@ static int find_generations(tl_read *r, tl_err *err) {
 static void remove_single_file_layout(const tl_read *r) {
   char path[PATH_MAX + 16];
   snprintf(path, sizeof path, "%s/read.db", r->dir);
-  if (access(path, F_OK) != 0) return;
-  remove_db(path);
-  tl_slog(TL_SLOG_WARN, NULL,
-          "read models are kept in one file per projection now: removed read.db, the "
-          "projections are folded again from the log",
-          "file", path, NULL);
+  int found = access(path, F_OK) == 0;
+  remove_db(path); /* and its side files, also those a crash left after it went */
+  if (found)
+    tl_slog(TL_SLOG_WARN, NULL,
+            "read models are kept in one file per projection now: removed read.db, the "
+            "projections are folded again from the log",
+            "file", path, NULL);
 }
 
 static char *fmt(const char *f, const char *schema) {
@@ -226,20 +227,25 @@ static int exec_sql(tl_db *db, char *sql, int on_ckpt, tl_err *err) {
   return rc;
 }
 
-/* Attaches the live file of every projection to db (tagged with the layout they belong to);
- * on_ckpt: to db's checkpointer's connection instead. */
-static int attach_all(tl_read *r, tl_db *db, int writes, int on_ckpt, tl_err *err) {
+static void count_out(tl_read *r, const tl_db *db);
+
+/* Attaches the live file of every projection to db, tagged with the layout they belong to;
+ * on_ckpt: to db's checkpointer's connection instead. A query connection (query) is counted
+ * out as it copies the paths, so that no file it is about to attach is deleted meanwhile; on
+ * failure it is given back with tl_read_conn_drop. */
+static int attach_all(tl_read *r, tl_db *db, int writes, int on_ckpt, int query, tl_err *err) {
   char(*paths)[PATH_MAX] = malloc(sizeof(char[PATH_MAX]) * (size_t)tl_projections_count);
-  if (!paths) return tl_err_set(err, TL_E_NOMEM, "out of memory");
   pthread_mutex_lock(&r->lock);
-  uint64_t layout = r->layout;
-  for (int i = 0; i < tl_projections_count; i++) memcpy(paths[i], r->file[i].path, PATH_MAX);
+  if (!on_ckpt) db->tag = r->layout;
+  for (int i = 0; paths && i < tl_projections_count; i++)
+    memcpy(paths[i], r->file[i].path, PATH_MAX);
+  if (query) count_out(r, db);
   pthread_mutex_unlock(&r->lock);
+  if (!paths) return tl_err_set(err, TL_E_NOMEM, "out of memory");
   int rc = TL_OK;
   for (int i = 0; rc == TL_OK && i < tl_projections_count; i++)
     rc = exec_sql(db, attach_sql(tl_projections[i]->name, paths[i], writes), on_ckpt, err);
   free(paths);
-  if (rc == TL_OK && !on_ckpt) db->tag = layout;
   return rc;
 }
 
@@ -261,9 +267,12 @@ int tl_files_setup(tl_read *r, int proj, int *stored, tl_err *err) {
 
 int tl_files_connect_writer(tl_read *r, tl_err *err) {
   int rc = tl_db_open(&r->w, ":memory:", 0, "NORMAL", err);
+  /* Each projection's file, its page cache, and the reconciliation's scratch database. */
+  if (rc == TL_OK && tl_projections_count + 1 > sqlite3_limit(r->w->db, SQLITE_LIMIT_ATTACHED, -1))
+    rc = tl_err_set(err, TL_E_INVALID, "more projections than SQLite attaches");
   if (rc == TL_OK) rc = tl_db_checkpoint_in_background(r->w, ":memory:", "NORMAL", err);
-  if (rc == TL_OK) rc = attach_all(r, r->w, 1, 0, err);
-  if (rc == TL_OK) rc = attach_all(r, r->w, 0, 1, err);
+  if (rc == TL_OK) rc = attach_all(r, r->w, 1, 0, 0, err);
+  if (rc == TL_OK) rc = attach_all(r, r->w, 0, 1, 0, err);
   return rc;
 }
 
@@ -308,16 +317,17 @@ int tl_read_conn_acquire(tl_read *r, tl_db **out, tl_err *err) {
     return TL_OK;
   }
   int rc = tl_db_open(out, ":memory:", 1, "NORMAL", err);
-  if (rc == TL_OK) rc = attach_all(r, *out, 0, 0, err);
+  if (rc != TL_OK) return rc;
+  /* Whoever closes a replaced file last would copy its WAL into it first (SQLite's
+   * checkpoint on close); the file is deleted anyway. The projector's connection, closed
+   * last at shutdown, checkpoints the live files. */
+  sqlite3_db_config((*out)->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+  rc = attach_all(r, *out, 0, 0, 1, err);
   if (rc != TL_OK) {
-    tl_db_close(*out);
+    tl_read_conn_drop(r, *out);
     *out = NULL;
-    return rc;
   }
-  pthread_mutex_lock(&r->lock);
-  count_out(r, *out);
-  pthread_mutex_unlock(&r->lock);
-  return TL_OK;
+  return rc;
 }
 
 /* Counts db back in; keep: into the pool, unless it has a replaced file attached. */
@@ -376,11 +386,18 @@ static int reattach(tl_read *r, int proj, const char *path, tl_err *err) {
   const char *s = tl_projections[proj]->name;
   tl_err ignored = {0};
   tl_db_reset_all(r->w); /* DETACH refuses while a statement holds the file */
-  /* A DETACH that fails leaves the schema attached: the ATTACH then fails too. */
+  /* A DETACH that fails leaves the schema attached: the ATTACH then fails too. Closing the
+   * replaced file last, this connection would checkpoint it first (its WAL copied into a
+   * file about to go, on the projector's thread): not at this DETACH. */
+  sqlite3_db_config(r->w->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
   exec_sql(r->w, sqlite3_mprintf("DETACH DATABASE \"%w\"", s), 0, &ignored);
+  sqlite3_db_config(r->w->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, NULL);
   int rc = exec_sql(r->w, attach_sql(s, path, 1), 0, err);
   exec_sql(r->w, sqlite3_mprintf("DETACH DATABASE \"%w\"", s), 1, &ignored);
-  exec_sql(r->w, attach_sql(s, path, 0), 1, &ignored);
+  tl_err ck = {0};
+  if (exec_sql(r->w, attach_sql(s, path, 0), 1, &ck) != TL_OK) /* only the backstop then */
+    tl_slog(TL_SLOG_WARN, NULL, "the checkpointer cannot attach a read-model file", "file", path,
+            "error", ck.msg, NULL);
   return rc;
 }
 
@@ -396,8 +413,13 @@ int tl_files_install(tl_read *r, int proj, const char *built, tl_err *err) {
   rc = sync_dir(r->dir, err);
   if (rc == TL_OK) rc = reattach(r, proj, next, err);
   if (rc != TL_OK) { /* back to the old copy: the new file goes */
+    tl_err again = {0};
+    if (reattach(r, proj, r->file[proj].path, &again) != TL_OK)
+      tl_slog(TL_SLOG_ERROR, NULL,
+              "cannot attach a projection's file again: its queries and the projector fail "
+              "until a restart",
+              "file", r->file[proj].path, "error", again.msg, NULL);
     tl_err ignored = {0};
-    reattach(r, proj, r->file[proj].path, &ignored);
     remove_db(next);
     sync_dir(r->dir, &ignored);
     return rc;

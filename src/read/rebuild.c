@@ -103,6 +103,7 @@ static int rebuild_one(tl_read *r, int proj, tl_err *err) {
     rc = tl_fold_run(r->log, &j->fold, err);
     if (rc == TL_OK && tl_log_head(r->log) - j->fold.position <= CATCH_UP_EVENTS) break;
   }
+  int64_t fold_ms = (tl_mono_ns() - t0) / 1000000, t1 = tl_mono_ns();
   if (rc == TL_OK) rc = tl_db_exec(j->fold.db, TL_READ_STORE_SCHEMA, err);
   if (rc == TL_OK && d->finish_sql) {
     /* Sorts and indexes of every row (seconds at a million): a shutdown interrupts them. One
@@ -115,17 +116,24 @@ static int rebuild_one(tl_read *r, int proj, tl_err *err) {
       sqlite3_exec(j->fold.db->db, "ROLLBACK", NULL, NULL, NULL);
     sqlite3_progress_handler(j->fold.db->db, 0, NULL, NULL);
   }
+  int64_t finish_ms = (tl_mono_ns() - t1) / 1000000;
   if (rc == TL_OK) {
     tl_proj_task t = {.run = swap_task, .arg = j};
     rc = tl_read_run_task(r, &t, SWAP_TAKE_MS, err);
   }
-  char pos[24], ms[24], swap_ms[24];
+  char pos[24], ms[24], fold[24], finish[24], swap_ms[24];
   snprintf(pos, sizeof pos, "%lld", (long long)j->fold.position);
   snprintf(ms, sizeof ms, "%lld", (long long)((tl_mono_ns() - t0) / 1000000));
+  snprintf(fold, sizeof fold, "%lld", (long long)fold_ms);
+  snprintf(finish, sizeof finish, "%lld", (long long)finish_ms);
   snprintf(swap_ms, sizeof swap_ms, "%lld", (long long)j->swap_ms);
-  if (rc == TL_OK) /* ms: the whole rebuild; swap_ms: its part on the projector's thread */
+  /* ms: the whole rebuild; fold_ms and finish_ms: its parts on the rebuild thread (the fold,
+   * then finish_sql); swap_ms: its part on the projector's thread (the last events, the
+   * install), which applies nothing else meanwhile. */
+  if (rc == TL_OK)
     tl_slog(TL_SLOG_INFO, NULL, "projection rebuilt and swapped in", "projection", d->name,
-            "position", pos, "ms", ms, "swap_ms", swap_ms, NULL);
+            "position", pos, "ms", ms, "fold_ms", fold, "finish_ms", finish, "swap_ms", swap_ms,
+            NULL);
   else
     tl_slog(TL_SLOG_ERROR, NULL, "projection rebuild failed; the live copy is unchanged",
             "projection", d->name, "error", err->msg, NULL);

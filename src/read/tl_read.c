@@ -485,6 +485,46 @@ static void publish(tl_read *r, const batch_ctx *b) {
   pthread_mutex_unlock(&r->lock);
 }
 
+/* After a batch failed: its COMMIT may have been a partial one. SQLite commits attached WAL
+ * databases one after the other, and a storage error on a later file leaves the earlier ones
+ * committed (nothing to roll back there). Each file's checkpoint says how far it got:
+ * publishes those that moved, so that their events are not applied again, and drops every
+ * cached answer (what changed is not known any more). */
+static void resync_checkpoints(tl_read *r) {
+  int moved = 0;
+  for (int i = 0; i < tl_projections_count; i++) {
+    tl_err err = {0};
+    sqlite3_stmt *st = tl_db_stmt(r->w, r->file[i].cp_get, &err);
+    if (!st) continue;
+    sqlite3_bind_text(st, 1, tl_projections[i]->name, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW &&
+        sqlite3_column_int64(st, 1) > atomic_load(&r->checkpoint[i])) {
+      pthread_mutex_lock(&r->lock);
+      if (sqlite3_column_type(st, 2) != SQLITE_NULL)
+        atomic_store(&r->recorded_ms[i], sqlite3_column_int64(st, 2));
+      atomic_store(&r->checkpoint[i], sqlite3_column_int64(st, 1));
+      pthread_mutex_unlock(&r->lock);
+      moved = 1;
+    }
+    sqlite3_reset(st);
+  }
+  if (!moved) return;
+  tl_slog(TL_SLOG_WARN, NULL,
+          "a projection batch was committed in some read-model files only; going on from each "
+          "file's checkpoint",
+          NULL);
+  drop_all_views(r);
+  tl_err ignored = {0};
+  tl_read_refresh_dlq_depths(r, &ignored);
+  pthread_mutex_lock(&r->lock);
+  int64_t min = INT64_MAX;
+  for (int k = 0; k < tl_projections_count; k++)
+    if (atomic_load(&r->checkpoint[k]) < min) min = atomic_load(&r->checkpoint[k]);
+  atomic_store(&r->applied, min == INT64_MAX ? 0 : min);
+  pthread_cond_broadcast(&r->cond);
+  pthread_mutex_unlock(&r->lock);
+}
+
 /* Applies the next batch of events to every projection not waiting for a retry. Returns the
  * number of events read, 0 when there was nothing to do, -1 on a storage failure (the
  * transaction is rolled back; nothing moved). */
@@ -547,6 +587,7 @@ static int project_batch(tl_read *r, tl_log_reader *reader) {
     r->n_touched = 0;                     /* nor changed any view */
     r->touched_overflow = 0;
     tl_slog(TL_SLOG_ERROR, NULL, "projection batch failed; will retry", "error", err.msg, NULL);
+    resync_checkpoints(r); /* unless its COMMIT was a partial one */
     free(b);
     return -1;
   }

@@ -52,7 +52,7 @@ int tl_db_open(tl_db **out, const char *path, int readonly, const char *synchron
   return TL_OK;
 }
 
-#define CKPT_SCHEMAS 8 /* databases of one connection whose WAL sizes the hook tells apart */
+#define CKPT_SCHEMAS 16 /* databases of one connection whose WAL sizes the hook tells apart */
 
 struct tl_db_ckpt {
   tl_db *own;          /* the checkpointer's connection (its thread, and tl_db_ckpt_exec) */
@@ -229,13 +229,14 @@ static void *ckpt_main(void *arg) {
     pthread_mutex_lock(&c->use);
     /* NULL: every database of the connection (tl_db_ckpt_exec attaches them). */
     int rc = sqlite3_wal_checkpoint_v2(c->own->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    char msg[160] = "";
+    if (rc != SQLITE_OK) snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(c->own->db));
     pthread_mutex_unlock(&c->use);
     if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
       /* Nothing is lost: the frames stay in the WAL, and the next commit asks again. */
       char code[16];
       snprintf(code, sizeof code, "%d", rc);
-      tl_slog(TL_SLOG_WARN, NULL, "background checkpoint failed", "error",
-              sqlite3_errmsg(c->own->db), "code", code, NULL);
+      tl_slog(TL_SLOG_WARN, NULL, "background checkpoint failed", "error", msg, "code", code, NULL);
     }
     atomic_fetch_add_explicit(&c->done, 1, memory_order_relaxed);
     pthread_mutex_lock(&c->lock);
@@ -255,7 +256,7 @@ static int ckpt_hook(void *arg, sqlite3 *db, const char *name, int pages) {
     c->wal[k].next_wake = TL_DB_CKPT_PAGES;
     c->n_wal++;
   }
-  if (k == c->n_wal) { /* more databases than counted apart: each commit past the mark wakes */
+  if (k == c->n_wal) { /* more databases than counted apart: the backstop alone */
     if (pages >= TL_DB_CKPT_BACKSTOP_PAGES)
       (void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     return SQLITE_OK;
@@ -287,6 +288,9 @@ int tl_db_checkpoint_in_background(tl_db *d, const char *path, const char *synch
     return rc;
   }
   atomic_init(&c->done, 0);
+  /* Never the last connection of its files (closed before d): a checkpoint on close would only
+   * be one more on a file that d or a successor closes later, or that is being deleted. */
+  sqlite3_db_config(c->own->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
   pthread_mutex_init(&c->use, NULL);
   pthread_mutex_init(&c->lock, NULL);
   pthread_cond_init(&c->cond, NULL);
