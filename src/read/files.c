@@ -130,8 +130,9 @@ static void remove_single_file_layout(const tl_read *r) {
             "file", path, NULL);
 }
 
+/* f with the schema name quoted in its one "%w". */
 static char *fmt(const char *f, const char *schema) {
-  return sqlite3_mprintf(f, schema, schema);
+  return sqlite3_mprintf(f, schema);
 }
 
 /* The statements on projection i's file, as attached under its name. */
