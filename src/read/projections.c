@@ -100,9 +100,14 @@ static const char ORDERS_SCHEMA[] =
 static const char ORDERS_FOLD_SCHEMA[] = ORDERS_TABLE
     "CREATE TABLE IF NOT EXISTS rm_orders_fts("
     " rowid INTEGER PRIMARY KEY, names TEXT);" ORDERS_NAMES_TABLE;
+/* The names are indexed with a 16 MB term buffer (FTS5's hashsize, 1 MB by default, set back
+ * after): fewer, larger segments to write and merge (300k orders: 1.66 s, 8 segments → 0.87 s,
+ * 2 segments, measured apart). */
 static const char ORDERS_FINISH[] =
     "ALTER TABLE rm_orders_fts RENAME TO rm_orders_fold_names;" ORDERS_CUSTOMER_INDEX ORDERS_FTS
+    "INSERT INTO rm_orders_fts(rm_orders_fts, rank) VALUES('hashsize', 16777216);"
     "INSERT INTO rm_orders_fts(rowid, names) SELECT rowid, names FROM rm_orders_fold_names;"
+    "INSERT INTO rm_orders_fts(rm_orders_fts, rank) VALUES('hashsize', 1048576);"
     "DROP TABLE rm_orders_fold_names;";
 static const char ORDERS_RESET[] = "DROP TABLE IF EXISTS rm_orders;"
                                    "DROP TABLE IF EXISTS rm_orders_fts;"
