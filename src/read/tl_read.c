@@ -581,6 +581,9 @@ static int project_batch(tl_read *r, tl_log_reader *reader) {
       rc = tl_read_put_checkpoint(r->w, r->file[i].cp_put, tl_projections[i], b->cp[i], b->rec[i],
                                   &err);
   if (rc == TL_OK) rc = tl_db_run(r->w, "COMMIT", &err);
+  /* A COMMIT that fails after it wrote every file: as one that wrote some and not others. */
+  if (rc == TL_OK && tl_fp("read.commit"))
+    rc = tl_err_set(&err, TL_E_IO, "commit failed (fail point read.commit)");
   if (rc != TL_OK) {
     if (!sqlite3_get_autocommit(r->w->db)) sqlite3_exec(r->w->db, "ROLLBACK", NULL, NULL, NULL);
     memcpy(r->fail, saved, sizeof saved); /* nothing of this batch happened */
