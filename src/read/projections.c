@@ -124,9 +124,19 @@ static const char SQL_ORD_INSERT[] =
     " VALUES(?,?,?,'PENDING',?,?,?,?,?,?,?,?,?)";
 static const char SQL_ORD_FTS[] = "INSERT INTO rm_orders_fts(rowid, names) VALUES(?, ?)";
 /* A status event changes its order's row unless the row has seen a later event; the row's
- * customer is read in the same look-up, for the announcement (tl_db_changed). */
+ * customer and items are read in the same look-up, for the announcement (tl_db_changed). */
 static const char SQL_ORD_FIND[] =
+    "SELECT seq, customer_id, items FROM rm_orders WHERE order_id = ? AND last_position < ?";
+/* Where nobody listens (a fold into a scratch database), the items are not read. */
+static const char SQL_ORD_FIND_QUIET[] =
     "SELECT seq, customer_id FROM rm_orders WHERE order_id = ? AND last_position < ?";
+
+/* Announces an order's items as its view holds them (text, n bytes: the searches its names can
+ * match). Unreadable, or with a NUL that would cut the text short: announced as a non-ASCII
+ * byte, which every search takes. */
+static void announce_items(tl_db *db, const char *text, size_t n) {
+  tl_db_changed(db, TL_CHANGED_ITEMS, text && strlen(text) == n ? text : "\x80");
+}
 static const char SQL_ORD_STATUS[] =
     "UPDATE rm_orders SET status = ?1, updated_at = ?2, version = ?3, last_position = ?4,"
     " rejection_reason = COALESCE(?5, rejection_reason) WHERE seq = ?6";
@@ -207,6 +217,7 @@ static int orders_placed(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err *
   if (rc == TL_OK && sqlite3_changes(db->db) == 1) {
     tl_db_changed(db, TL_CHANGED_ORDER, jstr(d, "orderId"));
     tl_db_changed(db, TL_CHANGED_CUSTOMER, jstr(d, "customerId"));
+    if (db->on_change) announce_items(db, items_text, strlen(items_text));
     sqlite3_stmt *fts = tl_db_stmt(db, SQL_ORD_FTS, err);
     if (!fts) rc = TL_E_IO;
     else {
@@ -238,7 +249,7 @@ static int orders_apply(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err *e
   else if (strcmp(ev->type, "OrderShipped") == 0) status = "SHIPPED";
   else if (strcmp(ev->type, "OrderCancelled") == 0) status = "CANCELLED";
   if (!status) return TL_OK;
-  STMT(find, SQL_ORD_FIND);
+  STMT(find, db->on_change ? SQL_ORD_FIND : SQL_ORD_FIND_QUIET);
   STMT(st, SQL_ORD_STATUS);
   const char *order_id = jstr(d, "orderId");
   sqlite3_bind_text(find, 1, order_id, -1, SQLITE_STATIC);
@@ -253,6 +264,9 @@ static int orders_apply(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err *e
   if (customer) { /* recorded now, acted on after the commit (or forgotten with the batch) */
     tl_db_changed(db, TL_CHANGED_ORDER, order_id);
     tl_db_changed(db, TL_CHANGED_CUSTOMER, customer);
+    if (db->on_change)
+      announce_items(db, (const char *)sqlite3_column_text(find, 2),
+                     (size_t)sqlite3_column_bytes(find, 2));
   }
   sqlite3_reset(find);
   if (!customer) return tl_err_set(err, TL_E_NOMEM, "out of memory reading an order");

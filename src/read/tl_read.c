@@ -368,11 +368,101 @@ static int apply_careful(batch_ctx *b, int i, const tl_event *ev, const tl_jv *d
   return apply_one(b->r, i, ev, data, 1, why);
 }
 
+/* ---- which searches a change can touch ------------------------------------------------------
+ *
+ * A search finds an order when each of its words is a prefix of one of the order's tokens
+ * (FTS5's unicode61 tokenizer: runs of letters and digits, case-folded). Cached searches are
+ * grouped by the first one or two characters of their first word, lowercased; an order's
+ * names touch the groups of the first one and the first two characters of each of its tokens,
+ * so a search that could show the order (new, or changed while on its page) is in a touched
+ * group. Only ASCII is told apart: a search whose group would take a non-ASCII byte is not
+ * cached, and names with one touch every search (unicode61 folds and splits non-ASCII text in
+ * ways these bytes do not show). */
+
+/* 0-9, then a-z (either case); -1 for anything else. */
+static int alnum_index(unsigned char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'z') return 10 + c - 'a';
+  if (c >= 'A' && c <= 'Z') return 10 + c - 'A';
+  return -1;
+}
+
+static int search_group(int c1, int c2) { /* c2 < 0: a one-character group */
+  return c1 * 37 + (c2 < 0 ? 36 : c2);
+}
+
+static void search_group_name(int g, char out[3]) {
+  static const char CH[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+  out[0] = CH[g / 37];
+  out[1] = g % 37 == 36 ? '\0' : CH[g % 37];
+  out[2] = '\0';
+}
+
+/* The group of search text q (its first word, as tl_query_search reads words), or -1 when it
+ * is not to be cached (no word, or a non-ASCII byte among its first two). */
+static int search_group_of(const char *q) {
+  const unsigned char *s = (const unsigned char *)q;
+  while (*s && *s < 0x80 && alnum_index(*s) < 0) s++;
+  if (!*s || *s >= 0x80) return -1;
+  if (s[1] >= 0x80) return -1;
+  return search_group(alnum_index(s[0]), alnum_index(s[1]));
+}
+
+/* Marks the groups of the tokens of the n bytes at s. */
+static void note_tokens(tl_read *r, const unsigned char *s, size_t n) {
+  const unsigned char *end = s + n;
+  while (s < end) {
+    if (*s >= 0x80) {
+      r->search_touched_all = 1;
+      return;
+    }
+    if (alnum_index(*s) < 0) {
+      s++;
+      continue;
+    }
+    int c1 = alnum_index(s[0]), c2 = s + 1 < end ? alnum_index(s[1]) : -1;
+    r->search_touched[search_group(c1, -1)] = 1;
+    if (c2 >= 0) r->search_touched[search_group(c1, c2)] = 1;
+    while (s < end && alnum_index(*s) >= 0) s++;
+  }
+}
+
+/* Marks the groups an order's items touch (TL_CHANGED_ITEMS): the tokens of each "name"
+ * member's string. The text is JSON as tl_jw writes it (no spaces; a '"' inside a string is
+ * always escaped), so an unescaped "name":" starts a member of that name. Escapes inside a
+ * name are read as their characters (separators, or letters that only add groups): more
+ * searches dropped, never fewer. Text of another shape touches every search. */
+static void note_items(tl_read *r, const char *items) {
+  static const char KEY[] = "\"name\":\"";
+  const char *s = items, *k;
+  if (*s != '[') {
+    r->search_touched_all = 1;
+    return;
+  }
+  while ((k = strstr(s, KEY)) != NULL) {
+    size_t slashes = 0; /* a quote after an odd number of backslashes is inside a string */
+    while (k - slashes > items && k[-1 - (ptrdiff_t)slashes] == '\\') slashes++;
+    s = k + sizeof KEY - 1;
+    if (slashes % 2) continue;
+    const char *v = s;
+    while (*s && *s != '"') s += s[0] == '\\' && s[1] ? 2 : 1;
+    if (!*s) {
+      r->search_touched_all = 1;
+      return;
+    }
+    note_tokens(r, (const unsigned char *)v, (size_t)(s - v));
+  }
+}
+
 /* The projector connection's listener (tl_db_changed): remembers what the batch in flight
  * changed; its cached answers are dropped after the commit (drop_touched_views). More than the
  * list holds: every cached answer is. */
 static void note_change(void *arg, int kind, const char *key) {
   tl_read *r = arg;
+  if (kind == TL_CHANGED_ITEMS) {
+    note_items(r, key);
+    return;
+  }
   size_t n = strlen(key);
   if (n > TL_TOUCHED_KEY_MAX || r->n_touched == TOUCHED_MAX) {
     r->touched_overflow = 1;
@@ -390,23 +480,37 @@ static void drop_all_views(tl_read *r) {
   if (r->searches) tl_vcache_invalidate_all(r->searches);
 }
 
+/* Forgets what the batch in flight changed (after dropping it, or with the batch). */
+static void forget_touched(tl_read *r) {
+  r->n_touched = 0;
+  r->touched_overflow = 0;
+  memset(r->search_touched, 0, sizeof r->search_touched);
+  r->search_touched_all = 0;
+}
+
 /* After a batch's commit and before its checkpoints are published (view_cache.h): the views of
- * the orders it changed, the pages of the customers whose orders changed, and (when any order
- * changed) every search. */
+ * the orders it changed, the pages of the customers whose orders changed, and the searches
+ * that could show the orders it changed. */
 static void drop_touched_views(tl_read *r) {
   if (r->touched_overflow) {
     drop_all_views(r);
   } else {
-    bool any_order = false;
     for (int i = 0; i < r->n_touched; i++) {
       tl_vcache *c = r->touched[i].kind == TL_CHANGED_ORDER ? r->order_views : r->customer_pages;
-      any_order |= r->touched[i].kind == TL_CHANGED_ORDER;
       if (c) tl_vcache_invalidate(c, r->touched[i].key);
     }
-    if (any_order && r->searches) tl_vcache_invalidate(r->searches, "");
+    if (r->searches && r->search_touched_all) {
+      tl_vcache_invalidate_all(r->searches);
+    } else if (r->searches) {
+      char name[3];
+      for (int g = 0; g < TL_SEARCH_GROUPS; g++)
+        if (r->search_touched[g]) {
+          search_group_name(g, name);
+          tl_vcache_invalidate(r->searches, name);
+        }
+    }
   }
-  r->n_touched = 0;
-  r->touched_overflow = 0;
+  forget_touched(r);
 }
 
 static void free_views(tl_read *r) {
@@ -587,8 +691,7 @@ static int project_batch(tl_read *r, tl_log_reader *reader) {
   if (rc != TL_OK) {
     if (!sqlite3_get_autocommit(r->w->db)) sqlite3_exec(r->w->db, "ROLLBACK", NULL, NULL, NULL);
     memcpy(r->fail, saved, sizeof saved); /* nothing of this batch happened */
-    r->n_touched = 0;                     /* nor changed any view */
-    r->touched_overflow = 0;
+    forget_touched(r);                    /* nor changed any view */
     tl_slog(TL_SLOG_ERROR, NULL, "projection batch failed; will retry", "error", err.msg, NULL);
     resync_checkpoints(r); /* unless its COMMIT was a partial one */
     free(b);
@@ -899,7 +1002,8 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
     r->order_views = tl_vcache_new(log2, groups, TL_READ_VIEW_CACHE_BYTES);
     r->customer_pages =
         tl_vcache_new(log2 > 2 ? log2 - 2 : 0, groups, TL_READ_VIEW_CACHE_BYTES / 2);
-    r->searches = tl_vcache_new(log2 > 6 ? log2 - 6 : 0, 0, TL_READ_VIEW_CACHE_BYTES / 4);
+    r->searches = tl_vcache_new(log2 > 6 ? log2 - 6 : 0, groups > 11 ? 11 : groups,
+                                TL_READ_VIEW_CACHE_BYTES / 4);
   }
   pthread_mutex_init(&r->lock, NULL);
   tl_handoff_init(&r->tasks);
@@ -1243,8 +1347,10 @@ static int search_fn(tl_db *db, const void *arg, tl_jw *out, tl_problem *p) {
 int tl_read_search(tl_read *r, const char *q, int limit, tl_jw *out, tl_problem *p) {
   page_args a = {.text = q, .limit = limit};
   /* The key: the page size, a newline (not a digit: it ends the size), the text as given. */
-  char key[640];
+  char key[640], group[3] = "";
   int n = snprintf(key, sizeof key, "%d\n%s", limit, q);
-  tl_vcache *cache = n > 0 && (size_t)n < sizeof key ? r->searches : NULL;
-  return cached_query(r, cache, TL_Q_SEARCH, "", key, search_fn, &a, out, p);
+  int g = search_group_of(q);
+  if (g >= 0) search_group_name(g, group);
+  tl_vcache *cache = n > 0 && (size_t)n < sizeof key && g >= 0 ? r->searches : NULL;
+  return cached_query(r, cache, TL_Q_SEARCH, group, key, search_fn, &a, out, p);
 }

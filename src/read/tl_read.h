@@ -42,9 +42,12 @@ typedef struct tl_rm_table {
 } tl_rm_table;
 
 /* What a projection's apply announces it changed (tl_db_changed), so that the answers the
- * read lane caches (view_cache.h) are dropped: an order's row (key: the order id; its view,
- * and every search) and a customer's list of orders (key: the customer id; their pages). */
-enum { TL_CHANGED_ORDER = 1, TL_CHANGED_CUSTOMER = 2 };
+ * read lane caches (view_cache.h) are dropped: an order's row (key: the order id; its view),
+ * a customer's list of orders (key: the customer id; their pages), and an order that searches
+ * may find (key: the order's items as its view holds them, a JSON array of objects whose
+ * "name" members are what searches match; the searches those names can match). A change to
+ * an order's row that a search can show must announce both ORDER and ITEMS. */
+enum { TL_CHANGED_ORDER = 1, TL_CHANGED_CUSTOMER = 2, TL_CHANGED_ITEMS = 3 };
 
 typedef struct tl_projection_def {
   const char *name;

@@ -19,6 +19,7 @@
                              */
 #define TL_DLQ_OP_ROWS 10000  /* dead letters one retry-all handles */
 #define TL_RETIRED_MAX 8      /* replaced files waiting for their last connection (files.c) */
+#define TL_SEARCH_GROUPS (36 * 37) /* cached searches' groups: 1 or 2 letters or digits */
 #define TL_TOUCHED_KEY_MAX 64 /* bytes of an announced key kept; longer: every answer is dropped \
                                */
 
@@ -86,6 +87,10 @@ struct tl_read {
   } touched[TL_TOUCHED_MAX];
   int n_touched;
   int touched_overflow;
+  /* The search groups the batch's orders touched (TL_CHANGED_ITEMS; see tl_read.c, "which
+   * searches a change can touch"), and whether it touched every search. */
+  unsigned char search_touched[TL_SEARCH_GROUPS];
+  int search_touched_all;
 
   /* Per projection: applied position, recorded time of that event, failure state. */
   _Atomic int64_t checkpoint[TL_MAX_PROJECTIONS];

@@ -555,25 +555,59 @@ def test_customer_page_cache_is_dropped_by_the_customers_orders_only(make_server
     assert st == 200 and len(v["items"]) == 1 and _cache_hits(srv, "customer_orders") == hits + 1
 
 
-def test_search_cache_is_dropped_by_every_order_change(make_server):
-    """Searches are cached until the projector commits any change of an order: a new matching
-    order and a status change both show at their position."""
+def _cache_misses(srv, query):
+    return srv.metric("tl_view_cache_total", '{query="%s",result="miss"}' % query)
+
+
+def test_search_cache_is_dropped_by_the_orders_it_can_show(make_server):
+    """Searches are cached in groups named by the first two characters of their first word. A
+    committed order (new, or changed) drops the groups of its names' tokens: a search it could
+    show is answered afresh at the order's position, a search it cannot show stays cached.
+    Names with a non-ASCII character drop every search; a search whose first word starts with
+    one is not cached."""
     srv = make_server()
-    w = word("cach")
-    pid = srv.create_product(uid("prod"), name="%s lamp" % w.capitalize(), stock=100)["productId"]
-    o1 = srv.place_reserved_order([(pid, 1, 3)])
+    wa, wb = word("qz"), word("vk")
+    pa = srv.create_product(uid("prod"), name=wa.capitalize(), stock=100)["productId"]
+    pb = srv.create_product(uid("prod"), name="Big " + wb, stock=100)["productId"]
+    o1 = srv.place_reserved_order([(pa, 1, 3)])
+    ob = srv.place_reserved_order([(pb, 1, 3)])
     pos = srv.idle_head()
-    first = _same_answer(srv, "/orders/search", pos, {"q": w})
+    first = _same_answer(srv, "/orders/search", pos, {"q": wa})
     assert [s["orderId"] for s in first["items"]] == [o1["orderId"]]
+    # An order of the other product cannot show in this search: it stays cached.
+    o_other = srv.place_reserved_order([(pb, 1, 3)])
+    hits = _cache_hits(srv, "search")
+    st, _, v = srv.query("/orders/search", o_other["position"], {"q": wa})
+    assert st == 200 and _cache_hits(srv, "search") == hits + 1
+    v.pop("meta"), first.pop("meta", None)
+    assert v == first
+    # A status change of an order on the page, and a new matching order, show at their position.
     st, _, paid = srv.command(o1["orderId"], "confirm-payment")
     assert st == 200, paid
-    st, _, v = srv.query("/orders/search", paid["position"], {"q": w})
+    st, _, v = srv.query("/orders/search", paid["position"], {"q": wa})
     assert [s["status"] for s in v["items"]] == ["PAID"], v
-    o2 = srv.place_reserved_order([(pid, 1, 3)])
-    st, _, v = srv.query("/orders/search", o2["position"], {"q": w})
+    o2 = srv.place_reserved_order([(pa, 1, 3)])
+    st, _, v = srv.query("/orders/search", o2["position"], {"q": wa})
     assert [s["orderId"] for s in v["items"]] == [o2["orderId"], o1["orderId"]], v
-    st, _, v = srv.query("/orders/search", o2["position"], {"q": w, "limit": 1})
+    st, _, v = srv.query("/orders/search", o2["position"], {"q": wa, "limit": 1})
     assert [s["orderId"] for s in v["items"]] == [o2["orderId"]], v
+    # A search whose other words the order's names hold: grouped by its first word.
+    st, _, v = srv.query("/orders/search", srv.idle_head(), {"q": "big " + wb})
+    assert {s["orderId"] for s in v["items"]} == {ob["orderId"], o_other["orderId"]}, v
+    # Names with a non-ASCII character drop every search (here one they cannot show).
+    pu = srv.create_product(uid("prod"), name="\u00c9clair " + word("zz"), stock=100)["productId"]
+    pos = srv.idle_head()
+    _same_answer(srv, "/orders/search", pos, {"q": wb})
+    ou = srv.place_reserved_order([(pu, 1, 3)])
+    misses = _cache_misses(srv, "search")
+    st, _, v = srv.query("/orders/search", ou["position"], {"q": wb})
+    assert st == 200 and len(v["items"]) == 2 and _cache_misses(srv, "search") == misses + 1
+    # A first word starting with a non-ASCII character: answered, never cached.
+    hits = _cache_hits(srv, "search")
+    for _ in range(2):
+        st, _, v = srv.query("/orders/search", ou["position"], {"q": "\u00e9clair"})
+        assert st == 200 and [s["orderId"] for s in v["items"]] == [ou["orderId"]], v
+    assert _cache_hits(srv, "search") == hits
 
 
 def test_view_cache_can_be_turned_off(make_server):
