@@ -372,7 +372,7 @@ static int apply_careful(batch_ctx *b, int i, const tl_event *ev, const tl_jv *d
  *
  * A search finds an order when each of its words is a prefix of one of the order's tokens
  * (FTS5's unicode61 tokenizer: runs of letters and digits, case-folded). Cached searches are
- * grouped by the first one or two characters of their first word, lowercased; an order's
+ * grouped by the first one or two characters of one of their words, lowercased; an order's
  * names touch the groups of the first one and the first two characters of each of its tokens,
  * so a search that could show the order (new, or changed while on its page) is in a touched
  * group. Only ASCII is told apart: a search whose group would take a non-ASCII byte is not
@@ -398,14 +398,27 @@ static void search_group_name(int g, char out[3]) {
   out[2] = '\0';
 }
 
-/* The group of search text q (its first word, as tl_query_search reads words), or -1 when it
- * is not to be cached (no word, or a non-ASCII byte among its first two). */
+/* The group of search text q, or -1 when it is not to be cached. Every order a search finds
+ * has, for each of its words, a token that the word prefixes, so any word can name the group;
+ * the longest (the later of equals) is likely the rarest, the group the fewest orders touch. A
+ * word whose first two bytes are not both ASCII letters or digits (or one, ending the word)
+ * cannot name one. Words as tl_query_search reads them: runs of ASCII letters and digits and
+ * non-ASCII bytes. */
 static int search_group_of(const char *q) {
   const unsigned char *s = (const unsigned char *)q;
-  while (*s && *s < 0x80 && alnum_index(*s) < 0) s++;
-  if (!*s || *s >= 0x80) return -1;
-  if (s[1] >= 0x80) return -1;
-  return search_group(alnum_index(s[0]), alnum_index(s[1]));
+  int best = -1;
+  size_t best_len = 0;
+  for (;;) {
+    while (*s && *s < 0x80 && alnum_index(*s) < 0) s++;
+    if (!*s) break;
+    const unsigned char *w = s;
+    while (*s && (*s >= 0x80 || alnum_index(*s) >= 0)) s++;
+    size_t len = (size_t)(s - w);
+    if (w[0] >= 0x80 || (len > 1 && w[1] >= 0x80) || len < best_len) continue;
+    best = search_group(alnum_index(w[0]), len > 1 ? alnum_index(w[1]) : -1);
+    best_len = len;
+  }
+  return best;
 }
 
 /* Marks the groups of the tokens of the n bytes at s. */

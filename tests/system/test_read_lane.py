@@ -560,10 +560,10 @@ def _cache_misses(srv, query):
 
 
 def test_search_cache_is_dropped_by_the_orders_it_can_show(make_server):
-    """Searches are cached in groups named by the first two characters of their first word. A
+    """Searches are cached in groups named by the first two characters of their longest word. A
     committed order (new, or changed) drops the groups of its names' tokens: a search it could
     show is answered afresh at the order's position, a search it cannot show stays cached.
-    Names with a non-ASCII character drop every search; a search whose first word starts with
+    Names with a non-ASCII character drop every search; a search whose words all start with
     one is not cached."""
     srv = make_server()
     wa, wb = word("qz"), word("vk")
@@ -591,9 +591,19 @@ def test_search_cache_is_dropped_by_the_orders_it_can_show(make_server):
     assert [s["orderId"] for s in v["items"]] == [o2["orderId"], o1["orderId"]], v
     st, _, v = srv.query("/orders/search", o2["position"], {"q": wa, "limit": 1})
     assert [s["orderId"] for s in v["items"]] == [o2["orderId"]], v
-    # A search whose other words the order's names hold: grouped by its first word.
-    st, _, v = srv.query("/orders/search", srv.idle_head(), {"q": "big " + wb})
-    assert {s["orderId"] for s in v["items"]} == {ob["orderId"], o_other["orderId"]}, v
+    # A search of several words is grouped by its longest: an order whose names share only
+    # the shorter word's start cannot show in it and leaves it cached.
+    first = _same_answer(srv, "/orders/search", srv.idle_head(), {"q": "big " + wb})
+    assert {s["orderId"] for s in first["items"]} == {ob["orderId"], o_other["orderId"]}, first
+    pc = srv.create_product(uid("prod"), name="Bigger " + word("mm"), stock=100)["productId"]
+    oc = srv.place_reserved_order([(pc, 1, 3)])
+    hits = _cache_hits(srv, "search")
+    st, _, v = srv.query("/orders/search", oc["position"], {"q": "big " + wb})
+    assert st == 200 and _cache_hits(srv, "search") == hits + 1
+    v.pop("meta")
+    assert v == first
+    st, _, v = srv.query("/orders/search", oc["position"], {"q": "big"})
+    assert oc["orderId"] in {s["orderId"] for s in v["items"]}, v
     # Names with a non-ASCII character drop every search (here one they cannot show).
     pu = srv.create_product(uid("prod"), name="\u00c9clair " + word("zz"), stock=100)["productId"]
     pos = srv.idle_head()
@@ -602,7 +612,7 @@ def test_search_cache_is_dropped_by_the_orders_it_can_show(make_server):
     misses = _cache_misses(srv, "search")
     st, _, v = srv.query("/orders/search", ou["position"], {"q": wb})
     assert st == 200 and len(v["items"]) == 2 and _cache_misses(srv, "search") == misses + 1
-    # A first word starting with a non-ASCII character: answered, never cached.
+    # A search whose only word starts with a non-ASCII character: answered, never cached.
     hits = _cache_hits(srv, "search")
     for _ in range(2):
         st, _, v = srv.query("/orders/search", ou["position"], {"q": "\u00e9clair"})
