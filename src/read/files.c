@@ -366,17 +366,22 @@ void tl_read_conn_drop(tl_read *r, tl_db *db) {
   give_back(r, db, 0);
 }
 
-void tl_files_close_pool(tl_read *r) {
-  pthread_mutex_lock(&r->lock);
-  tl_conn_node *c = r->pool;
-  r->pool = NULL;
-  pthread_mutex_unlock(&r->lock);
+/* Closes the connections of a list taken out of the pool. */
+static void close_nodes(tl_conn_node *c) {
   while (c) {
     tl_conn_node *next = c->next;
     tl_db_close(c->db);
     free(c);
     c = next;
   }
+}
+
+void tl_files_close_pool(tl_read *r) {
+  pthread_mutex_lock(&r->lock);
+  tl_conn_node *c = r->pool;
+  r->pool = NULL;
+  pthread_mutex_unlock(&r->lock);
+  close_nodes(c);
 }
 
 /* ---- installing a rebuilt copy ----------------------------------------------------------- */
@@ -440,12 +445,7 @@ int tl_files_install(tl_read *r, int proj, const char *built, tl_err *err) {
   r->pool = NULL;
   n_retired = take_retired(r, retired);
   pthread_mutex_unlock(&r->lock);
-  while (idle) {
-    tl_conn_node *c = idle->next;
-    tl_db_close(idle->db);
-    free(idle);
-    idle = c;
-  }
+  close_nodes(idle);
   remove_retired(retired, n_retired);
   return TL_OK;
 }

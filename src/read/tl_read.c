@@ -584,10 +584,18 @@ static int apply_event(void *arg, const tl_event *ev) {
   return 0;
 }
 
+/* Publishes the lowest checkpoint as the applied position and wakes the waiters (lock held). */
+static void publish_applied(tl_read *r) {
+  int64_t min = INT64_MAX;
+  for (int k = 0; k < tl_projections_count; k++)
+    if (atomic_load(&r->checkpoint[k]) < min) min = atomic_load(&r->checkpoint[k]);
+  atomic_store(&r->applied, min == INT64_MAX ? 0 : min);
+  pthread_cond_broadcast(&r->cond);
+}
+
 /* After a commit: publishes checkpoints, failure counts and DLQ depths; wakes waiters. */
 static void publish(tl_read *r, const batch_ctx *b) {
   pthread_mutex_lock(&r->lock);
-  int64_t min = INT64_MAX;
   for (int i = 0; i < tl_projections_count; i++) {
     if (b->cp[i] > atomic_load(&r->checkpoint[i])) {
       atomic_store(&r->recorded_ms[i], b->rec[i]);
@@ -595,10 +603,8 @@ static void publish(tl_read *r, const batch_ctx *b) {
     }
     if (b->parked[i]) atomic_fetch_add(&r->dlq_depth[i], b->parked[i]);
     atomic_store(&r->attempts[i], r->fail[i].attempts);
-    if (atomic_load(&r->checkpoint[i]) < min) min = atomic_load(&r->checkpoint[i]);
   }
-  atomic_store(&r->applied, min == INT64_MAX ? 0 : min);
-  pthread_cond_broadcast(&r->cond);
+  publish_applied(r);
   pthread_mutex_unlock(&r->lock);
 }
 
@@ -634,11 +640,7 @@ static void resync_checkpoints(tl_read *r) {
   tl_err ignored = {0};
   tl_read_refresh_dlq_depths(r, &ignored);
   pthread_mutex_lock(&r->lock);
-  int64_t min = INT64_MAX;
-  for (int k = 0; k < tl_projections_count; k++)
-    if (atomic_load(&r->checkpoint[k]) < min) min = atomic_load(&r->checkpoint[k]);
-  atomic_store(&r->applied, min == INT64_MAX ? 0 : min);
-  pthread_cond_broadcast(&r->cond);
+  publish_applied(r);
   pthread_mutex_unlock(&r->lock);
 }
 
@@ -863,11 +865,7 @@ void tl_read_publish_rebuilt(tl_read *r, int i, int64_t position, int64_t record
     atomic_store(&r->recorded_ms[i], recorded_ms);
     atomic_store(&r->checkpoint[i], position);
   }
-  int64_t min = INT64_MAX;
-  for (int k = 0; k < tl_projections_count; k++)
-    if (atomic_load(&r->checkpoint[k]) < min) min = atomic_load(&r->checkpoint[k]);
-  atomic_store(&r->applied, min == INT64_MAX ? 0 : min);
-  pthread_cond_broadcast(&r->cond);
+  publish_applied(r);
   pthread_mutex_unlock(&r->lock);
 }
 
