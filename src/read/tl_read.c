@@ -368,112 +368,13 @@ static int apply_careful(batch_ctx *b, int i, const tl_event *ev, const tl_jv *d
   return apply_one(b->r, i, ev, data, 1, why);
 }
 
-/* ---- which searches a change can touch ------------------------------------------------------
- *
- * A search finds an order when each of its words is a prefix of one of the order's tokens
- * (FTS5's unicode61 tokenizer: runs of letters and digits, case-folded). Cached searches are
- * grouped by the first one or two characters of one of their words, lowercased; an order's
- * names touch the groups of the first one and the first two characters of each of its tokens,
- * so a search that could show the order (new, or changed while on its page) is in a touched
- * group. Only ASCII is told apart: a search whose group would take a non-ASCII byte is not
- * cached, and names with one touch every search (unicode61 folds and splits non-ASCII text in
- * ways these bytes do not show). */
-
-/* 0-9, then a-z (either case); -1 for anything else. */
-static int alnum_index(unsigned char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'z') return 10 + c - 'a';
-  if (c >= 'A' && c <= 'Z') return 10 + c - 'A';
-  return -1;
-}
-
-static int search_group(int c1, int c2) { /* c2 < 0: a one-character group */
-  return c1 * 37 + (c2 < 0 ? 36 : c2);
-}
-
-static void search_group_name(int g, char out[3]) {
-  static const char CH[] = "0123456789abcdefghijklmnopqrstuvwxyz";
-  out[0] = CH[g / 37];
-  out[1] = g % 37 == 36 ? '\0' : CH[g % 37];
-  out[2] = '\0';
-}
-
-/* The group of search text q, or -1 when it is not to be cached. Every order a search finds
- * has, for each of its words, a token that the word prefixes, so any word can name the group;
- * the longest (the later of equals) is likely the rarest, the group the fewest orders touch. A
- * word whose first two bytes are not both ASCII letters or digits (or one, ending the word)
- * cannot name one. Words as tl_query_search reads them: runs of ASCII letters and digits and
- * non-ASCII bytes. */
-static int search_group_of(const char *q) {
-  const unsigned char *s = (const unsigned char *)q;
-  int best = -1;
-  size_t best_len = 0;
-  for (;;) {
-    while (*s && *s < 0x80 && alnum_index(*s) < 0) s++;
-    if (!*s) break;
-    const unsigned char *w = s;
-    while (*s && (*s >= 0x80 || alnum_index(*s) >= 0)) s++;
-    size_t len = (size_t)(s - w);
-    if (w[0] >= 0x80 || (len > 1 && w[1] >= 0x80) || len < best_len) continue;
-    best = search_group(alnum_index(w[0]), len > 1 ? alnum_index(w[1]) : -1);
-    best_len = len;
-  }
-  return best;
-}
-
-/* Marks the groups of the tokens of the n bytes at s. */
-static void note_tokens(tl_read *r, const unsigned char *s, size_t n) {
-  const unsigned char *end = s + n;
-  while (s < end) {
-    if (*s >= 0x80) {
-      r->search_touched_all = 1;
-      return;
-    }
-    if (alnum_index(*s) < 0) {
-      s++;
-      continue;
-    }
-    int c1 = alnum_index(s[0]), c2 = s + 1 < end ? alnum_index(s[1]) : -1;
-    r->search_touched[search_group(c1, -1)] = 1;
-    if (c2 >= 0) r->search_touched[search_group(c1, c2)] = 1;
-    while (s < end && alnum_index(*s) >= 0) s++;
-  }
-}
-
-/* Marks the groups an order's items touch (TL_CHANGED_ITEMS): the tokens of each "name"
- * member's string. The text is JSON as tl_jw writes it (no spaces; a '"' inside a string is
- * always escaped), so an unescaped "name":" starts a member of that name. Escapes inside a
- * name are read as their characters (separators, or letters that only add groups): more
- * searches dropped, never fewer. Text of another shape touches every search. */
-static void note_items(tl_read *r, const char *items) {
-  static const char KEY[] = "\"name\":\"";
-  const char *s = items, *k;
-  if (*s != '[') {
-    r->search_touched_all = 1;
-    return;
-  }
-  while ((k = strstr(s, KEY)) != NULL) {
-    size_t slashes = 0; /* a quote after an odd number of backslashes is inside a string */
-    while (k - slashes > items && k[-1 - (ptrdiff_t)slashes] == '\\') slashes++;
-    s = k + sizeof KEY - 1;
-    if (slashes % 2) continue;
-    const char *v = s;
-    while (*s && *s != '"') s += s[0] == '\\' && s[1] ? 2 : 1;
-    if (!*s) {
-      r->search_touched_all = 1;
-      return;
-    }
-    note_tokens(r, (const unsigned char *)v, (size_t)(s - v));
-  }
-}
-
 /* The projector connection's listener (tl_db_changed): remembers what the batch in flight
  * changed; its cached answers are dropped after the commit (drop_touched_views). More than the
  * list holds: every cached answer is. */
 static void note_change(void *arg, int kind, const char *key) {
   tl_read *r = arg;
   if (kind == TL_CHANGED_ITEMS) {
-    note_items(r, key);
+    tl_search_touch_items(&r->search_touched, key);
     return;
   }
   size_t n = strlen(key);
@@ -497,8 +398,7 @@ static void drop_all_views(tl_read *r) {
 static void forget_touched(tl_read *r) {
   r->n_touched = 0;
   r->touched_overflow = 0;
-  memset(r->search_touched, 0, sizeof r->search_touched);
-  r->search_touched_all = 0;
+  memset(&r->search_touched, 0, sizeof r->search_touched);
 }
 
 /* After a batch's commit and before its checkpoints are published (view_cache.h): the views of
@@ -512,13 +412,13 @@ static void drop_touched_views(tl_read *r) {
       tl_vcache *c = r->touched[i].kind == TL_CHANGED_ORDER ? r->order_views : r->customer_pages;
       if (c) tl_vcache_invalidate(c, r->touched[i].key);
     }
-    if (r->searches && r->search_touched_all) {
+    if (r->searches && r->search_touched.all) {
       tl_vcache_invalidate_all(r->searches);
     } else if (r->searches) {
       char name[3];
       for (int g = 0; g < TL_SEARCH_GROUPS; g++)
-        if (r->search_touched[g]) {
-          search_group_name(g, name);
+        if (r->search_touched.group[g]) {
+          tl_search_group_name(g, name);
           tl_vcache_invalidate(r->searches, name);
         }
     }
@@ -1360,8 +1260,8 @@ int tl_read_search(tl_read *r, const char *q, int limit, tl_jw *out, tl_problem 
   /* The key: the page size, a newline (not a digit: it ends the size), the text as given. */
   char key[640], group[3] = "";
   int n = snprintf(key, sizeof key, "%d\n%s", limit, q);
-  int g = search_group_of(q);
-  if (g >= 0) search_group_name(g, group);
+  int g = tl_search_group_of(q);
+  if (g >= 0) tl_search_group_name(g, group);
   tl_vcache *cache = n > 0 && (size_t)n < sizeof key && g >= 0 ? r->searches : NULL;
   return cached_query(r, cache, TL_Q_SEARCH, group, key, search_fn, &a, out, p);
 }

@@ -5,6 +5,7 @@
 #ifndef TL_READ_INT_H
 #define TL_READ_INT_H
 
+#include "read/search_groups.h"
 #include "read/tl_read.h"
 #include "read/view_cache.h"
 #include "util/tl_failpoint.h"
@@ -19,7 +20,6 @@
                              */
 #define TL_DLQ_OP_ROWS 10000  /* dead letters one retry-all handles */
 #define TL_RETIRED_MAX 8      /* replaced files waiting for their last connection (files.c) */
-#define TL_SEARCH_GROUPS (36 * 37) /* cached searches' groups: 1 or 2 letters or digits */
 #define TL_TOUCHED_KEY_MAX 64 /* bytes of an announced key kept; longer: every answer is dropped \
                                */
 
@@ -87,10 +87,8 @@ struct tl_read {
   } touched[TL_TOUCHED_MAX];
   int n_touched;
   int touched_overflow;
-  /* The search groups the batch's orders touched (TL_CHANGED_ITEMS; see tl_read.c, "which
-   * searches a change can touch"), and whether it touched every search. */
-  unsigned char search_touched[TL_SEARCH_GROUPS];
-  int search_touched_all;
+  /* The searches the batch's orders could show (TL_CHANGED_ITEMS; search_groups.h). */
+  tl_search_touch search_touched;
 
   /* Per projection: applied position, recorded time of that event, failure state. */
   _Atomic int64_t checkpoint[TL_MAX_PROJECTIONS];
