@@ -29,7 +29,8 @@ const char *tl_order_status_name(tl_order_status s) {
 }
 
 void tl_stream_name(char *out, size_t len, bool is_order, const char *id) {
-  snprintf(out, len, "%s-%s", is_order ? "order" : "product", id);
+  size_t k = tl_strcpy(out, len, is_order ? "order-" : "product-"); /* "%s-%s", no printf */
+  if (k < len) tl_strcpy(out + k, len - k, id);
 }
 
 void tl_decision_clear(tl_decision *d) {
@@ -274,9 +275,9 @@ static int evolve_placed(tl_order_state *s, const json_t *data, int64_t ms) {
   free(s->items);
   s->items = lines;
   s->n_items = (int)n;
-  snprintf(s->order_id, sizeof s->order_id, "%s", oid);
-  snprintf(s->customer_id, sizeof s->customer_id, "%s", cid);
-  snprintf(s->currency, sizeof s->currency, "%s", cur);
+  tl_strcpy(s->order_id, sizeof s->order_id, oid);
+  tl_strcpy(s->customer_id, sizeof s->customer_id, cid);
+  tl_strcpy(s->currency, sizeof s->currency, cur);
   s->total_minor = total;
   json_decref(s->shipping);
   s->shipping = ship_copy;
@@ -296,7 +297,7 @@ int tl_order_evolve(tl_order_state *s, const char *type, const json_t *data, int
       rc = TL_E_INVALID;
     } else {
       s->status = TL_ORDER_REJECTED;
-      snprintf(s->rejection_reason, sizeof s->rejection_reason, "%s", reason ? reason : "");
+      tl_strcpy(s->rejection_reason, sizeof s->rejection_reason, reason ? reason : "");
     }
   } else if (strcmp(type, "PaymentConfirmed") == 0) s->status = TL_ORDER_PAID;
   else if (strcmp(type, "OrderShipped") == 0) s->status = TL_ORDER_SHIPPED;

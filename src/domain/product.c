@@ -142,10 +142,10 @@ int tl_product_evolve(tl_product_state *s, const char *type, const json_t *data,
         (cur && strlen(cur) >= sizeof s->currency) ||
         tl_money_from_json(json_object_get(data, "price"), &s->price_minor) != TL_OK)
       return TL_E_INVALID;
-    snprintf(s->product_id, sizeof s->product_id, "%s", id);
-    snprintf(s->name, sizeof s->name, "%s", name);
-    snprintf(s->category, sizeof s->category, "%s", cat);
-    snprintf(s->currency, sizeof s->currency, "%s", cur ? cur : "USD");
+    tl_strcpy(s->product_id, sizeof s->product_id, id);
+    tl_strcpy(s->name, sizeof s->name, name);
+    tl_strcpy(s->category, sizeof s->category, cat);
+    tl_strcpy(s->currency, sizeof s->currency, cur ? cur : "USD");
     s->stock = json_integer_value(json_object_get(data, "stock"));
     s->created_ms = recorded_ms;
   } else if (strcmp(type, "ProductRestocked") == 0) {

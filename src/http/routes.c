@@ -950,7 +950,7 @@ void tl_route(tl_req *req, tl_resp *resp) {
     if (strcmp(ROUTES[i].method, req->method) == 0 ||
         (strcmp(req->method, "HEAD") == 0 && strcmp(ROUTES[i].method, "GET") == 0)) {
       for (int k = 0; k < 2; k++)
-        snprintf(req->params[k], sizeof req->params[k], "%s", caps[k] ? caps[k] : "");
+        tl_strcpy(req->params[k], sizeof req->params[k], caps[k] ? caps[k] : "");
       ROUTES[i].handler(req, resp);
       return;
     }
@@ -961,7 +961,7 @@ void tl_route(tl_req *req, tl_resp *resp) {
   }
   if (allow[0]) {
     tl_resp_error(resp, 405, "METHOD_NOT_ALLOWED", "This resource does not accept that method.");
-    snprintf(resp->allow, sizeof resp->allow, "%s", allow);
+    tl_strcpy(resp->allow, sizeof resp->allow, allow);
     return;
   }
   tl_resp_error(resp, 404, "NOT_FOUND", "No such resource.");

@@ -140,7 +140,7 @@ static void init_req(tl_req *req, struct MHD_Connection *conn, tl_http *h, const
   req->t0_ns = tl_mono_ns();
   const char *cid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Correlation-Id");
   if (cid && valid_correlation_id(cid))
-    snprintf(req->correlation_id, sizeof req->correlation_id, "%s", cid);
+    tl_strcpy(req->correlation_id, sizeof req->correlation_id, cid);
   else
     tl_uuid_v4(req->correlation_id);
 }

@@ -351,7 +351,7 @@ int tl_query_products(tl_db *db, const char *category, int in_stock, int limit, 
       tl_problem_field(p, "cursor", "is invalid");
       return TL_E_INVALID;
     }
-    snprintf(cur_id, sizeof cur_id, "%s", colon + 1);
+    tl_strcpy(cur_id, sizeof cur_id, colon + 1);
   }
   tl_err err = {0};
   sqlite3_stmt *st = tl_db_stmt(db, category ? SQL_PRODUCTS_CAT : SQL_PRODUCTS_ALL, &err);

@@ -311,7 +311,7 @@ static void on_refused(batch_ctx *b, int i, const tl_event *ev, const tl_err *wh
   }
   f->attempts++;
   f->last_ms = b->now_ms;
-  snprintf(f->error, sizeof f->error, "%s", why->msg[0] ? why->msg : tl_strerror(why->code));
+  tl_strcpy(f->error, sizeof f->error, why->msg[0] ? why->msg : tl_strerror(why->code));
   atomic_fetch_add(&r->retries[i], 1);
   char pos[24], att[16];
   snprintf(pos, sizeof pos, "%lld", (long long)ev->position);
@@ -929,7 +929,7 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
                ? tl_err_set(err, TL_E_INVALID, "data directory path too long")
                : TL_OK;
   if (rc == TL_OK) {
-    snprintf(r->dir, sizeof r->dir, "%s", dir);
+    tl_strcpy(r->dir, sizeof r->dir, dir);
     rc = tl_files_open(r, err);
   }
   int stored[MAX_PROJECTIONS];

@@ -108,8 +108,8 @@ static int load(tl_db *db, const char *order_id, instance *in, tl_err *err) {
   int rc = sqlite3_step(st);
   int parsed = TL_OK;
   if (rc == SQLITE_ROW) {
-    snprintf(in->order_id, sizeof in->order_id, "%s", order_id);
-    snprintf(in->phase, sizeof in->phase, "%s", (const char *)sqlite3_column_text(st, 0));
+    tl_strcpy(in->order_id, sizeof in->order_id, order_id);
+    tl_strcpy(in->phase, sizeof in->phase, (const char *)sqlite3_column_text(st, 0));
     parsed = parse_lines((const char *)sqlite3_column_text(st, 1), in);
   }
   sqlite3_reset(st);
@@ -141,7 +141,7 @@ static int save(tl_db *db, const instance *in, tl_err *err) {
 }
 
 static void set_state(line *l, const char *s) {
-  snprintf(l->s, sizeof l->s, "%s", s);
+  tl_strcpy(l->s, sizeof l->s, s);
 }
 
 /* Asks for a stock command on every line in state `from`, moving it to `to`. */
@@ -154,7 +154,7 @@ static int stock_commands(tl_pm_batch *b, instance *in, tl_cmd_kind kind, const 
     snprintf(suffix, sizeof suffix, "%s:%s", verb, l->p);
     tl_cmd *c = tl_pm_command(b, kind, l->p, suffix);
     if (!c) return tl_err_set(err, TL_E_NOMEM, "out of memory");
-    snprintf(c->order_id, sizeof c->order_id, "%s", in->order_id);
+    tl_strcpy(c->order_id, sizeof c->order_id, in->order_id);
     c->quantity = l->q;
     set_state(l, to);
   }
@@ -167,7 +167,7 @@ static int on_placed(tl_db *db, const tl_jv *d, tl_pm_batch *b, tl_err *err) {
   if (!oid) return TL_OK;
   int found = load(db, oid, &in, err);
   if (found != 0) return found < 0 ? found : TL_OK; /* already started */
-  snprintf(in.order_id, sizeof in.order_id, "%s", oid);
+  tl_strcpy(in.order_id, sizeof in.order_id, oid);
   in.n = 0;
   /* One line per product: an order may list a product twice. */
   TL_JV_FOREACH(it, tl_jv_get(d, "items")) {
@@ -200,7 +200,7 @@ static int on_settled(tl_db *db, const tl_jv *d, int reserved, tl_pm_batch *b, t
   if (!oid) return TL_OK;
   int found = load(db, oid, &in, err);
   if (found <= 0 || strcmp(in.phase, "reserving_order") != 0) return found < 0 ? found : TL_OK;
-  snprintf(in.phase, sizeof in.phase, "%s", reserved ? "reserved" : "rejected");
+  tl_strcpy(in.phase, sizeof in.phase, reserved ? "reserved" : "rejected");
   for (int i = 0; i < in.n; i++)
     if (strcmp(in.lines[i].s, "pending") == 0)
       set_state(&in.lines[i], reserved ? "reserved" : "rejected");

@@ -120,10 +120,13 @@ tl_cmd *tl_pm_command(tl_pm_batch *b, tl_cmd_kind kind, const char *target,
   if (!p) return NULL;
   tl_cmd_request_init(&p->req);
   p->req.cmd.kind = kind;
-  snprintf(p->req.cmd.id, sizeof p->req.cmd.id, "%s", target);
-  snprintf(p->key, sizeof p->key, "pm:%s:%s", b->event_id, key_suffix);
-  snprintf(p->causation, sizeof p->causation, "%s", b->event_id);
-  snprintf(p->correlation, sizeof p->correlation, "%s", b->correlation);
+  tl_strcpy(p->req.cmd.id, sizeof p->req.cmd.id, target);
+  size_t k = tl_strcpy(p->key, sizeof p->key, "pm:"); /* "pm:%s:%s", no printf */
+  k += tl_strcpy(p->key + k, sizeof p->key - k, b->event_id);
+  if (k + 1 < sizeof p->key) tl_strcpy(p->key + k, sizeof p->key - k, ":");
+  if (k + 1 < sizeof p->key) tl_strcpy(p->key + k + 1, sizeof p->key - k - 1, key_suffix);
+  tl_strcpy(p->causation, sizeof p->causation, b->event_id);
+  tl_strcpy(p->correlation, sizeof p->correlation, b->correlation);
   p->req.idem_key = p->key;
   p->req.causation_id = p->causation;
   p->req.correlation_id = p->correlation;
@@ -159,8 +162,8 @@ void tl_pm_batch_free(tl_pm_batch *b) {
 }
 
 void tl_pm_batch_event(tl_pm_batch *b, const char *event_id, const char *correlation_id) {
-  snprintf(b->event_id, sizeof b->event_id, "%s", event_id ? event_id : "");
-  snprintf(b->correlation, sizeof b->correlation, "%s", correlation_id ? correlation_id : "");
+  tl_strcpy(b->event_id, sizeof b->event_id, event_id ? event_id : "");
+  tl_strcpy(b->correlation, sizeof b->correlation, correlation_id ? correlation_id : "");
 }
 
 size_t tl_pm_batch_count(const tl_pm_batch *b) {
@@ -239,8 +242,8 @@ static int handle_event(void *arg, const tl_event *ev) {
   }
   const char *eid = tl_jv_string(tl_jv_get(meta, "eventId"));
   const char *cid = tl_jv_string(tl_jv_get(meta, "correlationId"));
-  snprintf(h->b->event_id, sizeof h->b->event_id, "%s", eid ? eid : "");
-  snprintf(h->b->correlation, sizeof h->b->correlation, "%s", cid ? cid : "");
+  tl_strcpy(h->b->event_id, sizeof h->b->event_id, eid ? eid : "");
+  tl_strcpy(h->b->correlation, sizeof h->b->correlation, cid ? cid : "");
   if (!eid) snprintf(h->b->event_id, sizeof h->b->event_id, "pos%lld", (long long)ev->position);
   h->b->ev = ev;
   if (!h->replay && ev->position == h->r->park_position) { /* failed too often: park it */
@@ -336,7 +339,7 @@ static int run_batch(pm_runner *r, tl_log_reader *reader, tl_pm_batch *b) {
     }
     r->fail_attempts++;
     r->fail_last_ms = tl_now_ms();
-    snprintf(r->fail_error, sizeof r->fail_error, "%s", h.err.msg);
+    tl_strcpy(r->fail_error, sizeof r->fail_error, h.err.msg);
     if (r->fail_attempts >= r->saga->opts.retry_attempts) r->park_position = h.failed_position;
   }
   if (rc != TL_OK) {

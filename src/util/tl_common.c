@@ -33,6 +33,6 @@ const char *tl_strerror(int code) {
 
 void tl_thread_name(const char *name) {
   char n[16];
-  snprintf(n, sizeof n, "%s", name);
+  tl_strcpy(n, sizeof n, name);
   (void)pthread_setname_np(pthread_self(), n);
 }

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 enum {
   TL_OK = 0,
@@ -51,6 +52,17 @@ static inline uint64_t tl_fnv1a_str(const char *s) {
   uint64_t h = TL_FNV_OFFSET;
   for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
   return h;
+}
+
+/* Copies the string src into dst of cap bytes (cap > 0), cut short to fit and always
+ * NUL-terminated: snprintf(dst, cap, "%s", src) without the formatting machinery (glibc's
+ * costs ~1k instructions even for a short id; a command copied ids through it ~20 times).
+ * Returns strlen(src), as snprintf would (a result >= cap means it was cut). */
+static inline size_t tl_strcpy(char *dst, size_t cap, const char *src) {
+  size_t n = strlen(src), k = n < cap ? n : cap - 1;
+  memcpy(dst, src, k);
+  dst[k] = '\0';
+  return n;
 }
 
 #endif

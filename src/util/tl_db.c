@@ -251,7 +251,7 @@ static int ckpt_hook(void *arg, sqlite3 *db, const char *name, int pages) {
   int k = 0;
   while (k < c->n_wal && strcmp(c->wal[k].name, name) != 0) k++;
   if (k == c->n_wal && k < CKPT_SCHEMAS && strlen(name) < sizeof c->wal[k].name) {
-    snprintf(c->wal[k].name, sizeof c->wal[k].name, "%s", name);
+    tl_strcpy(c->wal[k].name, sizeof c->wal[k].name, name);
     c->wal[k].last_pages = 0;
     c->wal[k].next_wake = TL_DB_CKPT_PAGES;
     c->n_wal++;

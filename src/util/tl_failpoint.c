@@ -129,8 +129,8 @@ static int set_locked(const char *point, const char *action, fp_kind kind, long 
   }
   fp *f = &g_points[i];
   memset(f, 0, sizeof *f);
-  snprintf(f->info.point, sizeof f->info.point, "%s", point);
-  snprintf(f->info.action, sizeof f->info.action, "%s", action);
+  tl_strcpy(f->info.point, sizeof f->info.point, point);
+  tl_strcpy(f->info.action, sizeof f->info.action, action);
   f->kind = kind;
   f->arg = arg;
   return TL_OK;

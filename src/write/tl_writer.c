@@ -198,7 +198,7 @@ static void take_snapshot(tl_writer *w, const char *stream, int is_order, const 
   char *text = is_order ? tl_order_snapshot_encode(state) : tl_product_snapshot_encode(state);
   if (!text) return;
   pending_snapshot *p = &l->v[l->n++];
-  snprintf(p->stream, sizeof p->stream, "%s", stream);
+  tl_strcpy(p->stream, sizeof p->stream, stream);
   p->version = state_version(is_order, state);
   p->schema_version = is_order ? TL_ORDER_SNAPSHOT_SCHEMA : TL_PRODUCT_SNAPSHOT_SCHEMA;
   p->state = text;
@@ -402,7 +402,7 @@ static int touch(batch *b, const char *stream) {
   for (size_t i = 0; i < b->n_touched; i++)
     if (strcmp(b->touched[i], stream) == 0) return 0;
   if (grow((void **)&b->touched, &b->cap_touched, b->n_touched + 1, sizeof *b->touched)) return -1;
-  snprintf(b->touched[b->n_touched++], sizeof b->touched[0], "%s", stream);
+  tl_strcpy(b->touched[b->n_touched++], sizeof b->touched[0], stream);
   return 0;
 }
 

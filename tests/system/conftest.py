@@ -326,6 +326,19 @@ class Server:
                 pytest.fail("process managers not idle after %.0f s: positions/lags %r" % (timeout, last))
             time.sleep(0.01)
 
+    def projected_head(self, timeout=10.0):
+        """idle_head, then waits (bounded) until every projection has applied it: before arming
+        a projection's fail point, so that it hits the next event and not an earlier one."""
+        head = self.idle_head(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            st, _, b = self.get("/admin/projections")
+            assert st == 200, b
+            if all(p["position"] >= head for p in b):
+                return head
+            assert time.monotonic() < deadline, ("projections behind %d" % head, b)
+            time.sleep(0.01)
+
     def wait_settled(self, order_id, timeout=10.0):
         """Polls GET /orders/{id}/state (strongly consistent) until the saga has moved the order out
         of PENDING; returns that state.  Bounded by `timeout`."""

@@ -60,7 +60,7 @@ def sales(srv, day, min_position, wait_ms=5000):
 def test_poison_event_is_parked_and_retried(make_server):
     srv = make_server(FAST)
     p = srv.create_product(stock=10, price=7)
-    srv.idle_head()
+    srv.projected_head()
     arm(srv, "projection.daily_sales.apply", "error*3")  # the next event fails 3 times
     o1 = srv.place_order([(p["productId"], 1, 7)])
     [entry] = wait_dlq(srv, 1)
@@ -96,7 +96,7 @@ def test_a_failing_projection_does_not_stall_the_others(make_server):
     srv = make_server(["--enable-failpoints", "--retry-base-ms", "50", "--retry-cap-ms", "200",
                        "--retry-attempts", "1000"])
     p = srv.create_product(stock=10, price=3)
-    srv.idle_head()
+    srv.projected_head()
     arm(srv, "projection.daily_sales.apply", "error")
     o = srv.place_order([(p["productId"], 1, 3)])
     t0 = time.monotonic()
@@ -124,7 +124,7 @@ def test_late_retry_does_not_overwrite_newer_state(make_server):
     srv = make_server(FAST)
     p = srv.create_product(stock=10, price=4)
     o = srv.place_reserved_order([(p["productId"], 1, 4)])
-    srv.idle_head()
+    srv.projected_head()
     arm(srv, "projection.orders.apply", "error*3")
     st, _, paid = srv.command(o["orderId"], "confirm-payment")
     assert st == 200, paid
@@ -144,7 +144,7 @@ def test_late_retry_does_not_overwrite_newer_state(make_server):
 def test_retry_all_drop_and_failed_retries(make_server):
     srv = make_server(FAST)
     p = srv.create_product(stock=10, price=2)
-    srv.idle_head()
+    srv.projected_head()
     arm(srv, "projection.products.apply", "error*6")  # two events parked
     srv.place_order([(p["productId"], 1, 2)])
     items = wait_dlq(srv, 2, "products")
@@ -173,7 +173,7 @@ def test_retry_all_drop_and_failed_retries(make_server):
 def test_dlq_survives_restart(make_server):
     srv = make_server(FAST)
     p = srv.create_product(stock=10, price=2)
-    srv.idle_head()
+    srv.projected_head()
     arm(srv, "projection.daily_sales.apply", "error*3")
     o = srv.place_order([(p["productId"], 1, 2)])
     [entry] = wait_dlq(srv, 1)
@@ -220,7 +220,7 @@ def test_cli_lists_retries_and_drops(make_server):
     import json
     srv = make_server(FAST)
     p = srv.create_product(stock=10, price=2)
-    srv.idle_head()
+    srv.projected_head()
     arm(srv, "projection.products.apply", "error*6")
     srv.place_order([(p["productId"], 1, 2)])
     items = wait_dlq(srv, 2, "products")
@@ -336,7 +336,10 @@ def test_a_retried_dead_letter_replaces_the_cached_order_view(make_server):
     srv = make_server(FAST)
     p = srv.create_product(stock=10, price=7)
     o = srv.place_reserved_order([(p["productId"], 1, 7)])
-    srv.idle_head()
+    # The projector must have applied everything before the fail point is armed (idle_head
+    # waits for the saga only): else an earlier event is the one parked.
+    st, _, v = srv.query("/orders/" + o["orderId"], srv.idle_head())
+    assert st == 200 and v["status"] == "RESERVED", v
     arm(srv, "projection.orders.apply", "error*3")  # the payment's event is parked
     st, _, paid = srv.command(o["orderId"], "confirm-payment")
     assert st == 200, paid
