@@ -201,7 +201,8 @@ int tl_fold_create_tables(tl_db *db, const tl_projection_def *d, tl_err *err);
  * events. Returns 0, or an error with nothing of the last uncommitted chunk kept. */
 int tl_fold_run(tl_log *log, tl_fold *f, tl_err *err);
 
-/* A scratch database path beside read.db: "<read.db>.<what>-<pid>-<n>". */
+/* A scratch database path in the data directory: "<dir>/read.db.<what>-<pid>-<n>" (the name
+ * the single-file layout's scratch databases had: start-up removes leftovers of both). */
 int tl_fold_scratch_path(const tl_read *r, const char *what, char *out, size_t cap, tl_err *err);
 /* Removes a scratch database and its -wal/-shm/-journal files. */
 void tl_fold_remove(const char *path);
