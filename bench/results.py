@@ -46,8 +46,9 @@ EXTERNAL = [
         "callgrind_commands", "callgrind_queries"]),
     ("scale", "scale.json", [
         "scale_events", "catchup_events_per_s", "rebuild_orders_events_per_s",
-        "rebuild_products_events_per_s", "rebuild_daily_sales_events_per_s", "cold_start_ms",
-        "scale_peak_rss_mb"]),
+        "rebuild_products_events_per_s", "rebuild_daily_sales_events_per_s",
+        "rebuild_orders_projector_ms", "rebuild_products_projector_ms",
+        "rebuild_daily_sales_projector_ms", "cold_start_ms", "scale_peak_rss_mb"]),
     ("pg_baseline", "pg_baseline.json", [
         "pg_clients", "pg_inserts_per_s", "pg_p50_ms", "pg_p99_ms", "pg_version"]),
 ]
@@ -250,7 +251,10 @@ def print_table(res):
              f"{fmt(sc.get('scale_events'))} events: catch-up {fmt(sc.get('catchup_events_per_s'))}"
              f" ev/s; rebuild orders {fmt(sc.get('rebuild_orders_events_per_s'))}, products "
              f"{fmt(sc.get('rebuild_products_events_per_s'))}, daily sales "
-             f"{fmt(sc.get('rebuild_daily_sales_events_per_s'))} ev/s; cold start "
+             f"{fmt(sc.get('rebuild_daily_sales_events_per_s'))} ev/s (projector busy "
+             f"{fmt(sc.get('rebuild_orders_projector_ms'))} / "
+             f"{fmt(sc.get('rebuild_products_projector_ms'))} / "
+             f"{fmt(sc.get('rebuild_daily_sales_projector_ms'))} ms); cold start "
              f"{fmt(sc.get('cold_start_ms'))} ms; peak RSS {fmt(sc.get('scale_peak_rss_mb'))} MB")
     pg = res["pg_baseline"]
     ext_line("baseline: PostgreSQL", pg,

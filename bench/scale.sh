@@ -176,17 +176,19 @@ print(f"catch-up : {events} events in {catchup_s:.2f} s: {events / catchup_s:.0f
       f"(from exec, all projections)")
 
 # 2. Rebuilds, one projection at a time.
-def swapped_count(name):
-    n = 0
+def swapped_lines(name):
+    """The server's log lines of name's rebuilds, parsed: ms (the whole rebuild), fold_ms and
+    finish_ms (the rebuild thread's fold and finish) and swap_ms (the projector's share)."""
+    out = []
     with open(os.path.join(work, "server.log"), "rb") as f:
         for line in f:
             if b"projection rebuilt and swapped in" in line and f'"{name}"'.encode() in line:
-                n += 1
-    return n
+                out.append(json.loads(line))
+    return out
 
-rebuild = {}
+rebuild, swap_ms = {}, {}
 for name in ["orders", "products", "daily_sales"]:
-    before = swapped_count(name)
+    before = len(swapped_lines(name))
     t0 = time.monotonic()
     status, body = request("POST", f"/admin/projections/{name}/rebuild")
     if status != 202:
@@ -201,12 +203,16 @@ for name in ["orders", "products", "daily_sales"]:
             raise SystemExit(f"scale.sh: rebuild of {name} did not finish in {limit_s:.0f} s")
         time.sleep(0.05)
     dt = time.monotonic() - t0
-    if swapped_count(name) != before + 1 or x["position"] < events:
+    done = swapped_lines(name)
+    if len(done) != before + 1 or x["position"] < events:
         raise SystemExit(f"scale.sh: rebuild of {name} failed (see the server log): {x}")
     rebuild[name] = events / dt
+    swap_ms[name] = int(done[-1].get("swap_ms", -1))
     sample_rss(server)
     print(f"rebuild  : {name:<12} {dt:7.2f} s: {events / dt:.0f} events/s "
-          f"(VmHWM {peak_kb / 1024:.0f} MB)")
+          f"(fold {int(done[-1].get('fold_ms', -1)) / 1e3:.2f} s, finish "
+          f"{int(done[-1].get('finish_ms', -1)) / 1e3:.2f} s, projector {swap_ms[name]} ms; "
+          f"VmHWM {peak_kb / 1024:.0f} MB)")
 sample_rss(server)
 stop(server)
 print(f"peak RSS : {peak_kb / 1024:.1f} MB (VmHWM; {catchup_peak_kb / 1024:.1f} MB by the end of "
@@ -242,6 +248,9 @@ result = {
     "rebuild_orders_events_per_s": round(rebuild["orders"], 1),
     "rebuild_products_events_per_s": round(rebuild["products"], 1),
     "rebuild_daily_sales_events_per_s": round(rebuild["daily_sales"], 1),
+    "rebuild_orders_projector_ms": swap_ms["orders"],
+    "rebuild_products_projector_ms": swap_ms["products"],
+    "rebuild_daily_sales_projector_ms": swap_ms["daily_sales"],
     "cold_start_ms": round(cold_ms, 1),
     "scale_peak_rss_mb": round(serve_peak_kb / 1024, 1),
     "scale_peak_rss_catchup_mb": round(catchup_peak_kb / 1024, 1),
