@@ -78,7 +78,7 @@ static int sync_dir(const char *dir, tl_err *err) {
   return rc;
 }
 
-static int sync_file(const char *path, tl_err *err) {
+int tl_files_sync(const char *path, tl_err *err) {
   int fd = open(path, O_RDONLY);
   if (fd < 0) return tl_err_set(err, TL_E_IO, "open %s: %s", path, strerror(errno));
   int rc = fsync(fd) == 0 ? TL_OK : tl_err_set(err, TL_E_IO, "fsync %s: %s", path, strerror(errno));
@@ -411,7 +411,7 @@ int tl_files_install(tl_read *r, int proj, const char *built, tl_err *err) {
   char next[PATH_MAX];
   int64_t gen = r->file[proj].gen + 1;
   int rc = file_path(r, proj, gen, next, sizeof next, err);
-  if (rc == TL_OK) rc = sync_file(built, err);
+  if (rc == TL_OK) rc = tl_files_sync(built, err);
   if (rc == TL_OK && rename(built, next) != 0)
     rc = tl_err_set(err, TL_E_IO, "rename %s: %s", built, strerror(errno));
   if (rc != TL_OK) return rc;

@@ -167,6 +167,8 @@ int tl_files_setup(tl_read *r, int proj, int *stored, tl_err *err);
 int tl_files_connect_writer(tl_read *r, tl_err *err);
 /* Closes a query connection taken with tl_read_conn_acquire instead of pooling it. */
 void tl_read_conn_drop(tl_read *r, tl_db *db);
+/* fsync of the file at path (0 or TL_E_IO). */
+int tl_files_sync(const char *path, tl_err *err);
 /* Closes the idle query connections. */
 void tl_files_close_pool(tl_read *r);
 /* Makes `built` (a closed database with projection proj's tables, checkpoint and no WAL) the
