@@ -291,9 +291,10 @@ def test_rebuilds_fold_a_lean_copy_and_swap_in_the_live_schema(make_server):
     assert st == 200 and r["clean"] is True, r
     # Each rebuilt copy was installed as the projection's next file; the replaced files are
     # deleted once no query connection has them open (none is in use between requests).
-    files = sorted(f for f in os.listdir(srv.data_dir) if f.startswith("read."))
-    assert files == sorted(f % p for p in ("orders", "products", "daily_sales")
-                           for f in ("read.%s.2.db", "read.%s.2.db-shm", "read.%s.2.db-wal")), files
+    want = sorted(f % p for p in ("orders", "products", "daily_sales")
+                  for f in ("read.%s.2.db", "read.%s.2.db-shm", "read.%s.2.db-wal"))
+    wait_for(lambda: read_files(srv) == want, "the replaced files deleted",
+             lambda: read_files(srv))
 
 
 def tidy_steps(srv):
@@ -364,6 +365,14 @@ def test_no_tidy_while_a_rebuild_runs(make_server):
         time.sleep(0.05)
 
 
+def wait_for(cond, what, show, timeout=10.0):
+    """Waits (bounded) for cond(): a replaced file is deleted on a thread of its own."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, (what, show())
+        time.sleep(0.02)
+
+
 def read_files(srv):
     return sorted(f for f in os.listdir(srv.data_dir) if f.startswith("read."))
 
@@ -399,7 +408,8 @@ def test_a_replaced_file_lives_until_no_connection_reads_it(make_server):
     st, _, r = result["r"]
     assert st == 200 and r["clean"] is True, r
     assert {pr["name"]: pr["position"] for pr in r["projections"]}["orders"] >= head
-    assert not os.path.exists(old) and not os.path.exists(old + "-wal")
+    wait_for(lambda: not os.path.exists(old) and not os.path.exists(old + "-wal"),
+             "the replaced file deleted once the reconciliation was done", lambda: read_files(srv))
     srv.req("DELETE", "/admin/failpoints/read.reconcile")
     st, _, r = srv.post("/admin/reconcile")
     assert r["clean"] is True, r
