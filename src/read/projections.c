@@ -217,7 +217,7 @@ static int orders_placed(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err *
   if (rc == TL_OK && sqlite3_changes(db->db) == 1) {
     tl_db_changed(db, TL_CHANGED_ORDER, jstr(d, "orderId"));
     tl_db_changed(db, TL_CHANGED_CUSTOMER, jstr(d, "customerId"));
-    if (db->on_change) announce_items(db, items_text, strlen(items_text));
+    tl_db_changed(db, TL_CHANGED_ITEMS, items_text); /* tl_jw's: no NUL inside */
     sqlite3_stmt *fts = tl_db_stmt(db, SQL_ORD_FTS, err);
     if (!fts) rc = TL_E_IO;
     else {

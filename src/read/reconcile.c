@@ -93,8 +93,11 @@ int tl_read_reconcile(tl_read *r, json_t **report, tl_err *err) {
   /* The snapshot of the live read models: checkpoints and tables as of this transaction. */
   if (rc == TL_OK) rc = tl_db_run(live, "BEGIN", err);
   for (int i = 0; rc == TL_OK && i < tl_projections_count; i++) {
-    f->upto[i] = tl_projection_checkpoint_sql(live, r->file[i].cp_get, tl_projections[i]->name);
-    if (f->upto[i] < 0) rc = tl_err_set(err, TL_E_IO, "cannot read checkpoints");
+    int64_t rec;
+    f->upto[i] = 0;
+    if (tl_projection_checkpoint_read(live, r->file[i].cp_get, tl_projections[i]->name, &f->upto[i],
+                                      &rec) < 0)
+      rc = tl_err_set(err, TL_E_IO, "cannot read checkpoints");
   }
   if (rc == TL_OK) rc = tl_fold_run(r->log, f, err);
   json_t *projections = json_array();

@@ -108,22 +108,23 @@ static const char SQL_SP_RELEASE[] = "RELEASE tl_apply";
 static const char SQL_SP_ROLLBACK[] = "ROLLBACK TO tl_apply";
 
 int64_t tl_projection_checkpoint(tl_db *db, const char *name) {
-  return tl_projection_checkpoint_sql(db, SQL_CP_GET, name);
+  int64_t pos = 0, recorded_ms;
+  return tl_projection_checkpoint_read(db, SQL_CP_GET, name, &pos, &recorded_ms) < 0 ? -1 : pos;
 }
 
-int64_t tl_projection_checkpoint_sql(tl_db *db, const char *sql, const char *name) {
+int tl_projection_checkpoint_read(tl_db *db, const char *sql, const char *name, int64_t *position,
+                                  int64_t *recorded_ms) {
   tl_err err = {0};
   sqlite3_stmt *st = tl_db_stmt(db, sql, &err);
   if (!st) return -1;
   sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-  int64_t pos = 0;
   int rc = sqlite3_step(st);
-  if (rc == SQLITE_ROW)
-    pos = sqlite3_column_int64(st, 1);
-  else if (rc != SQLITE_DONE)
-    pos = -1;
+  if (rc == SQLITE_ROW) {
+    *position = sqlite3_column_int64(st, 1);
+    *recorded_ms = sqlite3_column_type(st, 2) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 2);
+  }
   sqlite3_reset(st);
-  return pos;
+  return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
 int tl_read_put_checkpoint(tl_db *db, const char *sql, const tl_projection_def *def,
@@ -516,20 +517,16 @@ static void publish(tl_read *r, const batch_ctx *b) {
 static void resync_checkpoints(tl_read *r) {
   int moved = 0;
   for (int i = 0; i < tl_projections_count; i++) {
-    tl_err err = {0};
-    sqlite3_stmt *st = tl_db_stmt(r->w, r->file[i].cp_get, &err);
-    if (!st) continue;
-    sqlite3_bind_text(st, 1, tl_projections[i]->name, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW &&
-        sqlite3_column_int64(st, 1) > atomic_load(&r->checkpoint[i])) {
-      pthread_mutex_lock(&r->lock);
-      if (sqlite3_column_type(st, 2) != SQLITE_NULL)
-        atomic_store(&r->recorded_ms[i], sqlite3_column_int64(st, 2));
-      atomic_store(&r->checkpoint[i], sqlite3_column_int64(st, 1));
-      pthread_mutex_unlock(&r->lock);
-      moved = 1;
-    }
-    sqlite3_reset(st);
+    int64_t cp, rec;
+    if (tl_projection_checkpoint_read(r->w, r->file[i].cp_get, tl_projections[i]->name, &cp,
+                                      &rec) != 1 ||
+        cp <= atomic_load(&r->checkpoint[i]))
+      continue;
+    pthread_mutex_lock(&r->lock);
+    if (rec >= 0) atomic_store(&r->recorded_ms[i], rec);
+    atomic_store(&r->checkpoint[i], cp);
+    pthread_mutex_unlock(&r->lock);
+    moved = 1;
   }
   if (!moved) return;
   tl_slog(TL_SLOG_WARN, NULL,
@@ -956,23 +953,16 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
       tl_slog(TL_SLOG_WARN, NULL, "projection version changed; rebuilding beside the old copy",
               "projection", tl_projections[i]->name, "from", from, "to", to, NULL);
     }
-    sqlite3_stmt *st = tl_db_stmt(r->w, r->file[i].cp_get, err);
-    if (!st) {
-      rc = TL_E_IO;
+    int64_t cp, rec;
+    if (tl_projection_checkpoint_read(r->w, r->file[i].cp_get, tl_projections[i]->name, &cp,
+                                      &rec) != 1) {
+      rc = tl_err_set(err, TL_E_IO, "cannot read checkpoints");
       break;
     }
-    sqlite3_bind_text(st, 1, tl_projections[i]->name, -1, SQLITE_STATIC);
-    int s = sqlite3_step(st);
-    if (s == SQLITE_ROW) {
-      int64_t cp = sqlite3_column_int64(st, 1);
-      atomic_store(&r->checkpoint[i], cp);
-      if (sqlite3_column_type(st, 2) != SQLITE_NULL)
-        atomic_store(&r->recorded_ms[i], sqlite3_column_int64(st, 2));
-      if (cp < min_cp) min_cp = cp;
-      if (cp > max_cp) max_cp = cp;
-    }
-    sqlite3_reset(st);
-    if (s != SQLITE_ROW) rc = tl_err_set(err, TL_E_IO, "cannot read checkpoints");
+    atomic_store(&r->checkpoint[i], cp);
+    if (rec >= 0) atomic_store(&r->recorded_ms[i], rec);
+    if (cp < min_cp) min_cp = cp;
+    if (cp > max_cp) max_cp = cp;
   }
   if (rc == TL_OK) rc = tl_read_refresh_dlq_depths(r, err);
   if (rc == TL_OK) {

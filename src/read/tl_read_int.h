@@ -150,8 +150,10 @@ int tl_read_put_checkpoint(tl_db *db, const char *sql, const tl_projection_def *
 /* The version a projection's checkpoint in db's main database was written by; -1 if none (or
  * unreadable). Creates the checkpoint table if missing. */
 int tl_projection_stored_version(tl_db *db, const char *name);
-/* tl_projection_checkpoint with sql (a tl_proj_file's cp_get). */
-int64_t tl_projection_checkpoint_sql(tl_db *db, const char *sql, const char *name);
+/* Reads projection `name`'s checkpoint with sql (SQL_CP_GET's columns: a tl_proj_file's cp_get):
+ * 1 and *position, *recorded_ms (-1: none), 0 when there is none, -1 on a storage error. */
+int tl_projection_checkpoint_read(tl_db *db, const char *sql, const char *name, int64_t *position,
+                                  int64_t *recorded_ms);
 
 /* ---- the files (files.c) ------------------------------------------------------------------ */
 
