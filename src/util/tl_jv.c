@@ -99,12 +99,26 @@ static char *put_utf8(char *o, uint32_t cp) {
   return o;
 }
 
+/* 1 for the bytes a string holds as they are: printable ASCII but the quote and the backslash
+ * (control bytes, escapes and UTF-8 sequences take the slow path). */
+static const unsigned char PLAIN[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+
 /* A string at ps->p (its opening quote): decoded into the string buffer, NUL-terminated. A
  * decoded NUL (\u0000) makes it invalid: jansson refuses it in values and in names. */
 static int parse_string(parser *ps, const char **out, uint32_t *out_len) {
   const char *p = ps->p + 1, *end = ps->end;
   char *o = ps->out, *start = ps->out;
   for (;;) {
+    while (p < end && PLAIN[(unsigned char)*p]) *o++ = *p++; /* most bytes: copied */
     if (p == end) return fail_at(ps, TL_E_INVALID, p);
     unsigned char c = (unsigned char)*p;
     if (c == '"') break;
@@ -115,11 +129,6 @@ static int parse_string(parser *ps, const char **out, uint32_t *out_len) {
       memcpy(o, p, n);
       o += n;
       p += n;
-      continue;
-    }
-    if (c != '\\') {
-      *o++ = (char)c;
-      p++;
       continue;
     }
     if (++p == end) return fail_at(ps, TL_E_INVALID, p);
@@ -163,6 +172,45 @@ static bool is_digit(char c) {
   return c >= '0' && c <= '9';
 }
 
+/* The value of the unsigned JSON real [p, end) (digits, '.' digits, exponent) when it can be
+ * computed exactly from its digits: a mantissa m <= 2^53 and a power of ten 10^k, |k| <= 22,
+ * are both exact doubles, so m * 10^k or m / 10^k rounds once, to the double nearest to the
+ * number, which is what strtod answers (Clinger's fast path; SSE2 arithmetic, no extended
+ * precision). Prices like 81.99 take this path: strtod cost ~700 instructions each. False:
+ * use strtod. */
+static bool exact_real(const char *p, const char *end, double *out) {
+  static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                 1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  const uint64_t max_exact = (uint64_t)1 << 53;
+  uint64_t m = 0;
+  int k = 0; /* the power of ten: minus the fraction's digits, plus the exponent */
+  for (; p < end && is_digit(*p); p++) {
+    m = m * 10 + (uint64_t)(*p - '0');
+    if (m > max_exact) return false;
+  }
+  if (p < end && *p == '.') {
+    for (p++; p < end && is_digit(*p); p++, k--) {
+      m = m * 10 + (uint64_t)(*p - '0');
+      if (m > max_exact) return false;
+    }
+  }
+  if (p < end) { /* 'e' or 'E', a sign, digits (checked by the caller) */
+    bool eneg = false;
+    int e = 0;
+    p++;
+    if (*p == '+' || *p == '-') eneg = *p++ == '-';
+    for (; p < end; p++) {
+      e = e * 10 + (*p - '0');
+      if (e > 1000) return false;
+    }
+    k += eneg ? -e : e;
+  }
+  if (k < -22 || k > 22) return false;
+  *out = k < 0 ? (double)m / POW10[-k] : (double)m * POW10[k];
+  return true;
+}
+
 /* A number at ps->p into node v: an integer when it has neither fraction nor exponent (refused
  * outside int64, as strtoll's ERANGE makes jansson refuse it), else a real read by strtod
  * (refused when it overflows; an underflow reads as the small or zero result). */
@@ -204,6 +252,12 @@ static int parse_number(parser *ps, tl_jv *v) {
     }
     v->type = TL_JV_INTEGER;
     v->u.i = neg ? (acc ? -(int64_t)(acc - 1) - 1 : 0) : (int64_t)acc;
+    return TL_OK;
+  }
+  double fast;
+  if (exact_real(start + neg, p, &fast)) {
+    v->type = TL_JV_REAL;
+    v->u.r = neg ? -fast : fast;
     return TL_OK;
   }
   /* strtod needs a NUL after the number: a copy (on the stack unless it is very long). */
@@ -390,8 +444,9 @@ const char *tl_jdoc_repeated_key(const tl_jdoc *d, bool *oom) {
 const tl_jv *tl_jv_get(const tl_jv *object, const char *key) {
   if (!tl_jv_is(object, TL_JV_OBJECT)) return NULL;
   const tl_jv *found = NULL;
+  const char first = key[0]; /* most names differ there: no call for them */
   TL_JV_FOREACH(m, object) {
-    if (strcmp(m->key, key) == 0) found = m;
+    if (m->key[0] == first && strcmp(m->key, key) == 0) found = m;
   }
   return found;
 }

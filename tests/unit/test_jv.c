@@ -133,6 +133,64 @@ static void test_numbers_as_jansson(void **s) {
   tl_jdoc_free(&d);
 }
 
+/* Reals read without strtod (mantissa <= 2^53, power of ten within 10^+-22) and those past
+ * that edge, which go to strtod: each must be the double strtod reads, bit for bit. Random
+ * decimals of 1-19 digits with a point anywhere and exponents of -30..30, and the edges. */
+static void test_reals_bit_for_bit(void **s) {
+  (void)s;
+  static const char *const EDGES[] = {"9007199254740992.0",
+                                      "9007199254740993.0",
+                                      "9007199254740992.5",
+                                      "0.9007199254740993",
+                                      "1e22",
+                                      "1e23",
+                                      "9007199254740992e22",
+                                      "1e-22",
+                                      "1e-23",
+                                      "123456789012345.67",
+                                      "0.1",
+                                      "0.30000000000000004",
+                                      "4.35",
+                                      "81.99",
+                                      "1.7976931348623157e308",
+                                      "5e-324",
+                                      "0.000000000000000000001",
+                                      "1E+0",
+                                      "1e-0",
+                                      "0.5e1"};
+  tl_jdoc d = {0};
+  char text[160], num[64];
+  uint64_t x = 88172645463325252ULL;
+  for (int i = 0; i < 200000 + (int)TL_ARRAY_LEN(EDGES); i++) {
+    if (i < (int)TL_ARRAY_LEN(EDGES)) {
+      snprintf(num, sizeof num, "%s", EDGES[i]);
+    } else {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      int digits = 1 + (int)(x % 19), point = (int)((x >> 8) % (uint64_t)(digits + 1));
+      int n = 0;
+      for (int k = 0; k < digits; k++) {
+        if (k == point && k > 0) num[n++] = '.';
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        num[n++] = (char)('0' + (k == 0 && digits > 1 ? 1 + x % 9 : x % 10));
+      }
+      if ((x >> 20) % 3 == 0)
+        n += snprintf(num + n, sizeof num - (size_t)n, "e%d", (int)((x >> 24) % 61) - 30);
+      else if (point == 0 || point == digits)
+        n += snprintf(num + n, sizeof num - (size_t)n, ".5");
+      num[n] = '\0';
+    }
+    snprintf(text, sizeof text, "[%s,-%s]", num, num);
+    const tl_jv *a = NULL;
+    if (tl_jdoc_parse(&d, text, strlen(text), &a) != TL_OK) fail_msg("%s refused", text);
+    double want = strtod(num, NULL), got = tl_jv_real(tl_jv_first(a)),
+           got_neg = tl_jv_real(tl_jv_first(a) + 1), want_neg = -want;
+    if (tl_jv_first(a)->type != TL_JV_REAL || memcmp(&want, &got, sizeof want) != 0 ||
+        memcmp(&want_neg, &got_neg, sizeof want) != 0)
+      fail_msg("%s: %.17g (strtod %.17g), -: %.17g", num, got, want, got_neg);
+  }
+  tl_jdoc_free(&d);
+}
+
 /* Every text here is refused by json_loads(text, 0); tl_jdoc_parse must refuse it too. */
 static void test_refuses_what_jansson_refuses(void **s) {
   (void)s;
@@ -369,6 +427,7 @@ int main(void) {
       cmocka_unit_test(test_reads_an_order),
       cmocka_unit_test(test_strings_decode_as_jansson),
       cmocka_unit_test(test_numbers_as_jansson),
+      cmocka_unit_test(test_reals_bit_for_bit),
       cmocka_unit_test(test_refuses_what_jansson_refuses),
       cmocka_unit_test(test_repeated_names),
       cmocka_unit_test(test_repeated_key_check),
