@@ -428,7 +428,9 @@ static int reattach(tl_read *r, int proj, const char *path, tl_err *err) {
   sqlite3_db_config(r->w->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
   exec_sql(r->w, sqlite3_mprintf("DETACH DATABASE \"%w\"", s), 0, &ignored);
   sqlite3_db_config(r->w->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, NULL);
-  int rc = exec_sql(r->w, attach_sql(s, path, 1), 0, err);
+  int rc = tl_fp("read.attach")
+               ? tl_err_set(err, TL_E_IO, "attach %s failed (fail point read.attach)", path)
+               : exec_sql(r->w, attach_sql(s, path, 1), 0, err);
   exec_sql(r->w, sqlite3_mprintf("DETACH DATABASE \"%w\"", s), 1, &ignored);
   tl_err ck = {0};
   if (exec_sql(r->w, attach_sql(s, path, 0), 1, &ck) != TL_OK) /* only the backstop then */
@@ -452,8 +454,8 @@ int tl_files_install(tl_read *r, int proj, const char *built, tl_err *err) {
     tl_err again = {0};
     if (reattach(r, proj, r->file[proj].path, &again) != TL_OK)
       tl_slog(TL_SLOG_ERROR, NULL,
-              "cannot attach a projection's file again: its queries and the projector fail "
-              "until a restart",
+              "cannot attach a projection's file again: the projector tries again before its "
+              "next batch",
               "file", r->file[proj].path, "error", again.msg, NULL);
     tl_err ignored = {0};
     remove_db(next);
@@ -478,4 +480,22 @@ int tl_files_install(tl_read *r, int proj, const char *built, tl_err *err) {
   close_nodes(idle);
   remove_retired(retired, n_retired);
   return TL_OK;
+}
+
+int tl_files_heal(tl_read *r) {
+  int healed = 0;
+  for (int i = 0; i < tl_projections_count; i++) {
+    const char *name = tl_projections[i]->name;
+    if (sqlite3_db_filename(r->w->db, name)) continue; /* attached */
+    tl_err err = {0};
+    if (reattach(r, i, r->file[i].path, &err) == TL_OK) {
+      healed++;
+      tl_slog(TL_SLOG_WARN, NULL, "a projection's file was attached again", "projection", name,
+              "file", r->file[i].path, NULL);
+    } else {
+      tl_slog(TL_SLOG_ERROR, NULL, "cannot attach a projection's file; trying again later",
+              "projection", name, "file", r->file[i].path, "error", err.msg, NULL);
+    }
+  }
+  return healed;
 }

@@ -846,7 +846,9 @@ static void *projector_main(void *arg) {
     int n = project_batch(r, reader);
     int64_t next = fire_waiters(r);
     if (n < 0) {
-      /* Storage trouble: back off (exponentially, up to 1 s) and try the same batch again. */
+      /* Storage trouble: back off (exponentially, up to 1 s) and try the same batch again,
+       * with every projection's file attached. */
+      tl_files_heal(r);
       struct timespec ts = {backoff / 1000, (long)(backoff % 1000) * 1000000L};
       nanosleep(&ts, NULL);
       backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;

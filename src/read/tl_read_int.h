@@ -178,6 +178,11 @@ void tl_files_close_pool(tl_read *r);
  * connection in place of the old one, which is deleted once no query connection has it
  * attached. Projector thread, outside a transaction. On failure the old file stays live. */
 int tl_files_install(tl_read *r, int proj, const char *built, tl_err *err);
+/* Attaches again, on the projector's connection and its checkpointer's, each projection's
+ * live file that is not attached there (a swap whose failure could not attach the old file
+ * back leaves it so; every batch fails until then). Projector thread, outside a transaction.
+ * Returns how many it attached. */
+int tl_files_heal(tl_read *r);
 /* Re-reads every projection's DLQ depth from r->w. */
 int tl_read_refresh_dlq_depths(tl_read *r, tl_err *err);
 /* After a rebuild swapped projection i in at position (recorded_ms): forget its failure and

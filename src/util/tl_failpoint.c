@@ -28,8 +28,8 @@ static int g_n;
 
 /* Known names: a literal, or a template whose "*" is one name of [a-z0-9_]. */
 static const char *const TEMPLATES[] = {
-    "log.append",           "log.commit",  "log.fsync",      "log.snapshot", "projection.*.apply",
-    "projection.*.rebuild", "read.commit", "read.reconcile", "saga.*.step"};
+    "log.append",           "log.commit",  "log.fsync",   "log.snapshot",   "projection.*.apply",
+    "projection.*.rebuild", "read.attach", "read.commit", "read.reconcile", "saga.*.step"};
 
 static int name_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
@@ -104,7 +104,8 @@ static int validate(const char *point, const char *action, fp_kind *kind, long *
         err, TL_E_INVALID,
         "unknown fail point '%.64s' (known: log.append, log.commit, log.fsync, "
         "log.snapshot, "
-        "projection.<name>.apply, projection.<name>.rebuild, read.commit, read.reconcile, "
+        "projection.<name>.apply, projection.<name>.rebuild, read.attach, read.commit, "
+        "read.reconcile, "
         "saga.<name>.step)",
         point ? point : "");
   if (!action || strcmp(action, "off") == 0) return TL_OK;

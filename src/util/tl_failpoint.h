@@ -39,7 +39,7 @@ static inline int tl_fp(const char *point) {
 }
 
 /* Is `point` a name twinlane has (log.append, log.commit, log.fsync, log.snapshot,
- * projection.<name>.apply, projection.<name>.rebuild, read.commit, read.reconcile,
+ * projection.<name>.apply, projection.<name>.rebuild, read.attach, read.commit, read.reconcile,
  * saga.<name>.step)? Names of
  * projections and process managers are not checked here. */
 int tl_fp_known(const char *point);

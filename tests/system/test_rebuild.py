@@ -469,3 +469,30 @@ def test_a_single_read_db_of_an_older_version_is_replaced(make_server):
     st, _, after = srv.query("/customers/%s/orders" % cust, head, {"limit": 100})
     assert [s["orderId"] for s in after["items"]] == [s["orderId"] for s in before["items"]]
     assert srv.read_db("orders").endswith("read.orders.1.db")
+
+
+def test_a_swap_that_cannot_attach_any_file_heals_at_the_next_batch(make_server):
+    """A rebuild whose new file cannot be attached goes back to the old one; when that cannot be
+    attached either (read.attach fails twice), the projection has no file on the projector's
+    connection: its next batch fails, and the projector attaches the live file again before the
+    retry instead of failing every batch until a restart."""
+    srv = make_server(FP)
+    p = srv.create_product(uid("prod"), price=1, stock=100)
+    srv.place_order([(p["productId"], 1, 1)])
+    srv.projected_head()
+    live = srv.read_db("products")
+    st, _, b = srv.req("PUT", "/admin/failpoints/read.attach", {"action": "error*2"})
+    assert st == 200, b
+    rebuild(srv, "products")
+    wait_rebuilt(srv, "products")
+    log = open(srv.stderr_path).read()
+    assert "projection rebuild failed" in log and "fail point read.attach" in log, log[-2000:]
+    assert srv.read_db("products") == live  # the old file stays the projection's
+    o = srv.place_order([(p["productId"], 2, 1)])
+    st, _, v = srv.query("/products/" + p["productId"], o["position"])
+    assert st == 200 and v["salesCount"] == 3, v
+    log = open(srv.stderr_path).read()
+    assert "a projection's file was attached again" in log, log[-2000:]
+    assert status(srv, "products")["status"] == "running"
+    st, _, r = srv.post("/admin/reconcile")
+    assert st == 200 and r["clean"] is True, r
