@@ -180,13 +180,13 @@ static int order_items(tl_db *db, const tl_jv *items, tl_jw *view, tl_buf *names
   return TL_OK;
 }
 
-static int orders_placed(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err *err) {
+/* An OrderPlaced whose items add up to total (order_total). */
+static int orders_placed(tl_db *db, const tl_event *ev, const tl_jv *d, int64_t total,
+                         tl_err *err) {
   const tl_jv *items = tl_jv_get(d, "items");
   tl_jw view = {0};
   tl_buf names = {0}; /* every product name of the order, for full-text search */
   tl_buf_append(&names, "", 0);
-  int64_t total;
-  order_total(d, &total); /* the caller checked that it fits */
   int rc = order_items(db, items, &view, &names, err);
   char *items_text = rc == TL_OK ? tl_jw_take(&view) : NULL;
   /* Without an address (decide always writes one) the view says null: dumping NULL fails, and
@@ -236,7 +236,7 @@ static int orders_apply(tl_db *db, const tl_event *ev, const tl_jv *d, tl_err *e
   const char *status = NULL;
   int64_t total;
   if (strcmp(ev->type, "OrderPlaced") == 0)
-    return order_total(d, &total) ? orders_placed(db, ev, d, err) : TL_OK;
+    return order_total(d, &total) ? orders_placed(db, ev, d, total, err) : TL_OK;
   if (strcmp(ev->type, "ProductCreated") == 0) {
     STMT(st, SQL_ORD_NAME_PUT);
     sqlite3_bind_text(st, 1, jstr(d, "productId"), -1, SQLITE_STATIC);
