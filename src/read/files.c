@@ -150,12 +150,7 @@ static int build_sql(tl_read *r, tl_err *err) {
             " VALUES(?,?,?,?) ON CONFLICT(name) DO UPDATE SET version = excluded.version,"
             " position = excluded.position, recorded_at = excluded.recorded_at",
             s);
-    f->dlq_park =
-        fmt("INSERT INTO \"%w\".rm_dlq(id, projection, position, stream, type, error, attempts,"
-            " first_failed_at, last_failed_at) VALUES(?9,?1,?2,?3,?4,?5,?6,?7,?8)"
-            " ON CONFLICT(id) DO UPDATE SET error = excluded.error,"
-            " attempts = attempts + excluded.attempts, last_failed_at = excluded.last_failed_at",
-            s);
+    f->dlq_park = fmt(TL_DLQ_PARK_SQL("\"%w\"."), s);
     f->dlq_depth = fmt("SELECT COUNT(*) FROM \"%w\".rm_dlq", s);
     f->dlq_one = fmt("SELECT id, projection, position FROM \"%w\".rm_dlq WHERE id = ?", s);
     f->dlq_del = fmt("DELETE FROM \"%w\".rm_dlq WHERE id = ?", s);

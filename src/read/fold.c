@@ -3,6 +3,8 @@
  */
 #include "read/tl_read_int.h"
 
+#include "util/tl_time.h"
+
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,14 +28,39 @@ typedef struct fold_ctx {
   tl_jdoc doc; /* the data of the event being folded */
 } fold_ctx;
 
-/* Projection i applies ev in a savepoint of its own: a refusal is rolled back and counted. */
+static const char SQL_PARK[] = TL_DLQ_PARK_SQL("");
+
+/* Projection i could not apply ev (why): counted, and parked when the copy goes live. */
+static int refused(fold_ctx *c, int i, const tl_event *ev, const char *why) {
+  tl_fold *f = c->f;
+  f->errors[i]++;
+  if (!f->park) return TL_OK;
+  sqlite3_stmt *st = tl_db_stmt(f->db, SQL_PARK, &c->err);
+  if (!st) return TL_E_IO;
+  int64_t now = tl_now_ms();
+  sqlite3_bind_text(st, 1, tl_projections[i]->name, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, ev->position);
+  sqlite3_bind_text(st, 3, ev->stream, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 4, ev->type, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 5, why, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 6, 1);
+  sqlite3_bind_int64(st, 7, now);
+  sqlite3_bind_int64(st, 8, now);
+  sqlite3_bind_int64(st, 9, ev->position * TL_MAX_PROJECTIONS + i);
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  return rc == SQLITE_DONE ? TL_OK : tl_db_fail(f->db, rc, "park event", &c->err);
+}
+
+/* Projection i applies ev in a savepoint of its own: a refusal is rolled back (and parked). */
 static int apply_careful(fold_ctx *c, int i, const tl_event *ev, const tl_jv *data) {
   tl_fold *f = c->f;
   tl_err why = {0};
   if (tl_db_run(f->db, "SAVEPOINT fold", &c->err) != TL_OK) return TL_E_IO;
   if (tl_projections[i]->apply(f->db, ev, data, &why) != TL_OK) {
-    f->errors[i]++;
     if (tl_db_run(f->db, "ROLLBACK TO fold", &c->err) != TL_OK) return TL_E_IO;
+    if (refused(c, i, ev, why.msg[0] ? why.msg : "the projection refused the event") != TL_OK)
+      return TL_E_IO;
   }
   return tl_db_run(f->db, "RELEASE fold", &c->err) != TL_OK ? TL_E_IO : TL_OK;
 }
@@ -51,7 +78,9 @@ static int fold_event(void *arg, const tl_event *ev) {
   for (int i = 0; i < tl_projections_count && c->rc == TL_OK && !c->refused; i++) {
     if (ev->position > f->upto[i]) continue;
     if (!data) {
-      f->errors[i]++;
+      char why[64];
+      snprintf(why, sizeof why, "event %lld has unreadable data", (long long)ev->position);
+      if (refused(c, i, ev, why) != TL_OK) c->rc = TL_E_IO;
       continue;
     }
     if (c->careful) {

@@ -67,7 +67,7 @@ static int swap_task(tl_read *r, tl_log_reader *reader, void *arg, tl_err *err) 
   j->swap_ms = (tl_mono_ns() - t0) / 1000000;
   if (rc != TL_OK) return rc;
   tl_err ignored = {0};
-  tl_read_refresh_dlq_depths(r, &ignored); /* the new file has no dead letters */
+  tl_read_refresh_dlq_depths(r, &ignored); /* the new file's: what the fold parked */
   atomic_store(&r->version_hold[j->proj], 0);
   tl_read_publish_rebuilt(r, j->proj, j->fold.position, j->fold.recorded_ms);
   return TL_OK;
@@ -98,13 +98,16 @@ static int rebuild_one(tl_read *r, int proj, tl_err *err) {
    * not on the heap (temp_store=MEMORY: +35 MB of peak RSS at 300k orders). */
   if (rc == TL_OK) rc = tl_db_exec(j->fold.db, "PRAGMA temp_store=FILE", err);
   if (rc == TL_OK) rc = tl_fold_create_tables(j->fold.db, d, err);
+  /* The checkpoint and the dead letters: events the projection cannot apply are parked here
+   * again (the live copy's dead letters are folded like every other event). */
+  if (rc == TL_OK) rc = tl_db_exec(j->fold.db, TL_READ_STORE_SCHEMA, err);
+  j->fold.park = true;
   while (rc == TL_OK) {
     j->fold.upto[proj] = tl_log_head(r->log);
     rc = tl_fold_run(r->log, &j->fold, err);
     if (rc == TL_OK && tl_log_head(r->log) - j->fold.position <= CATCH_UP_EVENTS) break;
   }
   int64_t fold_ms = (tl_mono_ns() - t0) / 1000000, t1 = tl_mono_ns();
-  if (rc == TL_OK) rc = tl_db_exec(j->fold.db, TL_READ_STORE_SCHEMA, err);
   if (rc == TL_OK && d->finish_sql) {
     /* Sorts and indexes of every row (seconds at a million): a shutdown interrupts them. One
      * transaction: a crash leaves the scratch file, removed at start-up. */

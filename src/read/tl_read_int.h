@@ -143,6 +143,16 @@ const tl_jv *tl_read_parse_data(tl_jdoc *doc, const tl_event *ev);
 
 /* The table of checkpoints and dead letters in each projection's file. */
 extern const char TL_READ_STORE_SCHEMA[];
+/* Parks an event in the rm_dlq of `schema` ("" or a quoted name and a dot): ?1 projection,
+ * ?2 position, ?3 stream, ?4 type, ?5 error, ?6 attempts, ?7 first and ?8 last failure (ms),
+ * ?9 id (position * TL_MAX_PROJECTIONS + projection index). Parked again, it counts the
+ * attempts and keeps the last error. */
+#define TL_DLQ_PARK_SQL(schema)                                          \
+  "INSERT INTO " schema                                                  \
+  "rm_dlq(id, projection, position, stream, type, error, attempts,"      \
+  " first_failed_at, last_failed_at) VALUES(?9,?1,?2,?3,?4,?5,?6,?7,?8)" \
+  " ON CONFLICT(id) DO UPDATE SET error = excluded.error,"               \
+  " attempts = attempts + excluded.attempts, last_failed_at = excluded.last_failed_at"
 /* Stores a projection's checkpoint (inside the caller's transaction) with sql (NULL: in the
  * main database; else a tl_proj_file's cp_put). */
 int tl_read_put_checkpoint(tl_db *db, const char *sql, const tl_projection_def *def,
@@ -200,6 +210,10 @@ typedef struct tl_fold {
   const char *fp_point;               /* evaluated once per event (e.g. to slow a rebuild) */
   _Atomic int *stop;                  /* when set and non-zero: the fold ends with TL_E_CLOSED */
   _Atomic int64_t *progress;          /* when set: the position of each event folded */
+  /* A copy that goes live (a rebuild): each event a projection cannot apply is parked in the
+   * scratch database's rm_dlq (TL_READ_STORE_SCHEMA, created by the caller), as the projector
+   * parks it; else it is only counted. */
+  bool park;
 } tl_fold;
 
 /* Creates projection d's tables, empty, in the scratch database db: its fold schema, else its

@@ -496,3 +496,38 @@ def test_a_swap_that_cannot_attach_any_file_heals_at_the_next_batch(make_server)
     assert status(srv, "products")["status"] == "running"
     st, _, r = srv.post("/admin/reconcile")
     assert st == 200 and r["clean"] is True, r
+
+
+def test_a_rebuild_parks_again_the_events_its_projection_cannot_apply(make_server):
+    """An event a projection cannot apply is parked in its dead-letter queue by the live
+    projector; a rebuild that meets it again parks it in the new copy too (it used to drop it
+    silently: the new file had no dead letters, the event was gone from sight)."""
+    srv = make_server(FP)
+    p = srv.create_product(uid("prod"), price=1, stock=100)
+    srv.place_order([(p["productId"], 1, 1)])
+    head = srv.idle_head()
+    srv.stop()
+    db = sqlite3.connect(os.path.join(srv.data_dir, "events.db"), timeout=10)
+    db.execute("INSERT INTO events(position, stream, version, type, schema_version, data, metadata,"
+               " recorded_at) VALUES(?, 'note-1', 1, 'NoteAdded', 1, '{not json', '{}', ?)",
+               (head + 1, int(time.time() * 1000)))
+    db.commit()
+    db.close()
+    srv.start()
+    after = srv.place_order([(p["productId"], 1, 1)])
+    # The projections go past the unreadable event by parking it (2 attempts, 5-10 ms apart).
+    st, _, v = srv.query("/orders/" + after["orderId"], after["position"])
+    assert st == 200, v
+    for name in ("orders", "products"):
+        st, _, items = srv.get("/admin/dlq", {"projection": name})
+        assert [i["position"] for i in items] == [head + 1], (name, items)
+    rebuild(srv, "orders")
+    wait_rebuilt(srv, "orders")
+    st, _, items = srv.get("/admin/dlq", {"projection": "orders"})
+    assert [(i["position"], i["type"]) for i in items] == [(head + 1, "NoteAdded")], items
+    assert "unreadable" in items[0]["error"], items
+    assert status(srv, "orders")["dlqDepth"] == 1
+    st, _, v = srv.get("/orders/" + after["orderId"])
+    assert st == 200 and v["orderId"] == after["orderId"], v
+    st, _, r = srv.post("/admin/reconcile")
+    assert st == 200 and r["clean"] is True, r
