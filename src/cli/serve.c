@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +31,7 @@ void tl_cli_usage(int to_stderr) {
           "usage:\n"
           "  twinlane serve [--data DIR] [--listen HOST:PORT] [--log-level LEVEL]\n"
           "                 [--ready-lag-ms MS] [--order-cache N] [--snapshot-every N]\n"
-          "                 [--view-cache N]\n"
+          "                 [--view-cache N] [--fold-from N]\n"
           "                 [--http-threads N]\n"
           "                 [--retry-base-ms MS] [--retry-cap-ms MS] [--retry-attempts N]\n"
           "                 [--enable-failpoints]\n"
@@ -51,6 +52,9 @@ void tl_cli_usage(int to_stderr) {
           "  --order-cache N     orders kept in the writer's memory (default 100000)\n"
           "  --view-cache N      order views kept rendered in memory, rounded down to a\n"
           "                      power of two (default 65536; 0: none)\n"
+          "  --fold-from N       a projection that starts empty on a log of at least N events\n"
+          "                      is folded into a new copy, as a rebuild does (default %d;\n"
+          "                      0: the projector catches it up)\n"
           "  --snapshot-every N  snapshot an aggregate's state every N events of its stream\n"
           "                      (default %d; 0: no snapshots, every load folds the stream)\n"
           "  --http-threads N    HTTP event-loop threads (default: CPUs, at most 8)\n"
@@ -61,7 +65,7 @@ void tl_cli_usage(int to_stderr) {
           "                      for tests; never in production)\n\n"
           "environment:\n"
           "  TWINLANE_FAILPOINTS  \"point=action;...\" armed at start-up (README: Fail points)\n",
-          TL_VERSION, TL_SNAPSHOT_EVERY_DEFAULT);
+          TL_VERSION, TL_READ_FOLD_FROM_DEFAULT, TL_SNAPSHOT_EVERY_DEFAULT);
 }
 
 /* Takes an exclusive lock on DIR/LOCK (creating DIR if needed), held until the process exits:
@@ -123,7 +127,8 @@ int tl_cli_serve(int argc, char **argv) {
   tl_read_opts ro = {.retry_base_ms = 200,
                      .retry_cap_ms = 30000,
                      .retry_attempts = 8,
-                     .view_cache = TL_READ_VIEW_CACHE_DEFAULT};
+                     .view_cache = TL_READ_VIEW_CACHE_DEFAULT,
+                     .fold_from = TL_READ_FOLD_FROM_DEFAULT};
   long snapshot_every = TL_SNAPSHOT_EVERY_DEFAULT;
   static const struct option OPTS[] = {{"data", required_argument, NULL, 'd'},
                                        {"listen", required_argument, NULL, 'l'},
@@ -138,6 +143,7 @@ int tl_cli_serve(int argc, char **argv) {
                                        {"help", no_argument, NULL, 'h'},
                                        {"snapshot-every", required_argument, NULL, 's'},
                                        {"view-cache", required_argument, NULL, 'V'},
+                                       {"fold-from", required_argument, NULL, 'f'},
                                        {NULL, 0, NULL, 0}};
   int c;
   optind = 1;
@@ -168,6 +174,9 @@ int tl_cli_serve(int argc, char **argv) {
     case 'V':
       if (parse_count("--view-cache", optarg, TL_READ_VIEW_CACHE_MAX, &ro.view_cache) != 0)
         return 2;
+      break;
+    case 'f':
+      if (parse_count("--fold-from", optarg, INT32_MAX, &ro.fold_from) != 0) return 2;
       break;
     case 'F': enable_failpoints = 1; break;
     case 'B': ro.retry_base_ms = atoi(optarg); break;

@@ -171,7 +171,14 @@ static void *rebuild_main(void *arg) {
       if (!atomic_load(&r->version_hold[i])) continue;
       atomic_store(&r->rebuilding, i);
       memset(&err, 0, sizeof err);
-      rebuild_one(r, i, &err);
+      if (rebuild_one(r, i, &err) != TL_OK && atomic_load(&r->fold_start[i]) &&
+          !atomic_load(&r->stopping)) {
+        /* An empty copy: the projector can catch it up instead (a changed version cannot). */
+        tl_slog(TL_SLOG_WARN, NULL, "the projector catches the projection up instead", "projection",
+                tl_projections[i]->name, NULL);
+        atomic_store(&r->version_hold[i], 0);
+      }
+      atomic_store(&r->fold_start[i], 0);
     }
   }
   atomic_store(&r->rebuilding, -1);

@@ -895,12 +895,14 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
   r->opts = (tl_read_opts){.retry_base_ms = 200,
                            .retry_cap_ms = 30000,
                            .retry_attempts = 8,
-                           .view_cache = TL_READ_VIEW_CACHE_DEFAULT};
+                           .view_cache = TL_READ_VIEW_CACHE_DEFAULT,
+                           .fold_from = TL_READ_FOLD_FROM_DEFAULT};
   if (opts) {
     if (opts->retry_base_ms > 0) r->opts.retry_base_ms = opts->retry_base_ms;
     if (opts->retry_cap_ms > 0) r->opts.retry_cap_ms = opts->retry_cap_ms;
     if (opts->retry_attempts > 0) r->opts.retry_attempts = opts->retry_attempts;
     r->opts.view_cache = opts->view_cache;
+    r->opts.fold_from = opts->fold_from;
   }
   if (r->opts.retry_cap_ms < r->opts.retry_base_ms) r->opts.retry_cap_ms = r->opts.retry_base_ms;
   r->rng = (unsigned)tl_mono_ns();
@@ -965,6 +967,18 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
     if (rec >= 0) atomic_store(&r->recorded_ms[i], rec);
     if (cp < min_cp) min_cp = cp;
     if (cp > max_cp) max_cp = cp;
+  }
+  int64_t head = tl_log_head(log);
+  for (int i = 0; rc == TL_OK && i < tl_projections_count; i++) {
+    if (r->opts.fold_from <= 0 || head < r->opts.fold_from || atomic_load(&r->checkpoint[i]) ||
+        atomic_load(&r->version_hold[i]))
+      continue;
+    atomic_store(&r->version_hold[i], 1);
+    atomic_store(&r->fold_start[i], 1);
+    char events[24];
+    snprintf(events, sizeof events, "%lld", (long long)head);
+    tl_slog(TL_SLOG_INFO, NULL, "projection starts empty; folding the log into a new copy",
+            "projection", tl_projections[i]->name, "events", events, NULL);
   }
   if (rc == TL_OK) rc = tl_read_refresh_dlq_depths(r, err);
   if (rc == TL_OK) {

@@ -125,12 +125,15 @@ struct tl_read {
   /* Projections whose stored version differs from their definition: the projector leaves their
    * old tables alone (they keep answering) until the rebuild swaps the new version in. */
   _Atomic int version_hold[TL_MAX_PROJECTIONS];
+  /* Of those, the ones held because they start empty on a long log (tl_read_opts.fold_from):
+   * folded into a new copy like a rebuild; if that fails, the projector catches them up. */
+  _Atomic int fold_start[TL_MAX_PROJECTIONS];
   pthread_t rebuild_thread;
   int rebuild_joinable; /* guarded by lock */
 };
 
-/* Starts rebuilding, one after the other, the projections held for a version change (at
- * start-up, once the projector runs). */
+/* Starts rebuilding, one after the other, the projections held for a version change or an
+ * empty start (at start-up, once the projector runs). */
 int tl_read_rebuild_versions(tl_read *r, tl_err *err);
 
 /* Runs t on the projector thread and waits: TL_E_TIMEOUT if the projector did not take it in
