@@ -297,6 +297,26 @@ def test_product_counters_follow_the_counting_rule(shared):
     assert parse_time(v["lastSoldAt"]) == parse_time(many[-1]["order"]["createdAt"])
 
 
+def test_an_order_listing_a_product_on_two_lines_counts_both(shared):
+    """items may name a product twice: the order view keeps both lines, the product's counters
+    (and its lines, which a cancellation reads back) sum them, and a cancellation takes both
+    back."""
+    pid = uid("prod")
+    shared.create_product(pid, price=2.5, stock=50)
+    o = shared.place_reserved_order([(pid, 2, 2.5), (pid, 3, 2.5)])
+    head = shared.idle_head()
+    st, _, v = shared.query("/orders/" + o["orderId"], head)
+    assert st == 200 and [i["quantity"] for i in v["items"]] == [2, 3], v
+    assert v["total"] == D("12.5"), v
+    st, _, v = shared.query("/products/" + pid, head)
+    assert v["salesCount"] == 5 and v["revenue"] == D("12.5"), v
+    assert v["available"] == 45, v
+    assert shared.command(o["orderId"], "cancel")[0] == 200
+    st, _, v = shared.query("/products/" + pid, shared.idle_head())
+    assert v["salesCount"] == 0 and v["revenue"] == 0 and v["lastSoldAt"] is None, v
+    assert v["available"] == 50, v
+
+
 def test_bad_category_listing_parameters_are_400(shared):
     for q in ("limit=0", "limit=101", "limit=abc"):
         st, h, b = shared.get("/products?" + q)
