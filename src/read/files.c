@@ -447,11 +447,13 @@ int tl_files_install(tl_read *r, int proj, const char *built, tl_err *err) {
   if (rc == TL_OK) rc = reattach(r, proj, next, err);
   if (rc != TL_OK) { /* back to the old copy: the new file goes */
     tl_err again = {0};
-    if (reattach(r, proj, r->file[proj].path, &again) != TL_OK)
+    if (reattach(r, proj, r->file[proj].path, &again) != TL_OK) {
+      r->detached = true;
       tl_slog(TL_SLOG_ERROR, NULL,
               "cannot attach a projection's file again: the projector tries again before its "
               "next batch",
               "file", r->file[proj].path, "error", again.msg, NULL);
+    }
     tl_err ignored = {0};
     remove_db(next);
     sync_dir(r->dir, &ignored);
@@ -478,7 +480,7 @@ int tl_files_install(tl_read *r, int proj, const char *built, tl_err *err) {
 }
 
 int tl_files_heal(tl_read *r) {
-  int healed = 0;
+  int healed = 0, missing = 0;
   for (int i = 0; i < tl_projections_count; i++) {
     const char *name = tl_projections[i]->name;
     if (sqlite3_db_filename(r->w->db, name)) continue; /* attached */
@@ -488,9 +490,11 @@ int tl_files_heal(tl_read *r) {
       tl_slog(TL_SLOG_WARN, NULL, "a projection's file was attached again", "projection", name,
               "file", r->file[i].path, NULL);
     } else {
+      missing++;
       tl_slog(TL_SLOG_ERROR, NULL, "cannot attach a projection's file; trying again later",
               "projection", name, "file", r->file[i].path, "error", err.msg, NULL);
     }
   }
+  r->detached = missing > 0;
   return healed;
 }

@@ -842,6 +842,7 @@ static void *projector_main(void *arg) {
       continue;
     }
     serve_task(r, reader);
+    if (r->detached) tl_files_heal(r); /* before a batch that would fail without the file */
     int64_t head = tl_log_head(r->log);
     int n = project_batch(r, reader);
     int64_t next = fire_waiters(r);
@@ -1004,9 +1005,12 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
   }
   r->started = 1;
   tl_err rb = {0};
-  if (tl_read_rebuild_versions(r, &rb) != TL_OK) /* the old copies keep serving, frozen */
+  if (tl_read_rebuild_versions(r, &rb) != TL_OK) { /* the old copies keep serving, frozen */
     tl_slog(TL_SLOG_ERROR, NULL, "cannot start rebuilding new projection versions", "error", rb.msg,
             NULL);
+    for (int i = 0; i < tl_projections_count; i++) /* the empty ones: the projector's */
+      if (atomic_exchange(&r->fold_start[i], 0)) atomic_store(&r->version_hold[i], 0);
+  }
   *out = r;
   return TL_OK;
 }

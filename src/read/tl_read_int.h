@@ -117,6 +117,9 @@ struct tl_read {
   int live_out, stale_out;
   char retired[TL_RETIRED_MAX][PATH_MAX];
   int n_retired;
+  /* A swap could attach neither the new file nor the old one again (files.c): the projector
+   * attaches the missing ones before its next batch. Projector thread only. */
+  bool detached;
   tl_handoff tasks; /* projector tasks (DLQ operations, a rebuild's swap) */
 
   /* A rebuild in progress (rebuild.c): the projection's index or -1, and how far it got. */
@@ -193,8 +196,9 @@ void tl_files_close_pool(tl_read *r);
 int tl_files_install(tl_read *r, int proj, const char *built, tl_err *err);
 /* Attaches again, on the projector's connection and its checkpointer's, each projection's
  * live file that is not attached there (a swap whose failure could not attach the old file
- * back leaves it so; every batch fails until then). Projector thread, outside a transaction.
- * Returns how many it attached. */
+ * back leaves it so, and sets r->detached; every batch would fail until then). Clears
+ * r->detached once every file is attached. Projector thread, outside a transaction. Returns
+ * how many it attached. */
 int tl_files_heal(tl_read *r);
 /* Re-reads every projection's DLQ depth from r->w. */
 int tl_read_refresh_dlq_depths(tl_read *r, tl_err *err);

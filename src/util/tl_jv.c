@@ -14,6 +14,7 @@
 #include "util/tl_common.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,6 +180,10 @@ static bool is_digit(char c) {
  * precision). Prices like 81.99 take this path: strtod cost ~700 instructions each. False:
  * use strtod. */
 static bool exact_real(const char *p, const char *end, double *out) {
+#if !defined(FLT_EVAL_METHOD) || FLT_EVAL_METHOD != 0
+  (void)p, (void)end, (void)out;
+  return false; /* x87 extended precision would round twice: strtod it is */
+#endif
   static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                  1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                  1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
@@ -192,7 +197,7 @@ static bool exact_real(const char *p, const char *end, double *out) {
   if (p < end && *p == '.') {
     for (p++; p < end && is_digit(*p); p++, k--) {
       m = m * 10 + (uint64_t)(*p - '0');
-      if (m > max_exact) return false;
+      if (m > max_exact || k < -1000) return false;
     }
   }
   if (p < end) { /* 'e' or 'E', a sign, digits (checked by the caller) */
