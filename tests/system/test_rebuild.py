@@ -584,3 +584,40 @@ def test_projections_that_start_empty_on_a_long_log_are_folded(make_server):
     o = srv.place_order([(p["productId"], 1, 3)], customer_id=cust)
     st, _, v = srv.query("/orders/" + o["orderId"], o["position"])
     assert st == 200 and v["customerId"] == cust, v
+
+
+def test_a_fold_from_empty_cut_short_by_kill_9_starts_again(make_server, monkeypatch):
+    """kill -9 while the projections that started empty are being folded: the scratch file is
+    removed at the next start, they are still at position 0, so they are folded again, and the
+    result reconciles clean."""
+    srv = make_server(["--fold-from", "50", "--enable-failpoints"])
+    p = srv.create_product(uid("prod"), price=1, stock=1000)
+    placed = [srv.place_order([(p["productId"], 1, 1)]) for _ in range(25)]
+    head = srv.idle_head()
+    srv.stop()
+    for f in read_files(srv):
+        os.unlink(os.path.join(srv.data_dir, f))
+    monkeypatch.setenv("TWINLANE_FAILPOINTS", "projection.orders.rebuild=delay:20")
+    srv.start()
+    wait_for(lambda: status(srv, "orders")["status"] == "rebuilding" and
+             status(srv, "orders")["rebuildPosition"] >= 1, "the orders fold under way",
+             lambda: status(srv, "orders"))
+    assert status(srv, "orders")["position"] == 0
+    assert [f for f in os.listdir(srv.data_dir) if "rebuild" in f]
+    srv.kill9()
+    monkeypatch.delenv("TWINLANE_FAILPOINTS")
+    start_log = os.path.getsize(srv.stderr_path)
+    srv.start()
+    for name in ("orders", "products", "daily_sales"):
+        wait_for(lambda: status(srv, name)["position"] >= head and
+                 status(srv, name)["status"] == "running", "%s caught up" % name,
+                 lambda: status(srv, name))
+    with open(srv.stderr_path) as f:
+        f.seek(start_log)
+        log = f.read()
+    assert log.count("projection starts empty; folding the log into a new copy") == 3, log
+    assert not [f for f in os.listdir(srv.data_dir) if "rebuild" in f]
+    st, _, v = srv.query("/orders/" + placed[-1]["orderId"], head)
+    assert st == 200 and v["status"] == "RESERVED", v
+    st, _, r = srv.post("/admin/reconcile")
+    assert st == 200 and r["clean"] is True, r
