@@ -1,5 +1,6 @@
 /* tl_db.c: SQLite connection and statement-cache helpers. */
 #include "util/tl_db.h"
+#include "util/tl_vfs.h"
 
 #include "util/tl_slog.h"
 #include "util/tl_time.h"
@@ -29,6 +30,7 @@ int tl_db_open(tl_db **out, const char *path, int readonly, const char *synchron
   *out = NULL;
   tl_db *d = calloc(1, sizeof *d);
   if (!d) return tl_err_set(err, TL_E_NOMEM, "out of memory");
+  tl_vfs_install(); /* WAL frames in one write per commit (tl_vfs.h); else the default VFS */
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (readonly ? 0 : SQLITE_OPEN_CREATE);
   int rc = sqlite3_open_v2(path, &d->db, flags, NULL);
   if (rc != SQLITE_OK) {
