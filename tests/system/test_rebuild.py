@@ -541,6 +541,21 @@ def test_a_rebuild_parks_again_the_events_its_projection_cannot_apply(make_serve
     assert st == 200 and r["clean"] is True, r
 
 
+def all_running_at(srv, head):
+    """Waits until every projection is running at head or past it."""
+    for name in ("orders", "products", "daily_sales"):
+        wait_for(lambda: status(srv, name)["position"] >= head and
+                 status(srv, name)["status"] == "running", "%s caught up" % name,
+                 lambda: status(srv, name))
+
+
+def log_since(srv, offset):
+    """The server's log from byte offset on (a start's lines)."""
+    with open(srv.stderr_path) as f:
+        f.seek(offset)
+        return f.read()
+
+
 def test_projections_that_start_empty_on_a_long_log_are_folded(make_server):
     """A projection that starts at position 0 while the log holds at least --fold-from events is
     folded into a new copy by the rebuild thread (3-5x faster than the projector's batches) and
@@ -568,13 +583,8 @@ def test_projections_that_start_empty_on_a_long_log_are_folded(make_server):
         assert st == 200 and prod["salesCount"] == prod_before["salesCount"], prod
         st, _, found = srv.query("/orders/search", head, {"q": "plain widg", "limit": 100})
         assert {o["orderId"] for o in found["items"]} == {o["orderId"] for o in placed}, found
-        for name in ("orders", "products", "daily_sales"):
-            wait_for(lambda: status(srv, name)["position"] >= head and
-                     status(srv, name)["status"] == "running", "%s caught up" % name,
-                     lambda: status(srv, name))
-        with open(srv.stderr_path) as f:
-            f.seek(start_log)
-            log = f.read()
+        all_running_at(srv, head)
+        log = log_since(srv, start_log)
         n = 3 if folded else 0
         assert log.count("projection starts empty; folding the log into a new copy") == n, log
         assert log.count("projection rebuilt and swapped in") == n, log[-3000:]
@@ -608,13 +618,8 @@ def test_a_fold_from_empty_cut_short_by_kill_9_starts_again(make_server, monkeyp
     monkeypatch.delenv("TWINLANE_FAILPOINTS")
     start_log = os.path.getsize(srv.stderr_path)
     srv.start()
-    for name in ("orders", "products", "daily_sales"):
-        wait_for(lambda: status(srv, name)["position"] >= head and
-                 status(srv, name)["status"] == "running", "%s caught up" % name,
-                 lambda: status(srv, name))
-    with open(srv.stderr_path) as f:
-        f.seek(start_log)
-        log = f.read()
+    all_running_at(srv, head)
+    log = log_since(srv, start_log)
     assert log.count("projection starts empty; folding the log into a new copy") == 3, log
     assert not [f for f in os.listdir(srv.data_dir) if "rebuild" in f]
     st, _, v = srv.query("/orders/" + placed[-1]["orderId"], head)
