@@ -877,11 +877,10 @@ static void test_evolve_invalid_order_placed_changes_only_the_version(void **s) 
   order_in(&st, TL_ORDER_PAID);
   tl_order_state before;
   tl_order_state_copy(&before, &st);
-  const char *bad[] = {"{}",
-                       "{\"orderId\":\"o\",\"customerId\":\"c\"}",
+  const char *bad[] = {"{}", "{\"orderId\":\"o\",\"customerId\":\"c\"}",
                        "{\"orderId\":\"o\",\"customerId\":\"c\",\"items\":[{\"quantity\":1}]}",
-                       "{\"orderId\":\"o\",\"customerId\":\"c\",\"items\":[{\"productId\":\"p\","
-                       "\"quantity\":1,\"price\":0.001}]}"};
+                       ("{\"orderId\":\"o\",\"customerId\":\"c\",\"items\":[{\"productId\":\"p\","
+                        "\"quantity\":1,\"price\":0.001}]}")};
   for (size_t i = 0; i < TL_ARRAY_LEN(bad); i++) {
     json_t *data = json_loads(bad[i], 0, NULL);
     assert_non_null(data);
