@@ -35,21 +35,8 @@ static int refused(fold_ctx *c, int i, const tl_event *ev, const char *why) {
   tl_fold *f = c->f;
   f->errors[i]++;
   if (!f->park) return TL_OK;
-  sqlite3_stmt *st = tl_db_stmt(f->db, SQL_PARK, &c->err);
-  if (!st) return TL_E_IO;
   int64_t now = tl_now_ms();
-  sqlite3_bind_text(st, 1, tl_projections[i]->name, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(st, 2, ev->position);
-  sqlite3_bind_text(st, 3, ev->stream, -1, SQLITE_STATIC);
-  sqlite3_bind_text(st, 4, ev->type, -1, SQLITE_STATIC);
-  sqlite3_bind_text(st, 5, why, -1, SQLITE_STATIC);
-  sqlite3_bind_int(st, 6, 1);
-  sqlite3_bind_int64(st, 7, now);
-  sqlite3_bind_int64(st, 8, now);
-  sqlite3_bind_int64(st, 9, ev->position * TL_MAX_PROJECTIONS + i);
-  int rc = sqlite3_step(st);
-  sqlite3_reset(st);
-  return rc == SQLITE_DONE ? TL_OK : tl_db_fail(f->db, rc, "park event", &c->err);
+  return tl_read_park(f->db, SQL_PARK, i, ev, why, 1, now, now, &c->err);
 }
 
 /* Projection i applies ev in a savepoint of its own: a refusal is rolled back (and parked). */
@@ -79,7 +66,7 @@ static int fold_event(void *arg, const tl_event *ev) {
     if (ev->position > f->upto[i]) continue;
     if (!data) {
       char why[64];
-      snprintf(why, sizeof why, "event %lld has unreadable data", (long long)ev->position);
+      snprintf(why, sizeof why, TL_UNREADABLE_DATA, (long long)ev->position);
       if (refused(c, i, ev, why) != TL_OK) c->rc = TL_E_IO;
       continue;
     }

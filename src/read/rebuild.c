@@ -150,6 +150,13 @@ static int rebuild_one(tl_read *r, int proj, tl_err *err) {
   return rc;
 }
 
+void tl_read_fold_start_fallback(tl_read *r, int i) {
+  if (!atomic_exchange(&r->fold_start[i], 0)) return; /* a changed version cannot */
+  tl_slog(TL_SLOG_WARN, NULL, "the projector catches the projection up instead", "projection",
+          tl_projections[i]->name, NULL);
+  atomic_store(&r->version_hold[i], 0);
+}
+
 /* The rebuild thread: one projection (arg >= 0), or (-1) every projection whose version
  * changed, one after the other. */
 typedef struct thread_arg {
@@ -171,13 +178,8 @@ static void *rebuild_main(void *arg) {
       if (!atomic_load(&r->version_hold[i])) continue;
       atomic_store(&r->rebuilding, i);
       memset(&err, 0, sizeof err);
-      if (rebuild_one(r, i, &err) != TL_OK && atomic_load(&r->fold_start[i]) &&
-          !atomic_load(&r->stopping)) {
-        /* An empty copy: the projector can catch it up instead (a changed version cannot). */
-        tl_slog(TL_SLOG_WARN, NULL, "the projector catches the projection up instead", "projection",
-                tl_projections[i]->name, NULL);
-        atomic_store(&r->version_hold[i], 0);
-      }
+      if (rebuild_one(r, i, &err) != TL_OK && !atomic_load(&r->stopping))
+        tl_read_fold_start_fallback(r, i);
       atomic_store(&r->fold_start[i], 0);
     }
   }

@@ -224,8 +224,7 @@ enum { APPLIED = 0, REFUSED = 1 }; /* else: a negative TL_E code, the batch must
  * `fp` is 0: it was evaluated already). 0, or the projection's own failure (message in *why). */
 static int apply_one(tl_read *r, int i, const tl_event *ev, const tl_jv *data, int fp,
                      tl_err *why) {
-  if (!data)
-    return tl_err_set(why, TL_E_INVALID, "event %lld has unreadable data", (long long)ev->position);
+  if (!data) return tl_err_set(why, TL_E_INVALID, TL_UNREADABLE_DATA, (long long)ev->position);
   if (fp && tl_fp(r->fp_apply[i]))
     return tl_err_set(why, TL_E_IO, "apply failed at event %lld (fail point %s)",
                       (long long)ev->position, r->fp_apply[i]);
@@ -251,22 +250,28 @@ static int apply_guarded(tl_read *r, int i, const tl_event *ev, const tl_jv *dat
   return rc != TL_OK ? rc : applied ? APPLIED : REFUSED;
 }
 
-/* Parks ev for projection i in the dead-letter table. */
-static int park(tl_read *r, int i, const tl_event *ev, const proj_fail *f, tl_err *err) {
-  sqlite3_stmt *st = tl_db_stmt(r->w, r->file[i].dlq_park, err);
+int tl_read_park(tl_db *db, const char *sql, int proj, const tl_event *ev, const char *error,
+                 int attempts, int64_t first_ms, int64_t last_ms, tl_err *err) {
+  sqlite3_stmt *st = tl_db_stmt(db, sql, err);
   if (!st) return TL_E_IO;
-  sqlite3_bind_text(st, 1, tl_projections[i]->name, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 1, tl_projections[proj]->name, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, ev->position);
   sqlite3_bind_text(st, 3, ev->stream, -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 4, ev->type, -1, SQLITE_STATIC);
-  sqlite3_bind_text(st, 5, f->error, -1, SQLITE_STATIC);
-  sqlite3_bind_int(st, 6, f->attempts);
-  sqlite3_bind_int64(st, 7, f->first_ms);
-  sqlite3_bind_int64(st, 8, f->last_ms);
-  sqlite3_bind_int64(st, 9, ev->position * TL_MAX_PROJECTIONS + i);
+  sqlite3_bind_text(st, 5, error, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 6, attempts);
+  sqlite3_bind_int64(st, 7, first_ms);
+  sqlite3_bind_int64(st, 8, last_ms);
+  sqlite3_bind_int64(st, 9, ev->position * TL_MAX_PROJECTIONS + proj);
   int rc = sqlite3_step(st);
   sqlite3_reset(st);
-  return rc == SQLITE_DONE ? TL_OK : tl_db_fail(r->w, rc, "park event", err);
+  return rc == SQLITE_DONE ? TL_OK : tl_db_fail(db, rc, "park event", err);
+}
+
+/* Parks ev for projection i in the dead-letter table of its file. */
+static int park(tl_read *r, int i, const tl_event *ev, const proj_fail *f, tl_err *err) {
+  return tl_read_park(r->w, r->file[i].dlq_park, i, ev, f->error, f->attempts, f->first_ms,
+                      f->last_ms, err);
 }
 
 /* The delay before attempt `attempts + 1`: base * 2^(attempts-1), capped, with equal jitter
@@ -1008,8 +1013,7 @@ int tl_read_open(tl_read **out, tl_log *log, const char *dir, const tl_read_opts
   if (tl_read_rebuild_versions(r, &rb) != TL_OK) { /* the old copies keep serving, frozen */
     tl_slog(TL_SLOG_ERROR, NULL, "cannot start rebuilding new projection versions", "error", rb.msg,
             NULL);
-    for (int i = 0; i < tl_projections_count; i++) /* the empty ones: the projector's */
-      if (atomic_exchange(&r->fold_start[i], 0)) atomic_store(&r->version_hold[i], 0);
+    for (int i = 0; i < tl_projections_count; i++) tl_read_fold_start_fallback(r, i);
   }
   *out = r;
   return TL_OK;

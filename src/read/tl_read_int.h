@@ -138,6 +138,9 @@ struct tl_read {
 /* Starts rebuilding, one after the other, the projections held for a version change or an
  * empty start (at start-up, once the projector runs). */
 int tl_read_rebuild_versions(tl_read *r, tl_err *err);
+/* If projection i is held to be folded from empty (fold_start) and that fold cannot run or
+ * failed: lifts the hold, so that the projector catches it up. */
+void tl_read_fold_start_fallback(tl_read *r, int i);
 
 /* Runs t on the projector thread and waits: TL_E_TIMEOUT if the projector did not take it in
  * timeout_ms (nothing happened), TL_E_CLOSED at shutdown, else t's result. */
@@ -159,6 +162,12 @@ extern const char TL_READ_STORE_SCHEMA[];
   " first_failed_at, last_failed_at) VALUES(?9,?1,?2,?3,?4,?5,?6,?7,?8)" \
   " ON CONFLICT(id) DO UPDATE SET error = excluded.error,"               \
   " attempts = attempts + excluded.attempts, last_failed_at = excluded.last_failed_at"
+/* Parks ev for projection proj with sql (TL_DLQ_PARK_SQL of the database that holds its
+ * rm_dlq): its error, attempts and first and last failure times (ms). 0 or TL_E_IO. */
+int tl_read_park(tl_db *db, const char *sql, int proj, const tl_event *ev, const char *error,
+                 int attempts, int64_t first_ms, int64_t last_ms, tl_err *err);
+/* The error of an event whose data is not JSON (a printf format of its position). */
+#define TL_UNREADABLE_DATA "event %lld has unreadable data"
 /* Stores a projection's checkpoint (inside the caller's transaction) with sql (NULL: in the
  * main database; else a tl_proj_file's cp_put). */
 int tl_read_put_checkpoint(tl_db *db, const char *sql, const tl_projection_def *def,
