@@ -217,8 +217,9 @@ static bool exact_real(const char *p, const char *end, double *out) {
 }
 
 /* A number at ps->p into node v: an integer when it has neither fraction nor exponent (refused
- * outside int64, as strtoll's ERANGE makes jansson refuse it), else a real read by strtod
- * (refused when it overflows; an underflow reads as the small or zero result). */
+ * outside int64, as strtoll's ERANGE makes jansson refuse it), else a real: exact_real's when
+ * it can, else strtod's (refused when it overflows; an underflow reads as the small or zero
+ * result). */
 static int parse_number(parser *ps, tl_jv *v) {
   const char *start = ps->p, *p = ps->p, *end = ps->end;
   bool neg = false, real = false;

@@ -41,6 +41,7 @@ struct tl_vfile {
   size_t len;
   sqlite3_int64 off;
   int commit_frame; /* the header of a commit frame is buffered: flush after its page */
+  long long saved;  /* writes buffered minus writes made (added to g_saved at close) */
 };
 
 static sqlite3_vfs *g_root;
@@ -62,7 +63,7 @@ static int flush(tl_vfile *p) {
     size_t n = p->len - done < WRITE_MAX ? p->len - done : WRITE_MAX;
     rc = p->real->pMethods->xWrite(p->real, p->buf + done, (int)n, p->off + (sqlite3_int64)done);
     done += n;
-    atomic_fetch_sub(&g_saved, 1);
+    p->saved--;
   }
   p->len = 0;
   p->commit_frame = 0;
@@ -105,6 +106,7 @@ static int v_close(sqlite3_file *f) {
   if (p->db) p->db->wal = NULL;
   pthread_mutex_unlock(&g_lock);
   free(p->buf);
+  if (p->saved) atomic_fetch_add(&g_saved, p->saved);
   int rc2 = p->real->pMethods->xClose(p->real);
   return rc != SQLITE_OK ? rc : rc2;
 }
@@ -122,12 +124,12 @@ static uint32_t be32(const unsigned char *b) {
 static int v_write(sqlite3_file *f, const void *data, int amt, sqlite3_int64 off) {
   tl_vfile *p = (tl_vfile *)f;
   int buffered = 0;
-  int rc = p->db || p->len ? make_room(p, amt, off, &buffered) : SQLITE_OK;
+  int rc = make_room(p, amt, off, &buffered);
   if (rc != SQLITE_OK) return rc;
   if (!buffered) return p->real->pMethods->xWrite(p->real, data, amt, off);
   memcpy(p->buf + p->len, data, (size_t)amt);
   p->len += (size_t)amt;
-  atomic_fetch_add(&g_saved, 1);
+  p->saved++;
   if (amt == FRAME_HEADER) {
     /* A frame's header: a non-zero database size marks the commit frame. */
     p->commit_frame = be32((const unsigned char *)data + 4) != 0;

@@ -27,8 +27,8 @@
  * SQLite result code. tl_db_open calls it. */
 int tl_vfs_install(void);
 
-/* System calls saved so far: pwrite calls the WAL buffers replaced, minus those they made
- * (for tests and the benchmark's notes). */
+/* System calls saved by the WAL files closed so far: pwrite calls their buffers replaced,
+ * minus those they made (for tests; counted per file, not on the write path). */
 long long tl_vfs_writes_saved(void);
 
 #endif

@@ -70,10 +70,10 @@ static void test_every_commit_is_visible_to_another_connection_at_once(void **s)
     want += ROWS[i];
     assert_int_equal(count_rows(r), want);
   }
-  assert_true(tl_vfs_writes_saved() > saved); /* the buffer was used */
   integrity_ok(r);
   tl_db_close(r);
   tmp_db_remove(&w);
+  assert_true(tl_vfs_writes_saved() > saved); /* the buffer was used (counted at close) */
 }
 
 static void test_spills_and_savepoint_rollbacks_keep_the_database_intact(void **s) {
